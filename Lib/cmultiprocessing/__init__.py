@@ -1,0 +1,1 @@
+"""cmultiprocessing: the standard library's multiprocessing API over a native core."""

@@ -1,0 +1,9 @@
+/* connection.c -- not written yet; see cmp.h. */
+#include "cmp.h"
+
+int
+cmp_connection_exec(PyObject *module)
+{
+    (void)module;
+    return 0;
+}

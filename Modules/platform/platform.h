@@ -1,0 +1,50 @@
+/*
+ * platform.h -- the OS layer of _cmultiprocessing, behind one header.
+ *
+ * Concern files (connection.c, semaphore.c, ...) include this header and
+ * never test MS_WINDOWS or __APPLE__ themselves.  The functions declared
+ * here run without the GIL and without touching Python objects: they return
+ * 0 on success or a platform error code (errno on POSIX, GetLastError() on
+ * Windows), which the caller turns into an exception with
+ * cmp_raise_oserror() once it holds the GIL again.
+ *
+ * Each concern's declarations live in their own header, included here; the
+ * implementations live in posix_<concern>.c (Linux, and macOS where the two
+ * agree), darwin_<concern>.c and win32_<concern>.c.
+ */
+#ifndef CMP_PLATFORM_H
+#define CMP_PLATFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  define CMP_WINDOWS 1
+#  ifndef WIN32_LEAN_AND_MEAN
+#    define WIN32_LEAN_AND_MEAN
+#  endif
+#  include <windows.h>
+typedef HANDLE cmp_handle_t;
+#  define CMP_INVALID_HANDLE INVALID_HANDLE_VALUE
+#else
+#  define CMP_POSIX 1
+#  if defined(__APPLE__)
+#    define CMP_DARWIN 1
+#  endif
+typedef int cmp_handle_t;
+#  define CMP_INVALID_HANDLE (-1)
+#endif
+
+/* Monotonic clock in seconds, for deadlines. */
+double cmp_monotonic(void);
+
+/* The longest single wait the blocking loops make with the GIL released
+   before they take the GIL to run signal handlers (seconds). */
+#define CMP_WAIT_SLICE 0.05
+
+#include "platform/io.h"
+#include "platform/sem.h"
+#include "platform/proc.h"
+#include "platform/shm.h"
+
+#endif /* CMP_PLATFORM_H */
