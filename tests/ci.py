@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""The project's test run: what `.ci/run` and the README's test command do.
+
+    python3 tests/ci.py                     # unit tests, then the stdlib suite
+    python3 tests/ci.py --pythons 3.12 --methods fork
+    python3 tests/ci.py --update-ratchet    # raise tests/ratchet.json
+
+For each interpreter (3.12 by default; 3.11 and 3.13 on request) it makes a
+virtual environment under .ci-venvs/, installs the package with its test extra
+(the C extension built with -Werror), runs the unit tests with pytest, then
+runs the interpreter's own multiprocessing suite against cmultiprocessing and
+against the stdlib for each start method, printing the tables side by side.
+
+It fails when a unit test fails, or when a suite's pass count falls below the
+committed ratchet (tests/ratchet.json).
+"""
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATCHET = os.path.join(ROOT, "tests", "ratchet.json")
+VENVS = os.path.join(ROOT, ".ci-venvs")
+RESULTS = os.path.join(ROOT, "results")
+
+
+def log(msg):
+    print("[ci %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def find_python(version):
+    """An interpreter of the given X.Y version: pyenv's, or one on PATH."""
+    candidates = []
+    for root in filter(None, [os.environ.get("PYENV_ROOT"),
+                              os.path.expanduser("~/.pyenv")]):
+        candidates += sorted(glob.glob(os.path.join(
+            root, "versions", version + ".*", "bin", "python" + version)),
+            reverse=True)
+    found = shutil.which("python" + version)
+    if found:
+        candidates.append(found)
+    for c in candidates:
+        try:
+            out = subprocess.run([c, "-c", "import sys; print('%d.%d' % "
+                                  "sys.version_info[:2])"],
+                                 capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip() == version:
+            return c
+    return None
+
+
+def make_venv(version):
+    base = find_python(version)
+    if base is None:
+        raise SystemExit("no Python %s found (pyenv or PATH)" % version)
+    venv = os.path.join(VENVS, "py" + version)
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py):
+        log("creating venv for %s from %s" % (version, base))
+        subprocess.run([base, "-m", "venv", venv], check=True)
+    env = dict(os.environ, CMP_WERROR="1")
+    log("installing cmultiprocessing[test] into %s" % venv)
+    subprocess.run([py, "-m", "pip", "install", "-q", "--upgrade", "pip",
+                    "setuptools", "wheel"], check=True, env=env)
+    subprocess.run([py, "-m", "pip", "install", "-q", "--force-reinstall",
+                    "--no-deps", ROOT], check=True, env=env)
+    subprocess.run([py, "-m", "pip", "install", "-q", ROOT + "[test]"],
+                   check=True, env=env)
+    return py
+
+
+def run_pytest(py, version, extra):
+    log("unit tests on Python %s" % version)
+    junit = os.path.join(RESULTS, "pytest-%s.xml" % version)
+    # Run from outside the tree so that the installed package is tested.
+    cmd = [py, "-m", "pytest", "-q", "-rfEs", "--timeout=300",
+           "--junitxml", junit, os.path.join(ROOT, "tests")] + extra
+    proc = subprocess.run(cmd, cwd=RESULTS, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    sys.stdout.write(proc.stdout)
+    counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
+    tail = proc.stdout.strip().splitlines()[-1:] or [""]
+    for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)",
+                              tail[0]):
+        counts["errors" if word.startswith("error") else word] += int(n)
+    ok = proc.returncode in (0, 5) and counts["failed"] == 0 \
+        and counts["errors"] == 0
+    return ok, counts
+
+
+def run_suite(py, version, method, timeout, test_timeout):
+    out = os.path.join(RESULTS, "stdlib-suite-%s-%s.json" % (version, method))
+    cmd = [py, os.path.join(ROOT, "tests", "stdlib_suite.py"),
+           "--start-method", method, "--compare", "--json", out,
+           "--timeout", str(timeout), "--test-timeout", str(test_timeout)]
+    log("stdlib suite on Python %s, %s (cmultiprocessing and stdlib)"
+        % (version, method))
+    subprocess.run(cmd, cwd=RESULTS, timeout=2 * timeout + 600)
+    with open(out, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_ratchet():
+    if os.path.exists(RATCHET):
+        with open(RATCHET, encoding="utf-8") as f:
+            return json.load(f)
+    return {}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pythons", default=os.environ.get("CMP_PYTHONS", "3.12"),
+                   help="comma-separated X.Y versions (default 3.12)")
+    p.add_argument("--methods", default="fork,spawn,forkserver")
+    p.add_argument("--no-suite", action="store_true",
+                   help="unit tests only")
+    p.add_argument("--no-unit", action="store_true",
+                   help="stdlib suite only")
+    p.add_argument("--suite-timeout", type=int, default=900,
+                   help="time limit for one suite run, seconds")
+    p.add_argument("--test-timeout", type=int, default=90,
+                   help="time limit for one suite test, seconds")
+    p.add_argument("--update-ratchet", action="store_true",
+                   help="raise tests/ratchet.json to today's pass counts")
+    p.add_argument("pytest_args", nargs="*")
+    args = p.parse_args(argv)
+
+    os.makedirs(RESULTS, exist_ok=True)
+    ratchet = load_ratchet()
+    failures = []
+    unit_totals = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
+    suite_rows = []
+    for version in [v.strip() for v in args.pythons.split(",") if v.strip()]:
+        py = make_venv(version)
+        if not args.no_unit:
+            ok, counts = run_pytest(py, version, args.pytest_args)
+            for k in unit_totals:
+                unit_totals[k] += counts[k]
+            if not ok:
+                failures.append("unit tests failed on %s" % version)
+        if args.no_suite:
+            continue
+        for method in [m.strip() for m in args.methods.split(",")
+                       if m.strip()]:
+            data = run_suite(py, version, method, args.suite_timeout,
+                             args.test_timeout)
+            ours, ref = data["result"], data["stdlib"]
+            passed = ours["totals"]["passed"]
+            floor = ratchet.get(version, {}).get(method, 0)
+            suite_rows.append((version, method, passed,
+                               ref["totals"]["passed"], floor))
+            if passed < floor:
+                failures.append("stdlib suite %s/%s: %d passed, below the "
+                                "ratchet's %d" % (version, method, passed,
+                                                  floor))
+            if args.update_ratchet and passed > floor:
+                ratchet.setdefault(version, {})[method] = passed
+
+    if suite_rows:
+        print("\n== stdlib suite pass counts (cmultiprocessing / stdlib / "
+              "ratchet) ==")
+        for version, method, ours_n, std_n, floor in suite_rows:
+            print("  Python %-5s %-11s %4d / %4d / %4d" % (version, method,
+                                                          ours_n, std_n,
+                                                          floor))
+    if args.update_ratchet:
+        with open(RATCHET, "w", encoding="utf-8") as f:
+            json.dump(ratchet, f, indent=2, sort_keys=True)
+            f.write("\n")
+        log("ratchet written: %s" % RATCHET)
+    for f in failures:
+        log("FAILED: " + f)
+    if not args.no_unit:
+        print("unit: %d passed, %d failed, %d skipped" % (
+            unit_totals["passed"],
+            unit_totals["failed"] + unit_totals["errors"],
+            unit_totals["skipped"]))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
