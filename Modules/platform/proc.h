@@ -1,5 +1,43 @@
-/* platform/proc.h -- OS layer declarations for one concern; see platform.h. */
+/* platform/proc.h -- OS layer for child processes: fork, reaping, the
+ * sentinel pipes that tell a parent (or a child) that its peer is gone.
+ *
+ * Every function returns 0 or a platform error code and never touches
+ * Python objects, so callers may run them with the GIL released.
+ */
 #ifndef CMP_PLATFORM_PROC_H
 #define CMP_PLATFORM_PROC_H
+
+#ifdef CMP_POSIX
+/* fork() exists: the "fork" start method is available. */
+#  define CMP_HAVE_FORK 1
+#endif
+
+/* A pipe whose two ends are not inherited by exec'd programs.
+   fds[0] is the read end. */
+int cmp_proc_pipe(cmp_handle_t fds[2]);
+
+/* Close a handle; EINTR is not an error (the handle is gone either way). */
+int cmp_proc_close(cmp_handle_t fd);
+
+#ifdef CMP_HAVE_FORK
+/* fork(2): *pid receives 0 in the child, the child's pid in the parent. */
+int cmp_proc_fork(long *pid);
+#endif
+
+/* Collect the exit status of child `pid`.  With block == 0 the call does
+   not wait: *done is set to 0 if the child is still running.  When the
+   child is collected *done = 1 and *exitcode holds the exit status in the
+   multiprocessing convention (exit code, or -signal number).
+   Returns EINTR if a signal interrupted a blocking wait, ECHILD when there
+   is no such child (already collected elsewhere). */
+int cmp_proc_reap(long pid, int block, int *done, int *exitcode);
+
+/* Wait at most `timeout` seconds (timeout < 0: forever) until `fd` is
+   readable or at end of file (the writer side closed).  *ready tells which
+   happened.  May return EINTR. */
+int cmp_proc_wait_readable(cmp_handle_t fd, double timeout, int *ready);
+
+/* Send signal `sig` to process `pid` (ESRCH when it is gone). */
+int cmp_proc_signal(long pid, int sig);
 
 #endif

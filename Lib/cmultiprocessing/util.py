@@ -1,0 +1,501 @@
+"""Shared helpers of cmultiprocessing: logging, finalizers that run when an
+object dies or the process exits, hooks run in a child after fork, temporary
+directories, and file-descriptor hygiene for new processes."""
+
+import atexit
+import itertools
+import os
+import sys
+import threading        # imported first so its own exit hook runs after ours
+import weakref
+
+from . import process
+
+__all__ = [
+    'sub_debug', 'debug', 'info', 'sub_warning', 'get_logger',
+    'log_to_stderr', 'get_temp_dir', 'register_after_fork',
+    'is_exiting', 'Finalize', 'ForkAwareThreadLock', 'ForkAwareLocal',
+    'close_all_fds_except', 'SUBDEBUG', 'SUBWARNING',
+]
+
+# ---------------------------------------------------------------------------
+# Logging: nothing is logged until get_logger() or log_to_stderr() is called.
+
+NOTSET, SUBDEBUG, DEBUG, INFO, SUBWARNING = 0, 5, 10, 20, 25
+
+LOGGER_NAME = 'multiprocessing'
+DEFAULT_LOGGING_FORMAT = '[%(levelname)s/%(processName)s] %(message)s'
+
+_logger = None
+_log_to_stderr = False
+
+if sys.version_info >= (3, 13):
+    # Report the caller of debug()/info() as the origin of the record.
+    _LOG_KW = {'stacklevel': 2}
+else:
+    _LOG_KW = {}
+
+
+def _emit(level, msg, args):
+    logger = _logger
+    if logger:
+        logger.log(level, msg, *args, **_LOG_KW)
+
+
+def sub_debug(msg, *args):
+    _emit(SUBDEBUG, msg, args)
+
+
+def debug(msg, *args):
+    _emit(DEBUG, msg, args)
+
+
+def info(msg, *args):
+    _emit(INFO, msg, args)
+
+
+def sub_warning(msg, *args):
+    _emit(SUBWARNING, msg, args)
+
+
+def _logging_module_lock(logging):
+    lock = getattr(logging, '_lock', None)
+    if lock is not None:
+        return lock
+    # 3.11/3.12 keep the module lock behind two functions.
+    class _Held:
+        def __enter__(self):
+            logging._acquireLock()
+
+        def __exit__(self, *exc):
+            logging._releaseLock()
+    return _Held()
+
+
+def get_logger():
+    """The 'multiprocessing' logger, created (without propagation) on first
+    use."""
+    global _logger
+    import logging
+    with _logging_module_lock(logging):
+        if not _logger:
+            logger = logging.getLogger(LOGGER_NAME)
+            logger.propagate = 0
+            _logger = logger
+            # Run our exit function before logging's own (atexit runs
+            # handlers last-registered first).
+            atexit.unregister(_exit_function)
+            atexit.register(_exit_function)
+    return _logger
+
+
+def log_to_stderr(level=None):
+    """Send the package's log records to stderr; returns the logger."""
+    global _log_to_stderr
+    import logging
+    logger = get_logger()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(DEFAULT_LOGGING_FORMAT))
+    logger.addHandler(handler)
+    if level:
+        logger.setLevel(level)
+    _log_to_stderr = True
+    return _logger
+
+
+# ---------------------------------------------------------------------------
+# Abstract (Linux) unix-socket namespace
+
+def _platform_supports_abstract_sockets():
+    if sys.version_info >= (3, 13):
+        return sys.platform in ('linux', 'android')
+    return sys.platform == 'linux' or hasattr(sys, 'getandroidapilevel')
+
+
+def is_abstract_socket_namespace(address):
+    if not address:
+        return False
+    if isinstance(address, bytes):
+        return address[0] == 0
+    if isinstance(address, str):
+        return address[0] == '\0'
+    raise TypeError(f'address type of {address!r} unrecognized')
+
+
+abstract_sockets_supported = _platform_supports_abstract_sockets()
+
+# ---------------------------------------------------------------------------
+# A per-process temporary directory, removed at exit
+
+
+def _remove_temp_dir(rmtree, tempdir):
+    rmtree(tempdir)
+    me = process.current_process()
+    # Late in interpreter shutdown the module global may already be None.
+    if me is not None:
+        me._config['tempdir'] = None
+
+
+def get_temp_dir():
+    """Path of a private temporary directory, created on first use and
+    removed when the process exits."""
+    config = process.current_process()._config
+    path = config.get('tempdir')
+    if path is not None:
+        return path
+    import shutil
+    import tempfile
+    path = tempfile.mkdtemp(prefix='pymp-')
+    info('created temp directory %s', path)
+    # shutil.rmtree is bound now: at shutdown the module may be gone.
+    Finalize(None, _remove_temp_dir, args=(shutil.rmtree, path),
+             exitpriority=-100)
+    config['tempdir'] = path
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Hooks run in a child process right after it was forked
+
+_afterfork_registry = weakref.WeakValueDictionary()
+_afterfork_counter = itertools.count()
+
+
+def register_after_fork(obj, func):
+    """Call func(obj) in each child started after this call (for as long
+    as obj lives)."""
+    _afterfork_registry[(next(_afterfork_counter), id(obj), func)] = obj
+
+
+def _run_after_forkers():
+    entries = sorted(_afterfork_registry.items())
+    for key, obj in entries:
+        hook = key[2]
+        try:
+            hook(obj)
+        except Exception as exc:
+            info('after forker raised exception %s', exc)
+
+
+# ---------------------------------------------------------------------------
+# Finalizers: callbacks run when an object is collected, when called, or at
+# exit (those with an exit priority, highest first, newest first within one
+# priority).  Keys of the registry are (exitpriority, creation number).
+
+_finalizer_registry = {}
+_finalizer_counter = itertools.count()
+
+
+class Finalize(object):
+    """Run callback(*args, **kwargs) once: when `obj` is garbage collected,
+    when the finalizer is called, or at exit if exitpriority is not None."""
+
+    def __init__(self, obj, callback, args=(), kwargs=None, exitpriority=None):
+        if exitpriority is not None and not isinstance(exitpriority, int):
+            raise TypeError(
+                "Exitpriority ({0!r}) must be None or int, not {1!s}".format(
+                    exitpriority, type(exitpriority)))
+        if obj is None:
+            if exitpriority is None:
+                raise ValueError(
+                    "Without object, exitpriority cannot be None")
+        else:
+            self._weakref = weakref.ref(obj, self)
+        self._callback = callback
+        self._args = args
+        self._kwargs = kwargs or {}
+        self._pid = os.getpid()
+        self._key = key = (exitpriority, next(_finalizer_counter))
+        _finalizer_registry[key] = self
+
+    def _forget(self):
+        self._weakref = None
+        self._callback = None
+        self._args = None
+        self._kwargs = None
+        self._key = None
+
+    # The defaults keep what __call__ needs reachable even after the module
+    # globals were cleared during interpreter shutdown.
+    def __call__(self, wr=None, _registry=_finalizer_registry,
+                 _sub_debug=sub_debug, _getpid=os.getpid):
+        """Run the callback unless it already ran or was cancelled."""
+        if _registry.pop(self._key, None) is None:
+            _sub_debug('finalizer no longer registered')
+            return None
+        result = None
+        if self._pid == _getpid():
+            _sub_debug('finalizer calling %s with args %s and kwargs %s',
+                       self._callback, self._args, self._kwargs)
+            result = self._callback(*self._args, **self._kwargs)
+        else:
+            _sub_debug('finalizer ignored because different process')
+        self._forget()
+        return result
+
+    def cancel(self):
+        """Drop the finalizer without running its callback."""
+        if _finalizer_registry.pop(self._key, None) is not None:
+            self._forget()
+
+    def still_active(self):
+        """Whether the callback has neither run nor been cancelled."""
+        return self._key in _finalizer_registry
+
+    def __repr__(self):
+        try:
+            obj = self._weakref()
+        except (AttributeError, TypeError):
+            obj = None
+        cls = self.__class__.__name__
+        if obj is None:
+            return '<%s object, dead>' % cls
+        text = ['<%s object, callback=%s' % (
+            cls, getattr(self._callback, '__name__', self._callback))]
+        if self._args:
+            text.append(', args=%s' % (self._args,))
+        if self._kwargs:
+            text.append(', kwargs=%s' % (self._kwargs,))
+        if self._key[0] is not None:
+            text.append(', exitpriority=%s' % (self._key[0],))
+        text.append('>')
+        return ''.join(text)
+
+
+def _run_finalizers(minpriority=None):
+    """Run the finalizers that have an exit priority (>= minpriority when
+    given), highest priority first and, within one priority, newest first.
+    With no minpriority the registry is emptied afterwards."""
+    registry = _finalizer_registry
+    if registry is None:
+        # Called after the module globals were torn down.
+        return
+    # list(dict) is atomic under the GIL; the registry can change under us
+    # (garbage collection, other threads) while callbacks run.
+    keys = [key for key in list(registry)
+            if key[0] is not None
+            and (minpriority is None or key[0] >= minpriority)]
+    keys.sort(reverse=True)
+    for key in keys:
+        finalizer = registry.get(key)
+        if finalizer is None:
+            continue
+        sub_debug('calling %s', finalizer)
+        try:
+            finalizer()
+        except Exception:
+            import traceback
+            traceback.print_exc()
+    if minpriority is None:
+        registry.clear()
+
+
+# ---------------------------------------------------------------------------
+# Exit
+
+_exiting = False
+
+
+def is_exiting():
+    """Whether the process is shutting down."""
+    return _exiting or _exiting is None
+
+
+def _stop_children(active_children, current_process, info):
+    if current_process() is None:
+        # sys.modules was tampered with and process.py's globals are gone.
+        return
+    for child in active_children():
+        if child.daemon:
+            info('calling terminate() for daemon %s', child.name)
+            child._popen.terminate()
+    for child in active_children():
+        info('calling join() for process %s', child.name)
+        child.join()
+
+
+# Everything is bound as a default argument: this may run after the module's
+# globals have been cleared.
+def _exit_function(info=info, debug=debug, _run_finalizers=_run_finalizers,
+                   active_children=process.active_children,
+                   current_process=process.current_process,
+                   _stop_children=_stop_children):
+    global _exiting
+    if _exiting:
+        return
+    _exiting = True
+    info('process shutting down')
+    debug('running all "atexit" finalizers with priority >= 0')
+    _run_finalizers(0)
+    _stop_children(active_children, current_process, info)
+    debug('running the remaining "atexit" finalizers')
+    _run_finalizers()
+
+
+atexit.register(_exit_function)
+
+# ---------------------------------------------------------------------------
+# Fork-aware primitives
+
+
+class ForkAwareThreadLock(object):
+    """A threading.Lock that a forked child gets back unlocked."""
+
+    def __init__(self):
+        lock = threading.Lock()
+        self._lock = lock
+        self.acquire = lock.acquire
+        self.release = lock.release
+        register_after_fork(self, ForkAwareThreadLock._at_fork_reinit)
+
+    def _at_fork_reinit(self):
+        self._lock._at_fork_reinit()
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self._lock.__exit__(*exc_info)
+
+
+def _clear_local(obj):
+    obj.__dict__.clear()
+
+
+class ForkAwareLocal(threading.local):
+    """Thread-local storage that starts out empty in a forked child."""
+
+    def __init__(self):
+        register_after_fork(self, _clear_local)
+
+    def __reduce__(self):
+        return type(self), ()
+
+
+# ---------------------------------------------------------------------------
+# File descriptors and standard streams
+
+try:
+    MAXFD = os.sysconf('SC_OPEN_MAX')
+except Exception:
+    MAXFD = 256
+
+
+def close_all_fds_except(fds):
+    """Close every file descriptor below MAXFD except those in `fds`."""
+    keep = sorted(set(fds))
+    assert not keep or keep[-1] <= MAXFD, 'fd too large'
+    low = 0
+    for fd in keep:
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, MAXFD)
+
+
+def close_fds(*fds):
+    """Close each file descriptor given as an argument."""
+    for fd in fds:
+        os.close(fd)
+
+
+def _close_stdin():
+    """Close sys.stdin and replace it with a reader of os.devnull."""
+    if sys.stdin is None:
+        return
+    try:
+        sys.stdin.close()
+    except (OSError, ValueError):
+        pass
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    except (OSError, ValueError):
+        return
+    try:
+        sys.stdin = open(fd, encoding='utf-8', closefd=False)
+    except (OSError, ValueError):
+        os.close(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _flush_std_streams():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError):
+            pass
+
+
+def spawnv_passfds(path, args, passfds):
+    """Start program `path` with argv `args`, keeping open only `passfds`;
+    returns the child's pid."""
+    import _cmultiprocessing
+    keep = tuple(sorted({int(fd) for fd in passfds}))
+    return _cmultiprocessing.spawnv_passfds(path, args, keep)
+
+
+# ---------------------------------------------------------------------------
+# Command-line flags a child interpreter needs to behave like this one
+
+_FLAG_LETTERS = (('debug', 'd'), ('dont_write_bytecode', 'B'),
+                 ('no_site', 'S'), ('verbose', 'v'),
+                 ('bytes_warning', 'b'), ('quiet', 'q'))
+_PASSED_XOPTIONS = ('faulthandler', 'tracemalloc', 'importtime',
+                    'frozen_modules', 'showrefcount', 'utf8')
+
+
+def _args_from_interpreter_flags():
+    """Options that reproduce sys.flags, sys.warnoptions and sys._xoptions
+    in a new interpreter."""
+    flags = sys.flags
+    out = []
+    if flags.optimize > 0:
+        out.append('-' + 'O' * flags.optimize)
+    out.extend('-' + letter * getattr(flags, name)
+               for name, letter in _FLAG_LETTERS if getattr(flags, name) > 0)
+    if flags.isolated:
+        out.append('-I')
+    else:
+        out.extend(opt for opt, on in (('-E', flags.ignore_environment),
+                                       ('-s', flags.no_user_site),
+                                       ('-P', getattr(flags, 'safe_path', 0)))
+                   if on)
+    # -b/-bb and -X dev add warning filters of their own: do not pass those
+    # twice.
+    implied = []
+    if flags.bytes_warning:
+        implied.append('error::BytesWarning' if flags.bytes_warning > 1
+                       else 'default::BytesWarning')
+    if flags.dev_mode:
+        implied.append('default')
+    warnopts = list(sys.warnoptions)
+    for opt in implied:
+        if opt in warnopts:
+            warnopts.remove(opt)
+    out.extend('-W' + opt for opt in warnopts)
+    if flags.dev_mode:
+        out += ['-X', 'dev']
+    xoptions = getattr(sys, '_xoptions', {})
+    for name in _PASSED_XOPTIONS:
+        if name in xoptions:
+            value = xoptions[name]
+            out += ['-X', name if value is True else '%s=%s' % (name, value)]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Test-suite support
+
+def _cleanup_tests():
+    """Release what the package holds once its tests finished."""
+    from test import support
+    process._cleanup()
+    from . import forkserver, resource_tracker
+    forkserver._forkserver._stop()
+    resource_tracker._resource_tracker._stop()
+    # Remove get_temp_dir() directories now rather than at exit (bpo-37421).
+    _run_finalizers()
+    support.gc_collect()
+    support.reap_children()
