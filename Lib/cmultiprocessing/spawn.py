@@ -1,0 +1,500 @@
+"""Starting a child on a fresh interpreter (the spawn and forkserver methods).
+
+The parent pickles a dict of "preparation data" (paths, names, the main
+module) followed by the process object into a pipe; the child, started as
+
+    <python> -c 'from cmultiprocessing.spawn import spawn_main; spawn_main(...)' --multiprocessing-fork
+
+reads both back, makes itself look like the parent (``prepare``) and runs the
+process.  The child imports as little as it can before it has the data:
+everything but ``os`` and ``sys`` is imported where it is first needed.
+
+Choosing the interpreter is the part that differs most from the standard
+library: in an embedded interpreter (LLDB, editors, ...) ``sys.executable``
+may be empty, the host program, or some other Python found on PATH, so
+``get_executable`` looks for an interpreter of this very version and
+installation and refuses to guess.
+"""
+
+import os
+import sys
+
+__all__ = ['_main', 'freeze_support', 'set_executable', 'get_executable',
+           'get_preparation_data', 'get_command_line', 'import_main_path']
+
+WINDOWS = sys.platform == 'win32'
+WINEXE = bool(WINDOWS and getattr(sys, 'frozen', False))
+WINSERVICE = bool(WINDOWS and sys.executable and
+                  sys.executable.lower().endswith('pythonservice.exe'))
+
+FORK_FLAG = '--multiprocessing-fork'
+
+# Main modules replaced by prepare(), kept alive so that objects created by
+# their code keep working.
+old_main_modules = []
+
+
+# ---------------------------------------------------------------------------
+# Which interpreter runs the children
+# ---------------------------------------------------------------------------
+
+class _Interpreter:
+    """The interpreter chosen for children: explicit or discovered."""
+
+    explicit = None      # set_executable()'s argument, normalised
+    found = None         # the result of discovery, once made
+    probed = {}          # path -> whether it answered as this interpreter
+
+
+def _as_path(exe):
+    # The standard library keeps bytes on POSIX and str on Windows.
+    return os.fsdecode(exe) if WINDOWS else os.fsencode(exe)
+
+
+def set_executable(exe):
+    """Use exe for the children from now on (None: discover it again)."""
+    if exe is None:
+        _Interpreter.explicit = None
+        return
+    _Interpreter.explicit = _as_path(os.fspath(exe))
+
+
+def get_executable():
+    """The interpreter the children run on.
+
+    Raises RuntimeError when no interpreter of this version and installation
+    can be found; set_executable() then tells which one to use.
+    """
+    if _Interpreter.explicit is not None:
+        return _Interpreter.explicit
+    if getattr(sys, 'frozen', False):
+        return _as_path(sys.executable)
+    if _Interpreter.found is None:
+        _Interpreter.found = _as_path(_discover_interpreter())
+    return _Interpreter.found
+
+
+def _version_tag():
+    return 'python%d.%d' % sys.version_info[:2]
+
+
+def _prefixes():
+    seen = []
+    for attr in ('prefix', 'exec_prefix', 'base_prefix', 'base_exec_prefix'):
+        value = getattr(sys, attr, None)
+        if value and value not in seen:
+            seen.append(value)
+    return seen
+
+
+def _interpreter_candidates():
+    """Places where this interpreter may live, most specific first."""
+    yield getattr(sys, 'executable', None)
+    yield getattr(sys, '_base_executable', None)
+    tag = _version_tag()
+    if WINDOWS:
+        names = ('python.exe',)
+        subdirs = ('', 'Scripts')
+    else:
+        abi = getattr(sys, 'abiflags', '')
+        names = (tag + abi, tag, 'python%d' % sys.version_info[0], 'python')
+        subdirs = ('bin',)
+    for prefix in _prefixes():
+        for sub in subdirs:
+            for name in names:
+                yield os.path.join(prefix, sub, name)
+
+
+def _name_says_this_version(path):
+    """Whether path (or its real target) is named like this version."""
+    if WINDOWS:
+        return os.path.basename(path).lower() in ('python.exe',
+                                                  'pythonw.exe')
+    tag = _version_tag()
+    wanted = (tag, tag + getattr(sys, 'abiflags', ''))
+    for p in (path, os.path.realpath(path)):
+        if os.path.basename(p) in wanted:
+            return True
+    return False
+
+
+def _lives_in_a_prefix(path):
+    """Whether path sits in the bin directory of this installation."""
+    homes = set()
+    for prefix in _prefixes():
+        homes.add(os.path.normcase(os.path.abspath(prefix)))
+        homes.add(os.path.normcase(os.path.abspath(
+            os.path.join(prefix, 'Scripts' if WINDOWS else 'bin'))))
+    for p in (path, os.path.realpath(path)):
+        if os.path.normcase(os.path.dirname(os.path.abspath(p))) in homes:
+            return True
+    return False
+
+
+def _identity():
+    return '%s\n%s' % (sys.version, sys.prefix)
+
+
+def _answers_as_us(path):
+    """Ask path itself (once per process) whether it is this interpreter."""
+    known = _Interpreter.probed.get(path)
+    if known is not None:
+        return known
+    import subprocess
+    probe = 'import sys; sys.stdout.write(sys.version + "\\n" + sys.prefix)'
+    try:
+        out = subprocess.run([path, '-I', '-c', probe], capture_output=True,
+                             stdin=subprocess.DEVNULL, timeout=30).stdout
+        ok = out.decode('utf-8', 'replace') == _identity()
+    except (OSError, subprocess.SubprocessError):
+        ok = False
+    _Interpreter.probed[path] = ok
+    return ok
+
+
+def _usable(path):
+    if not path or not os.path.isfile(path) or not os.access(path, os.X_OK):
+        return False
+    if _name_says_this_version(path) and _lives_in_a_prefix(path):
+        return True
+    # Only ask programs that call themselves Python: running the host of
+    # an embedded interpreter (lldb, an editor) with -c could do anything.
+    if not os.path.basename(path).lower().startswith('python'):
+        return False
+    return _answers_as_us(path)
+
+
+def _discover_interpreter():
+    tried = []
+    for path in _interpreter_candidates():
+        if not path or path in tried:
+            continue
+        tried.append(path)
+        if _usable(path):
+            return path
+    raise RuntimeError(
+        'cmultiprocessing cannot find a Python %s interpreter for child '
+        'processes: sys.executable is %r and none of %s is this '
+        'interpreter.  Call cmultiprocessing.set_executable(path) with the '
+        'path of the python%d.%d program of this installation (prefix %r).'
+        % (sys.version.split()[0], getattr(sys, 'executable', None),
+           ', '.join(map(repr, tried[1:])) or 'the usual places',
+           sys.version_info[0], sys.version_info[1], sys.prefix))
+
+
+# ---------------------------------------------------------------------------
+# The child's command line and entry point
+# ---------------------------------------------------------------------------
+
+def is_forking(argv):
+    """Whether argv is the command line of a child being spawned."""
+    return len(argv) > 1 and argv[1] == FORK_FLAG
+
+
+def _parse_fork_args(words):
+    kwds = {}
+    for word in words:
+        key, _, value = word.partition('=')
+        kwds[key] = None if value == 'None' else int(value)
+    return kwds
+
+
+def freeze_support():
+    """In a frozen program, run the child's code if this is a child."""
+    if not is_forking(sys.argv):
+        return
+    spawn_main(**_parse_fork_args(sys.argv[2:]))
+    sys.exit()
+
+
+def get_command_line(**kwds):
+    """The command line (without passed data) that starts a child."""
+    pairs = ['%s=%r' % kv for kv in kwds.items()]
+    if getattr(sys, 'frozen', False):
+        return [sys.executable, FORK_FLAG] + pairs
+    from . import util
+    prog = ('from cmultiprocessing.spawn import spawn_main; spawn_main(%s)'
+            % ', '.join(pairs))
+    return ([get_executable()] + util._args_from_interpreter_flags() +
+            ['-c', prog, FORK_FLAG])
+
+
+def _open_parent_pipe_windows(pipe_handle, parent_pid):
+    import msvcrt
+    from .context import reduction
+    source = None
+    if parent_pid is not None:
+        import _winapi
+        source = _winapi.OpenProcess(
+            _winapi.SYNCHRONIZE | _winapi.PROCESS_DUP_HANDLE, False,
+            parent_pid)
+    handle = reduction.duplicate(pipe_handle, source_process=source)
+    return msvcrt.open_osfhandle(handle, os.O_RDONLY), source
+
+
+def spawn_main(pipe_handle, parent_pid=None, tracker_fd=None):
+    """Entry point of a spawned child: run the process sent on pipe_handle."""
+    assert is_forking(sys.argv), 'Not forking'
+    if WINDOWS:
+        fd, parent_sentinel = _open_parent_pipe_windows(pipe_handle,
+                                                        parent_pid)
+    else:
+        from . import resource_tracker
+        resource_tracker._resource_tracker._fd = tracker_fd
+        fd = pipe_handle
+        # The parent holds the write end: EOF here means it has gone.
+        parent_sentinel = os.dup(pipe_handle)
+    sys.exit(_main(fd, parent_sentinel))
+
+
+def _main(fd, parent_sentinel):
+    import pickle
+    from . import process
+    me = process.current_process()
+    with open(fd, 'rb', closefd=True) as source:
+        me._inheriting = True
+        try:
+            prepare(pickle.load(source))
+            process_obj = pickle.load(source)
+        finally:
+            del me._inheriting
+    return process_obj._bootstrap(parent_sentinel)
+
+
+_MAIN_GUARD_MESSAGE = '''
+        An attempt has been made to start a new process before the
+        current process has finished its bootstrapping phase.
+
+        This probably means that you are not using fork to start your
+        child processes and you have forgotten to use the proper idiom
+        in the main module:
+
+            if __name__ == '__main__':
+                freeze_support()
+                ...
+
+        The "freeze_support()" line can be omitted if the program
+        is not going to be frozen to produce an executable.
+
+        To fix this issue, refer to the "Safe importing of main module"
+        section in https://docs.python.org/3/library/multiprocessing.html
+        '''
+
+
+def _check_not_importing_main():
+    from . import process
+    if getattr(process.current_process(), '_inheriting', False):
+        raise RuntimeError(_MAIN_GUARD_MESSAGE)
+
+
+# ---------------------------------------------------------------------------
+# Preparation data: what the child needs to look like its parent
+# ---------------------------------------------------------------------------
+
+def _main_module_source():
+    """('init_main_from_name', name), ('init_main_from_path', path) or None."""
+    main = sys.modules.get('__main__')
+    spec_name = getattr(getattr(main, '__spec__', None), 'name', None)
+    if spec_name is not None:
+        return 'init_main_from_name', spec_name
+    if WINDOWS and (WINEXE or WINSERVICE):
+        return None
+    path = getattr(main, '__file__', None)
+    if path is None:
+        return None
+    from . import process
+    if process.ORIGINAL_DIR is not None and not os.path.isabs(path):
+        path = os.path.join(process.ORIGINAL_DIR, path)
+    return 'init_main_from_path', os.path.normpath(path)
+
+
+def get_preparation_data(name):
+    """What a child started by spawn or forkserver needs from its parent."""
+    _check_not_importing_main()
+    from . import process, util
+    from . import get_start_method
+    origin = process.ORIGINAL_DIR
+    # '' on sys.path means "the current directory at startup": pin it.
+    path = [origin if entry == '' else entry for entry in sys.path]
+    if '' in sys.path and origin is None:
+        path = list(sys.path)
+    data = {
+        'log_to_stderr': getattr(util, '_log_to_stderr', False),
+        'authkey': process.current_process().authkey,
+        'name': name,
+        'sys_path': path,
+        'sys_argv': list(getattr(sys, 'argv', [])),
+        'orig_dir': origin,
+        'dir': os.getcwd(),
+        'start_method': get_start_method(),
+    }
+    logger = getattr(util, '_logger', None)
+    if logger is not None:
+        data['log_level'] = logger.getEffectiveLevel()
+    main_source = _main_module_source()
+    if main_source is not None:
+        data[main_source[0]] = main_source[1]
+    return data
+
+
+def _set_name(value):
+    from . import process
+    process.current_process().name = value
+
+
+def _set_authkey(value):
+    from . import process
+    process.current_process().authkey = value
+
+
+def _set_stderr_logging(value):
+    if value:
+        from . import util
+        util.log_to_stderr()
+
+
+def _set_log_level(value):
+    from . import util
+    util.get_logger().setLevel(value)
+
+
+def _set_sys_path(value):
+    sys.path = value
+
+
+def _set_sys_argv(value):
+    sys.argv = value
+
+
+def _set_orig_dir(value):
+    from . import process
+    process.ORIGINAL_DIR = value
+
+
+def _set_start_method(value):
+    from . import set_start_method
+    set_start_method(value, force=True)
+
+
+# Applied in this order; the main module comes last, once paths are right.
+_PREPARE_STEPS = (
+    ('name', _set_name),
+    ('authkey', _set_authkey),
+    ('log_to_stderr', _set_stderr_logging),
+    ('log_level', _set_log_level),
+    ('sys_path', _set_sys_path),
+    ('sys_argv', _set_sys_argv),
+    ('dir', os.chdir),
+    ('orig_dir', _set_orig_dir),
+    ('start_method', _set_start_method),
+)
+
+
+def prepare(data):
+    """Make this (child) process ready to unpickle its process object."""
+    for key, apply in _PREPARE_STEPS:
+        if key in data:
+            apply(data[key])
+    by_name = data.get('init_main_from_name')
+    if by_name is not None:
+        _fixup_main_from_name(by_name)
+        return
+    by_path = data.get('init_main_from_path')
+    if by_path is not None:
+        _fixup_main_from_path(by_path)
+
+
+def _install_mp_main(namespace):
+    """Make a module of namespace the new __main__ (alias __mp_main__)."""
+    import types
+    old_main_modules.append(sys.modules['__main__'])
+    module = types.ModuleType('__mp_main__')
+    module.__dict__.update(namespace)
+    sys.modules['__main__'] = sys.modules['__mp_main__'] = module
+
+
+def _fixup_main_from_name(mod_name):
+    # A package's __main__ runs its "main only" code unconditionally, so
+    # it is never re-run; a main that is already there (forked) neither.
+    if mod_name == '__main__' or mod_name.endswith('.__main__'):
+        return
+    current = sys.modules['__main__']
+    if getattr(getattr(current, '__spec__', None), 'name', None) == mod_name:
+        return
+    import runpy
+    _install_mp_main(runpy.run_module(mod_name, run_name='__mp_main__',
+                                      alter_sys=True))
+
+
+def _fixup_main_from_path(main_path):
+    # IPython's launcher has no main guard: treat it as a __main__.py.
+    stem = os.path.splitext(os.path.basename(main_path))[0]
+    if stem == 'ipython':
+        return
+    if getattr(sys.modules['__main__'], '__file__', None) == main_path:
+        return
+    if main_path.endswith('.py') and os.path.isfile(main_path):
+        _install_mp_main(_run_script(main_path, '__mp_main__'))
+        return
+    import runpy     # directories, zip files, compiled files
+    _install_mp_main(runpy.run_path(main_path, run_name='__mp_main__'))
+
+
+def _run_script(path, run_name):
+    """runpy.run_path() for a plain source file, without importing runpy
+    (and the pkgutil and typing it pulls in) into every child."""
+    import io
+    import types
+    with io.open_code(path) as source:
+        code = compile(source.read(), path, 'exec', dont_inherit=True)
+    module = types.ModuleType(run_name)
+    namespace = module.__dict__
+    namespace.update(__name__=run_name, __file__=path, __cached__=None,
+                     __doc__=None, __loader__=None, __package__='',
+                     __spec__=None)
+    # While it runs, the script is sys.modules[run_name] and argv[0].
+    missing = object()
+    saved_module = sys.modules.get(run_name, missing)
+    argv = getattr(sys, 'argv', None)
+    saved_arg0 = argv[0] if argv else missing
+    sys.modules[run_name] = module
+    if argv:
+        argv[0] = path
+    try:
+        exec(code, namespace)
+    finally:
+        if saved_module is missing:
+            sys.modules.pop(run_name, None)
+        else:
+            sys.modules[run_name] = saved_module
+        if saved_arg0 is not missing:
+            argv[0] = saved_arg0
+    return dict(namespace)
+
+
+def import_main_path(main_path):
+    """Import the script main_path as __mp_main__ and make it __main__."""
+    _fixup_main_from_path(main_path)
+
+
+def _pickle_for_child(popen, process_obj):
+    """The bytes a spawned or forkserver child reads: preparation data, then
+    the process object, pickled while popen is the spawning Popen."""
+    import io
+    from .context import reduction, set_spawning_popen
+    data = get_preparation_data(process_obj._name)
+    out = io.BytesIO()
+    set_spawning_popen(popen)
+    try:
+        reduction.dump(data, out)
+        reduction.dump(process_obj, out)
+    finally:
+        set_spawning_popen(None)
+    return out.getbuffer()
+
+
+def _write_all(fd, data):
+    """Write every byte of data to the blocking descriptor fd."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
