@@ -1,5 +1,94 @@
-/* platform/sem.h -- OS layer declarations for one concern; see platform.h. */
+/* platform/sem.h -- OS layer for counting semaphores shared between
+ * processes (named POSIX semaphores; kernel semaphore objects on Windows).
+ *
+ * The wait/post functions never touch Python objects and may run with the
+ * GIL released.  Results are small integers that the concern file can act
+ * on without knowing errno names:
+ *
+ *   CMP_SEM_OK        the operation happened
+ *   CMP_SEM_BUSY      the count was zero (try) or the wait timed out
+ *   CMP_SEM_INTR      a signal interrupted the call; run the handlers, retry
+ *   CMP_SEM_OVERFLOW  a bounded post found the count already at its bound
+ *   > 0               any other failure: a platform error code for
+ *                     cmp_raise_oserror()
+ *
+ * None of them retries on EINTR: the caller holds that policy.
+ */
 #ifndef CMP_PLATFORM_SEM_H
 #define CMP_PLATFORM_SEM_H
+
+#ifdef CMP_WINDOWS
+typedef HANDLE cmp_sem_t;
+#  define CMP_SEM_NONE ((HANDLE)NULL)
+/* Windows: no names (handles are duplicated into the child instead), a
+   working value query (through a wait/release pair), real timed waits. */
+#  define CMP_SEM_HAVE_SEM_OPEN 0
+#  define CMP_SEM_HAVE_TIMEDWAIT 0
+#  define CMP_SEM_BROKEN_GETVALUE 0
+#  define CMP_SEM_VALUE_MAX 0x7fffffff
+#else
+#  include <semaphore.h>
+#  include <limits.h>
+typedef sem_t *cmp_sem_t;
+#  define CMP_SEM_NONE SEM_FAILED
+#  define CMP_SEM_HAVE_SEM_OPEN 1
+#  ifdef CMP_DARWIN
+/* macOS: sem_timedwait is missing (waits poll) and sem_getvalue fails. */
+#    define CMP_SEM_HAVE_TIMEDWAIT 0
+#    define CMP_SEM_BROKEN_GETVALUE 1
+#  else
+#    define CMP_SEM_HAVE_TIMEDWAIT 1
+#    define CMP_SEM_BROKEN_GETVALUE 0
+#  endif
+/* Some systems define SEM_VALUE_MAX as an unsigned value that would be
+   negative as an int; cap it at INT_MAX. */
+#  if defined(SEM_VALUE_MAX) && (SEM_VALUE_MAX - 0) > 0 &&                 \
+      (SEM_VALUE_MAX - 0) <= INT_MAX
+#    define CMP_SEM_VALUE_MAX ((int)SEM_VALUE_MAX)
+#  else
+#    define CMP_SEM_VALUE_MAX INT_MAX
+#  endif
+#endif
+
+enum {
+    CMP_SEM_OK = 0,
+    CMP_SEM_BUSY = -1,
+    CMP_SEM_INTR = -2,
+    CMP_SEM_OVERFLOW = -3,
+};
+
+/* Create a new semaphore called `name` holding `value`, failing with the
+   platform's "already exists" code (EEXIST) when the name is taken.
+   `maxvalue` is the bound where the platform enforces one (Windows). */
+int cmp_sem_create(const char *name, int value, int maxvalue, cmp_sem_t *out);
+
+/* A semaphore for a child process: reopen it by `name` when there is one,
+   otherwise use the handle the parent passed down (`inherited`). */
+int cmp_sem_reopen(const char *name, cmp_sem_t inherited, cmp_sem_t *out);
+
+/* Drop this process's reference to the semaphore. */
+int cmp_sem_close(cmp_sem_t sem);
+
+/* Remove the name (the semaphore lives on while it is open somewhere). */
+int cmp_sem_unlink(const char *name);
+
+/* Take one unit if the count is above zero: CMP_SEM_OK or CMP_SEM_BUSY. */
+int cmp_sem_trywait(cmp_sem_t sem);
+
+/* Wait at most `seconds` for a unit: CMP_SEM_OK, CMP_SEM_BUSY (timed out)
+   or CMP_SEM_INTR.  Meant for short slices of a longer wait. */
+int cmp_sem_wait_for(cmp_sem_t sem, double seconds);
+
+/* Add one unit.  With bound >= 0 the post is refused (CMP_SEM_OVERFLOW)
+   when the count is already >= bound, as far as the platform can tell. */
+int cmp_sem_post(cmp_sem_t sem, int bound);
+
+/* The current count (never negative) into *value; ENOSYS where the
+   platform cannot tell (CMP_SEM_BROKEN_GETVALUE). */
+int cmp_sem_getvalue(cmp_sem_t sem, int *value);
+
+/* 1 into *zero when the count is zero, 0 when it is not; works even where
+   the value cannot be read. */
+int cmp_sem_is_zero(cmp_sem_t sem, int *zero);
 
 #endif

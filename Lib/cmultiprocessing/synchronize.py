@@ -1,0 +1,397 @@
+"""Locks, semaphores, conditions, events and barriers shared between
+processes.
+
+Every lock and semaphore here *is* a native ``_cmultiprocessing.SemLock``
+(a Python subclass of it), so ``acquire``/``release`` and the ``with``
+statement go straight to C.  Condition and Event keep the stdlib's layout
+(a lock plus three counting semaphores, and a flag semaphore for Event) but
+run their wait/notify/set/... bodies in ``_cmultiprocessing._ConditionCore``.
+
+Named semaphores: with the "fork" start method a semaphore's name is
+removed at once (children inherit the open semaphore); with "spawn" and
+"forkserver" children reopen it by name, so the name stays until the object
+is finalized and is registered with the resource tracker meanwhile.
+"""
+
+__all__ = [
+    'Lock', 'RLock', 'Semaphore', 'BoundedSemaphore', 'Condition', 'Event'
+    ]
+
+import os
+import sys
+import threading
+import time
+
+import _cmultiprocessing
+from _cmultiprocessing import sem_unlink
+
+from . import context
+from . import process
+from . import util
+
+RECURSIVE_MUTEX = _cmultiprocessing.RECURSIVE_MUTEX
+SEMAPHORE = _cmultiprocessing.SEMAPHORE
+SEM_VALUE_MAX = _cmultiprocessing.SemLock.SEM_VALUE_MAX
+
+_NAME_ATTEMPTS = 100
+_FORK_CTX_MESSAGE = (
+    'A SemLock created in a fork context is being shared with a process in '
+    'a spawn context. This is not supported. Please use the same context to '
+    'create multiprocessing objects and Process.')
+
+
+def _fresh_name():
+    """A semaphore name unlikely to be in use: the process's prefix plus
+    random hex (drawn from the OS, so forked children never repeat their
+    parent's sequence).  Short enough for macOS's 31-character limit."""
+    prefix = process.current_process()._config.get('semprefix', '/mp')
+    return '%s-%s' % (prefix, os.urandom(5).hex())
+
+
+def _forget_name(name):
+    """Finalizer of a named semaphore: remove the name, tell the tracker."""
+    from .resource_tracker import unregister
+    sem_unlink(name)
+    unregister(name, 'semaphore')
+
+
+def _caller_label():
+    """'ProcessName' or 'ProcessName|ThreadName' for reprs."""
+    label = process.current_process().name
+    thread_name = threading.current_thread().name
+    if thread_name != 'MainThread':
+        label = '%s|%s' % (label, thread_name)
+    return label
+
+
+class SemLock(_cmultiprocessing.SemLock):
+    """Base of the lock and semaphore classes: a native SemLock that knows
+    its start method, survives fork and pickles for spawned children.
+
+    Subclasses say which semaphore they need through ``_shape()``."""
+
+    # Objects unpickled in a child (built by _rebuild) are never fork-only.
+    _is_fork_ctx = False
+
+    @classmethod
+    def _shape(cls, kind, value, maxvalue):
+        return kind, value, maxvalue
+
+    def __new__(cls, *args, ctx=None, **kwargs):
+        kind, value, maxvalue = cls._shape(*args, **kwargs)
+        if ctx is None:
+            ctx = context._default_context.get_context()
+        fork_only = ctx.get_start_method() == 'fork'
+        # Windows duplicates handles instead of reopening names.
+        unlink_now = fork_only or sys.platform == 'win32'
+        native_new = _cmultiprocessing.SemLock.__new__
+        for _ in range(_NAME_ATTEMPTS):
+            try:
+                self = native_new(cls, kind, value, maxvalue, _fresh_name(),
+                                  unlink_now)
+            except FileExistsError:
+                continue
+            break
+        else:
+            raise FileExistsError('cannot find name for semaphore')
+        if fork_only:
+            self._is_fork_ctx = True
+        return self
+
+    def __init__(self, *args, ctx=None, **kwargs):
+        util.debug('created semlock with handle %s' % self.handle)
+        if sys.platform != 'win32':
+            # a forked child starts owning nothing
+            util.register_after_fork(self, _cmultiprocessing.SemLock._after_fork)
+        name = self.name
+        if name is not None:
+            # Named until finalized (spawn/forkserver): the tracker removes
+            # the name if this process dies first.
+            from .resource_tracker import register
+            register(name, 'semaphore')
+            util.Finalize(self, _forget_name, (name,), exitpriority=0)
+
+    @property
+    def _semlock(self):
+        """The native lock (the object itself; kept for the stdlib's
+        ``obj._semlock`` spelling)."""
+        return self
+
+    def __getstate__(self):
+        context.assert_spawning(self)
+        if sys.platform == 'win32':
+            popen = context.get_spawning_popen()
+            handle = popen.duplicate_for_child(self.handle)
+        elif self._is_fork_ctx:
+            raise RuntimeError(_FORK_CTX_MESSAGE)
+        else:
+            handle = self.handle
+        return (handle, self.kind, self.maxvalue, self.name)
+
+    def __reduce__(self):
+        # Rebuilt in the child by the native classmethod, which reopens the
+        # semaphore by name (or takes the duplicated handle on Windows).
+        return (type(self)._rebuild, self.__getstate__())
+
+
+class Semaphore(SemLock):
+    """A counting semaphore: ``Semaphore(value=1)``."""
+
+    @classmethod
+    def _shape(cls, value=1):
+        return SEMAPHORE, value, SEM_VALUE_MAX
+
+    def get_value(self):
+        return self._get_value()
+
+    def _value_for_repr(self):
+        try:
+            return self._get_value()
+        except Exception:
+            return 'unknown'
+
+    def __repr__(self):
+        return '<%s(value=%s)>' % (type(self).__name__,
+                                   self._value_for_repr())
+
+
+class BoundedSemaphore(Semaphore):
+    """A semaphore that refuses (ValueError) to go above its initial value."""
+
+    @classmethod
+    def _shape(cls, value=1):
+        return SEMAPHORE, value, value
+
+    def __repr__(self):
+        return '<%s(value=%s, maxvalue=%s)>' % (
+            type(self).__name__, self._value_for_repr(), self.maxvalue)
+
+
+def _describe_holder(lock):
+    """(owner, count) as the Lock/RLock reprs show them."""
+    if lock._is_mine():
+        return _caller_label(), lock._count()
+    if lock._get_value() == 1:
+        return 'None', 0
+    if lock._count() > 0:
+        return 'SomeOtherThread', 'nonzero'
+    return 'SomeOtherProcess', 'nonzero'
+
+
+class Lock(SemLock):
+    """A non-recursive lock; releasing it unlocked raises ValueError."""
+
+    @classmethod
+    def _shape(cls):
+        return SEMAPHORE, 1, 1
+
+    def __repr__(self):
+        try:
+            owner = _describe_holder(self)[0]
+        except Exception:
+            owner = 'unknown'
+        return '<%s(owner=%s)>' % (type(self).__name__, owner)
+
+
+class RLock(SemLock):
+    """A recursive lock: the holding thread may acquire it again; only that
+    thread may release it."""
+
+    @classmethod
+    def _shape(cls):
+        return RECURSIVE_MUTEX, 1, 1
+
+    def __repr__(self):
+        try:
+            owner, depth = _describe_holder(self)
+        except Exception:
+            owner = depth = 'unknown'
+        return '<%s(%s, %s)>' % (type(self).__name__, owner, depth)
+
+
+class Condition(object):
+    """A condition variable over a Lock or RLock of this package (an RLock
+    of its own by default)."""
+
+    def __init__(self, lock=None, *, ctx):
+        if lock is None:
+            lock = ctx.RLock()
+        self._lock = lock
+        self._sleeping_count = ctx.Semaphore(0)
+        self._woken_count = ctx.Semaphore(0)
+        self._wait_semaphore = ctx.Semaphore(0)
+        self._attach()
+
+    def _attach(self):
+        lock = self._lock
+        native = getattr(lock, '_semlock', None)
+        if not isinstance(native, _cmultiprocessing.SemLock):
+            raise TypeError('Condition needs a Lock or RLock from '
+                            'cmultiprocessing, not %r' % type(lock).__name__)
+        self._core = _cmultiprocessing._ConditionCore(
+            native, self._sleeping_count, self._woken_count,
+            self._wait_semaphore)
+        # bound native methods: no Python frame on the hot paths
+        self.acquire = lock.acquire
+        self.release = lock.release
+        self.wait = self._core.wait
+        self.notify = self._core.notify
+        self.notify_all = self._core.notify_all
+
+    # The class-level methods document the API; instances use the native
+    # bound methods set by _attach().
+    def acquire(self, block=True, timeout=None):
+        return self._lock.acquire(block, timeout)
+
+    def release(self):
+        return self._lock.release()
+
+    def wait(self, timeout=None):
+        return self._core.wait(timeout)
+
+    def notify(self, n=1):
+        return self._core.notify(n)
+
+    def notify_all(self):
+        return self._core.notify_all()
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self._lock.__exit__(*exc_info)
+
+    def __getstate__(self):
+        context.assert_spawning(self)
+        return {'lock': self._lock, 'sleeping': self._sleeping_count,
+                'woken': self._woken_count, 'waiting': self._wait_semaphore}
+
+    def __setstate__(self, state):
+        self._lock = state['lock']
+        self._sleeping_count = state['sleeping']
+        self._woken_count = state['woken']
+        self._wait_semaphore = state['waiting']
+        self._attach()
+
+    def __repr__(self):
+        try:
+            waiters = (self._sleeping_count._get_value() -
+                       self._woken_count._get_value())
+        except Exception:
+            waiters = 'unknown'
+        return '<%s(%s, %s)>' % (type(self).__name__, self._lock, waiters)
+
+    def wait_for(self, predicate, timeout=None):
+        """Wait until predicate() is true (or the timeout passes); returns
+        the last value of predicate()."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wait = self.wait
+        while True:
+            outcome = predicate()
+            if outcome:
+                return outcome
+            if deadline is None:
+                wait(None)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return outcome
+            wait(remaining)
+
+
+class Event(object):
+    """A flag that processes can set, clear and wait for."""
+
+    def __init__(self, *, ctx):
+        self._cond = ctx.Condition(ctx.Lock())
+        self._flag = ctx.Semaphore(0)
+        self._attach()
+
+    def _attach(self):
+        cond = self._cond
+        core = _cmultiprocessing._ConditionCore(
+            cond._lock._semlock, cond._sleeping_count, cond._woken_count,
+            cond._wait_semaphore, self._flag)
+        self._core = core
+        self.is_set = core.is_set
+        self.set = core.set
+        self.clear = core.clear
+        self.wait = core.event_wait
+
+    def is_set(self):
+        return self._core.is_set()
+
+    def set(self):
+        return self._core.set()
+
+    def clear(self):
+        return self._core.clear()
+
+    def wait(self, timeout=None):
+        return self._core.event_wait(timeout)
+
+    def __getstate__(self):
+        return {'cond': self._cond, 'flag': self._flag}
+
+    def __setstate__(self, state):
+        self._cond = state['cond']
+        self._flag = state['flag']
+        self._attach()
+
+    def __repr__(self):
+        state = 'set' if self.is_set() else 'unset'
+        return '<%s at %#x %s>' % (type(self).__qualname__, id(self), state)
+
+
+class _SharedInt(object):
+    """An int slot of a barrier's shared block, so that every process reads
+    and writes the same value where threading.Barrier keeps a plain
+    attribute."""
+
+    def __init__(self, index):
+        self._index = index
+
+    def __get__(self, barrier, owner=None):
+        if barrier is None:
+            return self
+        return barrier._array[self._index]
+
+    def __set__(self, barrier, value):
+        barrier._array[self._index] = value
+
+
+class Barrier(threading.Barrier):
+    """threading.Barrier whose state lives in shared memory and whose
+    condition is a process-shared Condition."""
+
+    _state = _SharedInt(0)
+    _count = _SharedInt(1)
+
+    def __init__(self, parties, action=None, timeout=None, *, ctx):
+        if parties < 1:
+            raise ValueError('parties must be > 0')
+        from .heap import BufferWrapper
+        block = BufferWrapper(2 * _SLOT_SIZE)
+        self._adopt(parties, action, timeout, ctx.Condition(), block)
+        self._state = 0
+        self._count = 0
+
+    def _adopt(self, parties, action, timeout, cond, block):
+        self._parties = parties
+        self._action = action
+        self._timeout = timeout
+        self._cond = cond
+        self._wrapper = block
+        self._array = block.create_memoryview().cast('i')
+
+    def __getstate__(self):
+        return {'parties': self._parties, 'action': self._action,
+                'timeout': self._timeout, 'cond': self._cond,
+                'block': self._wrapper}
+
+    def __setstate__(self, state):
+        self._adopt(state['parties'], state['action'], state['timeout'],
+                    state['cond'], state['block'])
+
+
+_SLOT_SIZE = memoryview(b'\0\0\0\0').cast('i').itemsize

@@ -1,0 +1,164 @@
+/* platform/posix_sem.c -- named POSIX semaphores (see sem.h).
+ *
+ * Linux uses everything here.  macOS shares the naming and the non-blocking
+ * calls; its waits, posts and value queries live in darwin_sem.c. */
+#include "platform/platform.h"
+
+#ifdef CMP_POSIX
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <time.h>
+
+int
+cmp_sem_create(const char *name, int value, int maxvalue, cmp_sem_t *out)
+{
+    (void)maxvalue; /* POSIX semaphores have no bound of their own */
+    sem_t *sem = sem_open(name, O_CREAT | O_EXCL, 0600, (unsigned int)value);
+    if (sem == SEM_FAILED) {
+        return errno;
+    }
+    *out = sem;
+    return 0;
+}
+
+int
+cmp_sem_reopen(const char *name, cmp_sem_t inherited, cmp_sem_t *out)
+{
+    if (name == NULL) {
+        /* Only meaningful in a forked child: the address is the parent's
+           mapping, which the child shares. */
+        *out = inherited;
+        return 0;
+    }
+    sem_t *sem = sem_open(name, 0);
+    if (sem == SEM_FAILED) {
+        return errno;
+    }
+    *out = sem;
+    return 0;
+}
+
+int
+cmp_sem_close(cmp_sem_t sem)
+{
+    return sem_close(sem) == 0 ? 0 : errno;
+}
+
+int
+cmp_sem_unlink(const char *name)
+{
+    return sem_unlink(name) == 0 ? 0 : errno;
+}
+
+int
+cmp_sem_trywait(cmp_sem_t sem)
+{
+    if (sem_trywait(sem) == 0) {
+        return CMP_SEM_OK;
+    }
+    switch (errno) {
+    case EAGAIN:
+        return CMP_SEM_BUSY;
+    case EINTR:
+        return CMP_SEM_INTR;
+    default:
+        return errno;
+    }
+}
+
+#ifndef CMP_DARWIN
+
+/* An absolute time `seconds` from now on `clock`. */
+static void
+deadline_after(clockid_t clock, double seconds, struct timespec *ts)
+{
+    clock_gettime(clock, ts);
+    double whole = floor(seconds);
+    ts->tv_sec += (time_t)whole;
+    ts->tv_nsec += (long)((seconds - whole) * 1e9);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec += 1;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* glibc 2.30 added sem_clockwait, which takes a CLOCK_MONOTONIC deadline:
+   immune to wall-clock jumps.  Elsewhere each (short) slice is measured on
+   the real-time clock; the caller keeps the overall deadline monotonic. */
+#if defined(__GLIBC__) &&                                                    \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+#  define CMP_USE_SEM_CLOCKWAIT 1
+#endif
+
+int
+cmp_sem_wait_for(cmp_sem_t sem, double seconds)
+{
+    struct timespec until;
+    int rc;
+    if (seconds < 0.0) {
+        seconds = 0.0;
+    }
+#ifdef CMP_USE_SEM_CLOCKWAIT
+    deadline_after(CLOCK_MONOTONIC, seconds, &until);
+    rc = sem_clockwait(sem, CLOCK_MONOTONIC, &until);
+#else
+    deadline_after(CLOCK_REALTIME, seconds, &until);
+    rc = sem_timedwait(sem, &until);
+#endif
+    if (rc == 0) {
+        return CMP_SEM_OK;
+    }
+    switch (errno) {
+    case ETIMEDOUT:
+    case EAGAIN:
+        return CMP_SEM_BUSY;
+    case EINTR:
+        return CMP_SEM_INTR;
+    default:
+        return errno;
+    }
+}
+
+int
+cmp_sem_getvalue(cmp_sem_t sem, int *value)
+{
+    int v;
+    if (sem_getvalue(sem, &v) != 0) {
+        return errno;
+    }
+    /* Some systems report minus the number of waiters. */
+    *value = v < 0 ? 0 : v;
+    return 0;
+}
+
+int
+cmp_sem_is_zero(cmp_sem_t sem, int *zero)
+{
+    int v = 0;
+    int rc = cmp_sem_getvalue(sem, &v);
+    if (rc == 0) {
+        *zero = (v == 0);
+    }
+    return rc;
+}
+
+int
+cmp_sem_post(cmp_sem_t sem, int bound)
+{
+    if (bound >= 0) {
+        /* Not airtight against a concurrent post, as in the stdlib: the
+           check only catches the ordinary over-release. */
+        int v;
+        if (sem_getvalue(sem, &v) != 0) {
+            return errno;
+        }
+        if (v >= bound) {
+            return CMP_SEM_OVERFLOW;
+        }
+    }
+    return sem_post(sem) == 0 ? 0 : errno;
+}
+
+#endif /* !CMP_DARWIN */
+#endif /* CMP_POSIX */
