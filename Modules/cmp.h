@@ -30,6 +30,7 @@
     X(Connection_type)                                                        \
     /* semaphore.c */                                                         \
     X(SemLock_type)                                                           \
+    X(CondCore_type)                                                          \
     /* process.c */                                                           \
     /* spawn.c */                                                             \
     /* shmem.c */                                                             \
