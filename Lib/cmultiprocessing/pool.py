@@ -1,0 +1,1223 @@
+"""Process pools (`Pool`) and thread pools (`ThreadPool`).
+
+The public surface is the stdlib's `multiprocessing.pool`.  The machinery
+is organised differently:
+
+* The `Pool` object is a thin facade over an engine (`_ProcessEngine` or
+  `_ThreadEngine`) that owns the workers and two service threads.  Only the
+  facade is seen by users; when it is garbage collected, a `util.Finalize`
+  on it stops the engine.
+
+* Every worker has a private task channel and (for processes) a private
+  result pipe.  The engine's *dispatcher* thread hands a worker one batch of
+  tasks at a time, so the engine always knows which tasks a worker holds.
+  When a worker dies, the tasks it held fail with `WorkerLostError` (which
+  names the worker, its pid and exit code) instead of hanging forever, and a
+  replacement is started.
+
+* Batches grow when tasks are short: the dispatcher keeps a running
+  estimate of the time one task takes (measured from dispatch to result),
+  and packs as many queued tasks into one message as fit in a few
+  milliseconds of work, so tiny tasks cost one pickle and one pipe write per
+  batch rather than per task.  Long tasks always travel one by one.
+
+* The *collector* thread receives results, completes the result objects,
+  watches worker exits (process sentinels) and starts replacement workers.
+"""
+
+__all__ = ['Pool', 'ThreadPool']
+
+import collections
+import functools
+import itertools
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+import types
+import warnings
+
+from . import util
+from .context import ProcessError, TimeoutError
+
+# Pool states (the stdlib's values: the suite sets `pool._state = RUN`).
+INIT = "INIT"
+RUN = "RUN"
+CLOSE = "CLOSE"
+TERMINATE = "TERMINATE"
+
+job_counter = itertools.count()
+
+# A batch is sized to hold about this many seconds of work.
+_BATCH_SECONDS = 0.002
+_BATCH_CAP = 4096
+# A worker running a long batch sends what it has after this long.
+_FLUSH_SECONDS = 0.005
+
+_EXITED = object()          # a thread worker's last word (thread pools)
+
+
+def _cpu_count():
+    counter = getattr(os, 'process_cpu_count', None) or os.cpu_count
+    return counter() or 1
+
+
+def mapstar(args):
+    """Run one chunk of a map(): *args* is (func, items)."""
+    func, items = args
+    return list(map(func, items))
+
+
+def starmapstar(args):
+    """Run one chunk of a starmap(): *args* is (func, argument tuples)."""
+    func, items = args
+    return list(itertools.starmap(func, items))
+
+
+# ---------------------------------------------------------------------------
+# Exceptions and their transport
+# ---------------------------------------------------------------------------
+
+class RemoteTraceback(Exception):
+    """Carries the formatted traceback of an exception raised in a worker;
+    it becomes the `__cause__` of the exception re-raised in the parent."""
+
+    def __init__(self, tb):
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+def rebuild_exc(exc, tb):
+    """Unpickling side of `ExceptionWithTraceback`."""
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+class ExceptionWithTraceback:
+    """Wraps an exception so that its traceback text crosses the pipe."""
+
+    def __init__(self, exc, tb):
+        text = ''.join(traceback.format_exception(type(exc), exc, tb))
+        self.exc = exc
+        self.tb = '\n"""\n' + text + '"""'
+
+    def __reduce__(self):
+        return rebuild_exc, (self.exc, self.tb)
+
+
+class MaybeEncodingError(Exception):
+    """A task's result (or exception) could not be pickled back."""
+
+    def __init__(self, exc, value):
+        self.exc = repr(exc)
+        self.value = repr(value)
+        super().__init__(self.exc, self.value)
+
+    def __str__(self):
+        return f"Error sending result: '{self.value}'. Reason: '{self.exc}'"
+
+    def __repr__(self):
+        return f"<{type(self).__name__}: {self}>"
+
+
+class WorkerLostError(ProcessError):
+    """The worker running a task exited before it reported the result."""
+
+    def __init__(self, name, pid, exitcode):
+        self.name, self.pid, self.exitcode = name, pid, exitcode
+        super().__init__(name, pid, exitcode)
+
+    def __str__(self):
+        if self.exitcode is not None and self.exitcode < 0:
+            how = f'was killed by signal {-self.exitcode}'
+        else:
+            how = f'exited with code {self.exitcode}'
+        return (f'pool worker {self.name} (pid {self.pid}) {how} '
+                f'while running this task')
+
+
+def _helper_reraises_exception(ex):
+    """Task that re-raises an error met while iterating the user's input."""
+    raise ex
+
+
+# ---------------------------------------------------------------------------
+# The worker side
+# ---------------------------------------------------------------------------
+
+def _ship(send, results):
+    """Send a list of (job, index, ok, value); values that cannot be
+    pickled are replaced, one by one, by a MaybeEncodingError."""
+    try:
+        send(results)
+        return
+    except Exception:
+        pass
+    for job, index, ok, value in results:
+        try:
+            send([(job, index, ok, value)])
+        except Exception as exc:
+            wrapped = MaybeEncodingError(exc, value)
+            util.debug('cannot send result of task %s/%s: %s',
+                       job, index, wrapped)
+            send([(job, index, False, wrapped)])
+
+
+def _report_init_failure(send, exc, wrap):
+    note = ExceptionWithTraceback(exc, exc.__traceback__) if wrap else exc
+    for message in (note, RemoteTraceback(repr(exc))):
+        try:
+            send(('init-failed', message))
+            return
+        except Exception:
+            continue
+
+
+def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
+           wrap_exception=False):
+    """Body of a pool worker: run batches from *tasks* until told to stop
+    (None), the channel closes, or *maxtasks* tasks have run."""
+    if maxtasks is not None and not (isinstance(maxtasks, int)
+                                     and maxtasks >= 1):
+        raise AssertionError(f"Maxtasks {maxtasks!r} is not valid")
+    recv, send = tasks.recv, results.send
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as exc:
+            _report_init_failure(send, exc, wrap_exception)
+            raise
+    clock = time.monotonic
+    completed = 0
+    while maxtasks is None or completed < maxtasks:
+        try:
+            batch = recv()
+        except (EOFError, OSError):
+            util.debug('pool worker: task channel closed -- exiting')
+            break
+        if batch is None:
+            util.debug('pool worker: told to stop -- exiting')
+            break
+        out = []
+        flushed = clock()
+        for job, index, func, args, kwds in batch:
+            try:
+                out.append((job, index, True, func(*args, **kwds)))
+            except Exception as exc:
+                if wrap_exception and func is not _helper_reraises_exception:
+                    exc = ExceptionWithTraceback(exc, exc.__traceback__)
+                out.append((job, index, False, exc))
+            exc = func = args = kwds = None
+            completed += 1
+            if clock() - flushed > _FLUSH_SECONDS:
+                _ship(send, out)
+                out = []
+                flushed = clock()
+        if out:
+            _ship(send, out)
+        batch = out = None
+    util.debug('pool worker exiting after %d tasks', completed)
+
+
+# ---------------------------------------------------------------------------
+# Result objects
+# ---------------------------------------------------------------------------
+
+class ApplyResult(object):
+    """The pending result of one task (returned by `apply_async`)."""
+
+    def __init__(self, pool, callback, error_callback):
+        self._pool = pool
+        self._callback = callback
+        self._error_callback = error_callback
+        self._event = threading.Event()
+        self._cache = pool._cache
+        self._job = next(job_counter)
+        self._cache[self._job] = self
+
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+    def ready(self):
+        return self._event.is_set()
+
+    def successful(self):
+        if not self._event.is_set():
+            raise ValueError(f"{self!r} not ready")
+        return self._success
+
+    def wait(self, timeout=None):
+        self._event.wait(timeout)
+
+    def get(self, timeout=None):
+        if not self._event.wait(timeout):
+            raise TimeoutError
+        if not self._success:
+            raise self._value
+        return self._value
+
+    def _finish(self):
+        """Run the callback that fits, then wake the waiters."""
+        hook = self._callback if self._success else self._error_callback
+        try:
+            if hook is not None:
+                hook(self._value)
+        finally:
+            self._event.set()
+            self._cache.pop(self._job, None)
+            self._pool = None
+
+    def _set(self, i, obj):
+        self._success, self._value = obj
+        self._finish()
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult):
+    """The pending result of a map(): a list filled chunk by chunk.  It is
+    ready when every chunk has reported; the first failure wins."""
+
+    def __init__(self, pool, chunksize, length, callback, error_callback):
+        super().__init__(pool, callback, error_callback)
+        self._success = True
+        self._value = [None] * length
+        self._chunksize = chunksize
+        if chunksize > 0:
+            self._number_left = -(-length // chunksize)
+        else:
+            self._number_left = 0
+            self._event.set()
+            self._cache.pop(self._job, None)
+
+    def _set(self, i, success_result):
+        ok, value = success_result
+        if not ok:
+            if self._success:
+                self._success, self._value = False, value
+        elif self._success:
+            start = i * self._chunksize
+            self._value[start:start + self._chunksize] = value
+        self._number_left -= 1
+        if self._number_left == 0:
+            self._finish()
+
+
+class IMapIterator(object):
+    """Iterator over the results of imap(), in input order."""
+
+    def __init__(self, pool, chunked=False):
+        self._pool = pool
+        self._cond = threading.Condition(threading.Lock())
+        self._cache = pool._cache
+        self._job = next(job_counter)
+        self._items = collections.deque()   # (ok, value), ready to hand out
+        self._early = {}                    # index -> outcome, out of order
+        self._index = 0                     # outcomes received in order
+        self._length = None                 # number of tasks, once known
+        self._chunked = chunked
+        self._cache[self._job] = self
+
+    def __iter__(self):
+        return self
+
+    def _exhausted(self):
+        return self._index == self._length
+
+    def next(self, timeout=None):
+        with self._cond:
+            if not self._items and not self._exhausted():
+                self._cond.wait(timeout)
+            if not self._items:
+                if self._exhausted():
+                    self._pool = None
+                    raise StopIteration from None
+                raise TimeoutError from None
+            ok, value = self._items.popleft()
+        if ok:
+            return value
+        raise value
+
+    __next__ = next
+
+    def _queue(self, outcome):
+        # called with the lock held
+        ok, value = outcome
+        if ok and self._chunked:
+            self._items.extend((True, item) for item in value)
+        else:
+            self._items.append(outcome)
+        self._index += 1
+
+    def _settle(self):
+        # called with the lock held, after outcomes were queued
+        self._cond.notify()
+        if self._exhausted():
+            self._cache.pop(self._job, None)
+            self._pool = None
+
+    def _set(self, i, obj):
+        with self._cond:
+            if i != self._index:
+                self._early[i] = obj
+                return
+            self._queue(obj)
+            early = self._early
+            while self._index in early:
+                self._queue(early.pop(self._index))
+            self._settle()
+
+    def _set_length(self, length):
+        with self._cond:
+            self._length = length
+            if self._exhausted():
+                self._settle()
+
+
+class IMapUnorderedIterator(IMapIterator):
+    """Iterator over the results of imap_unordered(), as they come."""
+
+    def _set(self, i, obj):
+        with self._cond:
+            self._queue(obj)
+            self._settle()
+
+
+# ---------------------------------------------------------------------------
+# Task sources: what the dispatcher pulls tasks from
+# ---------------------------------------------------------------------------
+
+def _guarded(job, func, inputs, on_end=None):
+    """Yield the tasks (job, i, func, (x,), {}) for the items of *inputs*.
+    An error raised by the iteration itself becomes a last task that
+    re-raises it in the worker, so the caller sees it in order."""
+    count = 0
+    try:
+        for item in inputs:
+            yield (job, count, func, (item,), {})
+            count += 1
+    except Exception as exc:
+        yield (job, count, _helper_reraises_exception, (exc,), {})
+        count += 1
+    if on_end is not None:
+        on_end(count)
+
+
+def _chunks(func, items, size):
+    """(func, tuple-of-size-items) pairs over *items*."""
+    source = iter(items)
+    take = itertools.islice
+    while True:
+        piece = tuple(take(source, size))
+        if not piece:
+            return
+        yield (func, piece)
+
+
+_CLOSE = object()   # pending-queue marker: no more submissions
+_STOP = object()    # pending-queue marker: terminate now
+
+
+class _Slot(object):
+    """What the engine knows about one worker."""
+    __slots__ = ('proc', 'tasks', 'results', 'held', 'sent', 'size',
+                 'since', 'dead', 'init_error', 'key')
+
+    def __init__(self, proc, tasks, results, key):
+        self.proc = proc
+        self.tasks = tasks          # channel the engine sends batches on
+        self.results = results      # channel results come back on
+        self.held = set()           # (job, index) of the batch in progress
+        self.sent = 0               # tasks sent so far (maxtasksperchild)
+        self.size = 0               # size of the batch in progress
+        self.since = 0.0
+        self.dead = False
+        self.init_error = None
+        self.key = key
+
+
+# ---------------------------------------------------------------------------
+# Engines
+# ---------------------------------------------------------------------------
+
+class _Engine(object):
+    """Workers plus the dispatcher and collector threads.  It holds no
+    reference to the Pool facade, so the facade can be collected."""
+
+    def __init__(self, ctx, make_process, processes, initializer, initargs,
+                 maxtasks, wrap, cache, procs):
+        self.ctx = ctx
+        self.make_process = make_process
+        self.processes = processes
+        self.initializer = initializer
+        self.initargs = initargs
+        self.maxtasks = maxtasks
+        self.wrap = wrap
+        self.cache = cache
+        self.procs = procs              # the facade's `_pool` list
+        self.slots = {}                 # key -> _Slot
+        self.keys = itertools.count()
+        self.lock = threading.RLock()
+        self.idle_cv = threading.Condition(self.lock)
+        self.idle = collections.deque()
+        self.pending = queue.SimpleQueue()
+        self.source = None
+        self.saw_close = False
+        self.halted = False
+        self.dispatch_done = False
+        self.task_seconds = None        # running estimate per task
+        self.init_failures = 0
+        self.respawn_at = None
+        self.dispatcher = self.collector = None
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self):
+        try:
+            self.repopulate()
+        except BaseException:
+            self._abandon_workers()
+            raise
+        self.dispatcher = threading.Thread(target=self._dispatch_loop,
+                                           name='PoolDispatcher', daemon=True)
+        self.collector = threading.Thread(target=self._collect_loop,
+                                          name='PoolCollector', daemon=True)
+        self.dispatcher.start()
+        self.collector.start()
+
+    def _abandon_workers(self):
+        for proc in self.procs:
+            if proc.exitcode is None:
+                self._stop_process(proc)
+        for proc in self.procs:
+            proc.join()
+        for slot in self.slots.values():
+            self._close_slot(slot)
+
+    def repopulate(self):
+        """Start workers until there are `processes` of them."""
+        with self.lock:
+            if self.halted:
+                return
+            missing = self.processes - len(self.procs)
+            for _ in range(missing):
+                self._launch()
+            if missing > 0:
+                self._wake_collector()
+
+    def _launch(self):
+        # called with the lock held
+        key = next(self.keys)
+        here, there = self._open_channels(key)
+        target, lead = self._worker_entry(key)
+        proc = self.make_process(
+            self.ctx, target=target,
+            args=lead + (there[0], there[1], self.initializer,
+                         self.initargs, self.maxtasks, self.wrap))
+        proc.name = proc.name.replace('Process', 'PoolWorker')
+        proc.daemon = True
+        slot = _Slot(proc, here[0], here[1], key)
+        self.procs.append(proc)
+        self.slots[key] = slot
+        try:
+            self._start_worker(slot, there)
+        except BaseException:
+            self._close_channels(there)
+            raise
+        self.idle.append(slot)
+        self.idle_cv.notify()
+        util.debug('added worker')
+
+    def close(self):
+        self.pending.put(_CLOSE)
+
+    def halt(self):
+        """Terminate: stop dispatching, stop the workers, join everything.
+        Results still outstanding are left unfinished (as in the stdlib)."""
+        util.debug('terminating pool engine')
+        with self.lock:
+            self.halted = True
+            self.idle_cv.notify_all()
+        self.pending.put(_STOP)
+        self._wake_collector()
+        self._stop_workers()
+        me = threading.current_thread()
+        for thread in (self.dispatcher, self.collector):
+            if thread is not None and thread is not me and thread.ident:
+                thread.join()
+        self._join_workers_after_halt()
+
+    def join(self):
+        me = threading.current_thread()
+        for thread in (self.dispatcher, self.collector):
+            if thread is not None and thread is not me:
+                thread.join()
+        for proc in list(self.procs):
+            proc.join()
+
+    # -- dispatcher ----------------------------------------------------------
+
+    def submit(self, tasks):
+        self.pending.put(tasks)
+
+    def _pull(self, block):
+        """Next task, or None when there is none now (block=False) or no
+        more at all (block=True: closed and drained, or halted)."""
+        while not self.halted:
+            source = self.source
+            if source is not None:
+                for task in source:
+                    return task
+                self.source = None
+            if self.saw_close:
+                return None
+            try:
+                item = self.pending.get(block)
+            except queue.Empty:
+                return None
+            if item is _STOP:
+                return None
+            if item is _CLOSE:
+                self.saw_close = True
+                return None
+            self.source = item
+        return None
+
+    def _batch_limit(self, slot):
+        estimate = self.task_seconds
+        if estimate is None:
+            return 1
+        limit = int(_BATCH_SECONDS / estimate) if estimate > 0 else _BATCH_CAP
+        # leave work for the other workers
+        share = -(-(self.pending.qsize() + 1) // max(1, len(self.slots)))
+        if self.source is None:
+            limit = min(limit, share)
+        if self.maxtasks is not None:
+            limit = min(limit, self.maxtasks - slot.sent)
+        return max(1, min(limit, _BATCH_CAP))
+
+    def _claim(self):
+        """An idle live worker, waiting for one; None once halted."""
+        with self.lock:
+            while True:
+                if self.halted:
+                    return None
+                while self.idle:
+                    slot = self.idle.popleft()
+                    if not slot.dead:
+                        return slot
+                self.idle_cv.wait()
+
+    def _dispatch_loop(self):
+        try:
+            while True:
+                task = self._pull(block=True)
+                if task is None:
+                    break
+                batch = [task]
+                task = None
+                if not self._place(batch):
+                    break
+                batch = None
+        except BaseException:
+            util.debug('pool dispatcher failed: %r', sys.exc_info()[1])
+            raise
+        finally:
+            self._dispatch_finished()
+
+    def _place(self, batch):
+        """Hand *batch* (growing it with queued tasks) to an idle worker.
+        Returns False when the engine was halted."""
+        while True:
+            slot = self._claim()
+            if slot is None:
+                return False
+            limit = self._batch_limit(slot)
+            while len(batch) < limit:
+                task = self._pull(block=False)
+                if task is None:
+                    break
+                batch.append(task)
+            with self.lock:
+                if self.halted:
+                    return False
+                if slot.dead:
+                    continue
+                slot.held = {(task[0], task[1]) for task in batch}
+                slot.size = len(batch)
+                slot.sent += len(batch)
+                slot.since = time.monotonic()
+            self._send(slot, batch)
+            return True
+
+    def _send(self, slot, batch):
+        try:
+            slot.tasks.send(batch)
+            return
+        except OSError:
+            # The worker is gone: the collector fails what it held.
+            return
+        except Exception as exc:
+            failed = exc
+        # Some task could not be pickled: fail those, send the rest.
+        good, bad = self._sort_picklable(batch, failed)
+        with self.lock:
+            for job, index, _ in bad:
+                slot.held.discard((job, index))
+            slot.size = len(good)
+        for job, index, exc in bad:
+            self._deliver(job, index, (False, exc))
+        if good:
+            try:
+                slot.tasks.send(good)
+            except OSError:
+                pass
+        else:
+            with self.lock:
+                self._maybe_idle(slot)
+
+    def _sort_picklable(self, batch, failed):
+        return [], [(task[0], task[1], failed) for task in batch]
+
+    def _dispatch_finished(self):
+        with self.lock:
+            self.dispatch_done = True
+            self.idle_cv.notify_all()
+            slots = list(self.slots.values())
+        if not self.halted:
+            util.debug('pool dispatcher: all tasks handed out, '
+                       'stopping workers')
+            for slot in slots:
+                try:
+                    slot.tasks.send(None)
+                except Exception:
+                    pass
+        self._wake_collector()
+
+    # -- collector -------------------------------------------------------------
+
+    def _deliver(self, job, index, outcome):
+        try:
+            target = self.cache[job]
+        except KeyError:
+            return
+        try:
+            target._set(index, outcome)
+        except Exception:
+            # a user callback failed: report it, keep the pool alive
+            sys.excepthook(*sys.exc_info())
+
+    def _maybe_idle(self, slot):
+        # called with the lock held: a worker whose batch is complete
+        # becomes idle, unless it must retire or everything is over.
+        if slot.held or slot.dead or self.halted:
+            return
+        if self.maxtasks is not None and slot.sent >= self.maxtasks:
+            return
+        self.idle.append(slot)
+        self.idle_cv.notify()
+
+    def _absorb(self, slot, message):
+        if type(message) is tuple:
+            if message and message[0] == 'init-failed':
+                slot.init_error = message[1]
+            return
+        now = time.monotonic()
+        for job, index, ok, value in message:
+            self._deliver(job, index, (ok, value))
+        ok = value = None
+        with self.lock:
+            held = slot.held
+            for result in message:
+                held.discard((result[0], result[1]))
+            if not held:
+                if slot.size:
+                    per_task = (now - slot.since) / slot.size
+                    old = self.task_seconds
+                    self.task_seconds = (per_task if old is None
+                                         else 0.5 * old + 0.5 * per_task)
+                self.init_failures = 0
+                self._maybe_idle(slot)
+
+    def _bury(self, slot):
+        """A worker has exited: fail what it held, start a replacement."""
+        proc = slot.proc
+        self._drain_final(slot)
+        proc.join(1.0)
+        exitcode = proc.exitcode
+        with self.lock:
+            slot.dead = True
+            lost = sorted(slot.held)
+            slot.held = set()
+            self.slots.pop(slot.key, None)
+            try:
+                self.procs.remove(proc)
+            except ValueError:
+                pass
+            if slot.init_error is not None:
+                self.init_failures += 1
+        self._close_slot(slot)
+        util.debug('pool worker %s exited with %r (%d tasks lost)',
+                   proc.name, exitcode, len(lost))
+        if lost:
+            error = WorkerLostError(proc.name, proc.pid, exitcode)
+            if slot.init_error is not None:
+                error.__cause__ = slot.init_error
+            for job, index in lost:
+                self._deliver(job, index, (False, error))
+            error = None
+        self._schedule_respawn()
+
+    def _schedule_respawn(self):
+        with self.lock:
+            if self.halted or self.dispatch_done:
+                return
+            if self.init_failures:
+                delay = min(0.02 * (2 ** min(self.init_failures, 6)), 1.0)
+                self.respawn_at = time.monotonic() + delay
+            else:
+                self.respawn_at = None
+                self.repopulate()
+
+    def _respawn_due(self):
+        if self.respawn_at is not None and time.monotonic() >= self.respawn_at:
+            self.respawn_at = None
+            with self.lock:
+                if not (self.halted or self.dispatch_done):
+                    self.repopulate()
+
+    def _respawn_timeout(self):
+        if self.respawn_at is None:
+            return None
+        return max(0.0, self.respawn_at - time.monotonic())
+
+    def _collector_done(self):
+        with self.lock:
+            return self.halted or (self.dispatch_done and not self.slots)
+
+
+def _make_pipe():
+    from .connection import Pipe
+    return Pipe(duplex=False)
+
+
+class _ProcessEngine(_Engine):
+    """Workers are processes; each has its own pair of pipes."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.wake_r, self.wake_w = _make_pipe()
+
+    def _open_channels(self, key):
+        task_r, task_w = _make_pipe()
+        try:
+            result_r, result_w = _make_pipe()
+        except BaseException:
+            task_r.close()
+            task_w.close()
+            raise
+        return (task_w, result_r), (task_r, result_w)
+
+    @staticmethod
+    def _close_channels(ends):
+        for end in ends:
+            try:
+                end.close()
+            except Exception:
+                pass
+
+    def _worker_entry(self, key):
+        return worker, ()
+
+    def _start_worker(self, slot, there):
+        slot.proc.start()
+        # the child has its own copies now
+        self._close_channels(there)
+
+    def _close_slot(self, slot):
+        self._close_channels((slot.tasks, slot.results))
+
+    def _wake_collector(self):
+        try:
+            self.wake_w.send_bytes(b'')
+        except Exception:
+            pass
+
+    @staticmethod
+    def _stop_process(proc):
+        proc.terminate()
+
+    def _stop_workers(self):
+        with self.lock:
+            procs = list(self.procs)
+        for proc in procs:
+            if proc.exitcode is None:
+                proc.terminate()
+
+    def _join_workers_after_halt(self):
+        with self.lock:
+            procs = list(self.procs)
+            slots = list(self.slots.values())
+        for proc in procs:
+            proc.join()
+        for slot in slots:
+            self._close_slot(slot)
+        self._close_channels((self.wake_r, self.wake_w))
+
+    def _sort_picklable(self, batch, failed):
+        from .reduction import ForkingPickler
+        good, bad = [], []
+        for task in batch:
+            try:
+                ForkingPickler.dumps(task)
+            except Exception as exc:
+                bad.append((task[0], task[1], exc))
+            else:
+                good.append(task)
+        return good, bad
+
+    def _drain_final(self, slot):
+        """Read whatever complete results a dead worker left behind."""
+        conn = slot.results
+        try:
+            while conn.poll():
+                self._absorb(slot, conn.recv())
+        except (EOFError, OSError):
+            pass
+
+    def _collect_loop(self):
+        from .connection import wait
+        try:
+            while not self._collector_done():
+                with self.lock:
+                    by_reader = {s.results: s for s in self.slots.values()}
+                    by_sentinel = {s.proc.sentinel: s
+                                   for s in self.slots.values()}
+                ready = wait([self.wake_r, *by_reader, *by_sentinel],
+                             self._respawn_timeout())
+                exited = []
+                for obj in ready:
+                    if obj is self.wake_r:
+                        try:
+                            while self.wake_r.poll():
+                                self.wake_r.recv_bytes()
+                        except (EOFError, OSError):
+                            return
+                    elif obj in by_reader:
+                        slot = by_reader[obj]
+                        try:
+                            self._absorb(slot, obj.recv())
+                            while obj.poll():
+                                self._absorb(slot, obj.recv())
+                        except (EOFError, OSError):
+                            pass
+                    else:
+                        exited.append(by_sentinel[obj])
+                for slot in exited:
+                    if not self.halted:
+                        self._bury(slot)
+                slot = exited = ready = by_reader = by_sentinel = None
+                self._respawn_due()
+        except BaseException:
+            util.debug('pool collector failed: %r', sys.exc_info()[1])
+            raise
+
+
+class _Inbox(object):
+    """The receiving end of a thread worker's task queue."""
+    __slots__ = ('recv',)
+
+    def __init__(self, q):
+        self.recv = q.get
+
+
+class _Outbox(object):
+    """A thread worker's sending end of the shared result queue."""
+    __slots__ = ('send',)
+
+    def __init__(self, q, key):
+        self.send = functools.partial(_tagged_put, q.put, key)
+
+
+def _tagged_put(put, key, message):
+    put((key, message))
+
+
+class _QueueSender(object):
+    __slots__ = ('send',)
+
+    def __init__(self, q):
+        self.send = q.put
+
+
+def _thread_worker(results_q, key, *args):
+    try:
+        worker(*args)
+    finally:
+        results_q.put((key, _EXITED))
+
+
+class _ThreadEngine(_Engine):
+    """Workers are threads: queues instead of pipes, nothing to pickle."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.results_q = queue.SimpleQueue()
+        self.task_queues = {}
+
+    def _open_channels(self, key):
+        task_q = queue.SimpleQueue()
+        self.task_queues[key] = task_q
+        return ((_QueueSender(task_q), None),
+                (_Inbox(task_q), _Outbox(self.results_q, key)))
+
+    def _close_channels(self, ends):
+        pass
+
+    def _worker_entry(self, key):
+        # the wrapper tells the collector when the thread ends
+        return _thread_worker, (self.results_q, key)
+
+    def _start_worker(self, slot, there):
+        slot.proc.start()
+
+    def _close_slot(self, slot):
+        self.task_queues.pop(slot.key, None)
+
+    def _wake_collector(self):
+        self.results_q.put((None, None))
+
+    @staticmethod
+    def _stop_process(proc):
+        pass
+
+    def _stop_workers(self):
+        with self.lock:
+            queues = list(self.task_queues.values())
+        for task_q in queues:
+            # drop what is queued, then ask the thread to stop
+            try:
+                while True:
+                    task_q.get_nowait()
+            except queue.Empty:
+                pass
+            task_q.put(None)
+
+    def _join_workers_after_halt(self):
+        pass
+
+    def _drain_final(self, slot):
+        pass
+
+    def _collect_loop(self):
+        get = self.results_q.get
+        while not self._collector_done():
+            timeout = self._respawn_timeout()
+            try:
+                key, message = get(timeout=timeout)
+            except queue.Empty:
+                self._respawn_due()
+                continue
+            if key is None:
+                self._respawn_due()
+                continue
+            slot = self.slots.get(key)
+            if slot is not None:
+                if message is _EXITED:
+                    self._bury(slot)
+                else:
+                    self._absorb(slot, message)
+            slot = message = None
+            self._respawn_due()
+
+
+# ---------------------------------------------------------------------------
+# The facade
+# ---------------------------------------------------------------------------
+
+class Pool(object):
+    """A pool of worker processes to which tasks can be submitted."""
+
+    _wrap_exception = True
+    _engine_class = _ProcessEngine
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        return ctx.Process(*args, **kwds)
+
+    def __init__(self, processes=None, initializer=None, initargs=(),
+                 maxtasksperchild=None, context=None):
+        # set first: __del__ looks at them even if __init__ fails
+        self._pool = []
+        self._state = INIT
+        self._engine = None
+        if context is None:
+            from . import get_context
+            context = get_context()
+        self._ctx = context
+        if processes is None:
+            processes = _cpu_count()
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None and (
+                not isinstance(maxtasksperchild, int)
+                or maxtasksperchild <= 0):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError('initializer must be a callable')
+        self._processes = processes
+        self._initializer = initializer
+        self._initargs = initargs
+        self._maxtasksperchild = maxtasksperchild
+        self._cache = {}
+        engine = self._engine_class(
+            self._ctx, self.Process, processes, initializer, initargs,
+            maxtasksperchild, self._wrap_exception, self._cache, self._pool)
+        engine.start()
+        self._engine = engine
+        self._terminate = util.Finalize(self, engine.halt, exitpriority=15)
+        self._state = RUN
+
+    def __del__(self, _warn=warnings.warn, RUN=RUN):
+        if self._state == RUN:
+            _warn(f"unclosed running cmultiprocessing pool {self!r}",
+                  ResourceWarning, source=self)
+
+    def __repr__(self):
+        kind = type(self)
+        return (f'<{kind.__module__}.{kind.__qualname__} '
+                f'state={self._state} pool_size={len(self._pool)}>')
+
+    def __reduce__(self):
+        raise NotImplementedError(
+            'pool objects cannot be passed between processes or pickled')
+
+    def __enter__(self):
+        self._check_running()
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.terminate()
+
+    def _check_running(self):
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+
+    def _repopulate_pool(self):
+        return self._engine.repopulate()
+
+    # -- submitting work -------------------------------------------------------
+
+    def apply(self, func, args=(), kwds={}):
+        """Call func(*args, **kwds) in a worker and return the result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(self, func, args=(), kwds={}, callback=None,
+                    error_callback=None):
+        """Like apply(), returning an AsyncResult."""
+        self._check_running()
+        result = ApplyResult(self, callback, error_callback)
+        self._engine.submit(iter(((result._job, 0, func, args, kwds),)))
+        return result
+
+    def map(self, func, iterable, chunksize=None):
+        """list(map(func, iterable)), computed by the workers in chunks."""
+        return self._map_async(func, iterable, mapstar, chunksize).get()
+
+    def map_async(self, func, iterable, chunksize=None, callback=None,
+                  error_callback=None):
+        """Like map(), returning a MapResult."""
+        return self._map_async(func, iterable, mapstar, chunksize,
+                               callback, error_callback)
+
+    def starmap(self, func, iterable, chunksize=None):
+        """Like map(), but each item is a tuple of arguments."""
+        return self._map_async(func, iterable, starmapstar, chunksize).get()
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None,
+                      error_callback=None):
+        """Like starmap(), returning a MapResult."""
+        return self._map_async(func, iterable, starmapstar, chunksize,
+                               callback, error_callback)
+
+    def _map_async(self, func, iterable, mapper, chunksize=None,
+                   callback=None, error_callback=None):
+        self._check_running()
+        if not hasattr(iterable, '__len__'):
+            iterable = list(iterable)
+        total = len(iterable)
+        if total == 0:
+            chunksize = 0
+        elif chunksize is None:
+            chunksize = -(-total // (len(self._pool) * 4 or 1))
+        result = MapResult(self, chunksize, total, callback, error_callback)
+        if chunksize:
+            self._engine.submit(_guarded(result._job, mapper,
+                                         _chunks(func, iterable, chunksize)))
+        return result
+
+    def imap(self, func, iterable, chunksize=1):
+        """Lazy map(): an iterator over the results, in order."""
+        return self._imap(IMapIterator, func, iterable, chunksize)
+
+    def imap_unordered(self, func, iterable, chunksize=1):
+        """Like imap(), yielding results as they are ready."""
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+
+    def _imap(self, kind, func, iterable, chunksize):
+        self._check_running()
+        if chunksize == 1:
+            result = kind(self)
+            tasks = _guarded(result._job, func, iterable, result._set_length)
+        else:
+            if chunksize < 1:
+                raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+            result = kind(self, chunked=True)
+            tasks = _guarded(result._job, mapstar,
+                             _chunks(func, iterable, chunksize),
+                             result._set_length)
+        self._engine.submit(tasks)
+        return result
+
+    # -- shutting down -----------------------------------------------------------
+
+    def close(self):
+        """Accept no more tasks; workers exit once all are done."""
+        util.debug('closing pool')
+        if self._state == RUN:
+            self._state = CLOSE
+            self._engine.close()
+
+    def terminate(self):
+        """Stop the workers now, without finishing outstanding work."""
+        util.debug('terminating pool')
+        self._state = TERMINATE
+        self._terminate()
+
+    def join(self):
+        """Wait for the workers to exit (after close() or terminate())."""
+        util.debug('joining pool')
+        if self._state == RUN:
+            raise ValueError("Pool is still running")
+        if self._state not in (CLOSE, TERMINATE):
+            raise ValueError("In unknown state")
+        self._engine.join()
+
+
+class ThreadPool(Pool):
+    """A pool of worker threads with the Pool API."""
+
+    _wrap_exception = False
+    _engine_class = _ThreadEngine
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        from .dummy import Process
+        return Process(*args, **kwds)
+
+    def __init__(self, processes=None, initializer=None, initargs=()):
+        super().__init__(processes, initializer, initargs)
