@@ -215,6 +215,295 @@ done:
     return result;
 }
 
+/* ---- forkserver ---- */
+
+/* int(obj) as a C int (PyLong_AsInt is public only from 3.13 on). */
+static int
+as_int(PyObject *obj)
+{
+    long v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "int too large for a C int");
+        return -1;
+    }
+    return (int)v;
+}
+
+/* A str or bytes address -> bytes kept in *holder; abstract addresses
+   (leading NUL) are allowed, so no NUL check as with paths. */
+static int
+address_bytes(PyObject *address, PyObject **holder)
+{
+    if (PyUnicode_Check(address)) {
+        *holder = PyUnicode_EncodeFSDefault(address);
+    }
+    else if (PyBytes_Check(address)) {
+        *holder = Py_NewRef(address);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "address must be str or bytes, not %.100s",
+                     Py_TYPE(address)->tp_name);
+        return -1;
+    }
+    return *holder == NULL ? -1 : 0;
+}
+
+#define FS_MAX_FDS 260
+
+static PyObject *
+forkserver_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"address", "fds"};
+    PyObject *a[2], *addr = NULL, *seq = NULL;
+    int fds[FS_MAX_FDS];
+    (void)module;
+
+    if (take_args("forkserver_send", names, 2, args, nargs, kwnames, a) < 0 ||
+        address_bytes(a[0], &addr) < 0) {
+        return NULL;
+    }
+    seq = PySequence_Fast(a[1], "fds must be a sequence of ints");
+    if (seq == NULL) {
+        goto error;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > FS_MAX_FDS) {
+        PyErr_SetString(PyExc_ValueError, "too many fds");
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int fd = as_int(PySequence_Fast_GET_ITEM(seq, i));
+        if (fd == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (fd < 0) {
+            PyErr_SetString(PyExc_ValueError, "negative file descriptor");
+            goto error;
+        }
+        fds[i] = fd;
+    }
+    int err;
+    const char *raw = PyBytes_AS_STRING(addr);
+    size_t rawlen = (size_t)PyBytes_GET_SIZE(addr);
+    Py_BEGIN_ALLOW_THREADS
+    err = cmp_fs_send_request(raw, rawlen, fds, (size_t)n);
+    Py_END_ALLOW_THREADS
+    if (err != 0) {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, a[0]);
+        goto error;
+    }
+    Py_DECREF(seq);
+    Py_DECREF(addr);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(seq);
+    Py_XDECREF(addr);
+    return NULL;
+}
+
+/* The server's children: pid -> the fd on which its client waits. */
+typedef struct {
+    long pid;
+    int fd;
+} fs_child;
+
+typedef struct {
+    fs_child *items;
+    size_t len, cap;
+} fs_table;
+
+static int
+fs_table_add(fs_table *t, long pid, int fd)
+{
+    if (t->len == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        fs_child *items = PyMem_Realloc(t->items, cap * sizeof(fs_child));
+        if (items == NULL) {
+            return -1;
+        }
+        t->items = items;
+        t->cap = cap;
+    }
+    t->items[t->len].pid = pid;
+    t->items[t->len].fd = fd;
+    t->len++;
+    return 0;
+}
+
+/* Remove pid from the table; its fd, or -1 if it was not there. */
+static int
+fs_table_pop(fs_table *t, long pid)
+{
+    for (size_t i = 0; i < t->len; i++) {
+        if (t->items[i].pid == pid) {
+            int fd = t->items[i].fd;
+            t->items[i] = t->items[--t->len];
+            return fd;
+        }
+    }
+    return -1;
+}
+
+/* Close every status fd and free the table. */
+static void
+fs_table_close(fs_table *t)
+{
+    for (size_t i = 0; i < t->len; i++) {
+        cmp_fs_close_fds(&t->items[i].fd, 1);
+    }
+    PyMem_Free(t->items);
+    t->items = NULL;
+    t->len = t->cap = 0;
+}
+
+/* Tell each reaped child's client its exit code. */
+static void
+fs_report_exits(fs_table *t)
+{
+    for (;;) {
+        long pid = 0;
+        int code = 0;
+        if (cmp_fs_reap(&pid, &code) != 0 || pid == 0) {
+            return;
+        }
+        int fd = fs_table_pop(t, pid);
+        if (fd >= 0) {
+            (void)cmp_fs_write_signed(fd, code);   /* client may be gone */
+            cmp_fs_close_fds(&fd, 1);
+        }
+    }
+}
+
+/* In a new child: drop everything that belongs to the server. */
+static void
+fs_child_cleanup(fs_table *t, const int *server_fds, int n)
+{
+    cmp_fs_sigchld_stop();
+    cmp_fs_close_fds(server_fds, (size_t)n);
+    fs_table_close(t);
+}
+
+static PyObject *
+fs_child_result(const int *fds, size_t n)
+{
+    PyObject *rest = PyList_New((Py_ssize_t)(n - 2));
+    if (rest == NULL) {
+        return NULL;
+    }
+    for (size_t i = 2; i < n; i++) {
+        PyObject *v = PyLong_FromLong(fds[i]);
+        if (v == NULL) {
+            Py_DECREF(rest);
+            return NULL;
+        }
+        PyList_SET_ITEM(rest, (Py_ssize_t)(i - 2), v);
+    }
+    return Py_BuildValue("(iN)", fds[0], rest);
+}
+
+/* forkserver_serve(listener_fd, alive_fd, max_fds)
+   Serve fork requests until alive_fd reaches EOF (returns None).  In each
+   forked child it returns (data_fd, [fds]) instead: the child's end of its
+   data pipe and the fds its client sent after the two pipe ends. */
+static PyObject *
+forkserver_serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    static const char *const names[] = {"listener_fd", "alive_fd",
+                                        "max_fds"};
+    PyObject *a[3];
+    fs_table table = {NULL, 0, 0};
+    int sig_r = -1;
+    int req[FS_MAX_FDS + 1];
+    (void)module;
+
+    if (take_args("forkserver_serve", names, 3, args, nargs, kwnames, a) < 0) {
+        return NULL;
+    }
+    int listener = as_int(a[0]);
+    int alive = as_int(a[1]);
+    long max_fds = PyLong_AsLong(a[2]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (listener < 0 || alive < 0 || max_fds < 2 || max_fds > FS_MAX_FDS) {
+        PyErr_SetString(PyExc_ValueError, "bad forkserver_serve arguments");
+        return NULL;
+    }
+    int err = cmp_fs_sigchld_start(&sig_r);
+    if (err != 0) {
+        return cmp_raise_oserror(err);
+    }
+    for (;;) {
+        int watched[3] = {alive, sig_r, listener};
+        int ready[3];
+        Py_BEGIN_ALLOW_THREADS
+        err = cmp_fs_poll(watched, ready, 3, 1.0);
+        Py_END_ALLOW_THREADS
+        if (err == EINTR) {
+            if (PyErr_CheckSignals() < 0) {
+                goto error;
+            }
+            continue;
+        }
+        if (err != 0) {
+            cmp_raise_oserror(err);
+            goto error;
+        }
+        if (ready[0]) {
+            break;      /* no client left: the alive pipe is at EOF */
+        }
+        if (ready[1]) {
+            cmp_fs_drain(sig_r);
+            fs_report_exits(&table);
+        }
+        if (!ready[2]) {
+            continue;
+        }
+        size_t n = 0;
+        Py_BEGIN_ALLOW_THREADS
+        err = cmp_fs_recv_request(listener, req, (size_t)max_fds + 1, &n);
+        Py_END_ALLOW_THREADS
+        if (err != 0 || n < 2 || n > (size_t)max_fds) {
+            /* A malformed or vanished request: the client sees EOF. */
+            cmp_fs_close_fds(req, n);
+            continue;
+        }
+        long pid = -1;
+        PyOS_BeforeFork();
+        err = cmp_fs_fork(&pid);
+        if (err == 0 && pid == 0) {
+            PyOS_AfterFork_Child();
+            int server_fds[3] = {listener, alive, req[1]};
+            fs_child_cleanup(&table, server_fds, 3);
+            return fs_child_result(req, n);
+        }
+        PyOS_AfterFork_Parent();
+        /* Parent: tell the client the pid, then keep its status fd. */
+        if (err == 0 && cmp_fs_write_signed(req[1], pid) == 0 &&
+            fs_table_add(&table, pid, req[1]) == 0) {
+            req[1] = -1;
+        }
+        cmp_fs_close_fds(req, n);
+        if (PyErr_Occurred()) {
+            goto error;
+        }
+    }
+    cmp_fs_sigchld_stop();
+    fs_table_close(&table);
+    Py_RETURN_NONE;
+error:
+    cmp_fs_sigchld_stop();
+    fs_table_close(&table);
+    return NULL;
+}
+
 #endif /* CMP_POSIX */
 
 static PyMethodDef spawn_methods[] = {
@@ -225,6 +514,15 @@ static PyMethodDef spawn_methods[] = {
      "Start the program path with the argument list args; in the child\n"
      "only the descriptors passfds (and 0, 1, 2) stay open.  Raises\n"
      "OSError with the child's errno if the program cannot be executed."},
+    {"forkserver_send", (PyCFunction)(void (*)(void))forkserver_send,
+     METH_FASTCALL | METH_KEYWORDS,
+     "forkserver_send(address, fds)\n\n"
+     "Send a fork request carrying fds to the forkserver at address."},
+    {"forkserver_serve", (PyCFunction)(void (*)(void))forkserver_serve,
+     METH_FASTCALL | METH_KEYWORDS,
+     "forkserver_serve(listener_fd, alive_fd, max_fds)\n\n"
+     "The forkserver's request loop.  Returns None when alive_fd reaches\n"
+     "EOF; returns (data_fd, fds) in each child it forks."},
 #endif
     {NULL, NULL, 0, NULL},
 };

@@ -291,3 +291,356 @@ cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out)
 }
 
 #endif /* CMP_POSIX && !CMP_DARWIN */
+
+/* ======================================================================
+   The forkserver's wire and loop primitives (every POSIX system).
+   ====================================================================== */
+#ifdef CMP_POSIX
+
+#include "platform/spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* macOS loses descriptors still in flight when the sender closes them, so
+   there the receiver acknowledges with one byte before the sender goes on. */
+#ifdef CMP_DARWIN
+#  define CMP_FS_ACK 1
+#else
+#  define CMP_FS_ACK 0
+#endif
+
+void
+cmp_fs_close_fds(const int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+}
+
+static int
+set_cloexec(int fd)
+{
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
+        return errno;
+    }
+    return 0;
+}
+
+int
+cmp_fs_send_request(const char *addr, size_t addrlen, const int *fds,
+                    size_t nfds)
+{
+    struct sockaddr_un sun;
+    if (addrlen == 0 || addrlen >= sizeof(sun.sun_path)) {
+        return ENAMETOOLONG;
+    }
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, addr, addrlen);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+                                addrlen + (addr[0] != '\0'));
+    int sock = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (sock < 0) {
+        return errno;
+    }
+    int err = set_cloexec(sock);
+    if (err != 0) {
+        close(sock);
+        return err;
+    }
+    while (connect(sock, (struct sockaddr *)&sun, len) < 0) {
+        if (errno != EINTR) {
+            err = errno;
+            close(sock);
+            return err;
+        }
+    }
+    size_t space = CMSG_SPACE(nfds * sizeof(int));
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * 260)];
+    } control;
+    if (nfds > 260) {
+        close(sock);
+        return E2BIG;
+    }
+    memset(&control, 0, sizeof(control));
+    unsigned char count = (unsigned char)(nfds % 256);
+    struct iovec iov = {.iov_base = &count, .iov_len = 1};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (nfds > 0) {
+        msg.msg_control = control.buf;
+        msg.msg_controllen = (socklen_t)space;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+    }
+    ssize_t sent;
+    while ((sent = sendmsg(sock, &msg, 0)) < 0 && errno == EINTR) {
+    }
+    err = sent < 0 ? errno : 0;
+    if (err == 0 && CMP_FS_ACK) {
+        char ack = 0;
+        ssize_t got;
+        while ((got = recv(sock, &ack, 1, 0)) < 0 && errno == EINTR) {
+        }
+        if (got != 1 || ack != 'A') {
+            err = got < 0 ? errno : EPIPE;
+        }
+    }
+    close(sock);
+    return err;
+}
+
+int
+cmp_fs_recv_request(int listener, int *fds, size_t max, size_t *nfds)
+{
+    *nfds = 0;
+    int conn = accept(listener, NULL, NULL);
+    if (conn < 0) {
+        return errno;
+    }
+    (void)set_cloexec(conn);
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * 260)];
+    } control;
+    if (max > 260) {
+        max = 260;
+    }
+    unsigned char count = 0;
+    struct iovec iov = {.iov_base = &count, .iov_len = 1};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = (socklen_t)CMSG_SPACE(max * sizeof(int));
+    ssize_t got;
+#ifdef MSG_CMSG_CLOEXEC
+    int flags = MSG_CMSG_CLOEXEC;
+#else
+    int flags = 0;
+#endif
+    while ((got = recvmsg(conn, &msg, flags)) < 0 && errno == EINTR) {
+    }
+    int err = got < 0 ? errno : 0;
+    size_t n = 0;
+    if (got > 0) {
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL;
+             cm = CMSG_NXTHDR(&msg, cm)) {
+            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) {
+                continue;
+            }
+            size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                if (n < max) {
+                    fds[n++] = fd;
+                }
+                else {
+                    close(fd);
+                    err = EBADMSG;
+                }
+            }
+        }
+        if (CMP_FS_ACK) {
+            char ack = 'A';
+            (void)send(conn, &ack, 1, 0);
+        }
+    }
+    else if (got == 0) {
+        err = EBADMSG;      /* the client went away before sending */
+    }
+    close(conn);
+    if (err == 0 &&
+        ((msg.msg_flags & MSG_CTRUNC) || count != (unsigned char)(n % 256))) {
+        err = EBADMSG;
+    }
+    for (size_t i = 0; i < n && err == 0; i++) {
+        err = set_cloexec(fds[i]);
+    }
+    if (err != 0) {
+        cmp_fs_close_fds(fds, n);
+        n = 0;
+    }
+    *nfds = n;
+    return err;
+}
+
+/* The write end of the SIGCHLD self-pipe: a C int only the handler and
+   the start/stop functions touch. */
+static volatile sig_atomic_t sigchld_wfd = -1;
+static int sigchld_rfd = -1;
+static struct sigaction sigchld_saved;
+
+static void
+sigchld_handler(int sig)
+{
+    int saved = errno;
+    char b = 0;
+    (void)sig;
+    if (sigchld_wfd >= 0) {
+        (void)write(sigchld_wfd, &b, 1);
+    }
+    errno = saved;
+}
+
+int
+cmp_fs_sigchld_start(int *rfd)
+{
+    int p[2];
+    if (pipe(p) < 0) {
+        return errno;
+    }
+    for (int i = 0; i < 2; i++) {
+        int fl = fcntl(p[i], F_GETFL);
+        if (fl < 0 || fcntl(p[i], F_SETFL, fl | O_NONBLOCK) < 0 ||
+            set_cloexec(p[i]) != 0) {
+            int err = errno;
+            close(p[0]);
+            close(p[1]);
+            return err;
+        }
+    }
+    sigchld_rfd = p[0];
+    sigchld_wfd = p[1];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = sigchld_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_NOCLDSTOP;
+    if (sigaction(SIGCHLD, &sa, &sigchld_saved) < 0) {
+        int err = errno;
+        sigchld_wfd = -1;
+        sigchld_rfd = -1;
+        close(p[0]);
+        close(p[1]);
+        return err;
+    }
+    *rfd = p[0];
+    return 0;
+}
+
+void
+cmp_fs_sigchld_stop(void)
+{
+    if (sigchld_rfd < 0) {
+        return;
+    }
+    (void)sigaction(SIGCHLD, &sigchld_saved, NULL);
+    int w = sigchld_wfd;
+    sigchld_wfd = -1;
+    close(w);
+    close(sigchld_rfd);
+    sigchld_rfd = -1;
+}
+
+void
+cmp_fs_drain(int fd)
+{
+    char buf[256];
+    while (read(fd, buf, sizeof(buf)) > 0) {
+    }
+}
+
+int
+cmp_fs_poll(const int *fds, int *ready, int n, double timeout)
+{
+    struct pollfd p[8];
+    if (n > 8) {
+        return EINVAL;
+    }
+    for (int i = 0; i < n; i++) {
+        p[i].fd = fds[i];
+        p[i].events = POLLIN;
+        p[i].revents = 0;
+        ready[i] = 0;
+    }
+    int ms = timeout < 0 ? -1 : (int)(timeout * 1000.0);
+    int r = poll(p, (nfds_t)n, ms);
+    if (r < 0) {
+        return errno;
+    }
+    for (int i = 0; i < n; i++) {
+        ready[i] = (p[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+    }
+    return 0;
+}
+
+int
+cmp_fs_reap(long *pid, int *code)
+{
+    int status = 0;
+    pid_t got;
+    while ((got = waitpid(-1, &status, WNOHANG)) < 0 && errno == EINTR) {
+    }
+    if (got < 0) {
+        *pid = 0;
+        return errno == ECHILD ? 0 : errno;
+    }
+    *pid = (long)got;
+    if (got > 0) {
+        if (WIFSIGNALED(status)) {
+            *code = -WTERMSIG(status);
+        }
+        else if (WIFEXITED(status)) {
+            *code = WEXITSTATUS(status);
+        }
+        else {
+            *code = 255;
+        }
+    }
+    return 0;
+}
+
+int
+cmp_fs_fork(long *pid)
+{
+    pid_t p = fork();
+    if (p < 0) {
+        return errno;
+    }
+    *pid = (long)p;
+    return 0;
+}
+
+int
+cmp_fs_write_signed(int fd, long long value)
+{
+    const char *p = (const char *)&value;
+    size_t left = sizeof(value);
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    return 0;
+}
+
+#endif /* CMP_POSIX */

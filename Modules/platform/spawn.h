@@ -29,4 +29,45 @@ int cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out);
 /* 0 if fd is an open descriptor, else an error code (EBADF). */
 int cmp_spawn_check_fd(int fd);
 
+/* ---- the forkserver's wire and loop (POSIX) ----
+
+   A request is one connection to the server's AF_UNIX listener carrying
+   one data byte (the number of fds, modulo 256) and the fds themselves as
+   SCM_RIGHTS. */
+
+/* Connect to the listener at addr (addrlen bytes; a leading NUL byte means
+   Linux's abstract namespace), send fds, close the connection. */
+int cmp_fs_send_request(const char *addr, size_t addrlen, const int *fds,
+                        size_t nfds);
+
+/* Accept one connection on listener and receive its fds into fds[0..max-1]
+   (*nfds of them).  EBADMSG: malformed request (its fds are closed);
+   EAGAIN/ECONNABORTED/EINTR: nothing to do this time. */
+int cmp_fs_recv_request(int listener, int *fds, size_t max, size_t *nfds);
+
+/* SIGCHLD -> one byte on a non-blocking self-pipe, whose read end is
+   stored in *rfd.  cmp_fs_sigchld_stop() puts the previous action back
+   and closes the pipe (also what a forked child calls first). */
+int cmp_fs_sigchld_start(int *rfd);
+void cmp_fs_sigchld_stop(void);
+void cmp_fs_drain(int fd);
+
+/* Wait until one of fds[0..n-1] is readable or timeout seconds pass.
+   ready[i] is set to 1 for each readable one.  Returns 0, or an errno
+   (EINTR included: the caller runs signal handlers). */
+int cmp_fs_poll(const int *fds, int *ready, int n, double timeout);
+
+/* One exited child: *pid is 0 when none is left to reap now; *code is
+   its exit code, or -signal. */
+int cmp_fs_reap(long *pid, int *code);
+
+/* fork(); *pid as fork returns it. */
+int cmp_fs_fork(long *pid);
+
+/* close() each of fds[0..n-1] that is >= 0. */
+void cmp_fs_close_fds(const int *fds, size_t n);
+
+/* Write an 8-byte native signed integer (a pid or an exit code). */
+int cmp_fs_write_signed(int fd, long long value);
+
 #endif /* CMP_PLATFORM_SPAWN_H */
