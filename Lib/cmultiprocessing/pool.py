@@ -408,7 +408,13 @@ def _guarded(job, func, inputs, on_end=None):
 
 
 def _chunks(func, items, size):
-    """(func, tuple-of-size-items) pairs over *items*."""
+    """(func, piece) pairs, each piece holding *size* items of *items*.
+    Lists, tuples and ranges are sliced (a range slice pickles to a few
+    bytes); anything else is read into tuples."""
+    if type(items) in (list, tuple, range):
+        for start in range(0, len(items), size):
+            yield (func, items[start:start + size])
+        return
     source = iter(items)
     take = itertools.islice
     while True:
@@ -420,21 +426,34 @@ def _chunks(func, items, size):
 
 _CLOSE = object()   # pending-queue marker: no more submissions
 _STOP = object()    # pending-queue marker: terminate now
+_NUDGE = object()   # pending-queue marker: look at the retry queue
+
+# A worker may hold a second batch behind the one it runs when tasks are
+# shorter than this (so it never waits for the parent between batches).
+_PREFETCH_BELOW = 0.05
+
+
+class _Batch(object):
+    """One message of tasks sent to a worker, until all its results are in."""
+    __slots__ = ('tasks', 'waiting', 'since')
+
+    def __init__(self, tasks, since):
+        self.tasks = tasks
+        self.waiting = {(task[0], task[1]) for task in tasks}
+        self.since = since
 
 
 class _Slot(object):
     """What the engine knows about one worker."""
-    __slots__ = ('proc', 'tasks', 'results', 'held', 'sent', 'size',
-                 'since', 'dead', 'init_error', 'key')
+    __slots__ = ('proc', 'tasks', 'results', 'batches', 'sent', 'dead',
+                 'init_error', 'key')
 
     def __init__(self, proc, tasks, results, key):
         self.proc = proc
         self.tasks = tasks          # channel the engine sends batches on
         self.results = results      # channel results come back on
-        self.held = set()           # (job, index) of the batch in progress
+        self.batches = collections.deque()  # sent, not finished; in order
         self.sent = 0               # tasks sent so far (maxtasksperchild)
-        self.size = 0               # size of the batch in progress
-        self.since = 0.0
         self.dead = False
         self.init_error = None
         self.key = key
@@ -462,9 +481,9 @@ class _Engine(object):
         self.slots = {}                 # key -> _Slot
         self.keys = itertools.count()
         self.lock = threading.RLock()
-        self.idle_cv = threading.Condition(self.lock)
-        self.idle = collections.deque()
+        self.cv = threading.Condition(self.lock)   # the dispatcher waits
         self.pending = queue.SimpleQueue()
+        self.retry = collections.deque()  # tasks a dead worker never began
         self.source = None
         self.saw_close = False
         self.halted = False
@@ -507,6 +526,7 @@ class _Engine(object):
             for _ in range(missing):
                 self._launch()
             if missing > 0:
+                self.cv.notify()
                 self._wake_collector()
 
     def _launch(self):
@@ -528,8 +548,6 @@ class _Engine(object):
         except BaseException:
             self._close_channels(there)
             raise
-        self.idle.append(slot)
-        self.idle_cv.notify()
         util.debug('added worker')
 
     def close(self):
@@ -541,7 +559,7 @@ class _Engine(object):
         util.debug('terminating pool engine')
         with self.lock:
             self.halted = True
-            self.idle_cv.notify_all()
+            self.cv.notify_all()
         self.pending.put(_STOP)
         self._wake_collector()
         self._stop_workers()
@@ -564,17 +582,39 @@ class _Engine(object):
     def submit(self, tasks):
         self.pending.put(tasks)
 
+    def _outstanding(self):
+        # called with the lock held
+        return any(slot.batches for slot in self.slots.values())
+
+    def _after_close(self):
+        """Closed and every submission read: wait until all work is done
+        (None) or a dead worker's unstarted tasks need a new home."""
+        with self.lock:
+            while True:
+                if self.halted:
+                    return None
+                if self.retry:
+                    return self.retry.popleft()
+                if not self._outstanding():
+                    return None
+                self.cv.wait()
+
     def _pull(self, block):
         """Next task, or None when there is none now (block=False) or no
         more at all (block=True: closed and drained, or halted)."""
         while not self.halted:
+            if self.retry:
+                try:
+                    return self.retry.popleft()
+                except IndexError:
+                    pass
             source = self.source
             if source is not None:
                 for task in source:
                     return task
                 self.source = None
             if self.saw_close:
-                return None
+                return self._after_close() if block else None
             try:
                 item = self.pending.get(block)
             except queue.Empty:
@@ -583,8 +623,8 @@ class _Engine(object):
                 return None
             if item is _CLOSE:
                 self.saw_close = True
-                return None
-            self.source = item
+            elif item is not _NUDGE:
+                self.source = item
         return None
 
     def _batch_limit(self, slot):
@@ -592,25 +632,37 @@ class _Engine(object):
         if estimate is None:
             return 1
         limit = int(_BATCH_SECONDS / estimate) if estimate > 0 else _BATCH_CAP
-        # leave work for the other workers
-        share = -(-(self.pending.qsize() + 1) // max(1, len(self.slots)))
         if self.source is None:
+            # leave queued work for the other workers
+            share = -(-(self.pending.qsize() + 1) // max(1, len(self.slots)))
             limit = min(limit, share)
         if self.maxtasks is not None:
             limit = min(limit, self.maxtasks - slot.sent)
         return max(1, min(limit, _BATCH_CAP))
 
     def _claim(self):
-        """An idle live worker, waiting for one; None once halted."""
+        """A live worker that can take a batch now (an idle one first, a
+        busy one when tasks are short), waiting for one; None once halted."""
+        estimate = self.task_seconds
+        depth = 2 if estimate is not None and estimate < _PREFETCH_BELOW \
+            else 1
+        cap = self.maxtasks
         with self.lock:
-            while True:
-                if self.halted:
-                    return None
-                while self.idle:
-                    slot = self.idle.popleft()
-                    if not slot.dead:
-                        return slot
-                self.idle_cv.wait()
+            while not self.halted:
+                best = None
+                for slot in self.slots.values():
+                    load = len(slot.batches)
+                    if slot.dead or load >= depth or (
+                            cap is not None and slot.sent >= cap):
+                        continue
+                    if best is None or load < len(best.batches):
+                        best = slot
+                        if not load:
+                            break
+                if best is not None:
+                    return best
+                self.cv.wait()
+        return None
 
     def _dispatch_loop(self):
         try:
@@ -630,7 +682,7 @@ class _Engine(object):
             self._dispatch_finished()
 
     def _place(self, batch):
-        """Hand *batch* (growing it with queued tasks) to an idle worker.
+        """Hand *batch* (growing it with queued tasks) to a worker.
         Returns False when the engine was halted."""
         while True:
             slot = self._claim()
@@ -647,28 +699,30 @@ class _Engine(object):
                     return False
                 if slot.dead:
                     continue
-                slot.held = {(task[0], task[1]) for task in batch}
-                slot.size = len(batch)
+                record = _Batch(batch, time.monotonic())
+                slot.batches.append(record)
                 slot.sent += len(batch)
-                slot.since = time.monotonic()
-            self._send(slot, batch)
+            self._send(slot, record)
             return True
 
-    def _send(self, slot, batch):
+    def _send(self, slot, record):
         try:
-            slot.tasks.send(batch)
+            slot.tasks.send(record.tasks)
             return
         except OSError:
-            # The worker is gone: the collector fails what it held.
+            # The worker is gone: the collector deals with its batches.
             return
         except Exception as exc:
             failed = exc
         # Some task could not be pickled: fail those, send the rest.
-        good, bad = self._sort_picklable(batch, failed)
+        good, bad = self._sort_picklable(record.tasks, failed)
         with self.lock:
+            record.tasks = good
             for job, index, _ in bad:
-                slot.held.discard((job, index))
-            slot.size = len(good)
+                record.waiting.discard((job, index))
+            if not good and record in slot.batches:
+                slot.batches.remove(record)
+                self.cv.notify()
         for job, index, exc in bad:
             self._deliver(job, index, (False, exc))
         if good:
@@ -676,9 +730,6 @@ class _Engine(object):
                 slot.tasks.send(good)
             except OSError:
                 pass
-        else:
-            with self.lock:
-                self._maybe_idle(slot)
 
     def _sort_picklable(self, batch, failed):
         return [], [(task[0], task[1], failed) for task in batch]
@@ -686,11 +737,10 @@ class _Engine(object):
     def _dispatch_finished(self):
         with self.lock:
             self.dispatch_done = True
-            self.idle_cv.notify_all()
+            self.cv.notify_all()
             slots = list(self.slots.values())
         if not self.halted:
-            util.debug('pool dispatcher: all tasks handed out, '
-                       'stopping workers')
+            util.debug('pool dispatcher: all work done, stopping workers')
             for slot in slots:
                 try:
                     slot.tasks.send(None)
@@ -711,48 +761,60 @@ class _Engine(object):
             # a user callback failed: report it, keep the pool alive
             sys.excepthook(*sys.exc_info())
 
-    def _maybe_idle(self, slot):
-        # called with the lock held: a worker whose batch is complete
-        # becomes idle, unless it must retire or everything is over.
-        if slot.held or slot.dead or self.halted:
-            return
-        if self.maxtasks is not None and slot.sent >= self.maxtasks:
-            return
-        self.idle.append(slot)
-        self.idle_cv.notify()
-
     def _absorb(self, slot, message):
         if type(message) is tuple:
             if message and message[0] == 'init-failed':
                 slot.init_error = message[1]
             return
-        now = time.monotonic()
         for job, index, ok, value in message:
             self._deliver(job, index, (ok, value))
         ok = value = None
+        now = time.monotonic()
         with self.lock:
-            held = slot.held
+            batches = slot.batches
+            if not batches:
+                return
+            record = batches[0]
+            waiting = record.waiting
             for result in message:
-                held.discard((result[0], result[1]))
-            if not held:
-                if slot.size:
-                    per_task = (now - slot.since) / slot.size
-                    old = self.task_seconds
-                    self.task_seconds = (per_task if old is None
-                                         else 0.5 * old + 0.5 * per_task)
-                self.init_failures = 0
-                self._maybe_idle(slot)
+                waiting.discard((result[0], result[1]))
+            if waiting:
+                return
+            batches.popleft()
+            size = len(record.tasks)
+            record.tasks = None
+            if size:
+                per_task = (now - record.since) / size
+                old = self.task_seconds
+                self.task_seconds = (per_task if old is None
+                                     else 0.5 * old + 0.5 * per_task)
+            if batches:
+                # the next batch starts running now
+                batches[0].since = max(batches[0].since, now)
+            self.init_failures = 0
+            self.cv.notify()
 
     def _bury(self, slot):
-        """A worker has exited: fail what it held, start a replacement."""
+        """A worker has exited: fail what it was running, give its other
+        batches to the other workers, start a replacement."""
         proc = slot.proc
         self._drain_final(slot)
         proc.join(1.0)
         exitcode = proc.exitcode
+        lost = []
         with self.lock:
             slot.dead = True
-            lost = sorted(slot.held)
-            slot.held = set()
+            batches = list(slot.batches)
+            slot.batches.clear()
+            if batches:
+                lost = sorted(batches[0].waiting)
+                unstarted = [task for record in batches[1:]
+                             for task in record.tasks]
+                if unstarted:
+                    self.retry.extendleft(reversed(unstarted))
+                    self.pending.put(_NUDGE)
+                unstarted = None
+            batches = None
             self.slots.pop(slot.key, None)
             try:
                 self.procs.remove(proc)
@@ -760,6 +822,7 @@ class _Engine(object):
                 pass
             if slot.init_error is not None:
                 self.init_failures += 1
+            self.cv.notify()
         self._close_slot(slot)
         util.debug('pool worker %s exited with %r (%d tasks lost)',
                    proc.name, exitcode, len(lost))
