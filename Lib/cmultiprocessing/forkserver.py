@@ -136,8 +136,8 @@ class ForkServer(object):
                                      self._preload_modules, extra)
                 argv = [exe] + util._args_from_interpreter_flags() + \
                     ['-c', cmd]
-                pid = util.spawnv_passfds(exe, argv,
-                                          [listener.fileno(), alive_r])
+                pid = _spawn_without_sigint(exe, argv,
+                                            [listener.fileno(), alive_r])
             except BaseException:
                 os.close(alive_w)
                 raise
@@ -176,6 +176,20 @@ class ForkServer(object):
         return status_r, data_w
 
 
+def _spawn_without_sigint(exe, argv, fds):
+    # The server starts with SIGINT blocked (the mask is inherited) until
+    # main() ignores it, so a ^C while it imports cannot kill it.
+    import signal
+    if not hasattr(signal, 'pthread_sigmask'):
+        return util.spawnv_passfds(exe, argv, fds)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+    try:
+        return util.spawnv_passfds(exe, argv, fds)
+    finally:
+        if signal.SIGINT not in old:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 # ---------------------------------------------------------------------------
 # The server process
 # ---------------------------------------------------------------------------
@@ -209,6 +223,8 @@ def main(listener_fd, alive_r, preload, main_path=None, sys_path=None):
     util._close_stdin()
     _forkserver._forkserver_address = _sockname(listener_fd)
     old_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)   # ^C-proof
+    if hasattr(signal, 'pthread_sigmask'):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
     got = _cmultiprocessing.forkserver_serve(listener_fd, alive_r,
                                              MAXFDS_TO_SEND + 1)
     if got is None:

@@ -1,0 +1,363 @@
+"""spawnv_passfds (C), the spawn module and the spawn start method."""
+import errno
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import _cmultiprocessing
+import cmultiprocessing
+from cmultiprocessing import spawn
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX only")
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIB = os.path.join(os.path.dirname(HERE), "Lib")
+
+
+def _child_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def _run_script(tmp_path, body, timeout=120):
+    script = tmp_path / "main_script.py"
+    script.write_text(textwrap.dedent(body))
+    return subprocess.run([sys.executable, str(script)], capture_output=True,
+                          text=True, timeout=timeout, env=_child_env(),
+                          cwd=str(tmp_path))
+
+
+# -- spawnv_passfds ----------------------------------------------------------
+
+def _open_fds_of_child(passfds, extra_inheritable=()):
+    r, w = os.pipe()
+    try:
+        prog = ("import os; os.write(%d, ' '.join(sorted(os.listdir("
+                "'/proc/self/fd'), key=int)).encode())" % w)
+        pid = _cmultiprocessing.spawnv_passfds(
+            sys.executable, [sys.executable, "-S", "-c", prog],
+            list(passfds) + [w])
+        os.close(w)
+        w = None
+        with open(r, "rb", closefd=False) as f:
+            listing = f.read().decode()
+        assert os.waitpid(pid, 0)[1] == 0
+        return {int(x) for x in listing.split()}, pid
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
+
+
+@posix_only
+def test_spawnv_passfds_keeps_exactly_passfds():
+    a_r, a_w = os.pipe()              # CLOEXEC by default (PEP 446)
+    b_r, b_w = os.pipe()
+    os.set_inheritable(b_r, True)     # inheritable but not passed
+    try:
+        seen, _ = _open_fds_of_child([a_r])
+        assert a_r in seen            # passed: kept although CLOEXEC
+        assert b_r not in seen        # not passed: closed though inheritable
+        assert a_w not in seen and b_w not in seen
+        assert {0, 1, 2} <= seen
+        assert os.get_inheritable(a_r) is False   # parent's flag untouched
+    finally:
+        for fd in (a_r, a_w, b_r, b_w):
+            os.close(fd)
+
+
+@posix_only
+def test_spawnv_passfds_accepts_keywords_and_duplicates():
+    r, w = os.pipe()
+    try:
+        pid = _cmultiprocessing.spawnv_passfds(
+            path=sys.executable, args=[sys.executable, "-S", "-c",
+                                       "import os; os.write(%d, b'x')" % w],
+            passfds=(w, w, w))
+        assert os.read(r, 1) == b"x"
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@posix_only
+def test_spawnv_passfds_exec_failure_is_oserror(tmp_path):
+    missing = str(tmp_path / "no-such-python")
+    with pytest.raises(FileNotFoundError) as info:
+        _cmultiprocessing.spawnv_passfds(missing, [missing], [])
+    assert info.value.errno == errno.ENOENT
+    assert info.value.filename == missing
+    notexec = tmp_path / "data.txt"
+    notexec.write_text("x")
+    with pytest.raises(PermissionError):
+        _cmultiprocessing.spawnv_passfds(str(notexec), ["x"], [])
+    # the failed child was reaped: no child of ours is left
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+@posix_only
+@pytest.mark.parametrize("passfds, exc", [
+    ([-1], ValueError),
+    (["3"], TypeError),
+    ([2 ** 40], (OverflowError, ValueError)),
+    (None, TypeError),
+    (5, TypeError),
+])
+def test_spawnv_passfds_bad_passfds(passfds, exc):
+    with pytest.raises(exc):
+        _cmultiprocessing.spawnv_passfds(sys.executable, ["x"], passfds)
+
+
+@posix_only
+def test_spawnv_passfds_closed_fd_and_bad_args():
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(OSError) as info:
+        _cmultiprocessing.spawnv_passfds(sys.executable, ["x"], [r])
+    assert info.value.errno == errno.EBADF
+    with pytest.raises(ValueError):
+        _cmultiprocessing.spawnv_passfds(sys.executable, [], [])
+    with pytest.raises(ValueError):     # embedded NUL
+        _cmultiprocessing.spawnv_passfds(sys.executable, ["a\0b"], [])
+    with pytest.raises(TypeError):
+        _cmultiprocessing.spawnv_passfds(sys.executable, [1], [])
+    with pytest.raises(TypeError):
+        _cmultiprocessing.spawnv_passfds(sys.executable, ["x"])
+    with pytest.raises(TypeError):
+        _cmultiprocessing.spawnv_passfds(sys.executable, ["x"], [], 1)
+    with pytest.raises(TypeError):
+        _cmultiprocessing.spawnv_passfds(sys.executable, ["x"], [],
+                                         bogus=1)
+    with pytest.raises(TypeError):
+        _cmultiprocessing.spawnv_passfds(sys.executable, ["x"],
+                                         passfds=[], path="y")
+
+
+# -- choosing the interpreter ------------------------------------------------
+
+@pytest.fixture
+def fresh_interpreter_choice(monkeypatch):
+    monkeypatch.setattr(spawn._Interpreter, "explicit", None)
+    monkeypatch.setattr(spawn._Interpreter, "found", None)
+    monkeypatch.setattr(spawn._Interpreter, "probed", {})
+    yield
+
+
+def test_get_executable_is_this_python(fresh_interpreter_choice):
+    exe = spawn.get_executable()
+    assert exe == os.fsencode(sys.executable)
+
+
+def test_set_executable_kinds(fresh_interpreter_choice):
+    for value in (sys.executable, sys.executable.encode(),
+                  pathlib.Path(sys.executable)):
+        spawn.set_executable(value)
+        assert spawn.get_executable() == os.fsencode(sys.executable)
+    spawn.set_executable("/somewhere/python")
+    assert spawn.get_executable() == b"/somewhere/python"
+    spawn.set_executable(None)         # back to discovery
+    assert spawn.get_executable() == os.fsencode(sys.executable)
+
+
+@posix_only
+@pytest.mark.parametrize("fake", ["", None, "/bin/sh"])
+def test_discovery_without_a_usable_sys_executable(
+        monkeypatch, fresh_interpreter_choice, fake):
+    """The embedded case: sys.executable is empty or the host program."""
+    real = os.path.realpath(sys.executable)
+    monkeypatch.setattr(sys, "executable", fake)
+    monkeypatch.setattr(sys, "_base_executable", fake, raising=False)
+    exe = os.fsdecode(spawn.get_executable())
+    assert exe and os.path.realpath(exe) == real or \
+        spawn._answers_as_us(exe)
+    out = subprocess.run([exe, "-c", "import sys; print(sys.version)"],
+                         capture_output=True, text=True).stdout.strip()
+    assert out == sys.version
+
+
+@posix_only
+def test_discovery_refuses_another_python(monkeypatch, tmp_path,
+                                          fresh_interpreter_choice):
+    """A 'python3' of another version first (e.g. on PATH) is rejected."""
+    fake = tmp_path / "python3"
+    fake.write_text("#!/bin/sh\necho '2.7.18 (fake)'\necho /elsewhere\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    monkeypatch.setattr(sys, "_base_executable", str(fake), raising=False)
+    exe = spawn.get_executable()
+    assert exe != os.fsencode(str(fake))
+    assert spawn._Interpreter.probed[str(fake)] is False
+
+
+@posix_only
+def test_discovery_failure_says_set_executable(monkeypatch, tmp_path,
+                                               fresh_interpreter_choice):
+    for attr in ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix"):
+        monkeypatch.setattr(sys, attr, str(tmp_path))
+    monkeypatch.setattr(sys, "executable", "")
+    monkeypatch.setattr(sys, "_base_executable", "", raising=False)
+    with pytest.raises(RuntimeError, match="set_executable"):
+        spawn.get_executable()
+    # and a start fails with that error too, leaving nothing behind
+    ctx = cmultiprocessing.get_context("spawn")
+    p = ctx.Process(target=print)
+    with pytest.raises(RuntimeError, match="set_executable"):
+        p.start()
+
+
+# -- command line, preparation data ------------------------------------------
+
+def test_command_line_shape(fresh_interpreter_choice):
+    cmd = spawn.get_command_line(tracker_fd=7, pipe_handle=9)
+    assert cmd[0] == spawn.get_executable()
+    assert cmd[-3] == "-c"
+    assert cmd[-1] == "--multiprocessing-fork"
+    assert cmd[-2] == ("from cmultiprocessing.spawn import spawn_main; "
+                       "spawn_main(tracker_fd=7, pipe_handle=9)")
+
+
+def test_is_forking_and_fork_args():
+    assert spawn.is_forking(["x", "--multiprocessing-fork"])
+    assert not spawn.is_forking(["x"])
+    assert not spawn.is_forking(["x", "-c"])
+    assert spawn._parse_fork_args(["pipe_handle=5", "parent_pid=None"]) == \
+        {"pipe_handle": 5, "parent_pid": None}
+
+
+def test_preparation_data():
+    data = spawn.get_preparation_data("child-name")
+    assert data["name"] == "child-name"
+    assert data["sys_path"] and "" not in data["sys_path"]
+    assert data["dir"] == os.getcwd()
+    assert data["authkey"] == cmultiprocessing.current_process().authkey
+    assert data["start_method"] == cmultiprocessing.get_start_method()
+    for key in ("sys_argv", "orig_dir", "log_to_stderr"):
+        assert key in data
+
+
+def test_not_importing_main_guard():
+    me = cmultiprocessing.current_process()
+    me._inheriting = True
+    try:
+        with pytest.raises(RuntimeError, match="bootstrapping phase"):
+            spawn.get_preparation_data("x")
+    finally:
+        del me._inheriting
+
+
+def test_import_main_path_runs_as_mp_main(tmp_path, monkeypatch):
+    script = tmp_path / "somemain.py"
+    script.write_text("import sys\nNAME = __name__\nARGV0 = sys.argv[0]\n"
+                      "if __name__ == '__main__':\n    raise SystemExit(9)\n")
+    old_main = sys.modules["__main__"]
+    monkeypatch.setitem(sys.modules, "__main__", old_main)
+    monkeypatch.delitem(sys.modules, "__mp_main__", raising=False)
+    argv = list(sys.argv)
+    spawn.import_main_path(str(script))
+    try:
+        main = sys.modules["__main__"]
+        assert main is sys.modules["__mp_main__"]
+        assert main.NAME == "__mp_main__"
+        assert main.ARGV0 == str(script)
+        assert main.__file__ == str(script)
+        assert sys.argv == argv            # restored
+    finally:
+        spawn.old_main_modules.remove(old_main)
+        sys.modules.pop("__mp_main__", None)
+
+
+# -- the spawn start method end to end ---------------------------------------
+
+def _report(conn):
+    conn.send((sys.version, sys.prefix, os.getpid(), __name__))
+    conn.close()
+
+
+def test_spawn_process_runs_on_this_interpreter():
+    ctx = cmultiprocessing.get_context("spawn")
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_report, args=(w,))
+    p.start()
+    w.close()
+    version, prefix, pid, _ = r.recv()
+    p.join(60)
+    r.close()
+    assert p.exitcode == 0
+    assert (version, prefix, pid) == (sys.version, sys.prefix, p.pid)
+
+
+def test_spawn_exit_codes():
+    ctx = cmultiprocessing.get_context("spawn")
+    p = ctx.Process(target=sys.exit, args=(7,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 7
+
+
+@posix_only
+def test_spawn_missing_executable(tmp_path, fresh_interpreter_choice):
+    spawn.set_executable(str(tmp_path / "no-python"))
+    ctx = cmultiprocessing.get_context("spawn")
+    p = ctx.Process(target=print)
+    with pytest.raises(FileNotFoundError):
+        p.start()
+
+
+def test_spawn_script_main_module(tmp_path):
+    """A script as main: children import it as __mp_main__."""
+    res = _run_script(tmp_path, """
+        import os, sys
+        import cmultiprocessing as mp
+
+        def work(conn):
+            conn.send((__name__, sys.modules['__main__'].__name__,
+                       sys.version))
+
+        if __name__ == '__main__':
+            ctx = mp.get_context('spawn')
+            r, w = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=work, args=(w,))
+            p.start()
+            print(r.recv())
+            p.join()
+            print('exit', p.exitcode)
+    """)
+    assert res.returncode == 0, res.stderr
+    assert "('__mp_main__', '__mp_main__', %r)" % sys.version in res.stdout
+    assert "exit 0" in res.stdout
+
+
+def test_spawn_main_module_failing_to_import(tmp_path):
+    """The child reports the failure and exits 1; the parent goes on."""
+    res = _run_script(tmp_path, """
+        import cmultiprocessing as mp
+        if __name__ != '__main__':
+            raise ImportError('boom in the child')
+
+        if __name__ == '__main__':
+            p = mp.get_context('spawn').Process(target=print)
+            p.start()
+            p.join(60)
+            print('exit', p.exitcode)
+    """)
+    assert res.returncode == 0, res.stderr
+    assert "exit 1" in res.stdout
+    assert "boom in the child" in res.stderr
+
+
+def test_spawn_without_main_guard(tmp_path):
+    """A missing `if __name__ == '__main__'` gives the stdlib's error."""
+    res = _run_script(tmp_path, """
+        import cmultiprocessing as mp
+        p = mp.get_context('spawn').Process(target=print)
+        p.start()
+        p.join(60)
+    """)
+    assert "bootstrapping phase" in res.stderr
