@@ -28,6 +28,10 @@
     X(AuthenticationError)                                                    \
     /* connection.c */                                                        \
     X(Connection_type)                                                        \
+    X(FrameWriter_type)                                                       \
+    X(conn_pickler)                                                           \
+    X(conn_loads)                                                             \
+    X(conn_str_dump)                                                          \
     /* semaphore.c */                                                         \
     X(SemLock_type)                                                           \
     X(CondCore_type)                                                          \
@@ -37,8 +41,14 @@
     X(SharedMemoryHandle_type)                                                \
     /* heap.c */                                                              \
     X(Heap_type)                                                              \
+    X(Arena_type)                                                             \
+    X(HeapBlock_type)                                                         \
+    X(HeapLock_type)                                                          \
     /* queue.c */                                                             \
     X(Queue_type)                                                             \
+    X(QueueFeed_type)                                                         \
+    X(QueueEmpty)                                                             \
+    X(QueueFull)                                                              \
     /* end */
 
 typedef struct {

@@ -1,0 +1,331 @@
+"""Queues between processes: Queue, JoinableQueue and SimpleQueue.
+
+All three sit on a one-way pipe from connection.Pipe(duplex=False) and keep
+its framing, so ``_reader`` and ``_writer`` stay ordinary Connections.  The
+work is done by the native base class ``_cmultiprocessing.QueueBase``:
+
+* ``Queue.put`` pickles in the calling thread and writes the frame into the
+  pipe at once when the pipe has room (taking the writer lock only if it is
+  free).  What the pipe cannot take -- and everything after it, to keep the
+  order -- waits in the queue's feed, which a daemon thread ("the feeder",
+  started the first time it is needed) writes out.  An object that cannot be
+  pickled or sent is reported to ``_on_queue_feeder_error`` and dropped, as
+  the standard library's feeder does.
+* ``Queue.get`` reads one frame under the reader lock with the GIL released
+  while it waits, and unpickles after the lock is released.
+* ``SimpleQueue`` is the same pipe without size semaphore or feeder: put
+  writes the whole frame under the writer lock, waiting if it must.
+"""
+
+__all__ = ['Queue', 'SimpleQueue', 'JoinableQueue']
+
+import errno
+import os
+import sys
+import threading
+import types
+import weakref
+
+from queue import Empty, Full
+
+import _cmultiprocessing
+
+from . import connection
+from . import context
+from .util import debug, info, Finalize, register_after_fork, is_exiting
+
+_QueueBase = _cmultiprocessing.QueueBase
+
+# Windows pipes are message oriented (no length prefix) and a message is
+# written whole: no writer lock, and the native part goes through the
+# Connection methods instead of the raw handle.
+_MESSAGE_PIPES = sys.platform == 'win32'
+
+# What Queue.__getstate__ sends to a spawned child, in this order.
+_QUEUE_STATE = ('_ignore_epipe', '_maxsize', '_reader', '_writer',
+                '_rlock', '_wlock', '_sem', '_opid')
+
+
+def _largest_size():
+    # Imported here: the import fails where the platform has no working
+    # semaphores, and that is what Queue() should raise there.
+    from .synchronize import SEM_VALUE_MAX
+    return SEM_VALUE_MAX
+
+
+def _native_lock(lock):
+    """The object whose acquire/release the native part calls."""
+    if lock is None:
+        return None
+    return getattr(lock, '_semlock', lock)
+
+
+def _connect(queue, sem):
+    """Bind queue's native part to its pipe ends, locks and pickler."""
+    pickler = context.reduction.ForkingPickler
+    queue._bind(queue._reader, queue._writer,
+                _native_lock(queue._rlock), _native_lock(queue._wlock),
+                _native_lock(sem), pickler.dumps, pickler.loads,
+                not _MESSAGE_PIPES)
+    queue._poll = queue._reader.poll
+
+
+def _join_feeder(thread_ref):
+    thread = thread_ref()
+    if thread is None:
+        debug('queue feeder thread already gone')
+        return
+    debug('joining queue feeder thread')
+    thread.join()
+    debug('... queue feeder thread joined')
+
+
+def _feeder_gives_up(exc, ignore_epipe):
+    """True when a failure of the feeder ends it instead of being reported."""
+    if ignore_epipe and getattr(exc, 'errno', None) == errno.EPIPE:
+        return True
+    if is_exiting():
+        # Interpreter shutdown may already have torn down what we use.
+        info('error in queue feeder thread: %s', exc)
+        return True
+    return False
+
+
+def _feeder_main(feed, close_reader, close_writer, ignore_epipe, onerror,
+                 sem):
+    """Body of the feeder thread: write the feed until it is stopped."""
+    debug('queue feeder thread starts')
+    while True:
+        try:
+            feed._run()
+        except Exception as exc:
+            dropped = feed._take_failed()
+            if _feeder_gives_up(exc, ignore_epipe):
+                return
+            # The message will never arrive: give its room back, as if it
+            # had been taken off the queue, then tell the owner.
+            sem.release()
+            onerror(exc, dropped)
+        else:
+            break
+    debug('queue feeder thread drained its feed; closing the pipe ends')
+    close_reader()
+    close_writer()
+
+
+class Queue(_QueueBase):
+    """A FIFO shared between processes, with an optional maximum size."""
+
+    def __init__(self, maxsize=0, *, ctx):
+        limit = maxsize if maxsize > 0 else _largest_size()
+        reader, writer = connection.Pipe(duplex=False)
+        wlock = None if _MESSAGE_PIPES else ctx.Lock()
+        Queue.__setstate__(self, (False, limit, reader, writer, ctx.Lock(),
+                                  wlock, ctx.BoundedSemaphore(limit),
+                                  os.getpid()))
+        if not _MESSAGE_PIPES:
+            register_after_fork(self, Queue._after_fork)
+
+    # -- pickling for spawned children ------------------------------------
+
+    def __getstate__(self):
+        context.assert_spawning(self)
+        return tuple(getattr(self, name) for name in _QUEUE_STATE)
+
+    def __setstate__(self, state):
+        for name, value in zip(_QUEUE_STATE, state, strict=True):
+            setattr(self, name, value)
+        self._wire()
+
+    def _after_fork(self):
+        debug('Queue._after_fork()')
+        self._wire()
+
+    def _wire(self):
+        # A fresh feed: frames buffered by another process (our parent,
+        # after a fork) are that process's to send, and no feeder runs here.
+        self._closed = False
+        self._thread = None
+        self._jointhread = None
+        self._close = None
+        self._joincancelled = False
+        _connect(self, self._sem)
+
+    # -- the queue API (put and get are native) ----------------------------
+
+    def put_nowait(self, obj):
+        return self.put(obj, False)
+
+    def get_nowait(self):
+        return self.get(False)
+
+    def full(self):
+        return self._sem._semlock._is_zero()
+
+    def empty(self):
+        return not self._poll()
+
+    def qsize(self):
+        # NotImplementedError where sem_getvalue() does not work (macOS).
+        taken = self._maxsize - self._sem._semlock._get_value()
+        return taken
+
+    def cancel_join_thread(self):
+        debug('Queue.cancel_join_thread()')
+        self._joincancelled = True
+        joiner, self._jointhread = self._jointhread, None
+        if joiner is not None:
+            joiner.cancel()
+
+    def close(self):
+        self._closed = True
+        stop_feeder, self._close = self._close, None
+        if stop_feeder is not None:
+            # the feeder closes both pipe ends once it has written the rest
+            stop_feeder()
+        elif self._feed.used:
+            # everything went straight into the pipe: nothing to wait for
+            self._reader.close()
+            self._writer.close()
+
+    def join_thread(self):
+        debug('Queue.join_thread()')
+        assert self._closed, f"Queue {self!r} not closed"
+        joiner = self._jointhread
+        if joiner:
+            joiner()
+
+    if sys.version_info >= (3, 12):
+        def _terminate_broken(self):
+            # Close a queue whose readers are gone for good: drop the
+            # reading end first so the feeder cannot block on a full pipe
+            # (gh-94777), then close and wait for the feeder.
+            self._reader.close()
+            if sys.version_info >= (3, 13) and _MESSAGE_PIPES:
+                self._writer.close()   # gh-107219
+            self.close()
+            self.join_thread()
+
+    # -- feeder thread -----------------------------------------------------
+
+    def _start_thread(self):
+        # Called by the native put() the first time something has to wait
+        # for the pipe.
+        debug('Queue._start_thread()')
+        feed = self._feed
+        thread = threading.Thread(
+            target=_feeder_main, name='QueueFeederThread', daemon=True,
+            args=(feed, self._reader.close, self._writer.close,
+                  self._ignore_epipe, self._on_queue_feeder_error,
+                  self._sem))
+        # gh-109047: starting a thread can fail while Python shuts down;
+        # the exception propagates to put() and no thread is recorded.
+        thread.start()
+        self._thread = thread
+        if not self._joincancelled:
+            self._jointhread = Finalize(thread, _join_feeder,
+                                        [weakref.ref(thread)],
+                                        exitpriority=-5)
+        # When the queue is collected, or at exit, let the feeder finish.
+        self._close = Finalize(self, feed._stop, exitpriority=10)
+
+    def _report_send_error(self, exc, obj):
+        # Called by the native put() when obj cannot be pickled or written:
+        # the stdlib's feeder thread reports such failures through the hook
+        # and drops the message; the same happens here, in put's thread.
+        if _feeder_gives_up(exc, self._ignore_epipe):
+            return
+        self._sem.release()
+        try:
+            raise exc
+        except Exception:
+            # so that the default hook's print_exc() shows exc
+            self._on_queue_feeder_error(exc, obj)
+
+    @staticmethod
+    def _on_queue_feeder_error(e, obj):
+        # Hook (private API, overridden by concurrent.futures): obj could
+        # not be pickled or sent and was dropped; e is the exception, also
+        # the one being handled when this runs.  Default: print it.
+        import traceback
+        traceback.print_exc()
+
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+
+class JoinableQueue(Queue):
+    """A Queue whose consumers report each item done (task_done), so that
+    join() can wait until every item put has been processed."""
+
+    def __init__(self, maxsize=0, *, ctx):
+        super().__init__(maxsize, ctx=ctx)
+        self._unfinished_tasks = ctx.Semaphore(0)
+        self._cond = ctx.Condition()
+
+    def __getstate__(self):
+        extra = (self._cond, self._unfinished_tasks)
+        return super().__getstate__() + extra
+
+    def __setstate__(self, state):
+        *base, self._cond, self._unfinished_tasks = state
+        super().__setstate__(tuple(base))
+
+    def put(self, obj, block=True, timeout=None):
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        if not self._sem.acquire(block, timeout):
+            raise Full
+        # Count the task before the item can be seen: a consumer may call
+        # task_done() as soon as it is in the pipe.
+        with self._cond:
+            self._unfinished_tasks.release()
+            self._put_acquired(obj)
+
+    def _no_task_left(self):
+        return self._unfinished_tasks._semlock._is_zero()
+
+    def task_done(self):
+        cond = self._cond
+        with cond:
+            counted = self._unfinished_tasks.acquire(False)
+            if counted and self._no_task_left():
+                cond.notify_all()
+        if not counted:
+            raise ValueError('task_done() called too many times')
+
+    def join(self):
+        cond = self._cond
+        with cond:
+            while not self._no_task_left():
+                cond.wait()
+
+
+class SimpleQueue(_QueueBase):
+    """A locked pipe: put() and get() block until done; no size limit and
+    no feeder thread."""
+
+    def __init__(self, *, ctx):
+        reader, writer = connection.Pipe(duplex=False)
+        wlock = None if _MESSAGE_PIPES else ctx.Lock()
+        self.__setstate__((reader, writer, ctx.Lock(), wlock))
+
+    def __getstate__(self):
+        context.assert_spawning(self)
+        return (self._reader, self._writer, self._rlock, self._wlock)
+
+    def __setstate__(self, state):
+        self._reader, self._writer, self._rlock, self._wlock = state
+        _connect(self, None)
+
+    put = _QueueBase._simple_put
+    get = _QueueBase._simple_get
+
+    def empty(self):
+        return not self._poll()
+
+    def close(self):
+        self._reader.close()
+        self._writer.close()
+
+    if sys.version_info >= (3, 12):
+        __class_getitem__ = classmethod(types.GenericAlias)
