@@ -10,15 +10,7 @@ import threading
 import _cmultiprocessing
 
 from . import process
-try:
-    from . import reduction
-except ImportError:                                 # pragma: no cover
-    # reduction.py is written separately; until it lands, contexts still
-    # import (without the forkserver method, which needs fd passing).
-    import importlib.util
-    if importlib.util.find_spec(__package__ + '.reduction') is not None:
-        raise
-    reduction = None
+from . import reduction
 
 __all__ = ()
 

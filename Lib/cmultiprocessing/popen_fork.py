@@ -86,6 +86,7 @@ class Popen(object):
         self._send_signal(signal.SIGKILL)
 
     def _launch(self, process_obj):
+        util._prepare_stdin_spare()
         pid, sentinel, keepalive = _native.fork_with_sentinels()
         if pid == 0:
             code = 1

@@ -4,6 +4,7 @@ directories, and file-descriptor hygiene for new processes."""
 
 import atexit
 import itertools
+import operator
 import os
 import sys
 import threading        # imported first so its own exit hook runs after ours
@@ -158,6 +159,7 @@ def get_temp_dir():
 # Hooks run in a child process right after it was forked
 
 _afterfork_registry = weakref.WeakValueDictionary()
+_first = operator.itemgetter(0)
 _afterfork_counter = itertools.count()
 
 
@@ -168,8 +170,16 @@ def register_after_fork(obj, func):
 
 
 def _run_after_forkers():
-    entries = sorted(_afterfork_registry.items())
-    for key, obj in entries:
+    # Straight from the underlying dict of weak references: the child has
+    # no other thread iterating it, and this touches far fewer objects
+    # (pages to copy) than the mapping's guarded iterator.
+    live = []
+    for key, ref in list(_afterfork_registry.data.items()):
+        obj = ref()
+        if obj is not None:
+            live.append((key, obj))
+    live.sort(key=_first)
+    for key, obj in live:
         hook = key[2]
         try:
             hook(obj)
@@ -386,11 +396,12 @@ def close_all_fds_except(fds):
     keep = sorted(set(fds))
     assert not keep or keep[-1] <= MAXFD, 'fd too large'
     low = 0
-    for fd in keep:
-        if fd >= low:
+    for fd in keep + [MAXFD]:
+        # Never pass an empty range: os.closerange(n, n) may close
+        # everything from n up on some versions.
+        if fd > low:
             os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, MAXFD)
+        low = max(low, fd + 1)
 
 
 def close_fds(*fds):
@@ -399,25 +410,64 @@ def close_fds(*fds):
         os.close(fd)
 
 
+# A forked child replaces sys.stdin with a reader of os.devnull.  Building
+# that text stream in the child is costly (every page it writes is a
+# copy-on-write fault), so the parent builds one ahead of time and the child
+# only swaps it in.  The parent keeps its (close-on-exec) fd for later
+# children; a child forgets the inherited spare so that its own children get
+# a fresh one.
+_stdin_spare = None
+_stdin_spare_id = None
+
+
+def _open_devnull_reader():
+    fd = os.open(os.devnull, os.O_RDONLY)
+    try:
+        return open(fd, encoding='utf-8', closefd=False)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _prepare_stdin_spare():
+    """Parent side, just before fork: make sure a /dev/null reader is ready
+    for the child (checking that its fd still is /dev/null)."""
+    global _stdin_spare, _stdin_spare_id
+    spare = _stdin_spare
+    if spare is not None:
+        try:
+            st = os.fstat(spare.fileno())
+            if not spare.closed and (st.st_dev, st.st_ino) == _stdin_spare_id:
+                return
+        except (OSError, ValueError):
+            pass
+        # Someone closed or reused the fd: it is no longer ours to close.
+        _stdin_spare = _stdin_spare_id = None
+    try:
+        spare = _open_devnull_reader()
+        st = os.fstat(spare.fileno())
+    except (OSError, ValueError):
+        return
+    _stdin_spare, _stdin_spare_id = spare, (st.st_dev, st.st_ino)
+
+
 def _close_stdin():
     """Close sys.stdin and replace it with a reader of os.devnull."""
+    global _stdin_spare, _stdin_spare_id
     if sys.stdin is None:
         return
     try:
         sys.stdin.close()
     except (OSError, ValueError):
         pass
-    try:
-        fd = os.open(os.devnull, os.O_RDONLY)
-    except (OSError, ValueError):
-        return
-    try:
-        sys.stdin = open(fd, encoding='utf-8', closefd=False)
-    except (OSError, ValueError):
-        os.close(fd)
-    except BaseException:
-        os.close(fd)
-        raise
+    spare = _stdin_spare
+    _stdin_spare = _stdin_spare_id = None
+    if spare is None or spare.closed:
+        try:
+            spare = _open_devnull_reader()
+        except (OSError, ValueError):
+            return
+    sys.stdin = spare
 
 
 def _flush_std_streams():
