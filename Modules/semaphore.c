@@ -467,24 +467,31 @@ semlock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
     static const char *const names[] = {"block", "timeout"};
-    PyObject *a[2];
-    int blocking = 1, has_timeout;
-    double seconds;
-    if (nargs != 0 || kwnames != NULL) {
-        if (bind_args("acquire", names, 2, args, nargs, kwnames, NULL, a) <
-            0) {
-            return NULL;
+    PyObject *a[2] = {NULL, NULL};
+    int blocking = 1, has_timeout = 0;
+    double seconds = 0.0;
+    if (kwnames == NULL && nargs <= 2) {
+        /* the common spellings: acquire(), acquire(False), acquire(b, t) */
+        if (nargs > 0) {
+            a[0] = args[0];
         }
-        if (a[0] != NULL && (blocking = PyObject_IsTrue(a[0])) < 0) {
-            return NULL;
+        if (nargs > 1) {
+            a[1] = args[1];
         }
-        if (cmp_parse_timeout(a[1], &has_timeout, &seconds) < 0) {
+    }
+    else if (bind_args("acquire", names, 2, args, nargs, kwnames, NULL, a) <
+             0) {
+        return NULL;
+    }
+    if (a[0] != NULL && a[0] != Py_True) {
+        blocking = a[0] == Py_False ? 0 : PyObject_IsTrue(a[0]);
+        if (blocking < 0) {
             return NULL;
         }
     }
-    else {
-        has_timeout = 0;
-        seconds = 0.0;
+    if (a[1] != NULL && a[1] != Py_None &&
+        cmp_parse_timeout(a[1], &has_timeout, &seconds) < 0) {
+        return NULL;
     }
     int got = semlock_take((SemLockObject *)op, blocking, has_timeout,
                            seconds);
