@@ -1,0 +1,113 @@
+/* platform/win32_sem.c -- semaphores on Windows: unnamed kernel semaphore
+ * objects whose handles are duplicated into child processes (so there is
+ * nothing to unlink), bounded by the kernel at their maximum count. */
+#include "platform/platform.h"
+
+#ifdef CMP_WINDOWS
+
+int
+cmp_sem_create(const char *name, int value, int maxvalue, cmp_sem_t *out)
+{
+    (void)name;
+    HANDLE h = CreateSemaphoreA(NULL, (LONG)value, (LONG)maxvalue, NULL);
+    if (h == NULL) {
+        return (int)GetLastError();
+    }
+    *out = h;
+    return 0;
+}
+
+int
+cmp_sem_reopen(const char *name, cmp_sem_t inherited, cmp_sem_t *out)
+{
+    (void)name;
+    *out = inherited;
+    return 0;
+}
+
+int
+cmp_sem_close(cmp_sem_t sem)
+{
+    return CloseHandle(sem) ? 0 : (int)GetLastError();
+}
+
+int
+cmp_sem_unlink(const char *name)
+{
+    (void)name;
+    return 0;
+}
+
+static int
+wait_ms(cmp_sem_t sem, DWORD ms)
+{
+    switch (WaitForSingleObjectEx(sem, ms, FALSE)) {
+    case WAIT_OBJECT_0:
+        return CMP_SEM_OK;
+    case WAIT_TIMEOUT:
+        return CMP_SEM_BUSY;
+    default:
+        return (int)GetLastError();
+    }
+}
+
+int
+cmp_sem_trywait(cmp_sem_t sem)
+{
+    return wait_ms(sem, 0);
+}
+
+int
+cmp_sem_wait_for(cmp_sem_t sem, double seconds)
+{
+    double ms = seconds > 0.0 ? seconds * 1000.0 + 0.999 : 0.0;
+    if (ms > (double)(INFINITE - 1)) {
+        ms = (double)(INFINITE - 1);
+    }
+    return wait_ms(sem, (DWORD)ms);
+}
+
+int
+cmp_sem_post(cmp_sem_t sem, int bound)
+{
+    (void)bound; /* the kernel enforces the maximum given at creation */
+    if (ReleaseSemaphore(sem, 1, NULL)) {
+        return 0;
+    }
+    DWORD err = GetLastError();
+    return err == ERROR_TOO_MANY_POSTS ? CMP_SEM_OVERFLOW : (int)err;
+}
+
+int
+cmp_sem_getvalue(cmp_sem_t sem, int *value)
+{
+    /* No direct query: take a unit if there is one and give it back,
+       which reports the count before the give. */
+    int rc = wait_ms(sem, 0);
+    if (rc == CMP_SEM_BUSY) {
+        *value = 0;
+        return 0;
+    }
+    if (rc != CMP_SEM_OK) {
+        return rc;
+    }
+    LONG before;
+    if (!ReleaseSemaphore(sem, 1, &before)) {
+        return (int)GetLastError();
+    }
+    *value = (int)before + 1;
+    return 0;
+}
+
+int
+cmp_sem_is_zero(cmp_sem_t sem, int *zero)
+{
+    int value = 0;
+    int rc = cmp_sem_getvalue(sem, &value);
+    if (rc == 0) {
+        *zero = (value == 0);
+    }
+    return rc;
+}
+
+#endif /* CMP_WINDOWS */
