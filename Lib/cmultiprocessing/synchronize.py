@@ -255,12 +255,6 @@ class Condition(object):
     def notify_all(self):
         return self._core.notify_all()
 
-    def __enter__(self):
-        return self._lock.__enter__()
-
-    def __exit__(self, *exc_info):
-        return self._lock.__exit__(*exc_info)
-
     def __getstate__(self):
         context.assert_spawning(self)
         return {'lock': self._lock, 'sleeping': self._sleeping_count,
@@ -280,6 +274,14 @@ class Condition(object):
         except Exception:
             waiters = 'unknown'
         return '<%s(%s, %s)>' % (type(self).__name__, self._lock, waiters)
+
+    # `with cond:` takes and gives back the underlying lock (through the
+    # native bound methods stored on the instance).
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
 
     def wait_for(self, predicate, timeout=None):
         """Wait until predicate() is true (or the timeout passes); returns
