@@ -1,0 +1,801 @@
+#!/usr/bin/env python3
+"""cmultiprocessing against the standard library's multiprocessing, side by side.
+
+    python3 benchmarks/bench.py --quick            # about a minute
+    python3 benchmarks/bench.py                    # the full run
+    python3 benchmarks/bench.py --only queue       # benchmarks whose name matches
+    python3 benchmarks/bench.py --json out.json    # also write every sample
+
+Every benchmark runs the stdlib variant and the cmultiprocessing variant
+(and billiard, multiprocess, faster-fifo when they are installed) in the same
+run, interleaved repetition by repetition, and reports the median.  "ratio"
+is stdlib time / cmultiprocessing time: above 1 means cmultiprocessing is
+faster.  A feature cmultiprocessing does not provide yet shows as "n/a".
+
+A second table gives plain C figures for the same machine (benchmarks/cref),
+built with the system C compiler on first use, so each figure can be read
+against what the operating system allows at best.
+
+Kept light at the top: under the spawn and forkserver start methods the
+children import this file again as __mp_main__, and must not pay for (or
+import) anything they do not need.
+"""
+import os
+import sys
+import time
+
+MiB = 1 << 20
+
+
+# ---------------------------------------------------------------------------
+# Code run in the child processes.  Module-level so that spawn can find it.
+
+def _noop():
+    pass
+
+
+def _tiny(x):
+    return x + 1
+
+
+def _gated(ctl, fn, args):
+    """Child side of a gated run: say ready, wait for go, work, say done."""
+    ctl.send_bytes(b"r")
+    ctl.recv_bytes()
+    try:
+        fn(*args)
+    except BaseException as exc:  # report instead of leaving the parent waiting
+        ctl.send_bytes(b"e" + repr(exc).encode("utf-8", "replace")[:500])
+        raise
+    ctl.send_bytes(b"d")
+
+
+def _echo_bytes(conn):
+    while True:
+        msg = conn.recv_bytes()
+        if not msg:
+            return
+        conn.send_bytes(msg)
+
+
+def _echo_objects(conn):
+    while True:
+        obj = conn.recv()
+        if obj is None:
+            return
+        conn.send(obj)
+
+
+def _drain_bytes(conn, count):
+    total = 0
+    for _ in range(count):
+        total += len(conn.recv_bytes())
+    conn.send(total)
+
+
+def _produce(q, count, size):
+    payload = b"m" * size
+    for _ in range(count):
+        q.put(payload)
+    q.put(None)
+
+
+def _sem_pong(ping, pong, count):
+    for _ in range(count):
+        ping.acquire()
+        pong.release()
+
+
+def _increment(value, count):
+    lock = value.get_lock()
+    for _ in range(count):
+        with lock:
+            value.value += 1
+
+
+# ---------------------------------------------------------------------------
+# The libraries under test.
+
+class NotAvailable(Exception):
+    """The library under test does not provide what the benchmark needs."""
+
+
+class BenchTimeout(Exception):
+    pass
+
+
+class Impl:
+    """One library under test: a multiprocessing-like package and a context."""
+
+    def __init__(self, label, modname, method):
+        self.label = label
+        self.modname = modname
+        self.method = method
+        self.mod = None
+        self.error = None
+        try:
+            import importlib
+            self.mod = importlib.import_module(modname)
+            self.ctx = self.mod.get_context(method)
+        except Exception as exc:  # a peer that is absent or broken
+            self.error = "%s: %s" % (type(exc).__name__, exc)
+
+    def context(self, method=None):
+        if self.mod is None:
+            raise NotAvailable(self.error)
+        if method is None or method == self.method:
+            return self.ctx
+        try:
+            return self.mod.get_context(method)
+        except ValueError as exc:
+            raise NotAvailable(str(exc))
+
+    def submodule(self, name):
+        import importlib
+        if self.mod is None:
+            raise NotAvailable(self.error)
+        try:
+            return importlib.import_module(self.modname + "." + name)
+        except ImportError as exc:
+            raise NotAvailable(str(exc))
+
+    def cleanup(self):
+        """After a failure: end the children this library still has."""
+        if self.mod is None:
+            return
+        try:
+            children = self.mod.active_children()
+        except Exception:
+            return
+        for p in children:
+            try:
+                p.kill()
+                p.join(5)
+            except Exception:
+                pass
+
+
+class FasterFifo:
+    """faster-fifo: only a Queue; its producers run as stdlib processes."""
+
+    label = "faster-fifo"
+
+    def __init__(self, method):
+        import faster_fifo
+        import multiprocessing
+        self.faster_fifo = faster_fifo
+        self.mp = multiprocessing
+        self.ctx = multiprocessing.get_context(method)
+        self.error = None
+
+    def cleanup(self):
+        for p in self.mp.active_children():
+            p.kill()
+            p.join(5)
+
+
+# ---------------------------------------------------------------------------
+# Running children with a gate, so that process start-up is not timed.
+
+def gated_run(ctx, jobs, parent_side=None):
+    """Start one process per (fn, args) in jobs; once all are ready, start
+    the clock, let them go, run parent_side() and wait until every child
+    says done.  Returns the elapsed time."""
+    procs, ctls = [], []
+    try:
+        for fn, args in jobs:
+            ours, theirs = ctx.Pipe()
+            p = ctx.Process(target=_gated, args=(theirs, fn, args), daemon=True)
+            p.start()
+            theirs.close()
+            procs.append(p)
+            ctls.append(ours)
+        for c in ctls:
+            c.recv_bytes()
+        t0 = time.perf_counter()
+        for c in ctls:
+            c.send_bytes(b"g")
+        if parent_side is not None:
+            parent_side()
+        for c in ctls:
+            status = c.recv_bytes()
+            if status != b"d":
+                raise RuntimeError("child failed: " + status[1:].decode())
+        t1 = time.perf_counter()
+        for p in procs:
+            p.join(10)
+            if p.exitcode != 0:
+                raise RuntimeError("child exit code %r" % (p.exitcode,))
+        return t1 - t0
+    finally:
+        for c in ctls:
+            c.close()
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+
+
+# ---------------------------------------------------------------------------
+# The benchmarks.  Each returns seconds per operation; n is the operation
+# count chosen by the Bench entry (smaller under --quick).
+
+def b_pipe_rtt_bytes(impl, n):
+    ctx = impl.context()
+    a, b = ctx.Pipe()
+    msg = b"x" * 64
+
+    def parent():
+        a.send_bytes(msg)
+        a.recv_bytes()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            a.send_bytes(msg)
+            a.recv_bytes()
+        parent.t = time.perf_counter() - t0
+        a.send_bytes(b"")
+    try:
+        gated_run(ctx, [(_echo_bytes, (b,))], parent)
+    finally:
+        a.close()
+        b.close()
+    return parent.t / n
+
+
+def b_pipe_rtt_objects(impl, n):
+    ctx = impl.context()
+    a, b = ctx.Pipe()
+    obj = (12345, "a short string", 3.25, [1, 2, 3], {"k": None})
+
+    def parent():
+        a.send(obj)
+        a.recv()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            a.send(obj)
+            a.recv()
+        parent.t = time.perf_counter() - t0
+        a.send(None)
+    try:
+        gated_run(ctx, [(_echo_objects, (b,))], parent)
+    finally:
+        a.close()
+        b.close()
+    return parent.t / n
+
+
+def b_pipe_bandwidth(impl, n):
+    ctx = impl.context()
+    a, b = ctx.Pipe()
+    block = b"z" * MiB
+
+    def parent():
+        for _ in range(n):
+            a.send_bytes(block)
+        total = a.recv()
+        if total != n * MiB:
+            raise RuntimeError("received %r bytes, sent %r" % (total, n * MiB))
+    try:
+        elapsed = gated_run(ctx, [(_drain_bytes, (b, n))], parent)
+    finally:
+        a.close()
+        b.close()
+    return elapsed / n
+
+
+def queue_bench(kind, producers, size):
+    def run(impl, n):
+        per = max(1, n // producers)
+        if isinstance(impl, FasterFifo):
+            if kind != "Queue":
+                raise NotAvailable("faster-fifo has no SimpleQueue")
+            q = impl.faster_fifo.Queue(max_size_bytes=64 * MiB)
+            ctx = impl.ctx
+        else:
+            ctx = impl.context()
+            q = getattr(ctx, kind)()
+
+        def parent():
+            done = got = 0
+            while done < producers:
+                item = q.get()
+                if item is None:
+                    done += 1
+                else:
+                    got += 1
+            if got != per * producers:
+                raise RuntimeError("lost messages: %d of %d" % (got, per * producers))
+        try:
+            elapsed = gated_run(ctx, [(_produce, (q, per, size))] * producers, parent)
+        finally:
+            close = getattr(q, "close", None)
+            if close is not None:
+                close()
+        return elapsed / (per * producers)
+    return run
+
+
+def b_lock(impl, n):
+    lock = impl.context().Lock()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        lock.acquire()
+        lock.release()
+    return (time.perf_counter() - t0) / n
+
+
+def b_rlock(impl, n):
+    lock = impl.context().RLock()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with lock:
+            pass
+    return (time.perf_counter() - t0) / n
+
+
+def b_sem_pingpong(impl, n):
+    ctx = impl.context()
+    ping, pong = ctx.Semaphore(0), ctx.Semaphore(0)
+
+    def parent():
+        for _ in range(n):
+            ping.release()
+            pong.acquire()
+    return gated_run(ctx, [(_sem_pong, (ping, pong, n))], parent) / n
+
+
+def b_value_contention(impl, n, workers=2):
+    ctx = impl.context()
+    value = ctx.Value("l", 0)
+    per = n // workers
+    elapsed = gated_run(ctx, [(_increment, (value, per))] * workers)
+    if value.value != per * workers:
+        raise RuntimeError("lost increments: %d of %d" % (value.value, per * workers))
+    return elapsed / (per * workers)
+
+
+def b_pool_map(impl, n):
+    with impl.context().Pool(2) as pool:
+        pool.map(_tiny, range(64))
+        t0 = time.perf_counter()
+        out = pool.map(_tiny, range(n))
+        elapsed = time.perf_counter() - t0
+    if out != list(range(1, n + 1)):
+        raise RuntimeError("wrong results from Pool.map")
+    return elapsed / n
+
+
+def b_apply_async(impl, n):
+    with impl.context().Pool(2) as pool:
+        pool.apply_async(_tiny, (0,)).get(30)
+        t0 = time.perf_counter()
+        pending = [pool.apply_async(_tiny, (i,)) for i in range(n)]
+        out = [r.get(60) for r in pending]
+        elapsed = time.perf_counter() - t0
+    if out != list(range(1, n + 1)):
+        raise RuntimeError("wrong results from apply_async")
+    return elapsed / n
+
+
+def start_bench(method):
+    def run(impl, n):
+        ctx = impl.context(method)
+        warm = ctx.Process(target=_noop)      # starts the forkserver, if any
+        warm.start()
+        warm.join(60)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            p = ctx.Process(target=_noop)
+            p.start()
+            p.join(60)
+            if p.exitcode != 0:
+                raise RuntimeError("child exit code %r" % (p.exitcode,))
+        return (time.perf_counter() - t0) / n
+    return run
+
+
+def b_shared_memory(impl, n):
+    SharedMemory = impl.submodule("shared_memory").SharedMemory
+    t0 = time.perf_counter()
+    for _ in range(n):
+        shm = SharedMemory(create=True, size=65536)
+        shm.buf[0] = 1
+        shm.close()
+        shm.unlink()
+    return (time.perf_counter() - t0) / n
+
+
+def b_rawarray(impl, n):
+    ctx = impl.context()
+    ctx.RawArray("d", 10000)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        arr = ctx.RawArray("d", 10000)
+        arr[0] = 1.0
+        del arr
+    return (time.perf_counter() - t0) / n
+
+
+def b_manager_dict(impl, n):
+    with impl.context().Manager() as manager:
+        d = manager.dict()
+        d["warm"] = 0
+        t0 = time.perf_counter()
+        for i in range(n):
+            key = "k%d" % (i & 63)
+            d[key] = i
+            if d[key] != i:
+                raise RuntimeError("manager dict returned a wrong value")
+        return (time.perf_counter() - t0) / n
+
+
+class Bench:
+    """name, how to show it, the function, and op counts (quick, full)."""
+
+    def __init__(self, name, fn, quick, full, kind="latency", nbytes=0,
+                 peers=("billiard", "multiprocess")):
+        self.name, self.fn, self.kind, self.nbytes = name, fn, kind, nbytes
+        self.quick, self.full = quick, full
+        self.peers = peers
+
+
+def all_benches():
+    q_peers = ("billiard", "multiprocess", "faster-fifo")
+    out = [
+        Bench("pipe round trip, 64 B bytes", b_pipe_rtt_bytes, 2000, 20000),
+        Bench("pipe round trip, small object", b_pipe_rtt_objects, 2000, 20000),
+        Bench("pipe bandwidth, 1 MiB messages", b_pipe_bandwidth, 100, 1000,
+              kind="bandwidth", nbytes=MiB),
+    ]
+    for kind in ("Queue", "SimpleQueue"):
+        for size, label in ((16, "16 B"), (65536, "64 KiB")):
+            for producers in (1, 4):
+                small = size < 1024
+                out.append(Bench(
+                    "%s, %s msgs, %d producer%s" % (kind, label, producers,
+                                                   "s" if producers > 1 else ""),
+                    queue_bench(kind, producers, size),
+                    4000 if small else 400, 40000 if small else 4000,
+                    kind="rate" if small else "bandwidth", nbytes=size,
+                    peers=q_peers if kind == "Queue" else ("billiard", "multiprocess")))
+    out += [
+        Bench("Lock acquire+release", b_lock, 100000, 1000000),
+        Bench("RLock acquire+release", b_rlock, 100000, 1000000),
+        Bench("Semaphore ping-pong, 2 procs", b_sem_pingpong, 2000, 20000),
+        Bench("Value += 1 under lock, 2 procs", b_value_contention, 10000, 100000),
+        Bench("Pool(2).map, tiny tasks", b_pool_map, 5000, 50000, kind="rate"),
+        Bench("Pool(2).apply_async, tiny", b_apply_async, 1000, 10000, kind="rate"),
+        Bench("Process start+join, fork", start_bench("fork"), 20, 200),
+        Bench("Process start+join, spawn", start_bench("spawn"), 3, 20),
+        Bench("Process start+join, forkserver", start_bench("forkserver"), 10, 100),
+        Bench("SharedMemory create+close+unlink", b_shared_memory, 200, 2000),
+        Bench("RawArray('d', 10000) alloc+free", b_rawarray, 2000, 20000),
+        Bench("Manager dict set+get", b_manager_dict, 300, 3000),
+    ]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Measurement
+
+def _on_alarm(signum, frame):
+    raise BenchTimeout("no result within the time limit")
+
+
+def measure(bench, impl, n, limit):
+    """One sample: ('ok', seconds per op) or ('na'|'error', reason)."""
+    import gc
+    import signal
+    gc.collect()
+    has_alarm = hasattr(signal, "SIGALRM")
+    if has_alarm:
+        old = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.alarm(limit)
+    try:
+        return "ok", bench.fn(impl, n)
+    except (NotAvailable, AttributeError, NotImplementedError, ImportError) as exc:
+        impl.cleanup()
+        return "na", "%s: %s" % (type(exc).__name__, exc)
+    except Exception as exc:
+        impl.cleanup()
+        return "error", "%s: %s" % (type(exc).__name__, exc)
+    finally:
+        if has_alarm:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+
+
+def run_bench(bench, impls, reps, quick, limit):
+    """Interleave the libraries repetition by repetition; rotate who goes
+    first, so that warm caches and machine noise fall on all alike."""
+    import statistics
+    n = bench.quick if quick else bench.full
+    samples = {impl.label: [] for impl in impls}
+    status = {impl.label: None for impl in impls}
+    for rep in range(reps):
+        order = impls[rep % len(impls):] + impls[:rep % len(impls)]
+        for impl in order:
+            if status[impl.label] is not None:   # failed before: do not retry
+                continue
+            kind, value = measure(bench, impl, n, limit)
+            if kind == "ok":
+                samples[impl.label].append(value)
+            else:
+                status[impl.label] = (kind, value)
+    result = {}
+    for impl in impls:
+        s = samples[impl.label]
+        if status[impl.label] is not None:
+            kind, why = status[impl.label]
+            result[impl.label] = {"status": kind, "reason": why, "samples": s}
+        else:
+            result[impl.label] = {"status": "ok", "median": statistics.median(s),
+                                  "samples": s}
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Display
+
+def fmt_value(bench, entry):
+    if entry is None:
+        return "-"
+    if entry["status"] != "ok":
+        return "n/a" if entry["status"] == "na" else "error"
+    sec = entry["median"]
+    if bench.kind == "bandwidth":
+        rate = bench.nbytes / sec
+        return "%.2f GiB/s" % (rate / (1 << 30)) if rate >= (1 << 30) else "%.0f MiB/s" % (rate / MiB)
+    if bench.kind == "rate":
+        rate = 1.0 / sec
+        return "%.2fM/s" % (rate / 1e6) if rate >= 1e6 else "%.0fk/s" % (rate / 1e3)
+    return fmt_time(sec)
+
+
+def fmt_time(sec):
+    if sec >= 1e-3:
+        return "%.2f ms" % (sec * 1e3)
+    if sec >= 1e-6:
+        return "%.2f us" % (sec * 1e6)
+    return "%.0f ns" % (sec * 1e9)
+
+
+def ratio(res, base="stdlib", other="cmultiprocessing"):
+    a, b = res.get(base), res.get(other)
+    if not a or not b or a["status"] != "ok" or b["status"] != "ok":
+        return None
+    return a["median"] / b["median"]
+
+
+class Table:
+    def __init__(self, headers, widths):
+        self.headers, self.widths = headers, widths
+
+    def line(self, cells):
+        parts = []
+        for i, (c, w) in enumerate(zip(cells, self.widths)):
+            parts.append(c.ljust(w) if i == 0 else c.rjust(w))
+        print("  ".join(parts).rstrip(), flush=True)
+
+    def head(self):
+        self.line(self.headers)
+        self.line(["-" * w for w in self.widths])
+
+
+# ---------------------------------------------------------------------------
+# The C reference
+
+CREF = [
+    # test, label, count quick, count full, compares with (bench name)
+    ("pipe_rtt", "pipe round trip, 64 B (2 pipes)", 5000, 50000, "pipe round trip, 64 B bytes"),
+    ("sock_rtt", "socketpair round trip, 64 B", 5000, 50000, "pipe round trip, 64 B bytes"),
+    ("sock_bw", "socketpair bandwidth, 1 MiB", 200, 2000, "pipe bandwidth, 1 MiB messages"),
+    ("pipe_bw", "pipe bandwidth, 1 MiB", 100, 1000, "pipe bandwidth, 1 MiB messages"),
+    ("futex_pingpong", "futex ping-pong, 2 procs", 5000, 50000, "Semaphore ping-pong, 2 procs"),
+    ("sem_pingpong", "sem_t ping-pong, 2 procs", 5000, 50000, "Semaphore ping-pong, 2 procs"),
+    ("fork_wait", "fork + _exit + waitpid", 200, 2000, "Process start+join, fork"),
+    ("spawn_true", "posix_spawn /bin/true + wait", 100, 1000, "Process start+join, forkserver"),
+    ("spawn_exe", "posix_spawn python -c pass", 5, 30, "Process start+join, spawn"),
+]
+
+
+def cref_binary():
+    """Build benchmarks/cref/cref.c once per source version into a cache
+    outside the tree; returns the binary's path, or None with a reason."""
+    import hashlib
+    import shutil
+    import subprocess
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cref", "cref.c")
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                         os.path.join(os.path.expanduser("~"), ".cache"),
+                         "cmultiprocessing-bench")
+    exe = os.path.join(cache, "cref-" + digest)
+    if os.path.exists(exe):
+        return exe, None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        return None, "no C compiler found (set CC)"
+    os.makedirs(cache, exist_ok=True)
+    tmp = exe + ".%d.tmp" % os.getpid()
+    proc = subprocess.run([cc, "-O2", "-o", tmp, src, "-pthread"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None, "build failed: " + proc.stderr.strip()[:300]
+    os.replace(tmp, exe)
+    return exe, None
+
+
+def run_cref(reps, quick):
+    import statistics
+    import subprocess
+    exe, why = cref_binary()
+    if exe is None:
+        return None, why
+    rows = []
+    for test, label, nq, nf, versus in CREF:
+        n = nq if quick else nf
+        cmd = [exe, test, str(n)]
+        if test == "spawn_exe":
+            cmd.append(sys.executable)
+        values, nbytes, err = [], 0, None
+        for _ in range(reps):
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if proc.returncode == 2:
+                err = "not available on this system"
+                break
+            if proc.returncode != 0:
+                err = proc.stderr.strip() or "exit %d" % proc.returncode
+                break
+            sec, nb = proc.stdout.split()
+            values.append(float(sec))
+            nbytes = int(nb)
+        rows.append({"test": test, "label": label, "versus": versus,
+                     "median": statistics.median(values) if values and not err else None,
+                     "nbytes": nbytes, "samples": values, "error": err})
+    return rows, None
+
+
+def fmt_cref(row):
+    if row["median"] is None:
+        return "n/a"
+    if row["nbytes"]:
+        rate = row["nbytes"] / row["median"]
+        return "%.2f GiB/s" % (rate / (1 << 30)) if rate >= (1 << 30) else "%.0f MiB/s" % (rate / MiB)
+    return fmt_time(row["median"])
+
+
+# ---------------------------------------------------------------------------
+
+def main(argv=None):
+    import argparse
+    import json
+    import platform
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a short run (about a minute)")
+    ap.add_argument("--only", metavar="NAME", action="append",
+                    help="run the benchmarks whose name contains NAME (case-insensitive; repeatable)")
+    ap.add_argument("--json", metavar="FILE", help="write every sample as JSON")
+    ap.add_argument("--reps", type=int, help="repetitions per library (default 3, or 5 for a full run)")
+    ap.add_argument("--start-method", default=None,
+                    help="start method for the worker processes (default: fork where it exists)")
+    ap.add_argument("--no-peers", action="store_true", help="leave out billiard, multiprocess, faster-fifo")
+    ap.add_argument("--no-cref", action="store_true", help="leave out the C reference table")
+    ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    args = ap.parse_args(argv)
+
+    benches = all_benches()
+    if args.list:
+        for b in benches:
+            print(b.name)
+        return 0
+    if args.only:
+        wanted = [w.lower() for w in args.only]
+        benches = [b for b in benches if any(w in b.name.lower() for w in wanted)]
+        if not benches:
+            ap.error("no benchmark matches %s (see --list)" % ", ".join(args.only))
+    reps = args.reps or (3 if args.quick else 5)
+    if reps < 1:
+        ap.error("--reps must be at least 1")
+    method = args.start_method or ("fork" if sys.platform.startswith("linux") else "spawn")
+    limit = 60 if args.quick else 300
+
+    impls = [Impl("stdlib", "multiprocessing", method),
+             Impl("cmultiprocessing", "cmultiprocessing", method)]
+    extra = {}
+    if not args.no_peers:
+        import importlib.util
+        for label, modname in (("billiard", "billiard"), ("multiprocess", "multiprocess")):
+            if importlib.util.find_spec(modname) is not None:
+                peer = Impl(label, modname, method)
+                if peer.error is None:
+                    impls.append(peer)
+        if importlib.util.find_spec("faster_fifo") is not None:
+            try:
+                extra["faster-fifo"] = FasterFifo(method)
+            except Exception:
+                pass
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print("cmultiprocessing benchmarks: Python %s on %s, %s CPUs, start method %s, %d repetitions (median)"
+          % (platform.python_version(), platform.platform(terse=True), os.cpu_count(), method, reps))
+    if load is not None:
+        print("load average %.2f %.2f %.2f%s" % (load + (
+            "  (a busy machine: figures will be noisy)" if load[0] > (os.cpu_count() or 1) * 0.5 else "",)))
+    if impls[1].error:
+        print("cmultiprocessing could not be imported (%s): its column is n/a" % impls[1].error)
+    print("ratio = stdlib time / cmultiprocessing time (above 1: cmultiprocessing is faster)")
+    print()
+
+    peer_labels = [i.label for i in impls[2:]] + list(extra)
+    table = Table(["benchmark", "stdlib", "cmultiprocessing", "ratio"] + peer_labels,
+                  [37, 11, 16, 7] + [max(12, len(p)) for p in peer_labels])
+    table.head()
+    results = []
+    started = time.perf_counter()
+    for bench in benches:
+        run_on = impls[:2] + [i for i in impls[2:] if i.label in bench.peers]
+        run_on += [e for label, e in extra.items() if label in bench.peers]
+        t_bench = time.perf_counter()
+        res = run_bench(bench, run_on, reps, args.quick, limit)
+        t_bench = time.perf_counter() - t_bench
+        r = ratio(res)
+        cells = [bench.name, fmt_value(bench, res.get("stdlib")),
+                 fmt_value(bench, res.get("cmultiprocessing")),
+                 "%.2fx" % r if r is not None else "-"]
+        cells += [fmt_value(bench, res.get(p)) for p in peer_labels]
+        table.line(cells)
+        results.append({"name": bench.name, "kind": bench.kind, "nbytes": bench.nbytes,
+                        "ops": bench.quick if args.quick else bench.full,
+                        "ratio": r, "wall_seconds": t_bench, "results": res})
+
+    problems = [(row["name"], label, e["reason"]) for row in results
+                for label, e in row["results"].items() if e["status"] != "ok"]
+    if problems:
+        print()
+        print("not measured:")
+        for name, label, why in problems:
+            print("  %-37s %-16s %s" % (name, label, why[:100]))
+
+    cref = None
+    if not args.no_cref:
+        print()
+        print("C reference on this machine (benchmarks/cref/cref.c), median of %d" % reps)
+        cref, why = run_cref(reps, args.quick)
+        if cref is None:
+            print("  skipped: " + why)
+        else:
+            by_name = {row["name"]: (b, row) for b, row in zip(benches, results)}
+            t2 = Table(["C reference", "floor", "compare with", "stdlib", "cmultiprocessing"],
+                       [31, 11, 32, 16, 16])
+            t2.head()
+            for row in cref:
+                cells = [row["label"], fmt_cref(row), row["versus"]]
+                for label in ("stdlib", "cmultiprocessing"):
+                    b, r = by_name.get(row["versus"], (None, None))
+                    e = r["results"].get(label) if r else None
+                    if row["median"] is None or not e or e["status"] != "ok":
+                        cells.append("-")
+                    else:
+                        cells.append("%.1fx floor" % (e["median"] / row["median"]))
+                t2.line(cells)
+            for row in cref:
+                if row["error"]:
+                    print("  %s: %s" % (row["test"], row["error"][:200]))
+    print()
+    print("done in %.0f s" % (time.perf_counter() - started))
+
+    if args.json:
+        doc = {"python": platform.python_version(), "platform": platform.platform(),
+               "cpus": os.cpu_count(), "loadavg": load, "start_method": method,
+               "quick": args.quick, "reps": reps, "benchmarks": results, "cref": cref,
+               "libraries": {i.label: i.modname for i in impls}}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
