@@ -667,3 +667,59 @@ def test_barrier_between_processes():
         barrier.wait()
     with pytest.raises(ValueError):
         c.Barrier(0)
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="setitimer")
+def test_condition_wait_interrupted_keeps_lock_and_accounting():
+    class Alarm(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Alarm
+
+    lock, sems = core_parts()
+    core = _cmp._ConditionCore(lock, *sems)
+    old = signal.signal(signal.SIGALRM, handler)
+    lock.acquire()
+    lock.acquire()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Alarm):
+            core.wait()                # no timeout: only the signal ends it
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    # the lock is held again at its old depth; the sleeper reported waking
+    assert lock._is_mine() and lock._count() == 2
+    assert sems[0]._get_value() == 1 and sems[1]._get_value() == 1
+    core.notify()
+    assert [s._get_value() for s in sems] == [0, 0, 0]
+    lock.release()
+    lock.release()
+
+
+def _spawned_child(lock, sem, event, cond):
+    with lock:
+        sem.release()
+    with cond:
+        cond.notify_all()
+    event.set()
+
+
+def test_objects_reach_a_spawned_child():
+    c = ctx("spawn")
+    lock, sem, event, cond = c.Lock(), c.Semaphore(0), c.Event(), c.Condition()
+    names = [lock.name, sem.name]
+    p = c.Process(target=_spawned_child, args=(lock, sem, event, cond))
+    p.start()
+    try:
+        assert sem.acquire(True, 60)
+        assert event.wait(60)
+    finally:
+        p.join(60)
+    assert p.exitcode == 0
+    assert lock.acquire(False)
+    lock.release()
+    del lock, sem, event, cond
+    gc.collect()
+    assert not any(os.path.exists(sem_file(n)) for n in names)
