@@ -31,8 +31,9 @@ _logger = None
 _log_to_stderr = False
 
 if sys.version_info >= (3, 13):
-    # Report the caller of debug()/info() as the origin of the record.
-    _LOG_KW = {'stacklevel': 2}
+    # Report the caller of debug()/info() as the origin of the record
+    # (skipping this module's _emit and the level function).
+    _LOG_KW = {'stacklevel': 3}
 else:
     _LOG_KW = {}
 
