@@ -35,6 +35,29 @@ _SERVER_CMD = ('from cmultiprocessing.forkserver import main; '
                'main(%d, %d, %r, **%r)')
 
 
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _bound_listener():
+    """A listening AF_UNIX socket on a new private path, and that path."""
+    import socket
+    address = _listener_address()
+    listener = socket.socket(socket.AF_UNIX)
+    try:
+        listener.bind(address)
+        os.chmod(address, 0o600)
+        listener.listen()
+    except BaseException:
+        listener.close()
+        _unlink_quietly(address)
+        raise
+    return listener, address
+
+
 def _listener_address():
     # A path in the private (0o700) temporary directory rather than an
     # abstract socket: abstract names are open to every local user.
@@ -45,54 +68,47 @@ def _listener_address():
 class ForkServer(object):
 
     def __init__(self):
-        self._forkserver_address = None
-        self._forkserver_alive_fd = None
-        self._forkserver_pid = None
-        self._inherited_fds = None
         self._lock = _thread.allocate_lock()
         self._preload_modules = ['__main__']
+        self._inherited_fds = None          # set in forkserver children
+        self._forget_server()
 
     # -- lifetime -------------------------------------------------------
 
-    def _stop(self):
-        # Used by the test suite to stop the server.
-        with self._lock:
-            self._stop_unlocked()
-
-    def _stop_unlocked(self):
-        if self._forkserver_pid is None:
-            return
-        # The server leaves once no process holds the alive pipe open.
-        os.close(self._forkserver_alive_fd)
-        self._forkserver_alive_fd = None
-        os.waitpid(self._forkserver_pid, 0)
+    def _forget_server(self):
+        """Drop what we know of the server: its alive fd is closed (which
+        makes a live server leave) and its socket file removed."""
+        alive = getattr(self, '_forkserver_alive_fd', None)
+        address = getattr(self, '_forkserver_address', None)
         self._forkserver_pid = None
-        self._forget_address()
-
-    def _forget_address(self):
-        address, self._forkserver_address = self._forkserver_address, None
+        self._forkserver_alive_fd = None
+        self._forkserver_address = None
+        if alive is not None:
+            os.close(alive)
         if address is not None and \
                 not util.is_abstract_socket_namespace(address):
-            try:
-                os.unlink(address)
-            except OSError:
-                pass
+            _unlink_quietly(address)
+
+    def _stop(self):
+        # The test suite stops the server between tests.
+        with self._lock:
+            pid = self._forkserver_pid
+            if pid is not None:
+                self._forget_server()
+                os.waitpid(pid, 0)
 
     def _server_running(self):
         """Whether the server we started is still there (reaps it if not)."""
-        if self._forkserver_pid is None:
+        pid = self._forkserver_pid
+        if pid is None:
             return False
         try:
-            pid = os.waitpid(self._forkserver_pid, os.WNOHANG)[0]
+            gone = os.waitpid(pid, os.WNOHANG)[0] != 0
         except ChildProcessError:
-            pid = self._forkserver_pid
-        if not pid:
-            return True
-        os.close(self._forkserver_alive_fd)
-        self._forkserver_alive_fd = None
-        self._forkserver_pid = None
-        self._forget_address()
-        return False
+            gone = True
+        if gone:
+            self._forget_server()
+        return not gone
 
     def set_forkserver_preload(self, modules_names):
         '''Set list of module names to try to load in forkserver process.'''
@@ -113,36 +129,36 @@ class ForkServer(object):
                 return
             self._launch()
 
-    def _launch(self):
-        import socket
-        extra = {}
+    def _server_command(self, listener_fd, alive_fd):
+        """(executable, argv) of a new server process."""
+        options = {}
         if self._preload_modules:
             data = spawn.get_preparation_data('ignore')
-            extra['sys_path'] = data['sys_path']
+            options['sys_path'] = data['sys_path']
             if 'init_main_from_path' in data:
-                extra['main_path'] = data['init_main_from_path']
-        address = _listener_address()
-        with socket.socket(socket.AF_UNIX) as listener:
-            listener.bind(address)
-            if not util.is_abstract_socket_namespace(address):
-                os.chmod(address, 0o600)
-            listener.listen()
+                options['main_path'] = data['init_main_from_path']
+        exe = spawn.get_executable()
+        code = _SERVER_CMD % (listener_fd, alive_fd, self._preload_modules,
+                              options)
+        return exe, [exe, *util._args_from_interpreter_flags(), '-c', code]
+
+    def _launch(self):
+        listener, address = _bound_listener()
+        with listener:
             # Every client holds alive_w; when the last one is gone the
             # server sees EOF on alive_r and exits.
             alive_r, alive_w = os.pipe()
+            started = False
             try:
-                exe = spawn.get_executable()
-                cmd = _SERVER_CMD % (listener.fileno(), alive_r,
-                                     self._preload_modules, extra)
-                argv = [exe] + util._args_from_interpreter_flags() + \
-                    ['-c', cmd]
+                exe, argv = self._server_command(listener.fileno(), alive_r)
                 pid = _spawn_without_sigint(exe, argv,
                                             [listener.fileno(), alive_r])
-            except BaseException:
-                os.close(alive_w)
-                raise
+                started = True
             finally:
                 os.close(alive_r)
+                if not started:
+                    os.close(alive_w)
+                    _unlink_quietly(address)
         self._forkserver_address = address
         self._forkserver_alive_fd = alive_w
         self._forkserver_pid = pid
@@ -158,21 +174,19 @@ class ForkServer(object):
         self.ensure_running()
         if len(fds) + 4 >= MAXFDS_TO_SEND:
             raise ValueError('too many fds')
-        status_r, status_w = os.pipe()
-        try:
-            data_r, data_w = os.pipe()
-        except BaseException:
-            util.close_fds(status_r, status_w)
-            raise
+        status_r, status_w, data_r, data_w = spawn._open_pipes(2)
         sent = [data_r, status_w, self._forkserver_alive_fd,
-                resource_tracker.getfd()] + list(fds)
+                resource_tracker.getfd()]
+        sent.extend(fds)
+        ok = False
         try:
             _cmultiprocessing.forkserver_send(self._forkserver_address, sent)
-        except BaseException:
-            util.close_fds(status_r, data_w)
-            raise
+            ok = True
         finally:
+            # The server has its own copies now (or never will).
             util.close_fds(data_r, status_w)
+            if not ok:
+                util.close_fds(status_r, data_w)
         return status_r, data_w
 
 

@@ -10,44 +10,37 @@ from . import util
 __all__ = ['Popen']
 
 
-class _DupFd:
-    """An fd the spawned child inherits under the same number."""
+class _DupFd(int):
+    """An fd that the spawned child inherits under the same number."""
 
-    __slots__ = ('fd',)
-
-    def __init__(self, fd):
-        self.fd = fd
+    fd = property(int.__int__)
 
     def detach(self):
-        return self.fd
+        return int(self)
 
 
 class Popen(popen_fork.Popen):
     method = 'spawn'
     DupFd = _DupFd
 
-    def __init__(self, process_obj):
-        self._fds = []          # descriptors the child must inherit
-        super().__init__(process_obj)
-
     def duplicate_for_child(self, fd):
+        # Passed to spawnv_passfds: the child has it under the same number.
         self._fds.append(fd)
         return fd
+
+    def __init__(self, process_obj):
+        self._fds = []
+        popen_fork.Popen.__init__(self, process_obj)
 
     def _launch(self, process_obj):
         from . import resource_tracker
         tracker_fd = resource_tracker.getfd()
         self._fds.append(tracker_fd)
         payload = spawn._pickle_for_child(self, process_obj)
-        # exit_r sees EOF when the child (holding exit_w) exits;
-        # feed_r is how the child gets its data, and while we keep
-        # feed_w open the child knows its parent is alive.
-        exit_r, exit_w = os.pipe()
-        try:
-            feed_r, feed_w = os.pipe()
-        except BaseException:
-            util.close_fds(exit_r, exit_w)
-            raise
+        # exit_r sees EOF when the child (holding exit_w) exits; the child
+        # reads its data from feed_r, and while we keep feed_w open it
+        # knows its parent is alive.
+        exit_r, exit_w, feed_r, feed_w = spawn._open_pipes(2)
         self.finalizer = util.Finalize(self, util.close_fds,
                                        (exit_r, feed_w))
         try:

@@ -59,6 +59,15 @@ def _warn(message):
     warnings.warn(message)
 
 
+def _command(cmd, doc):
+    """A ResourceTracker method sending cmd about (name, rtype)."""
+    def method(self, name, rtype):
+        self._send(cmd, name, rtype)
+    method.__name__ = method.__qualname__ = cmd.lower()
+    method.__doc__ = doc
+    return method
+
+
 class ResourceTracker(object):
     """The client side: starts the tracker and sends it messages."""
 
@@ -163,13 +172,11 @@ class ResourceTracker(object):
             return False
         return True
 
-    def register(self, name, rtype):
-        '''Register name of resource with resource tracker.'''
-        self._send('REGISTER', name, rtype)
-
-    def unregister(self, name, rtype):
-        '''Unregister name of resource with resource tracker.'''
-        self._send('UNREGISTER', name, rtype)
+    register = _command(
+        'REGISTER', 'Have the tracker unlink name (an rtype) at shutdown '
+        'unless it is unregistered first.')
+    unregister = _command(
+        'UNREGISTER', 'Tell the tracker that name (an rtype) was unlinked.')
 
     def _send(self, cmd, name, rtype):
         message = ('%s:%s:%s\n' % (cmd, name, rtype)).encode('ascii')
@@ -269,6 +276,23 @@ class _Registry:
                     _warn('resource_tracker: %r: %s' % (name, exc))
 
 
+def _shield_from_signals():
+    # Outlive ^C and "killall python": ignore SIGINT and SIGTERM, then lift
+    # the mask our parent started us with.
+    signal, ignored = _ignored_signals()
+    for signum in ignored:
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, 'pthread_sigmask'):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, ignored)
+
+
+def _close_quietly(stream):
+    try:
+        stream.close()
+    except Exception:
+        pass
+
+
 def _report_bad_line():
     try:
         sys.excepthook(*sys.exc_info())
@@ -278,17 +302,9 @@ def _report_bad_line():
 
 def main(fd):
     '''Run the resource tracker on the read end fd of its pipe.'''
-    # Outlive ^C and "killall python"; the mask was set by our parent.
-    signal, ignored = _ignored_signals()
-    for signum in ignored:
-        signal.signal(signum, signal.SIG_IGN)
-    if hasattr(signal, 'pthread_sigmask'):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, ignored)
-    for stream in (sys.stdin, sys.stdout):
-        try:
-            stream.close()
-        except Exception:
-            pass
+    _shield_from_signals()
+    _close_quietly(sys.stdin)
+    _close_quietly(sys.stdout)
     registry = _Registry()
     try:
         with open(fd, 'rb') as pipe:

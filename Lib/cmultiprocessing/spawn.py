@@ -261,24 +261,27 @@ def _main(fd, parent_sentinel):
     return process_obj._bootstrap(parent_sentinel)
 
 
-_MAIN_GUARD_MESSAGE = '''
-        An attempt has been made to start a new process before the
-        current process has finished its bootstrapping phase.
-
-        This probably means that you are not using fork to start your
-        child processes and you have forgotten to use the proper idiom
-        in the main module:
-
-            if __name__ == '__main__':
-                freeze_support()
-                ...
-
-        The "freeze_support()" line can be omitted if the program
-        is not going to be frozen to produce an executable.
-
-        To fix this issue, refer to the "Safe importing of main module"
-        section in https://docs.python.org/3/library/multiprocessing.html
-        '''
+# The standard library's wording, which users search for.
+_MAIN_GUARD_MESSAGE = '\n'.join([
+    '',
+    '        An attempt has been made to start a new process before the',
+    '        current process has finished its bootstrapping phase.',
+    '',
+    '        This probably means that you are not using fork to start your',
+    '        child processes and you have forgotten to use the proper idiom',
+    '        in the main module:',
+    '',
+    "            if __name__ == '__main__':",
+    '                freeze_support()',
+    '                ...',
+    '',
+    '        The "freeze_support()" line can be omitted if the program',
+    '        is not going to be frozen to produce an executable.',
+    '',
+    '        To fix this issue, refer to the "Safe importing of main module"',
+    '        section in https://docs.python.org/3/library/multiprocessing.html',
+    '        ',
+])
 
 
 def _check_not_importing_main():
@@ -477,20 +480,47 @@ def import_main_path(main_path):
     _fixup_main_from_path(main_path)
 
 
+class _SpawningAs:
+    """While active, what this thread pickles sees popen as the Popen that
+    spawns it (for DupFd and assert_spawning)."""
+
+    def __init__(self, popen):
+        from . import context
+        self.context = context
+        self.popen = popen
+
+    def __enter__(self):
+        self.context.set_spawning_popen(self.popen)
+
+    def __exit__(self, *exc_info):
+        self.context.set_spawning_popen(None)
+
+
 def _pickle_for_child(popen, process_obj):
     """The bytes a spawned or forkserver child reads: preparation data, then
     the process object, pickled while popen is the spawning Popen."""
     import io
-    from .context import reduction, set_spawning_popen
-    data = get_preparation_data(process_obj._name)
-    out = io.BytesIO()
-    set_spawning_popen(popen)
+    from .context import reduction
+    sink = io.BytesIO()
+    prepared = get_preparation_data(process_obj._name)
+    with _SpawningAs(popen):
+        for obj in (prepared, process_obj):
+            reduction.dump(obj, sink)
+    return sink.getbuffer()
+
+
+def _open_pipes(count):
+    """count new pipes as one flat list [r0, w0, r1, w1, ...]; on failure
+    none of them stays open."""
+    fds = []
     try:
-        reduction.dump(data, out)
-        reduction.dump(process_obj, out)
-    finally:
-        set_spawning_popen(None)
-    return out.getbuffer()
+        while len(fds) < 2 * count:
+            fds += os.pipe()
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 def _write_all(fd, data):
