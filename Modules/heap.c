@@ -1,9 +1,1632 @@
-/* heap.c -- not written yet; see cmp.h. */
+/*
+ * heap.c -- the arena heap behind sharedctypes.
+ *
+ * Arena       a run of shared memory (memfd / unlinked temp file on POSIX)
+ *             that a forked child inherits and that a spawned child maps
+ *             again from a passed descriptor: Arena(size, fd=-1).
+ * Heap        hands out 8-byte aligned blocks of arenas, best fit, and
+ *             merges a freed block with its free neighbours at once.
+ *             Arenas grow in size (doubling up to _DOUBLE_ARENA_SIZE_UNTIL)
+ *             and an arena that becomes entirely free is released when it
+ *             is at least _DISCARD_FREE_SPACE_LARGER_THAN bytes long.
+ * HeapBlock   one allocated block; exports its bytes through the buffer
+ *             protocol and gives them back to its heap when it dies.
+ * HeapLock    the heap's own lock, as a Python object (Heap._lock).
+ *
+ * Book-keeping: every arena keeps its segments (free or in use) in a list
+ * ordered by address, so the neighbours of a block are found in O(1); the
+ * free segments are also kept in one array sorted by (length, address) for
+ * best-fit search by bisection.  The Python views the stdlib's tests
+ * inspect (_arenas, _len_to_seq, _allocated_blocks, _pending_free_blocks,
+ * _n_mallocs, _n_frees, ...) are built from this state on every access.
+ *
+ * Frees may come from the garbage collector at any moment, also while this
+ * thread is inside the heap: a free that cannot take the lock at once is
+ * queued and applied by the next operation that holds the lock.
+ *
+ * After fork() a child starts afresh (new lock, no arenas): memory that the
+ * parent hands out must never be handed out again by the child.  Blocks
+ * inherited from the parent stay mapped while referenced and are simply
+ * not returned.
+ */
 #include "cmp.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+
+#ifndef Py_T_PYSSIZET /* before 3.12 */
+#  include <structmember.h>
+#  define Py_T_PYSSIZET T_PYSSIZET
+#  define Py_READONLY READONLY
+#endif
+
+#ifdef CMP_WINDOWS
+#  include <process.h>
+#  define heap_getpid() ((long)_getpid())
+#else
+#  include <unistd.h>
+#  define heap_getpid() ((long)getpid())
+#endif
+
+#define HEAP_ALIGNMENT 8
+#define HEAP_DEFAULT_DISCARD ((size_t)4 << 20)
+#define HEAP_DEFAULT_DOUBLE_UNTIL ((size_t)4 << 20)
+
+enum seg_state { SEG_FREE = 0, SEG_BLOCK = 1, SEG_TUPLE = 2 };
+
+typedef struct seg seg;
+typedef struct arec arec;
+
+struct seg {
+    seg *prev, *next; /* address order inside the arena */
+    arec *arena;
+    size_t start, stop;
+    int state;
+};
+
+typedef struct {
+    PyObject_HEAD
+    cmp_mapping map;
+    Py_ssize_t exports;
+    PyObject *weakreflist;
+} ArenaObject;
+
+struct arec {
+    ArenaObject *obj; /* strong reference */
+    seg *first;
+    size_t n_used;
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    unsigned long epoch;      /* cmp_fork_epoch() when last reset */
+    unsigned long generation; /* bumped by every reset */
+    long pid;
+    arec **arenas;
+    Py_ssize_t n_arenas, cap_arenas;
+    seg **freev; /* free segments sorted by (length, address) */
+    Py_ssize_t n_free, cap_free;
+    seg **pending; /* frees that could not take the lock */
+    Py_ssize_t n_pending, cap_pending;
+    Py_ssize_t n_mallocs, n_frees;
+    size_t size, initial_size;
+    size_t discard_limit, double_until;
+} HeapObject;
+
+typedef struct {
+    PyObject_HEAD
+    HeapObject *heap;   /* NULL: a view of an inherited arena */
+    ArenaObject *arena;
+    seg *seg;
+    unsigned long generation;
+    size_t start;
+    Py_ssize_t size;
+    Py_ssize_t exports;
+    PyObject *weakreflist;
+} BlockObject;
+
+typedef struct {
+    PyObject_HEAD
+    HeapObject *heap;
+} LockObject;
+
+static cmp_state *
+heap_state(PyObject *obj)
+{
+    return cmp_state_from_type(Py_TYPE(obj));
+}
+
+/* ==== Arena ========================================================== */
+
+static ArenaObject *
+arena_alloc(PyTypeObject *tp)
+{
+    ArenaObject *a = (ArenaObject *)tp->tp_alloc(tp, 0);
+    if (a != NULL) {
+        a->map.addr = NULL;
+        a->map.size = 0;
+        a->map.handle = CMP_INVALID_HANDLE;
+        a->exports = 0;
+        a->weakreflist = NULL;
+    }
+    return a;
+}
+
+static ArenaObject *
+arena_create(cmp_state *st, size_t size)
+{
+    ArenaObject *a = arena_alloc((PyTypeObject *)st->Arena_type);
+    if (a == NULL) {
+        return NULL;
+    }
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = cmp_arena_create(size, &a->map);
+    Py_END_ALLOW_THREADS
+    if (err) {
+        Py_DECREF(a);
+        cmp_raise_oserror(err);
+        return NULL;
+    }
+    return a;
+}
+
+/* Arena(size, fd=-1): a new arena, or (fd >= 0) the mapping of an arena
+   received from the parent; the arena then owns fd. */
+static PyObject *
+arena_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    PyObject *size_obj = NULL, *fd_obj = NULL;
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+    if (nargs < 1 || nargs > 2 ||
+        (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Arena() takes a size and an optional fd, "
+                        "positionally");
+        return NULL;
+    }
+    size_obj = PyTuple_GET_ITEM(args, 0);
+    fd_obj = nargs > 1 ? PyTuple_GET_ITEM(args, 1) : NULL;
+    Py_ssize_t size = PyNumber_AsSsize_t(size_obj, PyExc_OverflowError);
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (size <= 0) {
+        PyErr_Format(PyExc_ValueError, "arena size must be positive, not %zd",
+                     size);
+        return NULL;
+    }
+    long fd = -1;
+    if (fd_obj != NULL) {
+        fd = PyLong_AsLong(fd_obj);
+        if (fd == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    ArenaObject *a = arena_alloc(tp);
+    if (a == NULL) {
+        return NULL;
+    }
+    int err;
+    if (fd < 0) {
+        Py_BEGIN_ALLOW_THREADS
+        err = cmp_arena_create((size_t)size, &a->map);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+#ifdef CMP_WINDOWS
+        cmp_handle_t h = (cmp_handle_t)(intptr_t)fd;
+#else
+        cmp_handle_t h = (cmp_handle_t)fd;
+#endif
+        Py_BEGIN_ALLOW_THREADS
+        err = cmp_arena_attach(h, (size_t)size, &a->map);
+        Py_END_ALLOW_THREADS
+    }
+    if (err) {
+        Py_DECREF(a);
+        return cmp_raise_oserror(err);
+    }
+    return (PyObject *)a;
+}
+
+static void
+arena_dealloc(ArenaObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    (void)cmp_arena_release(&self->map);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int
+arena_getbuffer(ArenaObject *self, Py_buffer *view, int flags)
+{
+    if (self->map.addr == NULL) {
+        PyErr_SetString(PyExc_ValueError, "arena is not mapped");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->map.addr,
+                          (Py_ssize_t)self->map.size, 0, flags) < 0) {
+        return -1;
+    }
+    self->exports++;
+    return 0;
+}
+
+static void
+arena_releasebuffer(ArenaObject *self, Py_buffer *view)
+{
+    (void)view;
+    self->exports--;
+}
+
+static PyObject *
+arena_get_size(ArenaObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSize_t(self->map.size);
+}
+
+static PyObject *
+arena_get_fd(ArenaObject *self, void *closure)
+{
+    (void)closure;
+#ifdef CMP_WINDOWS
+    return PyLong_FromVoidPtr(self->map.handle);
+#else
+    return PyLong_FromLong(self->map.handle);
+#endif
+}
+
+static PyObject *
+arena_get_buffer(ArenaObject *self, void *closure)
+{
+    (void)closure;
+    return PyMemoryView_FromObject((PyObject *)self);
+}
+
+static PyObject *block_make(cmp_state *st, HeapObject *heap,
+                            ArenaObject *arena, seg *s, size_t start,
+                            Py_ssize_t size);
+
+/* arena.view(start, size): a HeapBlock over bytes of this arena that
+   belongs to no heap (used to rebuild blocks in a spawned child). */
+static PyObject *
+arena_view(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "view() takes start and size");
+        return NULL;
+    }
+    Py_ssize_t start = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
+    if (start == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t size = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (start < 0 || size < 0 || (size_t)start > self->map.size ||
+        (size_t)size > self->map.size - (size_t)start) {
+        PyErr_Format(PyExc_ValueError,
+                     "block [%zd, %zd+%zd) is outside the arena of %zu bytes",
+                     start, start, size, self->map.size);
+        return NULL;
+    }
+    cmp_state *st = heap_state((PyObject *)self);
+    if (st == NULL) {
+        return NULL;
+    }
+    return block_make(st, NULL, self, NULL, (size_t)start, size);
+}
+
+static PyObject *
+arena_repr(ArenaObject *self)
+{
+    return PyUnicode_FromFormat("<Arena size=%zu fd=%ld>", self->map.size,
+                                (long)(intptr_t)self->map.handle);
+}
+
+static PyMethodDef arena_methods[] = {
+    {"view", (PyCFunction)(void (*)(void))arena_view, METH_FASTCALL,
+     "view(start, size) -> HeapBlock over these bytes, owned by no heap."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef arena_getset[] = {
+    {"size", (getter)arena_get_size, NULL, "Length in bytes.", NULL},
+    {"fd", (getter)arena_get_fd, NULL, "Descriptor of the backing memory.",
+     NULL},
+    {"buffer", (getter)arena_get_buffer, NULL,
+     "A memoryview of the whole arena.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef arena_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET,
+     offsetof(ArenaObject, weakreflist), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot arena_slots[] = {
+    {Py_tp_new, arena_new},
+    {Py_tp_dealloc, arena_dealloc},
+    {Py_tp_repr, arena_repr},
+    {Py_tp_methods, arena_methods},
+    {Py_tp_getset, arena_getset},
+    {Py_tp_members, arena_members},
+    {Py_bf_getbuffer, arena_getbuffer},
+    {Py_bf_releasebuffer, arena_releasebuffer},
+    {Py_tp_doc, "Arena(size, fd=-1)\n\nShared memory that children "
+                "inherit (fork) or map again from a passed fd (spawn)."},
+    {0, NULL},
+};
+
+static PyType_Spec arena_spec = {
+    .name = "_cmultiprocessing.Arena",
+    .basicsize = sizeof(ArenaObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = arena_slots,
+};
+
+/* ==== free-segment index ============================================== */
+
+/* Order of the free array: by length, then by address of the record. */
+static int
+seg_before(const seg *a, size_t len, const seg *b)
+{
+    size_t blen = b->stop - b->start;
+    if (len != blen) {
+        return len < blen;
+    }
+    return (uintptr_t)a < (uintptr_t)b;
+}
+
+/* First index whose segment does not come before s. */
+static Py_ssize_t
+freev_bisect(HeapObject *h, const seg *s)
+{
+    Py_ssize_t lo = 0, hi = h->n_free;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        seg *m = h->freev[mid];
+        if (seg_before(m, m->stop - m->start, s)) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* Make room for `extra` more free segments; 0 or -1 (nothing changed). */
+static int
+freev_reserve(HeapObject *h, Py_ssize_t extra)
+{
+    if (h->n_free + extra <= h->cap_free) {
+        return 0;
+    }
+    Py_ssize_t cap = h->cap_free ? h->cap_free : 16;
+    while (cap < h->n_free + extra) {
+        cap *= 2;
+    }
+    seg **v = PyMem_Realloc(h->freev, (size_t)cap * sizeof(seg *));
+    if (v == NULL) {
+        return -1;
+    }
+    h->freev = v;
+    h->cap_free = cap;
+    return 0;
+}
+
+/* Insert a free segment; capacity must have been reserved. */
+static void
+freev_insert(HeapObject *h, seg *s)
+{
+    Py_ssize_t lo = freev_bisect(h, s);
+    memmove(h->freev + lo + 1, h->freev + lo,
+            (size_t)(h->n_free - lo) * sizeof(seg *));
+    h->freev[lo] = s;
+    h->n_free++;
+}
+
+static void
+freev_remove(HeapObject *h, seg *s)
+{
+    Py_ssize_t i = freev_bisect(h, s);
+    assert(i < h->n_free && h->freev[i] == s);
+    memmove(h->freev + i, h->freev + i + 1,
+            (size_t)(h->n_free - i - 1) * sizeof(seg *));
+    h->n_free--;
+}
+
+/* Smallest free segment of at least `len` bytes, or NULL. */
+static seg *
+freev_best_fit(HeapObject *h, size_t len)
+{
+    Py_ssize_t lo = 0, hi = h->n_free;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (h->freev[mid]->stop - h->freev[mid]->start < len) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return lo < h->n_free ? h->freev[lo] : NULL;
+}
+
+/* ==== heap state ==================================================== */
+
+static void
+heap_forget_everything(HeapObject *h)
+{
+    for (Py_ssize_t i = 0; i < h->n_arenas; i++) {
+        arec *a = h->arenas[i];
+        seg *s = a->first;
+        while (s != NULL) {
+            seg *next = s->next;
+            PyMem_Free(s);
+            s = next;
+        }
+        Py_DECREF(a->obj);
+        PyMem_Free(a);
+    }
+    h->n_arenas = 0;
+    h->n_free = 0;
+    h->n_pending = 0;
+    h->n_mallocs = 0;
+    h->n_frees = 0;
+    h->size = h->initial_size;
+    h->generation++;
+}
+
+/* In a forked child: start afresh.  The parent's lock may have been held
+   by a thread that does not exist here, so it is replaced (and leaked). */
+static int
+heap_after_fork(HeapObject *h)
+{
+    PyThread_type_lock lock = PyThread_allocate_lock();
+    if (lock == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    h->lock = lock;
+    heap_forget_everything(h);
+    h->epoch = cmp_fork_epoch();
+    h->pid = heap_getpid();
+    return 0;
+}
+
+static inline int
+heap_check_fork(HeapObject *h)
+{
+    if (h->epoch != cmp_fork_epoch()) {
+        return heap_after_fork(h);
+    }
+    return 0;
+}
+
+static int
+heap_lock_wait(HeapObject *h)
+{
+    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
+        return 0;
+    }
+    for (;;) {
+        PyLockStatus r;
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(
+            h->lock, (PY_TIMEOUT_T)(CMP_WAIT_SLICE * 1e6), 0);
+        Py_END_ALLOW_THREADS
+        if (r == PY_LOCK_ACQUIRED) {
+            return 0;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+/* Give a segment back (lock held, capacity for one more free segment
+   reserved). */
+static void
+heap_apply_free(HeapObject *h, seg *s)
+{
+    arec *a = s->arena;
+    s->state = SEG_FREE;
+    a->n_used--;
+    h->n_frees++;
+    seg *p = s->prev, *n = s->next;
+    if (p != NULL && p->state == SEG_FREE) {
+        freev_remove(h, p);
+        s->start = p->start;
+        s->prev = p->prev;
+        if (p->prev != NULL) {
+            p->prev->next = s;
+        }
+        else {
+            a->first = s;
+        }
+        PyMem_Free(p);
+    }
+    if (n != NULL && n->state == SEG_FREE) {
+        freev_remove(h, n);
+        s->stop = n->stop;
+        s->next = n->next;
+        if (n->next != NULL) {
+            n->next->prev = s;
+        }
+        PyMem_Free(n);
+    }
+    if (a->n_used == 0 && a->obj->map.size >= h->discard_limit) {
+        /* The arena is one free segment now: release it. */
+        Py_ssize_t i = 0;
+        while (h->arenas[i] != a) {
+            i++;
+        }
+        memmove(h->arenas + i, h->arenas + i + 1,
+                (size_t)(h->n_arenas - i - 1) * sizeof(arec *));
+        h->n_arenas--;
+        PyMem_Free(s);
+        Py_DECREF(a->obj);
+        PyMem_Free(a);
+        return;
+    }
+    freev_insert(h, s);
+}
+
+static void
+heap_drain_pending(HeapObject *h)
+{
+    while (h->n_pending > 0) {
+        if (freev_reserve(h, 1) < 0) {
+            return; /* try again next time */
+        }
+        heap_apply_free(h, h->pending[--h->n_pending]);
+    }
+}
+
+/* Return a segment; called by HeapBlock's dealloc and by Heap.free(). */
+static void
+heap_give_back(HeapObject *h, seg *s)
+{
+    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
+        heap_drain_pending(h);
+        if (freev_reserve(h, 1) == 0) {
+            heap_apply_free(h, s);
+            PyThread_release_lock(h->lock);
+            return;
+        }
+        PyThread_release_lock(h->lock);
+    }
+    /* The lock is busy (maybe held by this very thread, which the garbage
+       collector interrupted): queue the free. */
+    if (h->n_pending == h->cap_pending) {
+        Py_ssize_t cap = h->cap_pending ? h->cap_pending * 2 : 16;
+        seg **v = PyMem_Realloc(h->pending, (size_t)cap * sizeof(seg *));
+        if (v == NULL) {
+            /* Keep the segment marked in use: the bytes are lost to this
+               heap, which is safe. */
+            return;
+        }
+        h->pending = v;
+        h->cap_pending = cap;
+    }
+    h->pending[h->n_pending++] = s;
+}
+
+/* A new arena large enough for `len` bytes, as one free segment (lock
+   held; capacity for the segment reserved).  -1 with an exception set. */
+static seg *
+heap_grow(HeapObject *h, size_t len)
+{
+    cmp_state *st = heap_state((PyObject *)h);
+    if (st == NULL) {
+        return NULL;
+    }
+    size_t page = cmp_shm_page_size();
+    size_t want = len > h->size ? len : h->size;
+    if (want > (size_t)PY_SSIZE_T_MAX - page) {
+        PyErr_Format(PyExc_OverflowError, "Size %zu too large", len);
+        return NULL;
+    }
+    want = (want + page - 1) / page * page;
+    if (h->n_arenas == h->cap_arenas) {
+        Py_ssize_t cap = h->cap_arenas ? h->cap_arenas * 2 : 8;
+        arec **v = PyMem_Realloc(h->arenas, (size_t)cap * sizeof(arec *));
+        if (v == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        h->arenas = v;
+        h->cap_arenas = cap;
+    }
+    arec *a = PyMem_Malloc(sizeof(arec));
+    seg *s = PyMem_Malloc(sizeof(seg));
+    if (a == NULL || s == NULL) {
+        PyMem_Free(a);
+        PyMem_Free(s);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    ArenaObject *obj = arena_create(st, want);
+    if (obj == NULL) {
+        PyMem_Free(a);
+        PyMem_Free(s);
+        return NULL;
+    }
+    if (h->size < h->double_until) {
+        h->size *= 2;
+    }
+    a->obj = obj;
+    a->first = s;
+    a->n_used = 0;
+    s->prev = s->next = NULL;
+    s->arena = a;
+    s->start = 0;
+    s->stop = want;
+    s->state = SEG_FREE;
+    h->arenas[h->n_arenas++] = a;
+    return s;
+}
+
+/* A block size from Python: ValueError when negative, OverflowError when
+   not below sys.maxsize (the stdlib's messages). */
+static int
+heap_check_size(PyObject *obj, Py_ssize_t *size)
+{
+    PyObject *idx = PyNumber_Index(obj);
+    if (idx == NULL) {
+        return -1;
+    }
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        Py_DECREF(idx);
+        return -1;
+    }
+    if (overflow < 0 || (!overflow && v < 0)) {
+        PyErr_Format(PyExc_ValueError, "Size %S out of range", idx);
+        Py_DECREF(idx);
+        return -1;
+    }
+    if (overflow > 0 || v >= (long long)PY_SSIZE_T_MAX) {
+        PyErr_Format(PyExc_OverflowError, "Size %S too large", idx);
+        Py_DECREF(idx);
+        return -1;
+    }
+    Py_DECREF(idx);
+    *size = (Py_ssize_t)v;
+    return 0;
+}
+
+/* Carve `size` bytes (rounded up to the alignment) out of the heap; the
+   segment is marked `state`.  NULL with an exception set on failure. */
+static seg *
+heap_take(HeapObject *h, Py_ssize_t size, int state)
+{
+    size_t len = size < 1 ? 1 : (size_t)size;
+    len = (len + HEAP_ALIGNMENT - 1) & ~(size_t)(HEAP_ALIGNMENT - 1);
+    if (heap_check_fork(h) < 0 || heap_lock_wait(h) < 0) {
+        return NULL;
+    }
+    heap_drain_pending(h);
+    seg *s = NULL;
+    /* Room for: the remainder of a split, or a new arena's segment. */
+    if (freev_reserve(h, 2) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    s = freev_best_fit(h, len);
+    if (s != NULL) {
+        freev_remove(h, s);
+    }
+    else {
+        s = heap_grow(h, len);
+        if (s == NULL) {
+            goto done;
+        }
+    }
+    if (s->stop - s->start > len) {
+        seg *rest = PyMem_Malloc(sizeof(seg));
+        if (rest == NULL) {
+            freev_insert(h, s);
+            s = NULL;
+            PyErr_NoMemory();
+            goto done;
+        }
+        rest->arena = s->arena;
+        rest->start = s->start + len;
+        rest->stop = s->stop;
+        rest->state = SEG_FREE;
+        rest->prev = s;
+        rest->next = s->next;
+        if (s->next != NULL) {
+            s->next->prev = rest;
+        }
+        s->next = rest;
+        s->stop = rest->start;
+        freev_insert(h, rest);
+    }
+    s->state = state;
+    s->arena->n_used++;
+    h->n_mallocs++;
+done:
+    PyThread_release_lock(h->lock);
+    return s;
+}
+
+/* ==== HeapBlock ====================================================== */
+
+static PyObject *
+block_make(cmp_state *st, HeapObject *heap, ArenaObject *arena, seg *s,
+           size_t start, Py_ssize_t size)
+{
+    PyTypeObject *tp = (PyTypeObject *)st->HeapBlock_type;
+    BlockObject *b = PyObject_GC_New(BlockObject, tp);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->heap = (HeapObject *)Py_XNewRef((PyObject *)heap);
+    b->arena = (ArenaObject *)Py_NewRef((PyObject *)arena);
+    b->seg = s;
+    b->generation = heap != NULL ? heap->generation : 0;
+    b->start = start;
+    b->size = size;
+    b->exports = 0;
+    b->weakreflist = NULL;
+    PyObject_GC_Track(b);
+    return (PyObject *)b;
+}
+
+static void
+block_dealloc(BlockObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    HeapObject *h = self->heap;
+    if (h != NULL && self->seg != NULL && h->generation == self->generation &&
+        h->epoch == cmp_fork_epoch()) {
+        heap_give_back(h, self->seg);
+    }
+    Py_XDECREF(self->heap);
+    Py_XDECREF(self->arena);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int
+block_traverse(BlockObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->heap);
+    Py_VISIT(self->arena);
+    return 0;
+}
+
+static int
+block_getbuffer(BlockObject *self, Py_buffer *view, int flags)
+{
+    char *addr = self->arena->map.addr;
+    if (addr == NULL) {
+        PyErr_SetString(PyExc_ValueError, "arena is not mapped");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, addr + self->start,
+                          self->size, 0, flags) < 0) {
+        return -1;
+    }
+    self->exports++;
+    return 0;
+}
+
+static void
+block_releasebuffer(BlockObject *self, Py_buffer *view)
+{
+    (void)view;
+    self->exports--;
+}
+
+static PyObject *
+block_get_arena(BlockObject *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef((PyObject *)self->arena);
+}
+
+static PyObject *
+block_get_start(BlockObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSize_t(self->start);
+}
+
+static PyObject *
+block_get_size(BlockObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(self->size);
+}
+
+static PyObject *
+block_get_heap(BlockObject *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(self->heap != NULL ? (PyObject *)self->heap : Py_None);
+}
+
+/* (arena, start, stop) as the stdlib's Heap.malloc() returns it; stop is
+   that of the rounded-up segment while the segment is ours. */
+static PyObject *
+block_get_block(BlockObject *self, void *closure)
+{
+    (void)closure;
+    size_t stop = self->start + (size_t)self->size;
+    HeapObject *h = self->heap;
+    if (h != NULL && self->seg != NULL && h->generation == self->generation &&
+        h->epoch == cmp_fork_epoch()) {
+        stop = self->seg->stop;
+    }
+    return Py_BuildValue("(Onn)", (PyObject *)self->arena,
+                         (Py_ssize_t)self->start, (Py_ssize_t)stop);
+}
+
+static PyObject *
+block_repr(BlockObject *self)
+{
+    return PyUnicode_FromFormat("<HeapBlock %zu+%zd of %R>", self->start,
+                                self->size, (PyObject *)self->arena);
+}
+
+static PyGetSetDef block_getset[] = {
+    {"arena", (getter)block_get_arena, NULL, "The arena holding the block.",
+     NULL},
+    {"start", (getter)block_get_start, NULL, "Offset in the arena.", NULL},
+    {"size", (getter)block_get_size, NULL, "Usable length in bytes.", NULL},
+    {"heap", (getter)block_get_heap, NULL,
+     "The heap the block returns to, or None.", NULL},
+    {"block", (getter)block_get_block, NULL, "(arena, start, stop).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef block_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET,
+     offsetof(BlockObject, weakreflist), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot block_slots[] = {
+    {Py_tp_dealloc, block_dealloc},
+    {Py_tp_traverse, block_traverse},
+    {Py_tp_repr, block_repr},
+    {Py_tp_getset, block_getset},
+    {Py_tp_members, block_members},
+    {Py_bf_getbuffer, block_getbuffer},
+    {Py_bf_releasebuffer, block_releasebuffer},
+    {Py_tp_doc, "A block of a heap arena; its bytes go back to the heap "
+                "when it is destroyed."},
+    {0, NULL},
+};
+
+static PyType_Spec block_spec = {
+    .name = "_cmultiprocessing.HeapBlock",
+    .basicsize = sizeof(BlockObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = block_slots,
+};
+
+/* ==== Heap ============================================================ */
+
+static PyObject *
+heap_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
+{
+    PyObject *size_obj = NULL;
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "Heap() takes at most one argument");
+        return NULL;
+    }
+    if (nargs == 1) {
+        size_obj = PyTuple_GET_ITEM(args, 0);
+    }
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyObject *v = PyDict_GetItemString(kwds, "size");
+        if (v == NULL || PyDict_GET_SIZE(kwds) != 1 || size_obj != NULL) {
+            PyErr_SetString(PyExc_TypeError,
+                            "Heap() takes only the argument 'size'");
+            return NULL;
+        }
+        size_obj = v;
+    }
+    size_t size = cmp_shm_page_size();
+    if (size_obj != NULL) {
+        Py_ssize_t n = PyNumber_AsSsize_t(size_obj, PyExc_OverflowError);
+        if (n == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (n <= 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "initial arena size must be positive, not %zd", n);
+            return NULL;
+        }
+        size = (size_t)n;
+    }
+    HeapObject *h = (HeapObject *)tp->tp_alloc(tp, 0);
+    if (h == NULL) {
+        return NULL;
+    }
+    h->lock = PyThread_allocate_lock();
+    if (h->lock == NULL) {
+        Py_DECREF(h);
+        return PyErr_NoMemory();
+    }
+    h->epoch = cmp_fork_epoch();
+    h->pid = heap_getpid();
+    h->size = h->initial_size = size;
+    h->discard_limit = HEAP_DEFAULT_DISCARD;
+    h->double_until = HEAP_DEFAULT_DOUBLE_UNTIL;
+    return (PyObject *)h;
+}
+
+static int
+heap_traverse(HeapObject *h, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(h));
+    for (Py_ssize_t i = 0; i < h->n_arenas; i++) {
+        Py_VISIT((PyObject *)h->arenas[i]->obj);
+    }
+    return 0;
+}
+
+static void
+heap_dealloc(HeapObject *h)
+{
+    PyTypeObject *tp = Py_TYPE(h);
+    PyObject_GC_UnTrack(h);
+    /* No block is alive (each holds a reference), so every segment is
+       free or was handed out by malloc() and never freed. */
+    heap_forget_everything(h);
+    PyMem_Free(h->arenas);
+    PyMem_Free(h->freev);
+    PyMem_Free(h->pending);
+    if (h->lock != NULL) {
+        PyThread_free_lock(h->lock);
+    }
+    tp->tp_free(h);
+    Py_DECREF(tp);
+}
+
+/* heap.take(size) -> HeapBlock: `size` zeroed bytes, returned to the heap
+   when the block object dies. */
+static PyObject *
+heap_take_method(HeapObject *h, PyObject *arg)
+{
+    Py_ssize_t size;
+    if (heap_check_size(arg, &size) < 0) {
+        return NULL;
+    }
+    cmp_state *st = heap_state((PyObject *)h);
+    if (st == NULL) {
+        return NULL;
+    }
+    seg *s = heap_take(h, size, SEG_BLOCK);
+    if (s == NULL) {
+        return NULL;
+    }
+    memset(s->arena->obj->map.addr + s->start, 0, (size_t)size);
+    PyObject *b = block_make(st, h, s->arena->obj, s, s->start, size);
+    if (b == NULL) {
+        heap_give_back(h, s);
+    }
+    return b;
+}
+
+/* heap.malloc(size) -> (arena, start, stop), as the stdlib's Heap. */
+static PyObject *
+heap_malloc_method(HeapObject *h, PyObject *arg)
+{
+    Py_ssize_t size;
+    if (heap_check_size(arg, &size) < 0) {
+        return NULL;
+    }
+    seg *s = heap_take(h, size, SEG_TUPLE);
+    if (s == NULL) {
+        return NULL;
+    }
+    size_t used = size < 1 ? 1 : (size_t)size;
+    used = (used + HEAP_ALIGNMENT - 1) & ~(size_t)(HEAP_ALIGNMENT - 1);
+    PyObject *r = Py_BuildValue("(Onn)", (PyObject *)s->arena->obj,
+                                (Py_ssize_t)s->start,
+                                (Py_ssize_t)(s->start + used));
+    if (r == NULL) {
+        heap_give_back(h, s);
+    }
+    return r;
+}
+
+/* heap.free((arena, start, stop)): a block that malloc() returned. */
+static PyObject *
+heap_free_method(HeapObject *h, PyObject *arg)
+{
+    PyObject *arena_obj;
+    Py_ssize_t start, stop;
+    if (!PyTuple_Check(arg) ||
+        !PyArg_ParseTuple(arg, "Onn;block must be (arena, start, stop)",
+                          &arena_obj, &start, &stop)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError,
+                            "block must be a tuple (arena, start, stop)");
+        }
+        return NULL;
+    }
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < h->n_arenas; i++) {
+        arec *a = h->arenas[i];
+        if ((PyObject *)a->obj != arena_obj) {
+            continue;
+        }
+        for (seg *s = a->first; s != NULL; s = s->next) {
+            if ((Py_ssize_t)s->start == start &&
+                (Py_ssize_t)s->stop == stop) {
+                if (s->state != SEG_TUPLE) {
+                    break;
+                }
+                heap_give_back(h, s);
+                Py_RETURN_NONE;
+            }
+        }
+        break;
+    }
+    PyErr_Format(PyExc_ValueError,
+                 "block %R was not allocated by malloc() of this heap in "
+                 "this process, or was already freed", arg);
+    return NULL;
+}
+
+/* -- the views of the state that the stdlib's tests inspect -- */
+
+static PyObject *
+seg_tuple(seg *s)
+{
+    return Py_BuildValue("(Onn)", (PyObject *)s->arena->obj,
+                         (Py_ssize_t)s->start, (Py_ssize_t)s->stop);
+}
+
+static PyObject *
+heap_get_arenas(HeapObject *h, void *closure)
+{
+    (void)closure;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    PyObject *list = PyList_New(h->n_arenas);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < h->n_arenas; i++) {
+        PyList_SET_ITEM(list, i, Py_NewRef((PyObject *)h->arenas[i]->obj));
+    }
+    return list;
+}
+
+static PyObject *
+heap_get_len_to_seq(HeapObject *h, void *closure)
+{
+    (void)closure;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    PyObject *d = PyDict_New(), *list = NULL, *key = NULL;
+    if (d == NULL) {
+        return NULL;
+    }
+    size_t cur = 0;
+    for (Py_ssize_t i = 0; i < h->n_free; i++) {
+        seg *s = h->freev[i];
+        size_t len = s->stop - s->start;
+        if (list == NULL || len != cur) {
+            cur = len;
+            Py_XDECREF(list);
+            list = PyList_New(0);
+            key = PyLong_FromSize_t(len);
+            if (list == NULL || key == NULL ||
+                PyDict_SetItem(d, key, list) < 0) {
+                Py_XDECREF(key);
+                goto error;
+            }
+            Py_DECREF(key);
+        }
+        PyObject *t = seg_tuple(s);
+        if (t == NULL || PyList_Append(list, t) < 0) {
+            Py_XDECREF(t);
+            goto error;
+        }
+        Py_DECREF(t);
+    }
+    Py_XDECREF(list);
+    return d;
+error:
+    Py_XDECREF(list);
+    Py_DECREF(d);
+    return NULL;
+}
+
+static PyObject *
+heap_get_lengths(HeapObject *h, void *closure)
+{
+    (void)closure;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    PyObject *list = PyList_New(0);
+    size_t last = 0;
+    for (Py_ssize_t i = 0; list != NULL && i < h->n_free; i++) {
+        size_t len = h->freev[i]->stop - h->freev[i]->start;
+        if (i > 0 && len == last) {
+            continue;
+        }
+        last = len;
+        PyObject *v = PyLong_FromSize_t(len);
+        if (v == NULL || PyList_Append(list, v) < 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    return list;
+}
+
+static PyObject *
+heap_get_allocated_blocks(HeapObject *h, void *closure)
+{
+    (void)closure;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    PyObject *d = PyDict_New();
+    if (d == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < h->n_arenas; i++) {
+        arec *a = h->arenas[i];
+        if (a->n_used == 0) {
+            continue;
+        }
+        PyObject *set = PySet_New(NULL);
+        if (set == NULL || PyDict_SetItem(d, (PyObject *)a->obj, set) < 0) {
+            Py_XDECREF(set);
+            goto error;
+        }
+        Py_DECREF(set);
+        for (seg *s = a->first; s != NULL; s = s->next) {
+            if (s->state == SEG_FREE) {
+                continue;
+            }
+            PyObject *t = Py_BuildValue("(nn)", (Py_ssize_t)s->start,
+                                        (Py_ssize_t)s->stop);
+            if (t == NULL || PySet_Add(set, t) < 0) {
+                Py_XDECREF(t);
+                goto error;
+            }
+            Py_DECREF(t);
+        }
+    }
+    return d;
+error:
+    Py_DECREF(d);
+    return NULL;
+}
+
+static PyObject *
+heap_get_pending(HeapObject *h, void *closure)
+{
+    (void)closure;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    PyObject *list = PyList_New(h->n_pending);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < h->n_pending; i++) {
+        PyObject *t = seg_tuple(h->pending[i]);
+        if (t == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
+    return list;
+}
+
+static PyObject *
+heap_get_n_mallocs(HeapObject *h, void *closure)
+{
+    (void)closure;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(h->n_mallocs);
+}
+
+static PyObject *
+heap_get_n_frees(HeapObject *h, void *closure)
+{
+    (void)closure;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    return PyLong_FromSsize_t(h->n_frees);
+}
+
+static PyObject *
+heap_get_size(HeapObject *h, void *closure)
+{
+    (void)closure;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    return PyLong_FromSize_t(h->size);
+}
+
+static PyObject *
+heap_get_lastpid(HeapObject *h, void *closure)
+{
+    (void)closure;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(h->pid);
+}
+
+static PyObject *
+heap_get_alignment(HeapObject *h, void *closure)
+{
+    (void)h;
+    (void)closure;
+    return PyLong_FromLong(HEAP_ALIGNMENT);
+}
+
+static int
+set_size_field(size_t *field, PyObject *value, const char *name)
+{
+    if (value == NULL) {
+        PyErr_Format(PyExc_AttributeError, "cannot delete %s", name);
+        return -1;
+    }
+    Py_ssize_t n = PyNumber_AsSsize_t(value, PyExc_OverflowError);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must not be negative", name);
+        return -1;
+    }
+    *field = (size_t)n;
+    return 0;
+}
+
+static PyObject *
+heap_get_discard(HeapObject *h, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSize_t(h->discard_limit);
+}
+
+static int
+heap_set_discard(HeapObject *h, PyObject *value, void *closure)
+{
+    (void)closure;
+    return set_size_field(&h->discard_limit, value,
+                          "_DISCARD_FREE_SPACE_LARGER_THAN");
+}
+
+static PyObject *
+heap_get_double(HeapObject *h, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSize_t(h->double_until);
+}
+
+static int
+heap_set_double(HeapObject *h, PyObject *value, void *closure)
+{
+    (void)closure;
+    return set_size_field(&h->double_until, value, "_DOUBLE_ARENA_SIZE_UNTIL");
+}
+
+static PyObject *
+heap_get_lock(HeapObject *h, void *closure)
+{
+    (void)closure;
+    cmp_state *st = heap_state((PyObject *)h);
+    if (st == NULL) {
+        return NULL;
+    }
+    PyTypeObject *tp = (PyTypeObject *)st->HeapLock_type;
+    LockObject *l = PyObject_GC_New(LockObject, tp);
+    if (l == NULL) {
+        return NULL;
+    }
+    l->heap = (HeapObject *)Py_NewRef((PyObject *)h);
+    PyObject_GC_Track(l);
+    return (PyObject *)l;
+}
+
+static PyMethodDef heap_methods[] = {
+    {"take", (PyCFunction)heap_take_method, METH_O,
+     "take(size) -> HeapBlock of `size` zeroed bytes, given back to the "
+     "heap when the block object is destroyed."},
+    {"malloc", (PyCFunction)heap_malloc_method, METH_O,
+     "malloc(size) -> (arena, start, stop); give it back with free()."},
+    {"free", (PyCFunction)heap_free_method, METH_O,
+     "free(block): give back a block that malloc() returned."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef heap_getset[] = {
+    {"_arenas", (getter)heap_get_arenas, NULL, "Arenas, oldest first.", NULL},
+    {"_len_to_seq", (getter)heap_get_len_to_seq, NULL,
+     "{length: [(arena, start, stop), ...]} of the free blocks.", NULL},
+    {"_lengths", (getter)heap_get_lengths, NULL,
+     "Sorted lengths of the free blocks.", NULL},
+    {"_allocated_blocks", (getter)heap_get_allocated_blocks, NULL,
+     "{arena: {(start, stop), ...}} of the blocks in use.", NULL},
+    {"_pending_free_blocks", (getter)heap_get_pending, NULL,
+     "Blocks freed while the heap was busy, not yet given back.", NULL},
+    {"_n_mallocs", (getter)heap_get_n_mallocs, NULL, "Blocks handed out.",
+     NULL},
+    {"_n_frees", (getter)heap_get_n_frees, NULL, "Blocks given back.", NULL},
+    {"_size", (getter)heap_get_size, NULL, "Size of the next arena.", NULL},
+    {"_lastpid", (getter)heap_get_lastpid, NULL,
+     "The process the heap's state belongs to.", NULL},
+    {"_alignment", (getter)heap_get_alignment, NULL, "Block alignment.",
+     NULL},
+    {"_lock", (getter)heap_get_lock, NULL, "The heap's lock.", NULL},
+    {"_DISCARD_FREE_SPACE_LARGER_THAN", (getter)heap_get_discard,
+     (setter)heap_set_discard,
+     "Entirely free arenas at least this long are released.", NULL},
+    {"_DOUBLE_ARENA_SIZE_UNTIL", (getter)heap_get_double,
+     (setter)heap_set_double, "Arena sizes double until this size.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot heap_slots[] = {
+    {Py_tp_new, heap_new},
+    {Py_tp_dealloc, heap_dealloc},
+    {Py_tp_traverse, heap_traverse},
+    {Py_tp_methods, heap_methods},
+    {Py_tp_getset, heap_getset},
+    {Py_tp_doc, "Heap(size=PAGESIZE)\n\nAllocator of aligned blocks in "
+                "shared arenas."},
+    {0, NULL},
+};
+
+static PyType_Spec heap_spec = {
+    .name = "_cmultiprocessing.Heap",
+    .basicsize = sizeof(HeapObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE |
+             Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = heap_slots,
+};
+
+/* ==== HeapLock ======================================================== */
+
+static int
+lock_parse(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+           int *blocking, double *timeout)
+{
+    PyObject *vals[2] = {NULL, NULL};
+    static const char *const names[2] = {"blocking", "timeout"};
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError,
+                        "acquire() takes at most 2 arguments");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        vals[i] = args[i];
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int i = PyUnicode_CompareWithASCIIString(key, names[0]) == 0   ? 0
+                : PyUnicode_CompareWithASCIIString(key, names[1]) == 0 ? 1
+                                                                       : -1;
+        if (i < 0 || vals[i] != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "acquire() got an unexpected or repeated keyword "
+                         "argument '%U'", key);
+            return -1;
+        }
+        vals[i] = args[nargs + k];
+    }
+    *blocking = 1;
+    *timeout = -1.0;
+    if (vals[0] != NULL && (*blocking = PyObject_IsTrue(vals[0])) < 0) {
+        return -1;
+    }
+    if (vals[1] != NULL) {
+        *timeout = PyFloat_AsDouble(vals[1]);
+        if (*timeout == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (!*blocking && *timeout != -1.0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "can't specify a timeout for a non-blocking call");
+        return -1;
+    }
+    if (*timeout < 0 && *timeout != -1.0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "timeout value must be a non-negative number");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs,
+             PyObject *kwnames)
+{
+    int blocking;
+    double timeout;
+    if (lock_parse(args, nargs, kwnames, &blocking, &timeout) < 0) {
+        return NULL;
+    }
+    HeapObject *h = self->heap;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
+        Py_RETURN_TRUE;
+    }
+    if (!blocking) {
+        Py_RETURN_FALSE;
+    }
+    double deadline = timeout < 0 ? -1.0 : cmp_monotonic() + timeout;
+    for (;;) {
+        double slice = CMP_WAIT_SLICE;
+        if (deadline >= 0) {
+            double left = deadline - cmp_monotonic();
+            if (left <= 0) {
+                Py_RETURN_FALSE;
+            }
+            if (left < slice) {
+                slice = left;
+            }
+        }
+        PyLockStatus r;
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(h->lock, (PY_TIMEOUT_T)(slice * 1e6),
+                                        0);
+        Py_END_ALLOW_THREADS
+        if (r == PY_LOCK_ACQUIRED) {
+            Py_RETURN_TRUE;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+    }
+}
+
+static PyObject *
+lock_release(LockObject *self, PyObject *unused)
+{
+    (void)unused;
+    HeapObject *h = self->heap;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
+        PyThread_release_lock(h->lock);
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+        return NULL;
+    }
+    PyThread_release_lock(h->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+lock_locked(LockObject *self, PyObject *unused)
+{
+    (void)unused;
+    HeapObject *h = self->heap;
+    if (heap_check_fork(h) < 0) {
+        return NULL;
+    }
+    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
+        PyThread_release_lock(h->lock);
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+lock_enter(LockObject *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *r = lock_acquire(self, NULL, 0, NULL);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+lock_exit(LockObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    return lock_release(self, NULL);
+}
+
+static int
+lock_traverse(LockObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->heap);
+    return 0;
+}
+
+static void
+lock_dealloc(LockObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Py_XDECREF(self->heap);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef lock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))lock_acquire,
+     METH_FASTCALL | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=-1) -> bool"},
+    {"release", (PyCFunction)lock_release, METH_NOARGS, "release()"},
+    {"locked", (PyCFunction)lock_locked, METH_NOARGS, "locked() -> bool"},
+    {"__enter__", (PyCFunction)lock_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot lock_slots[] = {
+    {Py_tp_dealloc, lock_dealloc},
+    {Py_tp_traverse, lock_traverse},
+    {Py_tp_methods, lock_methods},
+    {Py_tp_doc, "The lock of a Heap (not reentrant)."},
+    {0, NULL},
+};
+
+static PyType_Spec lock_spec = {
+    .name = "_cmultiprocessing.HeapLock",
+    .basicsize = sizeof(LockObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = lock_slots,
+};
+
+/* ==== module ========================================================== */
 
 int
 cmp_heap_exec(PyObject *module)
 {
-    (void)module;
-    return 0;
+    cmp_state *st = cmp_get_state(module);
+    struct {
+        PyType_Spec *spec;
+        PyObject **slot;
+        const char *name;
+    } types[] = {
+        {&arena_spec, &st->Arena_type, "Arena"},
+        {&heap_spec, &st->Heap_type, "Heap"},
+        {&block_spec, &st->HeapBlock_type, "HeapBlock"},
+        {&lock_spec, &st->HeapLock_type, "HeapLock"},
+    };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        *types[i].slot = PyType_FromModuleAndSpec(module, types[i].spec, NULL);
+        if (*types[i].slot == NULL ||
+            PyModule_AddObjectRef(module, types[i].name, *types[i].slot) < 0) {
+            return -1;
+        }
+    }
+    (void)cmp_fork_epoch(); /* installs the fork hook */
+    return PyModule_AddIntConstant(module, "HEAP_ALIGNMENT", HEAP_ALIGNMENT);
 }

@@ -1,9 +1,453 @@
-/* shmem.c -- not written yet; see cmp.h. */
+/*
+ * shmem.c -- named shared-memory segments.
+ *
+ *   shm_open(path, flags, mode=0o777) -> fd       as _posixshmem.shm_open
+ *   shm_unlink(path)                             as _posixshmem.shm_unlink
+ *   shm_segment(path, flags, mode, size) -> SharedMemoryHandle
+ *       open (create when flags say so), size (ftruncate when size > 0,
+ *       fstat otherwise) and map the segment in one call, with the GIL
+ *       released once.  The handle exports the mapping through the buffer
+ *       protocol and refuses to unmap while views of it exist, so a
+ *       released segment can never be touched through a stale pointer.
+ */
 #include "cmp.h"
+
+#include <errno.h>
+#include <stddef.h>
+
+#ifndef Py_T_PYSSIZET /* before 3.12 */
+#  include <structmember.h>
+#  define Py_T_PYSSIZET T_PYSSIZET
+#  define Py_READONLY READONLY
+#endif
+
+typedef struct {
+    PyObject_HEAD
+    cmp_mapping map;
+    PyObject *name;        /* the path it was opened with (str) */
+    Py_ssize_t exports;    /* buffer views alive */
+    PyObject *weakreflist;
+} SegmentObject;
+
+/* ---- argument parsing ------------------------------------------------ */
+
+/* Fill out[0..nnames) from positional and keyword arguments; entries not
+   given stay NULL.  The first `required` names must be given. */
+static int
+shm_parse(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+          PyObject *kwnames, const char *const *names, Py_ssize_t nnames,
+          Py_ssize_t required, PyObject **out)
+{
+    for (Py_ssize_t i = 0; i < nnames; i++) {
+        out[i] = NULL;
+    }
+    if (nargs > nnames) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes at most %zd arguments (%zd given)", fname,
+                     nnames, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        out[i] = args[i];
+    }
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t i = 0;
+        while (i < nnames &&
+               PyUnicode_CompareWithASCIIString(key, names[i]) != 0) {
+            i++;
+        }
+        if (i == nnames) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument '%U'",
+                         fname, key);
+            return -1;
+        }
+        if (out[i] != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got multiple values for argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+        out[i] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < required; i++) {
+        if (out[i] == NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() missing required argument '%s'", fname,
+                         names[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+as_int(PyObject *obj, const char *what, int *value)
+{
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an integer, not %.100s",
+                     what, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    int overflow;
+    long v = PyLong_AsLongAndOverflow(obj, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow || v < INT_MIN || v > INT_MAX) {
+        PyErr_Format(PyExc_OverflowError, "%s is out of range", what);
+        return -1;
+    }
+    *value = (int)v;
+    return 0;
+}
+
+static PyObject *
+raise_for_name(int code, PyObject *name)
+{
+#ifdef CMP_WINDOWS
+    return PyErr_SetExcFromWindowsErrWithFilenameObject(PyExc_OSError, code,
+                                                        name);
+#else
+    errno = code;
+    return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+#endif
+}
+
+/* ---- shm_open / shm_unlink ---------------------------------------------- */
+
+static PyObject *
+shm_open_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames)
+{
+    static const char *const names[] = {"path", "flags", "mode"};
+    PyObject *a[3], *path = NULL, *result = NULL;
+    int flags, mode = 0777, err;
+    cmp_handle_t fd;
+    (void)module;
+
+    if (shm_parse("shm_open", args, nargs, kwnames, names, 3, 2, a) < 0) {
+        return NULL;
+    }
+    if (as_int(a[1], "flags", &flags) < 0 ||
+        (a[2] != NULL && as_int(a[2], "mode", &mode) < 0)) {
+        return NULL;
+    }
+    if (!PyUnicode_FSConverter(a[0], &path)) {
+        return NULL;
+    }
+    const char *cpath = PyBytes_AS_STRING(path);
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        err = cmp_shm_open_fd(cpath, flags, mode, &fd);
+        Py_END_ALLOW_THREADS
+        if (err != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            goto done;
+        }
+    }
+    if (err) {
+        raise_for_name(err, a[0]);
+        goto done;
+    }
+#ifdef CMP_WINDOWS
+    result = PyLong_FromVoidPtr(fd);
+#else
+    result = PyLong_FromLong(fd);
+#endif
+done:
+    Py_DECREF(path);
+    return result;
+}
+
+static PyObject *
+shm_unlink_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"path"};
+    PyObject *a[1], *path = NULL;
+    int err;
+    (void)module;
+
+    if (shm_parse("shm_unlink", args, nargs, kwnames, names, 1, 1, a) < 0) {
+        return NULL;
+    }
+    if (!PyUnicode_FSConverter(a[0], &path)) {
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    err = cmp_shm_unlink(PyBytes_AS_STRING(path));
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path);
+    if (err) {
+        return raise_for_name(err, a[0]);
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- the segment type ------------------------------------------------ */
+
+static PyObject *
+shm_segment_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames)
+{
+    static const char *const names[] = {"path", "flags", "mode", "size"};
+    PyObject *a[4], *path = NULL;
+    int flags, mode = 0600, err, created;
+    Py_ssize_t size = 0;
+    cmp_mapping map;
+    cmp_state *st = cmp_get_state(module);
+
+    if (shm_parse("shm_segment", args, nargs, kwnames, names, 4, 2, a) < 0) {
+        return NULL;
+    }
+    if (as_int(a[1], "flags", &flags) < 0 ||
+        (a[2] != NULL && as_int(a[2], "mode", &mode) < 0)) {
+        return NULL;
+    }
+    if (a[3] != NULL && a[3] != Py_None) {
+        size = PyNumber_AsSsize_t(a[3], PyExc_OverflowError);
+        if (size == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (size < 0) {
+            PyErr_SetString(PyExc_ValueError, "size must not be negative");
+            return NULL;
+        }
+    }
+    if (!PyUnicode_Check(a[0])) {
+        PyErr_Format(PyExc_TypeError, "path must be str, not %.100s",
+                     Py_TYPE(a[0])->tp_name);
+        return NULL;
+    }
+    if (!PyUnicode_FSConverter(a[0], &path)) {
+        return NULL;
+    }
+    SegmentObject *self = PyObject_New(
+        SegmentObject, (PyTypeObject *)st->SharedMemoryHandle_type);
+    if (self == NULL) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    self->map.addr = NULL;
+    self->map.size = 0;
+    self->map.handle = CMP_INVALID_HANDLE;
+    self->exports = 0;
+    self->weakreflist = NULL;
+    self->name = Py_NewRef(a[0]);
+
+    const char *cpath = PyBytes_AS_STRING(path);
+    for (;;) {
+        Py_BEGIN_ALLOW_THREADS
+        err = cmp_shm_segment_open(cpath, flags, mode, (size_t)size, &map,
+                                   &created);
+        Py_END_ALLOW_THREADS
+        if (err != EINTR) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            goto error;
+        }
+    }
+    if (err) {
+        if (err == EINVAL && size == 0) {
+            PyErr_SetString(PyExc_ValueError, "cannot mmap an empty file");
+        }
+        else {
+            raise_for_name(err, a[0]);
+        }
+        goto error;
+    }
+    self->map = map;
+    Py_DECREF(path);
+    return (PyObject *)self;
+
+error:
+    Py_DECREF(path);
+    Py_DECREF(self);
+    return NULL;
+}
+
+static void
+segment_dealloc(SegmentObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    /* Views hold a reference, so none is left here. */
+    (void)cmp_shm_segment_close(&self->map);
+    Py_XDECREF(self->name);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int
+segment_getbuffer(SegmentObject *self, Py_buffer *view, int flags)
+{
+    if (self->map.addr == NULL) {
+        PyErr_SetString(PyExc_ValueError,
+                        "the shared memory segment is closed");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->map.addr,
+                          (Py_ssize_t)self->map.size, 0, flags) < 0) {
+        return -1;
+    }
+    self->exports++;
+    return 0;
+}
+
+static void
+segment_releasebuffer(SegmentObject *self, Py_buffer *view)
+{
+    (void)view;
+    self->exports--;
+}
+
+static PyObject *
+segment_close(SegmentObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->exports > 0) {
+        PyErr_Format(PyExc_BufferError,
+                     "cannot close the shared memory segment: %zd "
+                     "exported view(s) still in use", self->exports);
+        return NULL;
+    }
+    if (self->map.addr == NULL &&
+        self->map.handle == CMP_INVALID_HANDLE) {
+        Py_RETURN_NONE;
+    }
+    int err = cmp_shm_segment_close(&self->map);
+    if (err) {
+        return cmp_raise_oserror(err);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+segment_get_size(SegmentObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSize_t(self->map.size);
+}
+
+static PyObject *
+segment_get_fd(SegmentObject *self, void *closure)
+{
+    (void)closure;
+#ifdef CMP_WINDOWS
+    if (self->map.handle == CMP_INVALID_HANDLE) {
+        return PyLong_FromLong(-1);
+    }
+    return PyLong_FromVoidPtr(self->map.handle);
+#else
+    return PyLong_FromLong(self->map.handle);
+#endif
+}
+
+static PyObject *
+segment_get_closed(SegmentObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->map.addr == NULL);
+}
+
+static PyObject *
+segment_get_name(SegmentObject *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(self->name);
+}
+
+static PyObject *
+segment_repr(SegmentObject *self)
+{
+    if (self->map.addr == NULL) {
+        return PyUnicode_FromFormat("<SharedMemoryHandle %R closed>",
+                                    self->name);
+    }
+    return PyUnicode_FromFormat("<SharedMemoryHandle %R size=%zu>",
+                                self->name, self->map.size);
+}
+
+static PyMethodDef segment_methods[] = {
+    {"close", (PyCFunction)segment_close, METH_NOARGS,
+     "Unmap the segment and close its descriptor (the name stays). "
+     "Raises BufferError while views of the buffer are alive."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef segment_getset[] = {
+    {"size", (getter)segment_get_size, NULL, "Mapped size in bytes.", NULL},
+    {"fd", (getter)segment_get_fd, NULL,
+     "The segment's descriptor (-1 once closed).", NULL},
+    {"closed", (getter)segment_get_closed, NULL, "True once closed.", NULL},
+    {"name", (getter)segment_get_name, NULL, "The path it was opened with.",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef segment_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET,
+     offsetof(SegmentObject, weakreflist), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot segment_slots[] = {
+    {Py_tp_dealloc, segment_dealloc},
+    {Py_tp_repr, segment_repr},
+    {Py_tp_methods, segment_methods},
+    {Py_tp_getset, segment_getset},
+    {Py_tp_members, segment_members},
+    {Py_bf_getbuffer, segment_getbuffer},
+    {Py_bf_releasebuffer, segment_releasebuffer},
+    {Py_tp_doc, "A mapped shared-memory segment; made by shm_segment()."},
+    {0, NULL},
+};
+
+static PyType_Spec segment_spec = {
+    .name = "_cmultiprocessing.SharedMemoryHandle",
+    .basicsize = sizeof(SegmentObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION |
+             Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = segment_slots,
+};
+
+static PyMethodDef shmem_functions[] = {
+    {"shm_open", (PyCFunction)(void (*)(void))shm_open_func,
+     METH_FASTCALL | METH_KEYWORDS,
+     "shm_open(path, flags, mode=0o777) -> fd\n\n"
+     "Open (or create) a POSIX shared memory object."},
+    {"shm_unlink", (PyCFunction)(void (*)(void))shm_unlink_func,
+     METH_FASTCALL | METH_KEYWORDS,
+     "shm_unlink(path)\n\nRemove a shared memory object's name."},
+    {"shm_segment", (PyCFunction)(void (*)(void))shm_segment_func,
+     METH_FASTCALL | METH_KEYWORDS,
+     "shm_segment(path, flags, mode=0o600, size=0) -> SharedMemoryHandle\n\n"
+     "Open the named segment, resize it to `size` when size > 0 (otherwise "
+     "read its size) and map it, in one call."},
+    {NULL, NULL, 0, NULL},
+};
 
 int
 cmp_shmem_exec(PyObject *module)
 {
-    (void)module;
-    return 0;
+    cmp_state *st = cmp_get_state(module);
+    st->SharedMemoryHandle_type =
+        PyType_FromModuleAndSpec(module, &segment_spec, NULL);
+    if (st->SharedMemoryHandle_type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "SharedMemoryHandle",
+                              st->SharedMemoryHandle_type) < 0) {
+        return -1;
+    }
+    return PyModule_AddFunctions(module, shmem_functions);
 }

@@ -1,0 +1,269 @@
+/* platform/posix_shm.c -- shared memory on POSIX systems (Linux, macOS):
+   shm_open segments and memfd (or unlinked temporary file) arenas. */
+#include "platform/platform.h"
+
+#ifdef CMP_POSIX
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+size_t
+cmp_shm_page_size(void)
+{
+    static size_t cached;
+    if (cached == 0) {
+        long n = sysconf(_SC_PAGESIZE);
+        cached = n > 0 ? (size_t)n : 4096;
+    }
+    return cached;
+}
+
+static int
+close_keeping_errno(int fd)
+{
+    int saved = errno;
+    (void)close(fd);
+    errno = saved;
+    return saved;
+}
+
+/* Map `size` bytes of `fd` read-write and shared. */
+static int
+map_shared(int fd, size_t size, char **addr)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        return errno;
+    }
+    *addr = (char *)p;
+    return 0;
+}
+
+int
+cmp_shm_open_fd(const char *name, int flags, int mode, cmp_handle_t *fd)
+{
+    int r;
+    do {
+        r = shm_open(name, flags, (mode_t)mode);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        return errno;
+    }
+    /* glibc adds O_CLOEXEC itself; other systems may not. */
+    int fdflags = fcntl(r, F_GETFD);
+    if (fdflags >= 0 && !(fdflags & FD_CLOEXEC)) {
+        (void)fcntl(r, F_SETFD, fdflags | FD_CLOEXEC);
+    }
+    *fd = r;
+    return 0;
+}
+
+int
+cmp_shm_unlink(const char *name)
+{
+    return shm_unlink(name) < 0 ? errno : 0;
+}
+
+int
+cmp_shm_segment_open(const char *name, int flags, int mode,
+                     size_t truncate_to, cmp_mapping *m, int *created)
+{
+    int fd = -1, err;
+    size_t size = truncate_to;
+
+    m->addr = NULL;
+    m->size = 0;
+    m->handle = -1;
+    *created = 0;
+    err = cmp_shm_open_fd(name, flags, mode, &fd);
+    if (err) {
+        return err;
+    }
+    *created = (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL);
+    if (truncate_to > 0) {
+        if ((off_t)truncate_to < 0) {
+            err = EFBIG;
+            goto error;
+        }
+        while (ftruncate(fd, (off_t)truncate_to) < 0) {
+            if (errno != EINTR) {
+                err = errno;
+                goto error;
+            }
+        }
+    }
+    else {
+        struct stat st;
+        if (fstat(fd, &st) < 0) {
+            err = errno;
+            goto error;
+        }
+        size = (size_t)st.st_size;
+        if (size == 0) {
+            err = EINVAL;
+            goto error;
+        }
+    }
+    err = map_shared(fd, size, &m->addr);
+    if (err) {
+        goto error;
+    }
+    m->size = size;
+    m->handle = fd;
+    return 0;
+
+error:
+    (void)close_keeping_errno(fd);
+    if (*created) {
+        (void)shm_unlink(name);
+        *created = 0;
+    }
+    return err;
+}
+
+int
+cmp_shm_segment_close(cmp_mapping *m)
+{
+    int err = 0;
+    if (m->addr != NULL) {
+        if (munmap(m->addr, m->size) < 0) {
+            err = errno;
+        }
+        m->addr = NULL;
+    }
+    if (m->handle >= 0) {
+        /* After close() the descriptor is gone even on EINTR. */
+        if (close(m->handle) < 0 && errno != EINTR && err == 0) {
+            err = errno;
+        }
+        m->handle = -1;
+    }
+    return err;
+}
+
+/* An fd for `size` bytes of anonymous memory that no name reaches. */
+static int
+anonymous_fd(int *out)
+{
+    int fd = -1;
+#if defined(__linux__) && defined(MFD_CLOEXEC)
+    fd = memfd_create("cmp-arena", MFD_CLOEXEC);
+    if (fd >= 0) {
+        *out = fd;
+        return 0;
+    }
+    if (errno != ENOSYS && errno != EPERM) {
+        return errno;
+    }
+#endif
+    /* No memfd: a temporary file, removed at once, in a memory-backed
+       directory where there is one. */
+    const char *dirs[3] = {"/dev/shm", getenv("TMPDIR"), "/tmp"};
+    int err = ENOENT;
+    for (int i = 0; i < 3; i++) {
+        char path[4096];
+        if (dirs[i] == NULL || dirs[i][0] == '\0') {
+            continue;
+        }
+        int n = snprintf(path, sizeof(path), "%s/cmp-arena-XXXXXX", dirs[i]);
+        if (n < 0 || (size_t)n >= sizeof(path)) {
+            continue;
+        }
+        fd = mkstemp(path);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        (void)unlink(path);
+        (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+        *out = fd;
+        return 0;
+    }
+    return err;
+}
+
+int
+cmp_arena_create(size_t size, cmp_mapping *m)
+{
+    int fd, err;
+    if ((off_t)size <= 0) {
+        return EINVAL;
+    }
+    err = anonymous_fd(&fd);
+    if (err) {
+        return err;
+    }
+    while (ftruncate(fd, (off_t)size) < 0) {
+        if (errno != EINTR) {
+            return close_keeping_errno(fd);
+        }
+    }
+    err = map_shared(fd, size, &m->addr);
+    if (err) {
+        (void)close(fd);
+        return err;
+    }
+    m->size = size;
+    m->handle = fd;
+    return 0;
+}
+
+int
+cmp_arena_attach(cmp_handle_t handle, size_t size, cmp_mapping *m)
+{
+    struct stat st;
+    if (size == 0) {
+        return EINVAL;
+    }
+    if (fstat(handle, &st) < 0) {
+        return errno;
+    }
+    if ((size_t)st.st_size < size) {
+        /* Mapping past the end would fault on first touch. */
+        return EINVAL;
+    }
+    int err = map_shared(handle, size, &m->addr);
+    if (err) {
+        return err;
+    }
+    m->size = size;
+    m->handle = handle;
+    return 0;
+}
+
+int
+cmp_arena_release(cmp_mapping *m)
+{
+    return cmp_shm_segment_close(m);
+}
+
+/* Fork detection: a counter bumped by a pthread_atfork child handler.
+   Only an integer store happens in the child, which is async-signal-safe. */
+static volatile unsigned long fork_epoch;
+static pthread_once_t fork_hook_once = PTHREAD_ONCE_INIT;
+
+static void
+bump_fork_epoch(void)
+{
+    fork_epoch++;
+}
+
+static void
+install_fork_hook(void)
+{
+    (void)pthread_atfork(NULL, NULL, bump_fork_epoch);
+}
+
+unsigned long
+cmp_fork_epoch(void)
+{
+    (void)pthread_once(&fork_hook_once, install_fork_hook);
+    return fork_epoch;
+}
+#endif /* CMP_POSIX */
