@@ -59,6 +59,34 @@ def _warn(message):
     warnings.warn(message)
 
 
+class _CountingRLock:
+    """An RLock that can tell how deep its owner holds it, for the Pythons
+    whose RLock lacks _recursion_count() (before 3.11.6, e.g. Debian 12's
+    3.11.2 -- the one LLDB embeds there)."""
+
+    def __init__(self):
+        self._rlock = _thread.RLock()
+        self._depth = 0
+
+    def __enter__(self):
+        self._rlock.acquire()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        self._depth -= 1
+        self._rlock.release()
+
+    def _recursion_count(self):
+        return self._depth if self._rlock._is_owned() else 0
+
+
+if hasattr(_thread.RLock(), '_recursion_count'):
+    _TrackerLock = _thread.RLock
+else:
+    _TrackerLock = _CountingRLock
+
+
 def _command(cmd, doc):
     """A ResourceTracker method sending cmd about (name, rtype)."""
     def method(self, name, rtype):
@@ -72,7 +100,7 @@ class ResourceTracker(object):
     """The client side: starts the tracker and sends it messages."""
 
     def __init__(self):
-        self._lock = _thread.RLock()
+        self._lock = _TrackerLock()
         self._fd = None         # write end of the tracker's pipe
         self._pid = None        # set only in the process that started it
         if _VERSION >= (3, 13):
