@@ -1,5 +1,76 @@
-/* platform/io.h -- OS layer declarations for one concern; see platform.h. */
+/* platform/io.h -- OS layer for connections: byte streams over one handle
+ * (socket or pipe end), readiness waits, and passing descriptors between
+ * processes.
+ *
+ * Every function returns 0 or a platform error code and never touches
+ * Python objects, so callers may run them with the GIL released.  None of
+ * them retries on EINTR: the caller holds the policy (it has to run the
+ * Python signal handlers between attempts).
+ */
 #ifndef CMP_PLATFORM_IO_H
 #define CMP_PLATFORM_IO_H
+
+/* One piece of an outgoing message (gathered write). */
+typedef struct {
+    const void *base;
+    size_t len;
+} cmp_iobuf;
+
+/* Handle kinds, as far as the connection code cares. */
+enum { CMP_IO_KIND_UNKNOWN = 0, CMP_IO_KIND_SOCKET = 1, CMP_IO_KIND_OTHER = 2 };
+
+/* Classify `fd` (CMP_IO_KIND_SOCKET or CMP_IO_KIND_OTHER). */
+int cmp_io_kind(cmp_handle_t fd, int *kind);
+
+/* One read of at most `len` bytes into `buf`.  *got = 0 means end of file.
+   With nowait != 0 the call must not block: it returns EAGAIN when no byte
+   is there (for handles where that cannot be promised it returns EAGAIN
+   without reading, and the caller falls back to a blocking read). */
+int cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
+                size_t *got);
+
+/* One gathered write of the `count` pieces; *sent receives the number of
+   bytes the system took (possibly fewer than asked).  nowait as above. */
+int cmp_io_writev(cmp_handle_t fd, int kind, const cmp_iobuf *pieces,
+                  int count, int nowait, size_t *sent);
+
+/* The number of bytes that a read could take right now without blocking. */
+int cmp_io_pending(cmp_handle_t fd, size_t *avail);
+
+/* Wait at most `timeout` seconds (< 0: forever) for `fd` to be readable,
+   at end of file or in error.  *ready = 1 when it is.  EBADF (POSIX) when
+   the handle is not open. */
+int cmp_io_wait_readable(cmp_handle_t fd, double timeout, int *ready);
+
+/* Wait at most `timeout` seconds (< 0: forever) until at least one of the
+   `count` handles is readable (or at end of file, or a process sentinel
+   is signalled); ready[i] is set to 1 for each one that is, 0 otherwise.
+   *nready receives how many are. */
+int cmp_io_wait_many(const cmp_handle_t *handles, size_t count,
+                     double timeout, unsigned char *ready, size_t *nready);
+
+/* Close a handle (EINTR counts as closed). */
+int cmp_io_close(cmp_handle_t fd);
+
+/* Physical memory of the machine in bytes (0 when unknown): no message can
+   be longer than this and still be received. */
+uint64_t cmp_io_physical_memory(void);
+
+/* The most pieces one gathered write accepts. */
+int cmp_io_max_pieces(void);
+
+/* Descriptor passing over a local (AF_UNIX) stream socket.
+   cmp_io_sendfds sends `msglen` (>= 1) bytes of `msg` with the `nfds`
+   descriptors attached.  cmp_io_recvfds receives at most `msglen` bytes
+   into `msg` (*got, 0 at end of file) and up to `maxfds` descriptors into
+   `fds` (*nfds); *truncated = 1 when more descriptors were sent than fit
+   (those that did arrive are still returned, and must be closed).
+   POSIX only: Windows duplicates handles into the peer instead. */
+#ifdef CMP_POSIX
+int cmp_io_sendfds(cmp_handle_t sock, const int *fds, size_t nfds,
+                   const void *msg, size_t msglen, size_t *sent);
+int cmp_io_recvfds(cmp_handle_t sock, int *fds, size_t maxfds, size_t *nfds,
+                   void *msg, size_t msglen, size_t *got, int *truncated);
+#endif
 
 #endif

@@ -1,0 +1,450 @@
+"""Connections between processes: Pipe, Listener/Client and wait().
+
+The Connection type itself is native (``_cmultiprocessing.Connection``):
+framing, pickling into the frame, poll and wait run in C.  This module
+adds the ways to obtain connections, the authentication handshake (that of
+the running interpreter's stdlib, so either peer may be the stdlib), and
+the reducers that let a connection travel to another process.
+"""
+
+__all__ = ['Client', 'Listener', 'Pipe', 'wait']
+
+import os
+import socket
+import sys
+import tempfile
+import time
+
+import _cmultiprocessing as _native
+from _cmultiprocessing import AuthenticationError, BufferTooShort
+
+from . import util
+from . import reduction
+
+_ForkingPickler = reduction.ForkingPickler
+
+BUFSIZE = 8192
+# Local connections are quick: this is a generous bound.
+CONNECTION_TIMEOUT = 20.
+
+_WINDOWS = sys.platform == 'win32'
+
+families = ['AF_INET']
+if hasattr(socket, 'AF_UNIX'):
+    families.append('AF_UNIX')
+if _WINDOWS:
+    families.append('AF_PIPE')
+default_family = families[-1]
+
+# Connection over a file descriptor (socket or pipe end).  The stdlib's
+# pure-Python base class is the same type here.
+Connection = _native.Connection
+_ConnectionBase = Connection
+
+# wait(object_list, timeout=None): poll(2) over connections, sockets,
+# objects with fileno() and integer handles (process sentinels).
+wait = _native.wait
+
+
+def _init_timeout(timeout=CONNECTION_TIMEOUT):
+    return time.monotonic() + timeout
+
+
+def _check_timeout(t):
+    return time.monotonic() > t
+
+
+# --------------------------------------------------------------------------
+# Addresses
+# --------------------------------------------------------------------------
+
+def arbitrary_address(family):
+    '''A fresh address nobody listens on yet, for `family`.'''
+    if family == 'AF_INET':
+        return ('localhost', 0)
+    if family == 'AF_UNIX':
+        return tempfile.mktemp(prefix='listener-', dir=util.get_temp_dir())
+    if family == 'AF_PIPE':
+        return tempfile.mktemp(prefix=r'\\.\pipe\pyc-%d-%d-'
+                               % (os.getpid(), next(_pipe_serial)), dir='')
+    raise ValueError('unrecognized family')
+
+
+def _pipe_counter():
+    import itertools
+    return itertools.count()
+
+
+_pipe_serial = _pipe_counter()
+
+
+def _validate_family(family):
+    '''Refuse a family this platform cannot do.'''
+    unsupported = ((family == 'AF_PIPE' and not _WINDOWS) or
+                   (family == 'AF_UNIX' and _WINDOWS and
+                    not hasattr(socket, family)))
+    if unsupported:
+        raise ValueError('Family %s is not recognized.' % family)
+
+
+def address_type(address):
+    '''The family of `address`: 'AF_INET', 'AF_UNIX' or 'AF_PIPE'.'''
+    if type(address) == tuple:
+        return 'AF_INET'
+    if type(address) is str and address.startswith('\\\\'):
+        return 'AF_PIPE'
+    if type(address) is str or util.is_abstract_socket_namespace(address):
+        return 'AF_UNIX'
+    raise ValueError('address type of %r unrecognized' % (address,))
+
+
+# --------------------------------------------------------------------------
+# Pipe
+# --------------------------------------------------------------------------
+
+def Pipe(duplex=True):
+    '''Two connected Connection objects: (reader, writer) when not duplex.'''
+    if _WINDOWS:
+        raise NotImplementedError(
+            'cmultiprocessing does not implement named-pipe connections on '
+            'Windows yet')
+    if not duplex:
+        r, w = os.pipe()
+        return Connection(r, writable=False), Connection(w, readable=False)
+    left, right = socket.socketpair()
+    ends = []
+    for s in (left, right):
+        s.setblocking(True)
+        ends.append(Connection(s.detach()))
+    return ends[0], ends[1]
+
+
+# --------------------------------------------------------------------------
+# Sockets: listening and connecting
+# --------------------------------------------------------------------------
+
+class SocketListener(object):
+    '''A socket bound to `address` and listening.'''
+
+    def __init__(self, address, family, backlog=1):
+        sock = socket.socket(getattr(socket, family))
+        try:
+            if os.name == 'posix':
+                # (On Windows SO_REUSEADDR means something else: gh-46794.)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setblocking(True)
+            sock.bind(address)
+            sock.listen(backlog)
+            self._address = sock.getsockname()
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
+        self._family = family
+        self._last_accepted = None
+        self._unlink = None
+        if family == 'AF_UNIX' and not util.is_abstract_socket_namespace(
+                address):
+            # The socket file goes away with the listener (abstract names
+            # vanish by themselves).
+            self._unlink = util.Finalize(self, os.unlink, args=(address,),
+                                         exitpriority=0)
+
+    def accept(self):
+        sock, self._last_accepted = self._socket.accept()
+        sock.setblocking(True)
+        return Connection(sock.detach())
+
+    def close(self):
+        unlink, self._unlink = self._unlink, None
+        try:
+            self._socket.close()
+        finally:
+            if unlink is not None:
+                unlink()
+
+
+def SocketClient(address):
+    '''A Connection to the listening socket at `address`.'''
+    sock = socket.socket(getattr(socket, address_type(address)))
+    try:
+        sock.setblocking(True)
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return Connection(sock.detach())
+
+
+def _check_authkey_type(authkey):
+    if authkey is not None and not isinstance(authkey, bytes):
+        raise TypeError('authkey should be a byte string')
+
+
+# 3.13 authenticates with an empty key too (bpo-43952); before, b'' meant
+# no authentication on the listening side.
+_EMPTY_KEY_AUTHENTICATES = sys.version_info >= (3, 13)
+
+
+class Listener(object):
+    '''Accepts connections on a bound socket, authenticating them when an
+    authkey is given.'''
+
+    def __init__(self, address=None, family=None, backlog=1, authkey=None):
+        family = (family or (address and address_type(address))
+                  or default_family)
+        address = address or arbitrary_address(family)
+        _validate_family(family)
+        _check_authkey_type(authkey)
+        if family == 'AF_PIPE':
+            raise NotImplementedError(
+                'named-pipe listeners are not implemented yet')
+        self._listener = SocketListener(address, family, backlog)
+        self._authkey = authkey
+
+    def _wants_auth(self):
+        if _EMPTY_KEY_AUTHENTICATES:
+            return self._authkey is not None
+        return bool(self._authkey)
+
+    def accept(self):
+        '''Wait for a client and return the Connection to it.'''
+        if self._listener is None:
+            raise OSError('listener is closed')
+        conn = self._listener.accept()
+        if self._wants_auth():
+            deliver_challenge(conn, self._authkey)
+            answer_challenge(conn, self._authkey)
+        return conn
+
+    def close(self):
+        '''Stop listening (and remove an AF_UNIX socket file).'''
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+
+    address = property(lambda self: self._listener._address)
+    last_accepted = property(lambda self: self._listener._last_accepted)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def Client(address, family=None, authkey=None):
+    '''A Connection to the Listener at `address`.'''
+    family = family or address_type(address)
+    _validate_family(family)
+    if family == 'AF_PIPE':
+        raise NotImplementedError('named-pipe clients are not implemented '
+                                  'yet')
+    conn = SocketClient(address)
+    try:
+        _check_authkey_type(authkey)
+        if authkey is not None:
+            answer_challenge(conn, authkey)
+            deliver_challenge(conn, authkey)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+# --------------------------------------------------------------------------
+# Authentication
+# --------------------------------------------------------------------------
+
+def _require_bytes(authkey):
+    if not isinstance(authkey, bytes):
+        raise ValueError(
+            "Authkey must be bytes, not {0!s}".format(type(authkey)))
+
+
+def _hmac(authkey, message, digest_name):
+    import hmac
+    return hmac.new(authkey, message, digest_name).digest()
+
+
+if sys.version_info >= (3, 12):
+    # The negotiating handshake of 3.12+: the challenge names its digest,
+    # b'{sha256}' + 40 random bytes; the answer is b'{name}' + HMAC over the
+    # whole challenge.  Legacy (<= 3.11) peers are told apart by length: a
+    # 20-byte challenge, or a bare 16-byte HMAC-MD5 answer.
+    MESSAGE_LENGTH = 40
+
+    _CHALLENGE = b'#CHALLENGE#'
+    _WELCOME = b'#WELCOME#'
+    _FAILURE = b'#FAILURE#'
+
+    _ALLOWED_DIGESTS = frozenset(
+        {b'md5', b'sha256', b'sha384', b'sha3_256', b'sha3_384'})
+    _MAX_DIGEST_LEN = max(map(len, _ALLOWED_DIGESTS))
+    _MD5ONLY_MESSAGE_LENGTH = 20
+    _MD5_DIGEST_LEN = 16
+    _LEGACY_LENGTHS = (_MD5ONLY_MESSAGE_LENGTH, _MD5_DIGEST_LEN)
+
+    def _get_digest_name_and_payload(message):
+        '''(digest name, payload) of a challenge or answer; the name is ''
+        for the legacy unprefixed HMAC-MD5 form.'''
+        if len(message) in _LEGACY_LENGTHS:
+            return '', message
+        close = (message.find(b'}', 1, _MAX_DIGEST_LEN + 2)
+                 if message[:1] == b'{' else -1)
+        name = message[1:close] if close > 0 else None
+        if name not in _ALLOWED_DIGESTS:
+            raise AuthenticationError(
+                'unsupported message length, missing digest prefix, '
+                'or unsupported digest: message=%r' % (message,))
+        return name.decode('ascii'), message[close + 1:]
+
+    def _create_response(authkey, message):
+        '''The answer to challenge `message`: the digest it asks for,
+        prefixed with its name, or a bare HMAC-MD5 for a legacy peer.'''
+        name = _get_digest_name_and_payload(message)[0]
+        if not name:
+            try:
+                return _hmac(authkey, message, 'md5')
+            except ValueError:
+                # No MD5 here (FIPS): answer in the modern form; a legacy
+                # peer will refuse it, which is all that can happen.
+                name = 'sha256'
+        return b'{%s}%s' % (name.encode('ascii'),
+                            _hmac(authkey, message, name))
+
+    def _verify_challenge(authkey, message, response):
+        '''Check `response` to our challenge `message`; the peer may pick
+        any allowed digest, the prefix is covered by the MAC.'''
+        import hmac
+        name, mac = _get_digest_name_and_payload(response)
+        name = name or 'md5'
+        try:
+            expected = _hmac(authkey, message, name)
+        except ValueError:
+            raise AuthenticationError('response_digest=%r unsupported'
+                                      % (name,)) from None
+        if len(mac) != len(expected):
+            raise AuthenticationError('expected %r of length %d got %d'
+                                      % (name, len(expected), len(mac)))
+        if not hmac.compare_digest(mac, expected):
+            raise AuthenticationError('digest received was wrong')
+
+    def deliver_challenge(connection, authkey, digest_name='sha256'):
+        '''Serving side: challenge the peer, check its answer.'''
+        _require_bytes(authkey)
+        challenge = (b'{' + digest_name.encode('ascii') + b'}' +
+                     os.urandom(MESSAGE_LENGTH))
+        connection.send_bytes(_CHALLENGE + challenge)
+        answer = connection.recv_bytes(256)    # a longer one is refused
+        try:
+            _verify_challenge(authkey, challenge, answer)
+        except AuthenticationError:
+            connection.send_bytes(_FAILURE)
+            raise
+        connection.send_bytes(_WELCOME)
+
+    def answer_challenge(connection, authkey):
+        '''Client side: answer the peer's challenge.'''
+        _require_bytes(authkey)
+        message = connection.recv_bytes(256)   # a longer one is refused
+        if message[:len(_CHALLENGE)] != _CHALLENGE:
+            raise AuthenticationError(
+                'Protocol error, expected challenge: message=%r' % (message,))
+        challenge = message[len(_CHALLENGE):]
+        if len(challenge) < _MD5ONLY_MESSAGE_LENGTH:
+            raise AuthenticationError('challenge too short: %d bytes'
+                                      % len(challenge))
+        connection.send_bytes(_create_response(authkey, challenge))
+        if connection.recv_bytes(256) != _WELCOME:
+            raise AuthenticationError('digest sent was rejected')
+
+else:
+    # 3.11: HMAC-MD5 over a 20-byte random challenge, no negotiation.
+    MESSAGE_LENGTH = 20
+
+    CHALLENGE = b'#CHALLENGE#'
+    WELCOME = b'#WELCOME#'
+    FAILURE = b'#FAILURE#'
+
+    def deliver_challenge(connection, authkey):
+        '''Serving side: challenge the peer, check its answer.'''
+        import hmac
+        _require_bytes(authkey)
+        challenge = os.urandom(MESSAGE_LENGTH)
+        connection.send_bytes(CHALLENGE + challenge)
+        answer = connection.recv_bytes(256)    # a longer one is refused
+        good = hmac.compare_digest(answer, _hmac(authkey, challenge, 'md5'))
+        connection.send_bytes(WELCOME if good else FAILURE)
+        if not good:
+            raise AuthenticationError('digest received was wrong')
+
+    def answer_challenge(connection, authkey):
+        '''Client side: answer the peer's challenge.'''
+        _require_bytes(authkey)
+        message = connection.recv_bytes(256)   # a longer one is refused
+        assert message[:len(CHALLENGE)] == CHALLENGE, 'message = %r' % message
+        connection.send_bytes(
+            _hmac(authkey, message[len(CHALLENGE):], 'md5'))
+        if connection.recv_bytes(256) != WELCOME:
+            raise AuthenticationError('digest sent was rejected')
+
+
+# --------------------------------------------------------------------------
+# xmlrpc serialisation (managers' 'xmlrpclib' serializer)
+# --------------------------------------------------------------------------
+
+class ConnectionWrapper(object):
+    '''A connection whose send/recv use other dumps/loads functions.'''
+
+    _FORWARDED = ('fileno', 'close', 'poll', 'recv_bytes', 'send_bytes')
+
+    def __init__(self, conn, dumps, loads):
+        self._conn = conn
+        self._dumps = dumps
+        self._loads = loads
+        for name in self._FORWARDED:
+            setattr(self, name, getattr(conn, name))
+
+    def send(self, obj):
+        self._conn.send_bytes(self._dumps(obj))
+
+    def recv(self):
+        return self._loads(self._conn.recv_bytes())
+
+
+def _xml_dumps(obj):
+    import xmlrpc.client
+    return xmlrpc.client.dumps((obj,), None, None, None, 1).encode('utf-8')
+
+
+def _xml_loads(s):
+    import xmlrpc.client
+    params, _method = xmlrpc.client.loads(s.decode('utf-8'))
+    return params[0]
+
+
+class XmlListener(Listener):
+    def accept(self):
+        return ConnectionWrapper(Listener.accept(self), _xml_dumps,
+                                 _xml_loads)
+
+
+def XmlClient(*args, **kwds):
+    return ConnectionWrapper(Client(*args, **kwds), _xml_dumps, _xml_loads)
+
+
+# --------------------------------------------------------------------------
+# Sending connections to other processes
+# --------------------------------------------------------------------------
+
+def rebuild_connection(df, readable, writable):
+    return Connection(df.detach(), readable, writable)
+
+
+def reduce_connection(conn):
+    return rebuild_connection, (reduction.DupFd(conn.fileno()),
+                                conn.readable, conn.writable)
+
+
+reduction.register(Connection, reduce_connection)
