@@ -69,16 +69,19 @@ class Popen(object):
                 _winapi.CloseHandle(rhandle)
                 raise
             _winapi.CloseHandle(ht)
-            self.pid = pid
-            self.returncode = None
-            self._handle = hp
-            self.sentinel = int(hp)
-            # The child duplicates rhandle out of us: keep it until we go.
-            self.finalizer = util.Finalize(self, _close_handles,
-                                           (self.sentinel, int(rhandle)))
+            self._adopt(hp, pid, rhandle)
             # Pickled now that the child exists: handles are duplicated
             # straight into it (duplicate_for_child).
             to_child.write(spawn._pickle_for_child(self, process_obj))
+
+    def _adopt(self, process_handle, pid, rhandle):
+        self.returncode = None
+        self.pid = pid
+        self._handle = process_handle
+        self.sentinel = int(process_handle)
+        # The child duplicates rhandle out of us: keep it until we go.
+        self.finalizer = util.Finalize(
+            self, _close_handles, (self.sentinel, int(rhandle)))
 
     def duplicate_for_child(self, handle):
         assert self is get_spawning_popen()
