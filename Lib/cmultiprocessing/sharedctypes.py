@@ -1,0 +1,241 @@
+"""ctypes objects in shared memory: RawValue and RawArray (plain), Value and
+Array (behind a lock), and the wrappers that take the lock around every
+access.  The bytes come from the native heap (see heap.py)."""
+
+import ctypes
+import weakref
+
+from . import heap
+from . import get_context
+from .context import reduction, assert_spawning
+
+_ForkingPickler = reduction.ForkingPickler
+
+__all__ = ['RawValue', 'RawArray', 'Value', 'Array', 'copy', 'synchronized']
+
+typecode_to_type = {
+    code: getattr(ctypes, 'c_' + ctype) for code, ctype in (
+        ('c', 'char'), ('u', 'wchar'), ('b', 'byte'), ('B', 'ubyte'),
+        ('h', 'short'), ('H', 'ushort'), ('i', 'int'), ('I', 'uint'),
+        ('l', 'long'), ('L', 'ulong'), ('q', 'longlong'),
+        ('Q', 'ulonglong'), ('f', 'float'), ('d', 'double'))
+}
+
+# ctypes types whose instances ForkingPickler already knows how to send.
+_picklable_types = set()
+
+
+def _ctype(typecode_or_type):
+    return typecode_to_type.get(typecode_or_type, typecode_or_type)
+
+
+def _on_block(type_, wrapper, block):
+    """An instance of ctypes `type_` living in `block` (any writable
+    buffer), kept alive together with `wrapper`."""
+    if type_ not in _picklable_types:
+        _ForkingPickler.register(type_, reduce_ctype)
+        _picklable_types.add(type_)
+    obj = type_.from_buffer(block)
+    obj._wrapper = wrapper
+    return obj
+
+
+def _zeroed(type_):
+    "A zero-filled instance of ctypes `type_` in shared memory."
+    wrapper = heap.BufferWrapper(ctypes.sizeof(type_))
+    return _on_block(type_, wrapper, wrapper._block)
+
+
+def RawValue(typecode_or_type, *args):
+    '''
+    Returns a ctypes object allocated from shared memory
+    '''
+    obj = _zeroed(_ctype(typecode_or_type))
+    if args:
+        obj.__init__(*args)
+    return obj
+
+
+def RawArray(typecode_or_type, size_or_initializer):
+    '''
+    Returns a ctypes array allocated from shared memory
+    '''
+    item_type = _ctype(typecode_or_type)
+    if isinstance(size_or_initializer, int):
+        return _zeroed(item_type * size_or_initializer)
+    items = size_or_initializer
+    obj = _zeroed(item_type * len(items))
+    obj.__init__(*items)
+    return obj
+
+
+def _guard_for(lock, ctx):
+    """The lock Value() and Array() wrap their object with: a new RLock for
+    True or None, `lock` itself if it is a lock, None for False."""
+    if lock is False:
+        return None
+    if lock in (True, None):
+        return (ctx or get_context()).RLock()
+    if not hasattr(lock, 'acquire'):
+        raise AttributeError("%r has no method 'acquire'" % lock)
+    return lock
+
+
+def Value(typecode_or_type, *args, lock=True, ctx=None):
+    '''
+    Return a synchronization wrapper for a Value
+    '''
+    guard = _guard_for(lock, ctx)
+    obj = RawValue(typecode_or_type, *args)
+    return obj if guard is None else synchronized(obj, guard, ctx=ctx)
+
+
+def Array(typecode_or_type, size_or_initializer, *, lock=True, ctx=None):
+    '''
+    Return a synchronization wrapper for a RawArray
+    '''
+    guard = _guard_for(lock, ctx)
+    obj = RawArray(typecode_or_type, size_or_initializer)
+    return obj if guard is None else synchronized(obj, guard, ctx=ctx)
+
+
+def copy(obj):
+    "A copy of ctypes object `obj` in shared memory."
+    new_obj = _zeroed(type(obj))
+    ctypes.memmove(ctypes.addressof(new_obj), ctypes.addressof(obj),
+                   ctypes.sizeof(new_obj))
+    return new_obj
+
+
+def _wrapper_class(cls):
+    if issubclass(cls, ctypes._SimpleCData):
+        return Synchronized
+    if issubclass(cls, ctypes.Array):
+        if cls._type_ is ctypes.c_char:
+            return SynchronizedString
+        return SynchronizedArray
+    scls = class_cache.get(cls)
+    if scls is None:
+        fields = {field[0]: make_property(field[0]) for field in cls._fields_}
+        scls = type('Synchronized' + cls.__name__, (SynchronizedBase,),
+                    fields)
+        class_cache[cls] = scls
+    return scls
+
+
+def synchronized(obj, lock=None, ctx=None):
+    "Wrap ctypes object `obj` so that every access holds `lock`."
+    if isinstance(obj, SynchronizedBase):
+        raise AssertionError('object already synchronized')
+    return _wrapper_class(type(obj))(obj, lock, ctx or get_context())
+
+
+#
+# Sending shared ctypes objects to spawned children
+#
+
+def reduce_ctype(obj):
+    assert_spawning(obj)
+    if isinstance(obj, ctypes.Array):
+        return rebuild_ctype, (obj._type_, obj._wrapper, obj._length_)
+    return rebuild_ctype, (type(obj), obj._wrapper, None)
+
+
+def rebuild_ctype(type_, wrapper, length):
+    if length is not None:
+        type_ = type_ * length
+    return _on_block(type_, wrapper, wrapper.create_memoryview())
+
+
+#
+# Attribute access under the lock
+#
+
+prop_cache = {}
+class_cache = weakref.WeakKeyDictionary()
+
+
+def make_property(name):
+    "A property forwarding attribute `name` to the wrapped object, locked."
+    prop = prop_cache.get(name)
+    if prop is not None:
+        return prop
+
+    def fget(self):
+        with self._lock:
+            return getattr(self._obj, name)
+
+    def fset(self, value):
+        with self._lock:
+            setattr(self._obj, name, value)
+
+    prop = prop_cache[name] = property(fget, fset, None,
+                                       f'{name} of the wrapped object')
+    return prop
+
+
+class SynchronizedBase(object):
+    """A ctypes object together with the lock guarding it."""
+
+    def __init__(self, obj, lock=None, ctx=None):
+        if not lock:
+            lock = (ctx or get_context(force=True)).RLock()
+        self._obj, self._lock = obj, lock
+        self.acquire, self.release = lock.acquire, lock.release
+
+    def get_lock(self):
+        return self._lock
+
+    def get_obj(self):
+        return self._obj
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *args):
+        return self._lock.__exit__(*args)
+
+    def __repr__(self):
+        return f'<{type(self).__name__} wrapper for {self._obj}>'
+
+    def __reduce__(self):
+        assert_spawning(self)
+        return synchronized, (self._obj, self._lock)
+
+
+class Synchronized(SynchronizedBase):
+
+    @property
+    def value(self):
+        with self._lock:
+            return self._obj.value
+
+    @value.setter
+    def value(self, value):
+        with self._lock:
+            self._obj.value = value
+
+
+class SynchronizedArray(SynchronizedBase):
+
+    def __len__(self):
+        return len(self._obj)
+
+    def __getitem__(self, i):
+        with self._lock:
+            return self._obj[i]
+
+    def __setitem__(self, i, value):
+        with self._lock:
+            self._obj[i] = value
+
+    def __getslice__(self, start, stop):
+        return self[start:stop]
+
+    def __setslice__(self, start, stop, values):
+        self[start:stop] = values
+
+
+class SynchronizedString(SynchronizedArray):
+    value = make_property('value')
+    raw = make_property('raw')
