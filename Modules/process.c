@@ -9,6 +9,7 @@
  *   reap(pid, block=False) -> exit code or None
  *   wait_child(pid, sentinel, timeout=None) -> exit code or None
  *   wait_readable(fd, timeout=None) -> bool
+ *   send_signal(pid, sig) -> bool
  */
 #include "cmp.h"
 
@@ -296,6 +297,36 @@ proc_wait_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyBool_FromLong(r);
 }
 
+/* send_signal(pid, sig) -> bool: True once sent, False when the process
+   no longer exists; other failures (EPERM...) raise OSError. */
+static PyObject *
+proc_send_signal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    long pid;
+    if (check_nargs("send_signal", nargs, 2, 2) < 0 ||
+        arg_pid(args[0], &pid) < 0) {
+        return NULL;
+    }
+    int overflow = 0;
+    long sig = PyLong_AsLongAndOverflow(args[1], &overflow);
+    if (sig == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (overflow != 0 || sig < 0 || sig > 1024) {
+        PyErr_SetString(PyExc_ValueError, "signal number out of range");
+        return NULL;
+    }
+    int err = cmp_proc_signal(pid, (int)sig);
+    if (err == ESRCH) {
+        Py_RETURN_FALSE;
+    }
+    if (err != 0) {
+        return cmp_raise_oserror(err);
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef proc_methods[] = {
 #ifdef CMP_HAVE_FORK
     {"fork_with_sentinels", (PyCFunction)(void (*)(void))proc_fork_with_sentinels,
@@ -311,6 +342,10 @@ static PyMethodDef proc_methods[] = {
     {"wait_child", (PyCFunction)(void (*)(void))proc_wait_child, METH_FASTCALL,
      "wait_child(pid, sentinel, timeout=None) -> exit code or None\n\n"
      "Wait for a child to end, watching its sentinel; None on timeout."},
+    {"send_signal", (PyCFunction)(void (*)(void))proc_send_signal,
+     METH_FASTCALL,
+     "send_signal(pid, sig) -> bool\n\n"
+     "Send a signal; False if the process is already gone."},
     {"wait_readable", (PyCFunction)(void (*)(void))proc_wait_readable,
      METH_FASTCALL,
      "wait_readable(fd, timeout=None) -> bool\n\n"

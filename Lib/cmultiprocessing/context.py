@@ -2,24 +2,16 @@
 carrying the whole public API bound to that method, plus the default
 context whose method can be chosen once per program."""
 
-import importlib
-import os
-import sys
-import threading
-
-import _cmultiprocessing
-
-from . import process
-from . import reduction
-
-__all__ = ()
+import importlib, os, sys, threading
 
 # The exception hierarchy lives in the extension module so that C code
 # raises the very same classes.
-ProcessError = _cmultiprocessing.ProcessError
-BufferTooShort = _cmultiprocessing.BufferTooShort
-TimeoutError = _cmultiprocessing.TimeoutError
-AuthenticationError = _cmultiprocessing.AuthenticationError
+from _cmultiprocessing import (AuthenticationError, BufferTooShort,
+                               ProcessError, TimeoutError)
+
+from . import process, reduction
+
+__all__ = ()
 
 _PACKAGE = __name__.rpartition('.')[0]
 
@@ -29,25 +21,36 @@ def _sibling(module, attr):
     return getattr(importlib.import_module('%s.%s' % (_PACKAGE, module)), attr)
 
 
+def _get_reducer(ctx):
+    return globals().get('reduction')
+
+
+def _set_reducer(ctx, value):
+    globals()['reduction'] = value
+
+
 class BaseContext(object):
     """The package API; the bound methods of an instance make up the
     module-level functions of ``cmultiprocessing``."""
 
-    ProcessError = ProcessError
-    BufferTooShort = BufferTooShort
-    TimeoutError = TimeoutError
-    AuthenticationError = AuthenticationError
+    (ProcessError, BufferTooShort, TimeoutError, AuthenticationError) = (
+        ProcessError, BufferTooShort, TimeoutError, AuthenticationError)
 
-    current_process = staticmethod(process.current_process)
-    parent_process = staticmethod(process.parent_process)
-    active_children = staticmethod(process.active_children)
+    current_process, parent_process, active_children = map(
+        staticmethod, (process.current_process, process.parent_process,
+                       process.active_children))
+
+    reducer = property(
+        _get_reducer, _set_reducer,
+        doc="Controls how objects will be reduced to a form that can be "
+            "shared with other processes.")
 
     def cpu_count(self):
         """Returns the number of CPUs in the system"""
         count = os.cpu_count()
-        if count is None:
-            raise NotImplementedError('cannot determine number of cpus')
-        return count
+        if count is not None:
+            return count
+        raise NotImplementedError('cannot determine number of cpus')
 
     # -- objects shared between processes ----------------------------------
 
@@ -168,15 +171,8 @@ class BaseContext(object):
 
     # -- start methods -----------------------------------------------------
 
-    def get_context(self, method=None):
-        if method is None:
-            return self
-        ctx = _concrete_contexts.get(method) if isinstance(method, str) \
-            else None
-        if ctx is None:
-            raise ValueError('cannot find context for %r' % (method,))
-        ctx._check_available()
-        return ctx
+    def _check_available(self):
+        """Raise ValueError if this start method cannot work here."""
 
     def get_start_method(self, allow_none=False):
         return self._name
@@ -184,18 +180,15 @@ class BaseContext(object):
     def set_start_method(self, method, force=False):
         raise ValueError('cannot set start method of concrete context')
 
-    @property
-    def reducer(self):
-        """Controls how objects will be reduced to a form that can be
-        shared with other processes."""
-        return globals().get('reduction')
-
-    @reducer.setter
-    def reducer(self, reduction):
-        globals()['reduction'] = reduction
-
-    def _check_available(self):
-        pass
+    def get_context(self, method=None):
+        if method is None:
+            return self
+        found = _concrete_contexts.get(method) if isinstance(method, str) \
+            else None
+        if found is None:
+            raise ValueError('cannot find context for %r' % (method,))
+        found._check_available()
+        return found
 
 
 def _have_send_handle():
@@ -207,27 +200,25 @@ def _have_send_handle():
 # set_start_method() call.
 
 
+def _chosen_process_class():
+    return _default_context.get_context().Process
+
+
 class Process(process.BaseProcess):
     """Process class of the default context: starts children with whatever
     start method the default context resolves to."""
 
     _start_method = None
-
-    @staticmethod
-    def _Popen(process_obj):
-        return _default_context.get_context().Process._Popen(process_obj)
-
-    @staticmethod
-    def _after_fork():
-        return _default_context.get_context().Process._after_fork()
+    _Popen = staticmethod(lambda process_obj:
+                          _chosen_process_class()._Popen(process_obj))
+    _after_fork = staticmethod(lambda: _chosen_process_class()._after_fork())
 
 
 class DefaultContext(BaseContext):
     Process = Process
 
     def __init__(self, context):
-        self._default_context = context
-        self._actual_context = None
+        self._default_context, self._actual_context = context, None
 
     def _resolve(self):
         if self._actual_context is None:
@@ -235,20 +226,18 @@ class DefaultContext(BaseContext):
         return self._actual_context
 
     def get_context(self, method=None):
-        if method is None:
-            return self._resolve()
-        return super().get_context(method)
+        if method is not None:
+            return super().get_context(method)
+        return self._resolve()
 
     def set_start_method(self, method, force=False):
-        if self._actual_context is not None and not force:
+        if not force and self._actual_context is not None:
             raise RuntimeError('context has already been set')
-        if method is None and force:
-            self._actual_context = None
-        else:
-            self._actual_context = self.get_context(method)
+        unset = method is None and force
+        self._actual_context = None if unset else self.get_context(method)
 
     def get_start_method(self, allow_none=False):
-        if self._actual_context is None and allow_none:
+        if allow_none and self._actual_context is None:
             return None
         return self._resolve()._name
 
@@ -265,81 +254,61 @@ class DefaultContext(BaseContext):
 
 
 # ---------------------------------------------------------------------------
-# One context per start method
-
-
-def _popen_class(module):
-    return _sibling(module, 'Popen')
+# One context per start method, each with its own Process class.  The
+# classes are made by the two factories below and published as module
+# attributes (ForkProcess, SpawnContext, ...) so that they pickle by name.
 
 
 def _no_after_fork():
     """A spawned child starts afresh: nothing to redo after fork."""
 
 
-if sys.platform != 'win32':
+def _make_process_class(name, method, popen_module, spawned):
+    def _Popen(process_obj):
+        return _sibling(popen_module, 'Popen')(process_obj)
+    body = {'__module__': __name__, '__qualname__': name,
+            '_start_method': method, '_Popen': staticmethod(_Popen)}
+    if spawned:
+        body['_after_fork'] = staticmethod(_no_after_fork)
+    return type(name, (process.BaseProcess,), body)
 
-    class ForkProcess(process.BaseProcess):
-        _start_method = 'fork'
 
-        @staticmethod
-        def _Popen(process_obj):
-            return _popen_class('popen_fork')(process_obj)
+def _forkserver_check(ctx):
+    if not _have_send_handle():
+        raise ValueError('forkserver start method not available')
 
-    class SpawnProcess(process.BaseProcess):
-        _start_method = 'spawn'
-        _after_fork = staticmethod(_no_after_fork)
 
-        @staticmethod
-        def _Popen(process_obj):
-            return _popen_class('popen_spawn_posix')(process_obj)
+def _make_context_class(name, method, process_class, check=None):
+    body = {'__module__': __name__, '__qualname__': name,
+            '_name': method, 'Process': process_class}
+    if check is not None:
+        body['_check_available'] = check
+    return type(name, (BaseContext,), body)
 
-    class ForkServerProcess(process.BaseProcess):
-        _start_method = 'forkserver'
 
-        @staticmethod
-        def _Popen(process_obj):
-            return _popen_class('popen_forkserver')(process_obj)
-
-    class ForkContext(BaseContext):
-        _name = 'fork'
-        Process = ForkProcess
-
-    class SpawnContext(BaseContext):
-        _name = 'spawn'
-        Process = SpawnProcess
-
-    class ForkServerContext(BaseContext):
-        _name = 'forkserver'
-        Process = ForkServerProcess
-
-        def _check_available(self):
-            if not _have_send_handle():
-                raise ValueError('forkserver start method not available')
-
-    _concrete_contexts = {
-        'fork': ForkContext(),
-        'spawn': SpawnContext(),
-        'forkserver': ForkServerContext(),
-    }
+if sys.platform == 'win32':
+    _METHODS = (('spawn', 'Spawn', 'popen_spawn_win32', True, None),)
+    _DEFAULT_METHOD = 'spawn'
+else:
+    _METHODS = (
+        ('fork', 'Fork', 'popen_fork', False, None),
+        ('spawn', 'Spawn', 'popen_spawn_posix', True, None),
+        ('forkserver', 'ForkServer', 'popen_forkserver', False,
+         _forkserver_check),
+    )
     # macOS: code run after fork() is unreliable since 10.14 (bpo-33725).
     _DEFAULT_METHOD = 'spawn' if sys.platform == 'darwin' else 'fork'
 
-else:
-
-    class SpawnProcess(process.BaseProcess):
-        _start_method = 'spawn'
-        _after_fork = staticmethod(_no_after_fork)
-
-        @staticmethod
-        def _Popen(process_obj):
-            return _popen_class('popen_spawn_win32')(process_obj)
-
-    class SpawnContext(BaseContext):
-        _name = 'spawn'
-        Process = SpawnProcess
-
-    _concrete_contexts = {'spawn': SpawnContext()}
-    _DEFAULT_METHOD = 'spawn'
+_concrete_contexts = {}
+for _method, _stem, _module, _spawned, _check in _METHODS:
+    _proc_cls = _make_process_class(_stem + 'Process', _method, _module,
+                                    _spawned)
+    _ctx_cls = _make_context_class(_stem + 'Context', _method, _proc_cls,
+                                   _check)
+    globals()[_proc_cls.__name__] = _proc_cls
+    globals()[_ctx_cls.__name__] = _ctx_cls
+    _concrete_contexts[_method] = _ctx_cls()
+del _method, _stem, _module, _spawned, _check, _proc_cls, _ctx_cls
 
 _default_context = DefaultContext(_concrete_contexts[_DEFAULT_METHOD])
 
@@ -353,19 +322,24 @@ def _force_start_method(method):
 # Which Popen (if any) is pickling a process object for a new child, per
 # thread.  Objects that may only travel by inheritance check it.
 
-_tls = threading.local()
+
+class _SpawningState(threading.local):
+    popen = None
+
+
+_spawning = _SpawningState()
 
 
 def get_spawning_popen():
-    return getattr(_tls, 'spawning_popen', None)
+    return _spawning.popen
 
 
 def set_spawning_popen(popen):
-    _tls.spawning_popen = popen
+    _spawning.popen = popen
 
 
 def assert_spawning(obj):
-    if get_spawning_popen() is None:
-        raise RuntimeError(
-            '%s objects should only be shared between processes'
-            ' through inheritance' % type(obj).__name__)
+    if _spawning.popen is not None:
+        return
+    raise RuntimeError('%s objects should only be shared between processes'
+                       ' through inheritance' % type(obj).__name__)

@@ -6,9 +6,7 @@ only the child holds (readable at EOF once the child is gone), and the child
 keeps the read end of a pipe the parent holds open (its view of the parent).
 """
 
-import os
-import signal
-import sys
+import functools, os, signal, sys
 
 import _cmultiprocessing as _native
 
@@ -35,67 +33,67 @@ else:
         return process_obj._bootstrap(parent_sentinel=parent_sentinel)
 
 
+def _child_main(process_obj, parent_sentinel):
+    """Run in the new child; never returns."""
+    code = 1
+    try:
+        code = _run_child(process_obj, parent_sentinel)
+    finally:
+        os._exit(code)
+
+
 class Popen(object):
     method = 'fork'
 
     def __init__(self, process_obj):
         util._flush_std_streams()
-        self.returncode = None
-        self.finalizer = None
+        self.returncode = self.finalizer = None
         self._launch(process_obj)
 
     def duplicate_for_child(self, fd):
         # A forked child inherits every descriptor as it is.
         return fd
 
+    def _record(self, code):
+        if self.returncode is None and code is not None:
+            self.returncode = code
+        return self.returncode
+
     def poll(self, flag=_WNOHANG):
         """The exit code, or None while the child runs.  With flag 0, wait
         for it."""
-        if self.returncode is None:
-            code = _native.reap(self.pid, not (flag & _WNOHANG))
-            if code is not None:
-                self.returncode = code
-        return self.returncode
+        if self.returncode is not None:
+            return self.returncode
+        return self._record(_native.reap(self.pid, not flag & _WNOHANG))
 
     def wait(self, timeout=None):
         """Wait for the child to end (at most `timeout` seconds); the exit
         code, or None on timeout."""
-        if self.returncode is None:
-            code = _native.wait_child(self.pid, self.sentinel, timeout)
-            if code is not None:
-                self.returncode = code
-        return self.returncode
+        if self.returncode is not None:
+            return self.returncode
+        return self._record(
+            _native.wait_child(self.pid, self.sentinel, timeout))
 
     def _send_signal(self, sig):
         if self.returncode is not None:
             return
         try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
+            # A child that is already gone (ESRCH) is not an error.
+            _native.send_signal(self.pid, sig)
         except OSError:
-            # e.g. EPERM from a child that already turned into a zombie
-            # owned by someone else: fine if it is over.
+            # e.g. EPERM: fine if the child turns out to be over.
             if self.wait(timeout=0.1) is None:
                 raise
 
-    def terminate(self):
-        self._send_signal(signal.SIGTERM)
-
-    def kill(self):
-        self._send_signal(signal.SIGKILL)
+    terminate = functools.partialmethod(_send_signal, signal.SIGTERM)
+    kill = functools.partialmethod(_send_signal, signal.SIGKILL)
 
     def _launch(self, process_obj):
         util._prepare_stdin_spare()
         pid, sentinel, keepalive = _native.fork_with_sentinels()
         if pid == 0:
-            code = 1
-            try:
-                code = _run_child(process_obj, sentinel)
-            finally:
-                os._exit(code)
-        self.pid = pid
-        self.sentinel = sentinel
+            _child_main(process_obj, sentinel)
+        self.pid, self.sentinel = pid, sentinel
         self.finalizer = util.Finalize(self, util.close_fds,
                                        (sentinel, keepalive))
 

@@ -6,15 +6,11 @@ of itself (``current_process()``), of its parent (``parent_process()``) and
 of the children it started and has not yet seen finish.
 """
 
-import itertools
-import os
-import signal
-import sys
-import threading
-from weakref import WeakSet
-
 __all__ = ['BaseProcess', 'current_process', 'active_children',
            'parent_process']
+
+import itertools, os, signal, sys, threading
+from weakref import WeakSet
 
 
 def _startup_cwd():
@@ -38,28 +34,18 @@ _exitcode_to_name = {
 _dangling = WeakSet()
 
 
-def current_process():
-    """The process object of the running process."""
-    return _current_process
-
-
-def parent_process():
-    """The process object of the parent, or None in the main process."""
-    return _parent_process
+def _cleanup():
+    """Forget children whose exit has been collected."""
+    finished = [child for child in list(_children)
+                if child._popen is not None
+                and child._popen.poll() is not None]
+    _children.difference_update(finished)
 
 
 def active_children():
     """Children started by this process that have not finished yet."""
     _cleanup()
-    return list(_children)
-
-
-def _cleanup():
-    """Forget children whose exit has been collected."""
-    for child in tuple(_children):
-        popen = child._popen
-        if popen is not None and popen.poll() is not None:
-            _children.discard(child)
+    return [*_children]
 
 
 def _exit_code_of(exc):
@@ -73,6 +59,31 @@ def _exit_code_of(exc):
     return 1
 
 
+_NOT_RUNNING_YET = 'initial'
+
+
+def _print_crash(name):
+    """Report an exception that escaped run() on the child's stderr."""
+    from traceback import print_exc
+    sys.stderr.write('Process %s:\n' % name)
+    print_exc()
+
+
+def _leave_child(util, exitcode):
+    """Last steps of a child: wait for its non-daemon threads, flush."""
+    threading._shutdown()
+    util.info('process exiting with exitcode %d' % exitcode)
+    util._flush_std_streams()
+
+
+def _reset_after_fork():
+    """Default after-fork work of a child: forget the parent's finalizers,
+    run the hooks registered with util.register_after_fork()."""
+    from .util import _finalizer_registry, _run_after_forkers
+    _finalizer_registry.clear()
+    _run_after_forkers()
+
+
 class BaseProcess(object):
     """Activity run in a separate process; the API of threading.Thread."""
 
@@ -84,101 +95,105 @@ class BaseProcess(object):
     def __init__(self, group=None, target=None, name=None, args=(), kwargs={},
                  *, daemon=None):
         assert group is None, 'group argument must be None for now'
-        me = _current_process
-        self._identity = me._identity + (next(_process_counter),)
-        self._config = dict(me._config)
-        self._parent_pid = os.getpid()
-        self._parent_name = me.name
-        self._popen = None
-        self._closed = False
-        self._target = target
-        self._args = tuple(args)
-        self._kwargs = dict(kwargs)
-        if name:
-            self._name = name
-        else:
-            digits = ':'.join(map(str, self._identity))
-            self._name = '%s-%s' % (type(self).__name__, digits)
+        creator = _current_process
+        ident = (*creator._identity, next(_process_counter))
+        self._identity, self._config = ident, dict(creator._config)
+        self._parent_pid, self._parent_name = os.getpid(), creator.name
+        self._popen, self._closed = None, False
+        self._target, self._args, self._kwargs = \
+            target, tuple(args), dict(kwargs)
+        self._name = name or '%s-%s' % (type(self).__name__,
+                                        ':'.join(map(str, ident)))
+        _dangling.add(self)
         if daemon is not None:
             self.daemon = daemon
-        _dangling.add(self)
 
     # -- guards ------------------------------------------------------------
 
-    def _check_closed(self):
-        if self._closed:
-            raise ValueError("process object is closed")
+    def _popen_of_child(self, what):
+        """The Popen of a child of this very process (checks included)."""
+        self._check_closed()
+        assert self._parent_pid == os.getpid(), what
+        return self._popen
 
-    def _check_owner(self, message):
-        assert self._parent_pid == os.getpid(), message
+    def _check_closed(self):
+        if not self._closed:
+            return
+        raise ValueError("process object is closed")
+
+    def _start_problem(self):
+        """Why this object may not start a child now, or None."""
+        if self._popen is not None:
+            return 'cannot start a process twice'
+        if self._parent_pid != os.getpid():
+            return 'can only start a process object created by current process'
+        if _current_process._config.get('daemon'):
+            return 'daemonic processes are not allowed to have children'
+        return None
 
     # -- the child's side --------------------------------------------------
 
     def run(self):
         """The code run in the child; by default, target(*args, **kwargs)."""
-        if self._target:
-            self._target(*self._args, **self._kwargs)
+        target = self._target
+        if target:
+            target(*self._args, **self._kwargs)
 
     # -- the parent's side -------------------------------------------------
 
     def start(self):
         """Start the child process."""
         self._check_closed()
-        assert self._popen is None, 'cannot start a process twice'
-        self._check_owner(
-            'can only start a process object created by current process')
-        assert not _current_process._config.get('daemon'), \
-            'daemonic processes are not allowed to have children'
+        problem = self._start_problem()
+        assert problem is None, problem
         _cleanup()
-        popen = self._Popen(self)
-        self._popen = popen
-        self._sentinel = popen.sentinel
+        self._popen = self._Popen(self)
+        self._sentinel = self._popen.sentinel
         # The child has its own copy now; dropping ours avoids a cycle when
         # the target refers back to this object (bpo-30775).
-        del self._target, self._args, self._kwargs
+        for attr in ('_target', '_args', '_kwargs'):
+            delattr(self, attr)
         _children.add(self)
+
+    def _signal(self, how):
+        self._check_closed()
+        getattr(self._popen, how)()
 
     def terminate(self):
         """Ask the child to stop (SIGTERM)."""
-        self._check_closed()
-        self._popen.terminate()
+        self._signal('terminate')
 
     def kill(self):
         """Stop the child at once (SIGKILL)."""
-        self._check_closed()
-        self._popen.kill()
+        self._signal('kill')
 
     def join(self, timeout=None):
         """Wait until the child ends, or until `timeout` seconds passed."""
-        self._check_closed()
-        self._check_owner('can only join a child process')
-        popen = self._popen
+        popen = self._popen_of_child('can only join a child process')
         assert popen is not None, 'can only join a started process'
-        if popen.wait(timeout) is not None:
-            _children.discard(self)
+        if popen.wait(timeout) is None:
+            return
+        _children.discard(self)
 
     def is_alive(self):
         """Whether the process has started and not yet ended."""
         self._check_closed()
         if self is _current_process:
             return True
-        self._check_owner('can only test a child process')
-        popen = self._popen
-        if popen is None:
-            return False
-        if popen.poll() is None:
-            return True
-        _children.discard(self)
-        return False
+        popen = self._popen_of_child('can only test a child process')
+        running = popen is not None and popen.poll() is None
+        if popen is not None and not running:
+            _children.discard(self)
+        return running
 
     def close(self):
         """Release the resources of a finished process object."""
         popen = self._popen
+        if popen is not None and popen.poll() is None:
+            raise ValueError(
+                "Cannot close a process while it is still running. "
+                "You should first call join() or terminate().")
         if popen is not None:
-            if popen.poll() is None:
-                raise ValueError(
-                    "Cannot close a process while it is still running. "
-                    "You should first call join() or terminate().")
             popen.close()
             self._popen = None
             del self._sentinel
@@ -187,48 +202,38 @@ class BaseProcess(object):
 
     # -- attributes --------------------------------------------------------
 
-    @property
-    def name(self):
-        return self._name
-
-    @name.setter
-    def name(self, name):
+    def _set_name(self, name):
         assert isinstance(name, str), 'name must be a string'
         self._name = name
 
-    @property
-    def daemon(self):
-        """Daemonic children are terminated when their parent exits."""
-        return self._config.get('daemon', False)
+    name = property(lambda self: self._name, _set_name)
 
-    @daemon.setter
-    def daemon(self, daemonic):
+    def _set_daemon(self, daemonic):
         assert self._popen is None, 'process has already started'
         self._config['daemon'] = daemonic
 
-    @property
-    def authkey(self):
-        return self._config['authkey']
+    daemon = property(
+        lambda self: self._config.get('daemon', False), _set_daemon,
+        doc="Daemonic children are terminated when their parent exits.")
 
-    @authkey.setter
-    def authkey(self, authkey):
+    def _set_authkey(self, authkey):
         self._config['authkey'] = AuthenticationString(authkey)
+
+    authkey = property(lambda self: self._config['authkey'], _set_authkey)
 
     @property
     def exitcode(self):
         """The exit code, -N if killed by signal N, None while running."""
         self._check_closed()
-        popen = self._popen
-        return None if popen is None else popen.poll()
+        return self._popen.poll() if self._popen is not None else None
 
     @property
     def ident(self):
         """The pid, or None before start."""
         self._check_closed()
-        if self is _current_process:
-            return os.getpid()
-        popen = self._popen
-        return popen and popen.pid
+        if self is not _current_process:
+            return self._popen and self._popen.pid
+        return os.getpid()
 
     pid = ident
 
@@ -236,10 +241,9 @@ class BaseProcess(object):
     def sentinel(self):
         """A handle that becomes ready when the process ends."""
         self._check_closed()
-        try:
-            return self._sentinel
-        except AttributeError:
-            raise ValueError("process not started") from None
+        if '_sentinel' not in self.__dict__:
+            raise ValueError("process not started")
+        return self._sentinel
 
     def _status(self):
         """(status word, exit code or None) for repr()."""
@@ -250,7 +254,7 @@ class BaseProcess(object):
         if self._parent_pid != os.getpid():
             return 'unknown', None
         if self._popen is None:
-            return 'initial', None
+            return _NOT_RUNNING_YET, None
         code = self._popen.poll()
         return ('started', None) if code is None else ('stopped', code)
 
@@ -273,13 +277,14 @@ class BaseProcess(object):
         global _current_process, _parent_process
         global _process_counter, _children
         from . import context, util
-        if self._start_method is not None:
-            context._force_start_method(self._start_method)
-        _process_counter = itertools.count(1)
-        _children = set()
+        method = self._start_method
+        if method is not None:
+            context._force_start_method(method)
+        _process_counter, _children = itertools.count(1), set()
         util._close_stdin()
-        previous = _current_process
-        _current_process = self
+        # The parent's process object may have finalizers of its own: keep
+        # it alive until the after-fork hooks have run.
+        previous, _current_process = _current_process, self
         _parent_process = _ParentProcess(
             self._parent_name, self._parent_pid, parent_sentinel)
         if getattr(threading, '_HAVE_THREAD_NATIVE_ID', False):
@@ -287,9 +292,16 @@ class BaseProcess(object):
         try:
             self._after_fork()
         finally:
-            # The parent's process object may have finalizers of its own:
-            # let it go only once the after-fork hooks have run.
-            del previous
+            previous = None
+
+    def _run_then_exit_function(self, util):
+        if not _EXIT_FUNCTION_IN_BOOTSTRAP:
+            self.run()
+            return
+        try:
+            self.run()
+        finally:
+            util._exit_function()
 
     def _bootstrap(self, parent_sentinel=None):
         from . import util
@@ -297,32 +309,17 @@ class BaseProcess(object):
         try:
             self._become_current(parent_sentinel)
             util.info('child process calling self.run()')
-            if _EXIT_FUNCTION_IN_BOOTSTRAP:
-                try:
-                    self.run()
-                finally:
-                    util._exit_function()
-            else:
-                self.run()
+            self._run_then_exit_function(util)
             exitcode = 0
         except SystemExit as exc:
             exitcode = _exit_code_of(exc)
         except:
-            exitcode = 1
-            import traceback
-            sys.stderr.write('Process %s:\n' % self.name)
-            traceback.print_exc()
+            _print_crash(self.name)
         finally:
-            threading._shutdown()
-            util.info('process exiting with exitcode %d' % exitcode)
-            util._flush_std_streams()
+            _leave_child(util, exitcode)
         return exitcode
 
-    @staticmethod
-    def _after_fork():
-        from . import util
-        util._finalizer_registry.clear()
-        util._run_after_forkers()
+    _after_fork = staticmethod(_reset_after_fork)
 
 
 # Before 3.13 the child runs multiprocessing's exit function itself; from
@@ -335,11 +332,10 @@ class AuthenticationString(bytes):
 
     def __reduce__(self):
         from .context import get_spawning_popen
-        if get_spawning_popen() is None:
-            raise TypeError(
-                'Pickling an AuthenticationString object is '
-                'disallowed for security reasons')
-        return AuthenticationString, (bytes(self),)
+        if get_spawning_popen() is not None:
+            return AuthenticationString, (bytes(self),)
+        raise TypeError('Pickling an AuthenticationString object is '
+                        'disallowed for security reasons')
 
 
 def _sentinel_ready(sentinel, timeout):
@@ -354,14 +350,9 @@ class _ParentProcess(BaseProcess):
     """The parent as seen from a child, watched through a sentinel."""
 
     def __init__(self, name, pid, sentinel):
-        self._identity = ()
-        self._config = {}
-        self._name = name
-        self._pid = pid
-        self._parent_pid = None
-        self._popen = None
-        self._closed = False
-        self._sentinel = sentinel
+        self.__dict__.update(
+            _identity=(), _config={}, _name=name, _pid=pid, _parent_pid=None,
+            _popen=None, _closed=False, _sentinel=sentinel)
 
     def is_alive(self):
         return not _sentinel_ready(self._sentinel, 0)
@@ -370,33 +361,37 @@ class _ParentProcess(BaseProcess):
         """Wait until the parent process ends."""
         _sentinel_ready(self._sentinel, timeout)
 
-    @property
-    def ident(self):
-        return self._pid
-
-    pid = ident
+    ident = pid = property(lambda self: self._pid)
 
 
 class _MainProcess(BaseProcess):
     """The process the program was started in."""
 
     def __init__(self):
-        self._identity = ()
-        self._name = 'MainProcess'
-        self._parent_pid = None
-        self._popen = None
-        self._closed = False
         # Inherited by every descendant.  The semaphore prefix is short on
         # purpose: some systems cap semaphore names at 14 characters.
-        self._config = {'semprefix': '/mp',
-                        'authkey': AuthenticationString(os.urandom(32))}
+        config = {'semprefix': '/mp',
+                  'authkey': AuthenticationString(os.urandom(32))}
+        self.__dict__.update(
+            _identity=(), _name='MainProcess', _parent_pid=None,
+            _popen=None, _closed=False, _config=config)
 
     def close(self):
         pass
 
 
-_parent_process = None
+def current_process():
+    """The process object of the running process."""
+    return _current_process
+
+
+def parent_process():
+    """The process object of the parent, or None in the main process."""
+    return _parent_process
+
+
 _current_process = _MainProcess()
+_parent_process = None
 _process_counter = itertools.count(1)
 _children = set()
 del _MainProcess

@@ -2,22 +2,17 @@
 object dies or the process exits, hooks run in a child after fork, temporary
 directories, and file-descriptor hygiene for new processes."""
 
-import atexit
-import itertools
-import operator
-import os
-import sys
-import threading        # imported first so its own exit hook runs after ours
-import weakref
+# threading first: its exit hook must be registered before (so run after)
+# ours.
+import threading
+import atexit, itertools, operator, os, sys, weakref
 
 from . import process
 
-__all__ = [
-    'sub_debug', 'debug', 'info', 'sub_warning', 'get_logger',
-    'log_to_stderr', 'get_temp_dir', 'register_after_fork',
-    'is_exiting', 'Finalize', 'ForkAwareThreadLock', 'ForkAwareLocal',
-    'close_all_fds_except', 'SUBDEBUG', 'SUBWARNING',
-]
+__all__ = ('sub_debug debug info sub_warning get_logger log_to_stderr '
+           'get_temp_dir register_after_fork is_exiting Finalize '
+           'ForkAwareThreadLock ForkAwareLocal close_all_fds_except '
+           'SUBDEBUG SUBWARNING').split()
 
 # ---------------------------------------------------------------------------
 # Logging: nothing is logged until get_logger() or log_to_stderr() is called.
@@ -94,14 +89,13 @@ def get_logger():
 def log_to_stderr(level=None):
     """Send the package's log records to stderr; returns the logger."""
     global _log_to_stderr
-    import logging
-    logger = get_logger()
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(DEFAULT_LOGGING_FORMAT))
-    logger.addHandler(handler)
-    if level:
-        logger.setLevel(level)
+    from logging import Formatter, StreamHandler
+    to_stderr = StreamHandler()
+    to_stderr.setFormatter(Formatter(DEFAULT_LOGGING_FORMAT))
+    get_logger().addHandler(to_stderr)
     _log_to_stderr = True
+    if level:
+        _logger.setLevel(level)
     return _logger
 
 
@@ -115,13 +109,17 @@ def _platform_supports_abstract_sockets():
 
 
 def is_abstract_socket_namespace(address):
+    """Whether a unix-socket address names the abstract namespace (a
+    leading NUL)."""
     if not address:
         return False
     if isinstance(address, bytes):
-        return address[0] == 0
-    if isinstance(address, str):
-        return address[0] == '\0'
-    raise TypeError(f'address type of {address!r} unrecognized')
+        nul = 0
+    elif isinstance(address, str):
+        nul = '\0'
+    else:
+        raise TypeError(f'address type of {address!r} unrecognized')
+    return address[0] == nul
 
 
 abstract_sockets_supported = _platform_supports_abstract_sockets()
@@ -132,10 +130,10 @@ abstract_sockets_supported = _platform_supports_abstract_sockets()
 
 def _remove_temp_dir(rmtree, tempdir):
     rmtree(tempdir)
-    me = process.current_process()
-    # Late in interpreter shutdown the module global may already be None.
-    if me is not None:
-        me._config['tempdir'] = None
+    # Late in interpreter shutdown current_process() may return None.
+    config = getattr(process.current_process(), '_config', None)
+    if config is not None:
+        config['tempdir'] = None
 
 
 def get_temp_dir():
@@ -220,11 +218,8 @@ class Finalize(object):
         _finalizer_registry[key] = self
 
     def _forget(self):
-        self._weakref = None
-        self._callback = None
-        self._args = None
-        self._kwargs = None
-        self._key = None
+        for attr in ('_weakref', '_callback', '_args', '_kwargs', '_key'):
+            setattr(self, attr, None)
 
     # The defaults keep what __call__ needs reachable even after the module
     # globals were cleared during interpreter shutdown.
@@ -254,10 +249,8 @@ class Finalize(object):
         return self._key in _finalizer_registry
 
     def __repr__(self):
-        try:
-            obj = self._weakref()
-        except (AttributeError, TypeError):
-            obj = None
+        ref = getattr(self, '_weakref', None)
+        obj = ref() if ref is not None else None
         cls = self.__class__.__name__
         if obj is None:
             return '<%s object, dead>' % cls
@@ -271,6 +264,15 @@ class Finalize(object):
             text.append(', exitpriority=%s' % (self._key[0],))
         text.append('>')
         return ''.join(text)
+
+
+def _call_finalizer(finalizer):
+    sub_debug('calling %s', finalizer)
+    try:
+        finalizer()
+    except Exception:
+        from traceback import print_exc
+        print_exc()
 
 
 def _run_finalizers(minpriority=None):
@@ -287,18 +289,49 @@ def _run_finalizers(minpriority=None):
             if key[0] is not None
             and (minpriority is None or key[0] >= minpriority)]
     keys.sort(reverse=True)
-    for key in keys:
-        finalizer = registry.get(key)
-        if finalizer is None:
-            continue
-        sub_debug('calling %s', finalizer)
-        try:
-            finalizer()
-        except Exception:
-            import traceback
-            traceback.print_exc()
+    for finalizer in map(registry.get, keys):
+        # A key may have gone meanwhile.
+        if finalizer is not None:
+            _call_finalizer(finalizer)
     if minpriority is None:
         registry.clear()
+
+
+# ---------------------------------------------------------------------------
+# Fork-aware primitives
+
+
+class ForkAwareThreadLock(object):
+    """A threading.Lock that a forked child gets back unlocked."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.acquire, self.release = self._lock.acquire, self._lock.release
+        register_after_fork(self, ForkAwareThreadLock._at_fork_reinit)
+
+    def __enter__(self):
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info):
+        return self._lock.__exit__(*exc_info)
+
+    def _at_fork_reinit(self):
+        # Same lock object, so the bound acquire/release stay valid.
+        self._lock._at_fork_reinit()
+
+
+def _clear_local(obj):
+    obj.__dict__.clear()
+
+
+class ForkAwareLocal(threading.local):
+    """Thread-local storage that starts out empty in a forked child."""
+
+    def __init__(self):
+        register_after_fork(self, _clear_local)
+
+    def __reduce__(self):
+        return type(self), ()
 
 
 # ---------------------------------------------------------------------------
@@ -316,10 +349,11 @@ def _stop_children(active_children, current_process, info):
     if current_process() is None:
         # sys.modules was tampered with and process.py's globals are gone.
         return
-    for child in active_children():
-        if child.daemon:
-            info('calling terminate() for daemon %s', child.name)
-            child._popen.terminate()
+    daemons = [child for child in active_children() if child.daemon]
+    for child in daemons:
+        info('calling terminate() for daemon %s', child.name)
+        child._popen.terminate()
+    # Then wait for every child still running, daemon or not.
     for child in active_children():
         info('calling join() for process %s', child.name)
         child.join()
@@ -343,53 +377,17 @@ def _exit_function(info=info, debug=debug, _run_finalizers=_run_finalizers,
     _run_finalizers()
 
 
-atexit.register(_exit_function)
-
-# ---------------------------------------------------------------------------
-# Fork-aware primitives
-
-
-class ForkAwareThreadLock(object):
-    """A threading.Lock that a forked child gets back unlocked."""
-
-    def __init__(self):
-        lock = threading.Lock()
-        self._lock = lock
-        self.acquire = lock.acquire
-        self.release = lock.release
-        register_after_fork(self, ForkAwareThreadLock._at_fork_reinit)
-
-    def _at_fork_reinit(self):
-        self._lock._at_fork_reinit()
-
-    def __enter__(self):
-        return self._lock.__enter__()
-
-    def __exit__(self, *exc_info):
-        return self._lock.__exit__(*exc_info)
-
-
-def _clear_local(obj):
-    obj.__dict__.clear()
-
-
-class ForkAwareLocal(threading.local):
-    """Thread-local storage that starts out empty in a forked child."""
-
-    def __init__(self):
-        register_after_fork(self, _clear_local)
-
-    def __reduce__(self):
-        return type(self), ()
-
-
 # ---------------------------------------------------------------------------
 # File descriptors and standard streams
 
-try:
-    MAXFD = os.sysconf('SC_OPEN_MAX')
-except Exception:
-    MAXFD = 256
+def _open_max():
+    try:
+        return os.sysconf('SC_OPEN_MAX')
+    except Exception:
+        return 256
+
+
+MAXFD = _open_max()
 
 
 def close_all_fds_except(fds):
@@ -452,15 +450,21 @@ def _prepare_stdin_spare():
     _stdin_spare, _stdin_spare_id = spare, (st.st_dev, st.st_ino)
 
 
+def _quietly(func):
+    """func(), ignoring the errors of a closed or broken stream."""
+    try:
+        func()
+    except (OSError, ValueError):
+        pass
+
+
 def _close_stdin():
     """Close sys.stdin and replace it with a reader of os.devnull."""
     global _stdin_spare, _stdin_spare_id
-    if sys.stdin is None:
+    old = sys.stdin
+    if old is None:
         return
-    try:
-        sys.stdin.close()
-    except (OSError, ValueError):
-        pass
+    _quietly(old.close)
     spare = _stdin_spare
     _stdin_spare = _stdin_spare_id = None
     if spare is None or spare.closed:
@@ -540,13 +544,20 @@ def _args_from_interpreter_flags():
 # Test-suite support
 
 def _cleanup_tests():
-    """Release what the package holds once its tests finished."""
-    from test import support
-    process._cleanup()
+    """Release what the package holds once its tests finished: finished
+    children, the fork server and resource tracker processes, and (now
+    rather than at exit, bpo-37421) the get_temp_dir() directories."""
+    from test.support import gc_collect, reap_children
     from . import forkserver, resource_tracker
-    forkserver._forkserver._stop()
-    resource_tracker._resource_tracker._stop()
-    # Remove get_temp_dir() directories now rather than at exit (bpo-37421).
+    process._cleanup()
+    for helper in (forkserver._forkserver,
+                   resource_tracker._resource_tracker):
+        helper._stop()
     _run_finalizers()
-    support.gc_collect()
-    support.reap_children()
+    gc_collect()
+    reap_children()
+
+
+# Registered last: atexit runs it before the handlers of modules imported
+# earlier (threading's in particular).
+atexit.register(_exit_function)
