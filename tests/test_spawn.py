@@ -361,3 +361,38 @@ def test_spawn_without_main_guard(tmp_path):
         p.join(60)
     """)
     assert "bootstrapping phase" in res.stderr
+
+
+def test_child_finds_a_package_added_at_run_time(tmp_path):
+    """As in LLDB: the package is on sys.path only because the host added
+    it at run time; children (spawn, forkserver, the tracker) still work."""
+    import _cmultiprocessing as native
+    homes = [os.path.dirname(os.path.dirname(cmultiprocessing.__file__)),
+             os.path.dirname(native.__file__)]
+    script = tmp_path / "host.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        sys.path[:0] = %r
+        import cmultiprocessing as mp
+        from cmultiprocessing import spawn
+
+        def work(conn):
+            conn.send(sys.version)
+
+        if __name__ == '__main__':
+            assert spawn._homes_a_new_interpreter_misses()
+            for method in ('spawn', 'forkserver'):
+                ctx = mp.get_context(method)
+                r, w = ctx.Pipe(duplex=False)
+                p = ctx.Process(target=work, args=(w,))
+                p.start()
+                assert r.recv() == sys.version
+                p.join()
+                print(method, p.exitcode)
+    """ % (homes,)))
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True,
+                         text=True, timeout=120, env=env, cwd=str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "spawn 0" in res.stdout and "forkserver 0" in res.stdout

@@ -138,8 +138,8 @@ class ForkServer(object):
             if 'init_main_from_path' in data:
                 options['main_path'] = data['init_main_from_path']
         exe = spawn.get_executable()
-        code = _SERVER_CMD % (listener_fd, alive_fd, self._preload_modules,
-                              options)
+        code = spawn._child_code(_SERVER_CMD % (
+            listener_fd, alive_fd, self._preload_modules, options))
         return exe, [exe, *util._args_from_interpreter_flags(), '-c', code]
 
     def _launch(self):

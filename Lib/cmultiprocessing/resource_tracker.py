@@ -181,9 +181,9 @@ class ResourceTracker(object):
         try:
             inherited.append(r)
             argv = [exe] + util._args_from_interpreter_flags() + [
-                '-c',
-                'from cmultiprocessing.resource_tracker import main;main(%d)'
-                % r]
+                '-c', spawn._child_code(
+                    'from cmultiprocessing.resource_tracker import main;'
+                    'main(%d)' % r)]
             pid = _spawn_with_signals_blocked(exe, argv, inherited)
         except BaseException:
             os.close(w)

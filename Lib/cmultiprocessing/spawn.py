@@ -213,10 +213,52 @@ def get_command_line(**kwds):
     if getattr(sys, 'frozen', False):
         return [sys.executable, FORK_FLAG] + pairs
     from . import util
-    prog = ('from cmultiprocessing.spawn import spawn_main; spawn_main(%s)'
-            % ', '.join(pairs))
+    prog = _child_code(
+        'from cmultiprocessing.spawn import spawn_main; spawn_main(%s)'
+        % ', '.join(pairs))
     return ([get_executable()] + util._args_from_interpreter_flags() +
             ['-c', prog, FORK_FLAG])
+
+
+_missing_homes = None
+
+
+def _homes_a_new_interpreter_misses():
+    """Folders holding this package or its extension module that a new
+    interpreter would not put on sys.path by itself: in an embedding host
+    (LLDB...) they are often added to sys.path at run time."""
+    global _missing_homes
+    if _missing_homes is not None:
+        return _missing_homes
+    import _cmultiprocessing
+    wanted = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    native = getattr(_cmultiprocessing, '__file__', None)
+    if native:
+        wanted.append(os.path.dirname(os.path.abspath(native)))
+    known = []
+    if not sys.flags.ignore_environment:
+        known += os.environ.get('PYTHONPATH', '').split(os.pathsep)
+    if not sys.flags.no_site:
+        import site
+        known += site.getsitepackages()
+        if site.ENABLE_USER_SITE:
+            known.append(site.getusersitepackages())
+    seen = {os.path.normcase(os.path.abspath(p)) for p in known if p}
+    missing = []
+    for home in wanted:
+        if os.path.normcase(home) not in seen and home not in missing:
+            missing.append(home)
+    _missing_homes = missing
+    return missing
+
+
+def _child_code(code):
+    """code for `python -c` in a child, made able to import this package
+    even where the new interpreter would not find it by itself."""
+    homes = _homes_a_new_interpreter_misses()
+    if not homes:
+        return code
+    return 'import sys; sys.path[len(sys.path):] = %r; %s' % (homes, code)
 
 
 def _open_parent_pipe_windows(pipe_handle, parent_pid):
