@@ -264,8 +264,12 @@ def _no_after_fork():
 
 
 def _make_process_class(name, method, popen_module, spawned):
+    found = []
+
     def _Popen(process_obj):
-        return _sibling(popen_module, 'Popen')(process_obj)
+        if not found:
+            found.append(_sibling(popen_module, 'Popen'))
+        return found[0](process_obj)
     body = {'__module__': __name__, '__qualname__': name,
             '_start_method': method, '_Popen': staticmethod(_Popen)}
     if spawned:

@@ -76,12 +76,25 @@ def _leave_child(util, exitcode):
     util._flush_std_streams()
 
 
+# (context, util), filled on first need.  start() fills it in the parent
+# so that a forked child skips the import machinery (in a fresh child every
+# page the interpreter writes costs a copy-on-write fault).
+_PACKAGE_MODULES = []
+
+
+def _package_modules():
+    if not _PACKAGE_MODULES:
+        from . import context, util
+        _PACKAGE_MODULES[:] = context, util
+    return _PACKAGE_MODULES
+
+
 def _reset_after_fork():
     """Default after-fork work of a child: forget the parent's finalizers,
     run the hooks registered with util.register_after_fork()."""
-    from .util import _finalizer_registry, _run_after_forkers
-    _finalizer_registry.clear()
-    _run_after_forkers()
+    util = _package_modules()[1]
+    util._finalizer_registry.clear()
+    util._run_after_forkers()
 
 
 class BaseProcess(object):
@@ -147,6 +160,7 @@ class BaseProcess(object):
         problem = self._start_problem()
         assert problem is None, problem
         _cleanup()
+        _package_modules()
         self._popen = self._Popen(self)
         self._sentinel = self._popen.sentinel
         # The child has its own copy now; dropping ours avoids a cycle when
@@ -276,7 +290,7 @@ class BaseProcess(object):
         """Install this object as the current process of a new child."""
         global _current_process, _parent_process
         global _process_counter, _children
-        from . import context, util
+        context, util = _package_modules()
         method = self._start_method
         if method is not None:
             context._force_start_method(method)
@@ -304,7 +318,7 @@ class BaseProcess(object):
             util._exit_function()
 
     def _bootstrap(self, parent_sentinel=None):
-        from . import util
+        util = _package_modules()[1]
         exitcode = 1
         try:
             self._become_current(parent_sentinel)
