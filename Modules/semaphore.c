@@ -411,8 +411,9 @@ semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                      CMP_SEM_VALUE_MAX);
         return NULL;
     }
-    if (maxvalue < 1) {
-        PyErr_SetString(PyExc_ValueError, "maxvalue must be >= 1");
+    if (maxvalue < 0) {
+        /* 0 is allowed: a BoundedSemaphore(0) refuses every release */
+        PyErr_SetString(PyExc_ValueError, "maxvalue must be >= 0");
         return NULL;
     }
     if (!unlink && (name_copy = copy_name(name)) == NULL) {

@@ -265,7 +265,7 @@ def test_bad_constructor_arguments():
     with pytest.raises(ValueError):
         SemLock(SEMAPHORE, -1, 1, fresh_name(), True)
     with pytest.raises(ValueError):
-        SemLock(SEMAPHORE, 1, 0, fresh_name(), True)
+        SemLock(SEMAPHORE, 1, -1, fresh_name(), True)
     with pytest.raises(ValueError):
         SemLock(SEMAPHORE, 1, 1, "/bad\0name", True)
     with pytest.raises(TypeError):
@@ -541,6 +541,10 @@ def test_lock_classes_and_reprs():
         bsem.release()
     with pytest.raises(ValueError):
         c.Semaphore(-1)
+    empty = c.BoundedSemaphore(0)      # legal, as in the stdlib and threading
+    assert empty.acquire(False) is False
+    with pytest.raises(ValueError):
+        empty.release()
     seen = []
     t = threading.Thread(target=lambda: (lock.acquire(),
                                          seen.append(repr(lock))),

@@ -9,7 +9,10 @@ int
 cmp_sem_create(const char *name, int value, int maxvalue, cmp_sem_t *out)
 {
     (void)name;
-    HANDLE h = CreateSemaphoreA(NULL, (LONG)value, (LONG)maxvalue, NULL);
+    /* the kernel wants a maximum of at least 1; a bound of 0 is enforced
+       by cmp_sem_post instead */
+    HANDLE h = CreateSemaphoreA(NULL, (LONG)value,
+                                (LONG)(maxvalue > 0 ? maxvalue : 1), NULL);
     if (h == NULL) {
         return (int)GetLastError();
     }
@@ -70,7 +73,10 @@ cmp_sem_wait_for(cmp_sem_t sem, double seconds)
 int
 cmp_sem_post(cmp_sem_t sem, int bound)
 {
-    (void)bound; /* the kernel enforces the maximum given at creation */
+    /* the kernel enforces the maximum given at creation, except 0 */
+    if (bound == 0) {
+        return CMP_SEM_OVERFLOW;
+    }
     if (ReleaseSemaphore(sem, 1, NULL)) {
         return 0;
     }
