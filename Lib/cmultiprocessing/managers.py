@@ -20,6 +20,7 @@ stdlib manager and back.  The code is organised differently:
 """
 
 import array
+import contextlib
 import os
 import queue
 import signal
@@ -118,16 +119,23 @@ def convert_to_error(kind, result):
     return RemoteError(result)
 
 
+def _raise_reply(kind, result):
+    """Raise the error an answer that is not '#RETURN' stands for."""
+    error = convert_to_error(kind, result)
+    del result
+    try:
+        raise error
+    finally:
+        del error       # no cycle through this frame
+
+
 def dispatch(c, id, methodname, args=(), kwds={}):
     """Send one request on connection *c* and return the answer."""
     c.send((id, methodname, args, kwds))
-    kind, result = c.recv()
-    if kind == '#RETURN':
-        return result
-    try:
-        raise convert_to_error(kind, result)
-    finally:
-        result = None
+    reply = c.recv()
+    if reply[0] == '#RETURN':
+        return reply[1]
+    _raise_reply(*reply)
 
 
 def _call_server(Client, address, authkey, methodname, args=(), kwds={}):
@@ -175,6 +183,21 @@ listener_client = _Transports()
 # ---------------------------------------------------------------------------
 
 _NO_REPLY = object()    # a server function that answered by itself
+
+
+def _reply(conn, reply, fallback_kind, request):
+    """Send *reply*; when it cannot be sent, send *fallback_kind* with the
+    traceback of why instead.  False when nothing could be sent."""
+    for attempt in (0, 1):
+        try:
+            conn.send(reply if not attempt else (fallback_kind, format_exc()))
+            return True
+        except Exception as exc:
+            if attempt:
+                util.info('%s: cannot send a reply (%r) to request %r: %r',
+                          threading.current_thread().name, reply, request,
+                          exc)
+    return False
 
 
 class Server(object):
@@ -235,38 +258,33 @@ class Server(object):
     def handle_request(self, conn):
         """Serve one new connection: authenticate, run one server function
         (which may be 'accept_connection', serving it for good)."""
-        try:
-            self._handle_request(conn)
-        except SystemExit:
-            pass
-        finally:
-            conn.close()
+        with contextlib.closing(conn):
+            try:
+                self._handle_request(conn)
+            except SystemExit:
+                pass
+
+    def _server_function(self, c):
+        """Authenticate a new connection (both ways) and read which server
+        function it asks for."""
+        for handshake in (connection.deliver_challenge,
+                          connection.answer_challenge):
+            handshake(c, self.authkey)
+        request = c.recv()
+        funcname = request[1]
+        if funcname not in self.public:
+            raise AssertionError(f'{funcname!r} unrecognized')
+        return request, getattr(self, funcname)
 
     def _handle_request(self, c):
         request = None
         try:
-            connection.deliver_challenge(c, self.authkey)
-            connection.answer_challenge(c, self.authkey)
-            request = c.recv()
-            _, funcname, args, kwds = request
-            if funcname not in self.public:
-                raise AssertionError(f'{funcname!r} unrecognized')
-            func = getattr(self, funcname)
-            reply = ('#RETURN', func(c, *args, **kwds))
+            request, func = self._server_function(c)
+            reply = ('#RETURN', func(c, *request[2], **request[3]))
         except Exception:
             reply = ('#TRACEBACK', format_exc())
-        if reply[1] is _NO_REPLY:
-            return
-        try:
-            c.send(reply)
-        except Exception as exc:
-            try:
-                c.send(('#TRACEBACK', format_exc()))
-            except Exception:
-                pass
-            util.info('Failure to send message: %r', reply)
-            util.info(' ... request was %r', request)
-            util.info(' ... exception was %r', exc)
+        if reply[1] is not _NO_REPLY:
+            _reply(c, reply, '#TRACEBACK', request)
 
     def serve_client(self, conn):
         """Answer the requests of the proxies of one thread of one process
@@ -285,19 +303,10 @@ class Server(object):
                 reply = ('#TRACEBACK', format_exc())
             else:
                 reply = answer(conn, request)
-            request = None
-            try:
-                try:
-                    send(reply)
-                except Exception:
-                    send(('#UNSERIALIZABLE', format_exc()))
-            except Exception as exc:
-                util.info('exception in thread serving %r',
-                          threading.current_thread().name)
-                util.info(' ... message was %r', reply)
-                util.info(' ... exception was %r', exc)
+            if not _reply(conn, reply, '#UNSERIALIZABLE', request):
                 conn.close()
                 return
+            request = None
             reply = None
 
     def _referent(self, ident):
@@ -347,41 +356,35 @@ class Server(object):
         except Exception:
             return ('#TRACEBACK', format_exc())
 
-    def fallback_getvalue(self, conn, ident, obj):
-        return obj
-
-    def fallback_str(self, conn, ident, obj):
-        return str(obj)
-
-    def fallback_repr(self, conn, ident, obj):
-        return repr(obj)
-
+    # handler(server, conn, ident, referent) for requests every referent
+    # answers, exposed or not
     fallback_mapping = {
-        '__str__': fallback_str,
-        '__repr__': fallback_repr,
-        '#GETVALUE': fallback_getvalue,
+        '#GETVALUE': lambda self, conn, ident, obj: obj,
+        '__repr__': lambda self, conn, ident, obj: repr(obj),
+        '__str__': lambda self, conn, ident, obj: str(obj),
     }
+    fallback_getvalue = fallback_mapping['#GETVALUE']
+    fallback_repr = fallback_mapping['__repr__']
+    fallback_str = fallback_mapping['__str__']
 
     # -- server functions (the first argument is the connection) ------------
-
-    def dummy(self, c):
-        pass
-
-    def debug_info(self, c):
-        """One entry per shared object: id, refcount, start of its str()."""
-        with self.mutex:
-            lines = []
-            for ident in sorted(self.id_to_refcount):
-                if ident == '0':
-                    continue
-                shown = str(self.id_to_obj[ident][0])[:75]
-                lines.append(f'  {ident}:       refcount='
-                             f'{self.id_to_refcount[ident]}\n    {shown}')
-            return '\n'.join(lines)
 
     def number_of_objects(self, c):
         """How many shared objects have references."""
         return len(self.id_to_refcount)
+
+    def debug_info(self, c):
+        """One entry per shared object: id, refcount, start of its str()."""
+        def entry(ident):
+            head = str(self.id_to_obj[ident][0])[:75]
+            count = self.id_to_refcount[ident]
+            return f'  {ident}:       refcount={count}\n    {head}'
+        with self.mutex:
+            idents = sorted(set(self.id_to_refcount) - {'0'})
+            return '\n'.join(map(entry, idents))
+
+    def dummy(self, c):
+        """Does nothing: lets a client check that the server answers."""
 
     def shutdown(self, c):
         """Answer, then stop serving (serve_forever() exits)."""
@@ -498,25 +501,27 @@ class BaseManager(object):
     """A manager: starts (or connects to) a server process that holds the
     objects, and hands out proxies to them."""
 
-    _registry = {}
     _Server = Server
+    _registry = {}      # typeid -> (callable, exposed, method_to_typeid,
+                        #            proxytype); see register()
 
     def __init__(self, address=None, authkey=None, serializer='pickle',
                  ctx=None, *, shutdown_timeout=1.0):
-        if authkey is None:
-            authkey = process.current_process().authkey
-        self._address = address
-        self._authkey = process.AuthenticationString(authkey)
-        self._state = State()
-        self._state.value = State.INITIAL
-        self._serializer = serializer
-        self._Listener, self._Client = listener_client[serializer]
         if ctx is None:
             from . import get_context
             ctx = get_context()
         self._ctx = ctx
-        self._shutdown_timeout = shutdown_timeout
         self._process = None
+        self._serializer = serializer
+        self._Listener, self._Client = listener_client[serializer]
+        # for a server being started at ('', 0), say, the real address is
+        # known once it listens
+        self._address = address
+        self._authkey = process.AuthenticationString(
+            process.current_process().authkey if authkey is None else authkey)
+        self._shutdown_timeout = shutdown_timeout
+        self._state = State()
+        self._state.value = State.INITIAL
 
     @property
     def address(self):
@@ -697,13 +702,13 @@ def _creator(typeid, proxytype):
 # ---------------------------------------------------------------------------
 
 class ProcessLocalSet(set):
-    """A set emptied in a child process after fork."""
-
-    def __init__(self):
-        util.register_after_fork(self, lambda obj: obj.clear())
+    """A set emptied in a child process after fork (and unpickled empty)."""
 
     def __reduce__(self):
         return type(self), ()
+
+    def __init__(self):
+        util.register_after_fork(self, set.clear)
 
 
 class BaseProxy(object):
@@ -730,22 +735,20 @@ class BaseProxy(object):
         self._Client = listener_client[serializer][1]
         # True for a proxy living inside the manager process itself
         self._owned_by_manager = manager_owned
-        if authkey is not None:
-            self._authkey = process.AuthenticationString(authkey)
-        elif manager is not None:
-            self._authkey = manager._authkey
-        else:
-            self._authkey = process.current_process().authkey
+        if authkey is None:
+            authkey = (process.current_process().authkey if manager is None
+                       else manager._authkey)
+        self._authkey = process.AuthenticationString(authkey)
         if incref:
             self._incref()
         util.register_after_fork(self, BaseProxy._after_fork)
 
     def _connect(self):
-        util.debug('making connection to manager')
+        thread = threading.current_thread().name
         name = process.current_process().name
-        thread_name = threading.current_thread().name
-        if thread_name != 'MainThread':
-            name = f'{name}|{thread_name}'
+        if thread != 'MainThread':
+            name = f'{name}|{thread}'
+        util.debug('making connection to manager')
         conn = self._Client(self._token.address, authkey=self._authkey)
         dispatch(conn, None, 'accept_connection', (name,))
         self._tls.connection = conn
@@ -783,10 +786,7 @@ class BaseProxy(object):
             return result
         if kind == '#PROXY':
             return self._adopt(*result)
-        try:
-            raise convert_to_error(kind, result)
-        finally:
-            result = None
+        _raise_reply(kind, result)
 
     def _adopt(self, exposed, token):
         """A proxy for a shared object a method call has just made."""
@@ -825,40 +825,43 @@ class BaseProxy(object):
     @staticmethod
     def _decref(token, authkey, state, tls, idset, _Client):
         idset.discard(token.id)
-        if state is None or state.value == State.STARTED:
-            # the manager may still hold the referent for us
+        if state is not None and state.value != State.STARTED:
+            util.debug('DECREF %r -- manager already shutdown', token.id)
+        else:
+            util.debug('DECREF %r', token.id)
             try:
-                util.debug('DECREF %r', token.id)
                 _call_server(_Client, token.address, authkey, 'decref',
                              (token.id,))
             except Exception as exc:
                 util.debug('... decref failed %s', exc)
-        else:
-            util.debug('DECREF %r -- manager already shutdown', token.id)
-        if not idset and hasattr(tls, 'connection'):
-            # this process holds nothing more from that manager
+        if idset:
+            return
+        # this process holds nothing more from that manager
+        conn = getattr(tls, 'connection', None)
+        if conn is not None:
             util.debug('thread %r has no more proxies so closing conn',
                        threading.current_thread().name)
-            tls.connection.close()
             del tls.connection
+            conn.close()
 
     def _after_fork(self):
+        # a forked child holds a reference of its own (it has no manager
+        # object); most likely failure: the manager has shut down
         self._manager = None
         try:
             self._incref()
+            return
         except Exception as exc:
-            # most likely the manager has shut down
-            util.info('incref failed: %s' % exc)
+            failure = exc
+        util.info('incref failed: %s' % failure)
 
     def __reduce__(self):
-        kwds = {}
+        auto = getattr(self, '_isauto', False)
+        kwds = {'exposed': self._exposed_} if auto else {}
         if get_spawning_popen() is not None:
+            # only a child being spawned may learn the key
             kwds['authkey'] = self._authkey
-        if getattr(self, '_isauto', False):
-            kwds['exposed'] = self._exposed_
-            maker = AutoProxy
-        else:
-            maker = type(self)
+        maker = AutoProxy if auto else type(self)
         return RebuildProxy, (maker, self._token, self._serializer, kwds)
 
     def __deepcopy__(self, memo):
@@ -928,10 +931,10 @@ def AutoProxy(token, serializer, manager=None, authkey=None,
     if authkey is None:
         authkey = (manager._authkey if manager is not None
                    else process.current_process().authkey)
-    kind = MakeProxyType(f'AutoProxy[{token.typeid}]', exposed)
-    proxy = kind(token, serializer, manager=manager, authkey=authkey,
-                 incref=incref, manager_owned=manager_owned)
-    proxy._isauto = True
+    proxy = MakeProxyType(f'AutoProxy[{token.typeid}]', exposed)(
+        token, serializer, manager=manager, authkey=authkey, incref=incref,
+        manager_owned=manager_owned)
+    proxy._isauto = True     # pickled as an AutoProxy
     return proxy
 
 
@@ -952,6 +955,11 @@ class Namespace(object):
         return f"{type(self).__name__}({', '.join(shown)})"
 
 
+def Array(typecode, sequence, lock=True):
+    """An array.array (the referent of ArrayProxy)."""
+    return array.array(typecode, sequence)
+
+
 class Value(object):
     """A boxed value with get()/set() (the referent of ValueProxy)."""
 
@@ -970,50 +978,36 @@ class Value(object):
         return f'{type(self).__name__}({self._typecode!r}, {self._value!r})'
 
 
-def Array(typecode, sequence, lock=True):
-    """An array.array (the referent of ArrayProxy)."""
-    return array.array(typecode, sequence)
-
+# The proxies below forward most methods as they are (see _forward); the
+# methods written out are those that do more than forward.
 
 class IteratorProxy(BaseProxy):
+    """Proxy of an iterator or generator living in the manager."""
     _exposed_ = ('__next__', 'send', 'throw', 'close')
 
     def __iter__(self):
         return self
 
 
-_forward(IteratorProxy, IteratorProxy._exposed_)
-
-
 class AcquirerProxy(BaseProxy):
+    """Proxy of a lock or semaphore."""
     _exposed_ = ('acquire', 'release')
 
     def acquire(self, blocking=True, timeout=None):
-        if timeout is None:
-            return self._callmethod('acquire', (blocking,))
-        return self._callmethod('acquire', (blocking, timeout))
+        # threading locks take no None timeout: leave it out
+        extra = () if timeout is None else (timeout,)
+        return self._callmethod('acquire', (blocking, *extra))
 
-    def release(self):
+    def __exit__(self, exc_type, exc_val, exc_tb):
         return self._callmethod('release')
 
     def __enter__(self):
         return self._callmethod('acquire')
 
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        return self._callmethod('release')
-
 
 class ConditionProxy(AcquirerProxy):
+    """Proxy of a threading.Condition."""
     _exposed_ = ('acquire', 'release', 'wait', 'notify', 'notify_all')
-
-    def wait(self, timeout=None):
-        return self._callmethod('wait', (timeout,))
-
-    def notify(self, n=1):
-        return self._callmethod('notify', (n,))
-
-    def notify_all(self):
-        return self._callmethod('notify_all')
 
     def wait_for(self, predicate, timeout=None):
         """Wait until predicate() is true or *timeout* has passed; return
@@ -1033,13 +1027,8 @@ class ConditionProxy(AcquirerProxy):
 
 
 class EventProxy(BaseProxy):
+    """Proxy of a threading.Event."""
     _exposed_ = ('is_set', 'set', 'clear', 'wait')
-
-    def wait(self, timeout=None):
-        return self._callmethod('wait', (timeout,))
-
-
-_forward(EventProxy, ('is_set', 'set', 'clear'))
 
 
 def _remote_attribute(name):
@@ -1048,17 +1037,11 @@ def _remote_attribute(name):
 
 
 class BarrierProxy(BaseProxy):
+    """Proxy of a threading.Barrier."""
     _exposed_ = ('__getattribute__', 'wait', 'abort', 'reset')
-
-    def wait(self, timeout=None):
-        return self._callmethod('wait', (timeout,))
-
     parties = _remote_attribute('parties')
     n_waiting = _remote_attribute('n_waiting')
     broken = _remote_attribute('broken')
-
-
-_forward(BarrierProxy, ('abort', 'reset'))
 
 
 class NamespaceProxy(BaseProxy):
@@ -1086,47 +1069,53 @@ class NamespaceProxy(BaseProxy):
 
 
 class ValueProxy(BaseProxy):
+    """Proxy of a Value: get(), set() and the `value` property."""
     _exposed_ = ('get', 'set')
-
-    def get(self):
-        return self._callmethod('get')
-
-    def set(self, value):
-        return self._callmethod('set', (value,))
-
-    value = property(get, set)
-
     __class_getitem__ = classmethod(types.GenericAlias)
 
 
-BaseListProxy = MakeProxyType('BaseListProxy', (
-    '__add__', '__contains__', '__delitem__', '__getitem__', '__len__',
-    '__mul__', '__reversed__', '__rmul__', '__setitem__',
-    'append', 'count', 'extend', 'index', 'insert', 'pop', 'remove',
-    'reverse', 'sort', '__imul__'))
+for _cls, _names in ((IteratorProxy, IteratorProxy._exposed_),
+                     (AcquirerProxy, ('release',)),
+                     (ConditionProxy, ('wait', 'notify', 'notify_all')),
+                     (EventProxy, EventProxy._exposed_),
+                     (BarrierProxy, ('wait', 'abort', 'reset')),
+                     (ValueProxy, ValueProxy._exposed_)):
+    _forward(_cls, _names)
+del _cls, _names
+ValueProxy.value = property(ValueProxy.get, ValueProxy.set)
+
+
+BaseListProxy = MakeProxyType('BaseListProxy', """
+    __add__ __contains__ __delitem__ __getitem__ __len__ __mul__
+    __reversed__ __rmul__ __setitem__ append count extend index insert pop
+    remove reverse sort __imul__""".split())
+
+
+def _in_place(methodname):
+    """An augmented assignment that changes the referent, not the proxy."""
+    def operator(self, value):
+        self._callmethod(methodname, (value,))
+        return self
+    return operator
 
 
 class ListProxy(BaseListProxy):
-    def __iadd__(self, value):
-        self._callmethod('extend', (value,))
-        return self
-
-    def __imul__(self, value):
-        self._callmethod('__imul__', (value,))
-        return self
+    """Proxy of a list; += and *= change the referent in place."""
+    __iadd__ = _in_place('extend')
+    __imul__ = _in_place('__imul__')
 
     if _PY313:
         __class_getitem__ = classmethod(types.GenericAlias)
 
 
-_BaseDictProxy = MakeProxyType('DictProxy', (
-    '__contains__', '__delitem__', '__getitem__', '__iter__', '__len__',
-    '__setitem__', 'clear', 'copy', 'get', 'items',
-    'keys', 'pop', 'popitem', 'setdefault', 'update', 'values'))
+_BaseDictProxy = MakeProxyType('DictProxy', """
+    __contains__ __delitem__ __getitem__ __iter__ __len__ __setitem__ clear
+    copy get items keys pop popitem setdefault update values""".split())
 _BaseDictProxy._method_to_typeid_ = {'__iter__': 'Iterator'}
 
 if _PY313:
     class DictProxy(_BaseDictProxy):
+        """Proxy of a dict."""
         __class_getitem__ = classmethod(types.GenericAlias)
 else:
     DictProxy = _BaseDictProxy
@@ -1136,9 +1125,9 @@ ArrayProxy = MakeProxyType('ArrayProxy',
                            ('__len__', '__getitem__', '__setitem__'))
 
 
-BasePoolProxy = MakeProxyType('PoolProxy', (
-    'apply', 'apply_async', 'close', 'imap', 'imap_unordered', 'join',
-    'map', 'map_async', 'starmap', 'starmap_async', 'terminate'))
+BasePoolProxy = MakeProxyType('PoolProxy', """
+    apply apply_async close imap imap_unordered join map map_async starmap
+    starmap_async terminate""".split())
 BasePoolProxy._method_to_typeid_ = dict.fromkeys(
     ('apply_async', 'map_async', 'starmap_async'), 'AsyncResult')
 BasePoolProxy._method_to_typeid_.update(imap='Iterator',
@@ -1146,11 +1135,14 @@ BasePoolProxy._method_to_typeid_.update(imap='Iterator',
 
 
 class PoolProxy(BasePoolProxy):
-    def __enter__(self):
-        return self
+    """Proxy of a Pool in the manager; leaving a with block terminates
+    it."""
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         self.terminate()
+
+    def __enter__(self):
+        return self
 
 
 class SyncManager(BaseManager):
@@ -1189,36 +1181,18 @@ SyncManager.register('AsyncResult', create_method=False)
 
 if HAS_SHMEM:
 
+    def _unlink_segment(segment_name):
+        segment = shared_memory.SharedMemory(segment_name)
+        segment.close()
+        segment.unlink()
+
     class _SharedMemoryTracker:
-        """The shared memory segments a SharedMemoryServer will unlink."""
+        """Names of the segments a SharedMemoryServer unlinks when it
+        shuts down."""
 
-        def __init__(self, name, segment_names=[]):
+        def __init__(self, name, segment_names=None):
             self.shared_memory_context_name = name
-            self.segment_names = segment_names
-
-        def register_segment(self, segment_name):
-            util.debug(f"Register segment {segment_name!r} in pid "
-                       f"{os.getpid()}")
-            self.segment_names.append(segment_name)
-
-        def destroy_segment(self, segment_name):
-            """Unlink one tracked segment and stop tracking it."""
-            util.debug(f"Destroy segment {segment_name!r} in pid "
-                       f"{os.getpid()}")
-            self.segment_names.remove(segment_name)
-            segment = shared_memory.SharedMemory(segment_name)
-            segment.close()
-            segment.unlink()
-
-        def unlink(self):
-            """Unlink every tracked segment."""
-            for segment_name in list(self.segment_names):
-                self.destroy_segment(segment_name)
-
-        def __del__(self):
-            util.debug(f"Call {type(self).__name__}.__del__ in "
-                       f"{os.getpid()}")
-            self.unlink()
+            self.segment_names = [] if segment_names is None else segment_names
 
         def __getstate__(self):
             return (self.shared_memory_context_name, self.segment_names)
@@ -1226,34 +1200,44 @@ if HAS_SHMEM:
         def __setstate__(self, state):
             self.__init__(*state)
 
-    class SharedMemoryServer(Server):
-        """A Server that also tracks shared memory segments and unlinks
-        them when it shuts down."""
+        def __del__(self):
+            util.debug(f"Call {type(self).__name__}.__del__ in "
+                       f"{os.getpid()}")
+            self.unlink()
 
-        public = Server.public + ['track_segment', 'release_segment',
-                                  'list_segments']
+        def register_segment(self, segment_name):
+            util.debug(f"Register segment {segment_name!r} in pid "
+                       f"{os.getpid()}")
+            self.segment_names.append(segment_name)
+
+        def destroy_segment(self, segment_name):
+            """Stop tracking a segment and unlink it."""
+            util.debug(f"Destroy segment {segment_name!r} in pid "
+                       f"{os.getpid()}")
+            self.segment_names.remove(segment_name)
+            _unlink_segment(segment_name)
+
+        def unlink(self):
+            """Unlink every tracked segment."""
+            while self.segment_names:
+                self.destroy_segment(self.segment_names[0])
+
+    class SharedMemoryServer(Server):
+        """A Server that also keeps the names of shared memory segments
+        and unlinks them when it shuts down."""
+
+        public = [*Server.public,
+                  'track_segment', 'release_segment', 'list_segments']
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            where = self.address
-            if isinstance(where, bytes):
+            label = self.address
+            if isinstance(label, bytes):
                 # a Linux abstract socket address
-                where = os.fsdecode(where)
+                label = os.fsdecode(label)
             self.shared_memory_context = _SharedMemoryTracker(
-                f"shm_{where}_{os.getpid()}")
+                f"shm_{label}_{os.getpid()}")
             util.debug(f"SharedMemoryServer started by pid {os.getpid()}")
-
-        def create(self, c, typeid, /, *args, **kwargs):
-            """As Server.create(); proxies that ask for it get the segment
-            tracker as the `shared_memory_context` keyword."""
-            if hasattr(self.registry[typeid][-1], "_shared_memory_proxy"):
-                kwargs['shared_memory_context'] = self.shared_memory_context
-            return super().create(c, typeid, *args, **kwargs)
-
-        def shutdown(self, c):
-            """Unlink every tracked segment, then shut down."""
-            self.shared_memory_context.unlink()
-            return super().shutdown(c)
 
         def track_segment(self, c, segment_name):
             self.shared_memory_context.register_segment(segment_name)
@@ -1264,6 +1248,21 @@ if HAS_SHMEM:
         def list_segments(self, c):
             return self.shared_memory_context.segment_names
 
+        def create(self, c, typeid, /, *args, **kwargs):
+            """As Server.create(); a proxy type that asks for it (by having
+            `_shared_memory_proxy`) gets the segment tracker passed as the
+            `shared_memory_context` keyword."""
+            wants_tracker = hasattr(self.registry[typeid][-1],
+                                    "_shared_memory_proxy")
+            if wants_tracker:
+                kwargs['shared_memory_context'] = self.shared_memory_context
+            return super().create(c, typeid, *args, **kwargs)
+
+        def shutdown(self, c):
+            """Unlink every tracked segment, then shut down."""
+            self.shared_memory_context.unlink()
+            return super().shutdown(c)
+
     class SharedMemoryManager(BaseManager):
         """A manager whose SharedMemory and ShareableList blocks are
         unlinked when it shuts down."""
@@ -1272,8 +1271,8 @@ if HAS_SHMEM:
 
         def __init__(self, *args, **kwargs):
             if os.name == "posix":
-                # bpo-36867: one resource tracker, started before the
-                # server process forks from us
+                # bpo-36867: one resource tracker, running before the
+                # server process starts from this one
                 from . import resource_tracker
                 resource_tracker.ensure_running()
             super().__init__(*args, **kwargs)
@@ -1288,25 +1287,24 @@ if HAS_SHMEM:
             return self._Server(self._registry, self._address,
                                 self._authkey, self._serializer)
 
-        def _tracked(self, make, name_of):
-            with self._Client(self._address, authkey=self._authkey) as conn:
-                made = make()
-                try:
-                    dispatch(conn, None, 'track_segment', (name_of(made),))
-                except BaseException:
-                    (made.shm if hasattr(made, 'shm') else made).unlink()
-                    raise
-            return made
+        def _track(self, segment):
+            try:
+                _call_server(self._Client, self._address, self._authkey,
+                             'track_segment', (segment.name,))
+            except BaseException:
+                segment.unlink()
+                raise
 
         def SharedMemory(self, size):
-            """A new SharedMemory block of *size* bytes, tracked."""
-            return self._tracked(
-                lambda: shared_memory.SharedMemory(None, create=True,
-                                                   size=size),
-                lambda block: block.name)
+            """A new SharedMemory block of *size* bytes, unlinked when the
+            manager shuts down."""
+            block = shared_memory.SharedMemory(None, create=True, size=size)
+            self._track(block)
+            return block
 
         def ShareableList(self, sequence):
-            """A new ShareableList holding *sequence*, tracked."""
-            return self._tracked(
-                lambda: shared_memory.ShareableList(sequence),
-                lambda shared: shared.shm.name)
+            """A new ShareableList holding *sequence*, unlinked when the
+            manager shuts down."""
+            shared = shared_memory.ShareableList(sequence)
+            self._track(shared.shm)
+            return shared

@@ -43,12 +43,7 @@ from . import util
 from .context import ProcessError, TimeoutError
 
 # Pool states (the stdlib's values: the suite sets `pool._state = RUN`).
-INIT = "INIT"
-RUN = "RUN"
-CLOSE = "CLOSE"
-TERMINATE = "TERMINATE"
-
-job_counter = itertools.count()
+INIT, RUN, CLOSE, TERMINATE = "INIT", "RUN", "CLOSE", "TERMINATE"
 
 # A batch is sized to hold about this many seconds of work.
 _BATCH_SECONDS = 0.002
@@ -197,10 +192,9 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
         try:
             batch = recv()
         except (EOFError, OSError):
-            util.debug('pool worker: task channel closed -- exiting')
-            break
+            batch = None        # the pool is gone
         if batch is None:
-            util.debug('pool worker: told to stop -- exiting')
+            util.debug('pool worker: no more tasks -- exiting')
             break
         out = []
         flushed = clock()
@@ -226,6 +220,10 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
 # ---------------------------------------------------------------------------
 # Result objects
 # ---------------------------------------------------------------------------
+
+# Jobs are numbered across all pools of the process.
+job_counter = itertools.count()
+
 
 class ApplyResult(object):
     """The pending result of one task (returned by `apply_async`)."""
@@ -467,15 +465,13 @@ class _Engine(object):
     """Workers plus the dispatcher and collector threads.  It holds no
     reference to the Pool facade, so the facade can be collected."""
 
-    def __init__(self, ctx, make_process, processes, initializer, initargs,
-                 maxtasks, wrap, cache, procs):
-        self.ctx = ctx
-        self.make_process = make_process
+    def __init__(self, ctx, make_process, processes, worker_args, cache,
+                 procs):
+        self.ctx, self.make_process = ctx, make_process
         self.processes = processes
-        self.initializer = initializer
-        self.initargs = initargs
-        self.maxtasks = maxtasks
-        self.wrap = wrap
+        # (initializer, initargs, maxtasksperchild, wrap_exception)
+        self.worker_args = worker_args
+        self.maxtasks = worker_args[2]
         self.cache = cache
         self.procs = procs              # the facade's `_pool` list
         self.slots = {}                 # key -> _Slot
@@ -536,8 +532,7 @@ class _Engine(object):
         target, lead = self._worker_entry(key)
         proc = self.make_process(
             self.ctx, target=target,
-            args=lead + (there[0], there[1], self.initializer,
-                         self.initargs, self.maxtasks, self.wrap))
+            args=lead + tuple(there) + self.worker_args)
         proc.name = proc.name.replace('Process', 'PoolWorker')
         proc.daemon = True
         slot = _Slot(proc, here[0], here[1], key)
@@ -1108,16 +1103,12 @@ class Pool(object):
     _wrap_exception = True
     _engine_class = _ProcessEngine
 
-    @staticmethod
-    def Process(ctx, *args, **kwds):
-        return ctx.Process(*args, **kwds)
-
     def __init__(self, processes=None, initializer=None, initargs=(),
                  maxtasksperchild=None, context=None):
         # set first: __del__ looks at them even if __init__ fails
-        self._pool = []
-        self._state = INIT
         self._engine = None
+        self._state = INIT
+        self._pool = []
         if context is None:
             from . import get_context
             context = get_context()
@@ -1138,8 +1129,9 @@ class Pool(object):
         self._maxtasksperchild = maxtasksperchild
         self._cache = {}
         engine = self._engine_class(
-            self._ctx, self.Process, processes, initializer, initargs,
-            maxtasksperchild, self._wrap_exception, self._cache, self._pool)
+            self._ctx, self.Process, processes,
+            (initializer, initargs, maxtasksperchild, self._wrap_exception),
+            self._cache, self._pool)
         engine.start()
         self._engine = engine
         self._terminate = util.Finalize(self, engine.halt, exitpriority=15)
@@ -1159,16 +1151,21 @@ class Pool(object):
         raise NotImplementedError(
             'pool objects cannot be passed between processes or pickled')
 
-    def __enter__(self):
-        self._check_running()
-        return self
+    def _check_running(self):
+        if self._state != RUN:
+            raise ValueError("Pool not running")
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         self.terminate()
 
-    def _check_running(self):
-        if self._state != RUN:
-            raise ValueError("Pool not running")
+    def __enter__(self):
+        self._check_running()
+        return self
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        """Make a worker process (subclasses may make other kinds)."""
+        return ctx.Process(*args, **kwds)
 
     def _repopulate_pool(self):
         return self._engine.repopulate()
@@ -1251,24 +1248,25 @@ class Pool(object):
     def close(self):
         """Accept no more tasks; workers exit once all are done."""
         util.debug('closing pool')
-        if self._state == RUN:
-            self._state = CLOSE
-            self._engine.close()
+        if self._state != RUN:
+            return
+        self._state = CLOSE
+        self._engine.close()
+
+    def join(self):
+        """Wait for the workers to exit (after close() or terminate())."""
+        util.debug('joining pool')
+        state = self._state
+        if state not in (CLOSE, TERMINATE):
+            raise ValueError("Pool is still running" if state == RUN
+                             else "In unknown state")
+        self._engine.join()
 
     def terminate(self):
         """Stop the workers now, without finishing outstanding work."""
         util.debug('terminating pool')
         self._state = TERMINATE
         self._terminate()
-
-    def join(self):
-        """Wait for the workers to exit (after close() or terminate())."""
-        util.debug('joining pool')
-        if self._state == RUN:
-            raise ValueError("Pool is still running")
-        if self._state not in (CLOSE, TERMINATE):
-            raise ValueError("In unknown state")
-        self._engine.join()
 
 
 class ThreadPool(Pool):

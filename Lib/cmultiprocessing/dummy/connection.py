@@ -16,8 +16,7 @@ class Connection(object):
     """One end of a queue pair: what is sent lands in the peer's inbox."""
 
     def __init__(self, _in, _out):
-        self._in = _in
-        self._out = _out
+        self._in, self._out = _in, _out
         # Bound straight to the queues (as the stdlib does), so the extra
         # arguments of recv/send are those of Queue.get/Queue.put.
         self.recv = self.recv_bytes = _in.get
