@@ -14,7 +14,8 @@
 #include "cmp.h"
 
 #include <errno.h>
-#include <signal.h>
+
+#ifdef CMP_HAVE_FORK
 
 /* ---- small argument helpers -------------------------------------------- */
 
@@ -82,7 +83,6 @@ arg_fd(PyObject *obj, cmp_handle_t *fd)
 
 /* ---- fork --------------------------------------------------------------- */
 
-#ifdef CMP_HAVE_FORK
 static void
 close_pair(cmp_handle_t fds[2])
 {
@@ -144,7 +144,6 @@ proc_fork_with_sentinels(PyObject *module, PyObject *const *args,
     }
     return res;
 }
-#endif /* CMP_HAVE_FORK */
 
 /* ---- reaping ------------------------------------------------------------ */
 
@@ -327,6 +326,8 @@ proc_send_signal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_TRUE;
 }
 
+#endif /* CMP_HAVE_FORK */
+
 static PyMethodDef proc_methods[] = {
 #ifdef CMP_HAVE_FORK
     {"fork_with_sentinels", (PyCFunction)(void (*)(void))proc_fork_with_sentinels,
@@ -335,7 +336,6 @@ static PyMethodDef proc_methods[] = {
      "Fork with the interpreter's at-fork protocol and two sentinel pipes.\n"
      "Parent gets (pid, exit_sentinel_r, keepalive_w); child gets\n"
      "(0, parent_sentinel_r, -1)."},
-#endif
     {"reap", (PyCFunction)(void (*)(void))proc_reap, METH_FASTCALL,
      "reap(pid, block=False) -> exit code or None\n\n"
      "Collect a child's exit status (negative: killed by that signal)."},
@@ -350,6 +350,7 @@ static PyMethodDef proc_methods[] = {
      METH_FASTCALL,
      "wait_readable(fd, timeout=None) -> bool\n\n"
      "Wait until fd is readable or at end of file."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -588,6 +588,12 @@ def test_native_sentinels_not_inheritable():
     (lambda: native.wait_readable(2 ** 40), ValueError),
     (lambda: native.wait_readable(None), TypeError),
     (lambda: native.fork_with_sentinels(1), TypeError),
+    (lambda: native.send_signal(1), TypeError),
+    (lambda: native.send_signal('1', 0), TypeError),
+    (lambda: native.send_signal(0, 0), ValueError),
+    (lambda: native.send_signal(os.getpid(), -1), ValueError),
+    (lambda: native.send_signal(os.getpid(), 2 ** 70), ValueError),
+    (lambda: native.send_signal(os.getpid(), 'TERM'), TypeError),
 ])
 def test_native_bad_arguments(call, exc):
     with pytest.raises(exc):
@@ -600,6 +606,42 @@ def test_native_wait_readable_bad_fd():
     os.close(w)
     with pytest.raises(OSError):
         native.wait_readable(r, 0)
+
+
+def test_native_send_signal():
+    pid, sentinel, keepalive = native.fork_with_sentinels()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    try:
+        assert native.send_signal(pid, 0) is True
+        assert native.send_signal(pid, signal.SIGTERM) is True
+        assert native.wait_child(pid, sentinel) == -signal.SIGTERM
+        # Reaped: the pid is gone (or, rarely, reused by someone else's
+        # process we may not signal).
+        try:
+            assert native.send_signal(pid, 0) in (False, True)
+        except PermissionError:
+            pass
+    finally:
+        os.close(sentinel)
+        os.close(keepalive)
+
+
+def test_terminate_signal_permission_error_propagates(monkeypatch):
+    # A signal we may not send to a still-running child is an error.
+    p = ctx.Process(target=time.sleep, args=(30,))
+    p.start()
+    try:
+        def refuse(pid, sig):
+            raise PermissionError(1, 'Operation not permitted')
+        monkeypatch.setattr(native, 'send_signal', refuse)
+        with pytest.raises(PermissionError):
+            p.terminate()
+    finally:
+        monkeypatch.undo()
+        p.kill()
+        p.join()
 
 
 def test_native_reap_not_a_child():

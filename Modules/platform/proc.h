@@ -7,11 +7,15 @@
 #ifndef CMP_PLATFORM_PROC_H
 #define CMP_PLATFORM_PROC_H
 
+/* Windows has no fork(); its children are handled by popen_spawn_win32
+   through process handles, so nothing below exists there and process.c
+   compiles to an empty method table. */
 #ifdef CMP_POSIX
 /* fork() exists: the "fork" start method is available. */
 #  define CMP_HAVE_FORK 1
 #endif
 
+#ifdef CMP_HAVE_FORK
 /* A pipe whose two ends are not inherited by exec'd programs.
    fds[0] is the read end. */
 int cmp_proc_pipe(cmp_handle_t fds[2]);
@@ -19,10 +23,8 @@ int cmp_proc_pipe(cmp_handle_t fds[2]);
 /* Close a handle; EINTR is not an error (the handle is gone either way). */
 int cmp_proc_close(cmp_handle_t fd);
 
-#ifdef CMP_HAVE_FORK
 /* fork(2): *pid receives 0 in the child, the child's pid in the parent. */
 int cmp_proc_fork(long *pid);
-#endif
 
 /* Collect the exit status of child `pid`.  With block == 0 the call does
    not wait: *done is set to 0 if the child is still running.  When the
@@ -39,5 +41,6 @@ int cmp_proc_wait_readable(cmp_handle_t fd, double timeout, int *ready);
 
 /* Send signal `sig` to process `pid` (ESRCH when it is gone). */
 int cmp_proc_signal(long pid, int sig);
+#endif /* CMP_HAVE_FORK */
 
 #endif
