@@ -1,0 +1,324 @@
+"""Unit tests of cmultiprocessing.managers.
+
+Besides the stdlib behaviour they check the failure paths: a manager whose
+process dies makes proxy calls raise (never hang), and a server that cannot
+start reports why in the caller.
+"""
+import copy
+import errno
+import os
+import pickle
+import queue as pyqueue
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import cmultiprocessing as cmp
+from cmultiprocessing import managers
+from cmultiprocessing.managers import (BaseManager, BaseProxy, RemoteError,
+                                       SyncManager)
+
+LONG = 60.0
+CTX = cmp.get_context('fork')
+
+
+class Counter:
+    def __init__(self, start=0):
+        self.count = start
+
+    def bump(self, by=1):
+        self.count += by
+        return self.count
+
+    def fail(self):
+        raise KeyError('counter failure')
+
+    def _hidden(self):
+        return 'hidden'
+
+    def child(self):
+        return Counter(self.count * 10)
+
+    def get(self):
+        return self.count
+
+
+class CounterProxy(BaseProxy):
+    _exposed_ = ('bump', 'get')
+
+    def bump(self, by=1):
+        return self._callmethod('bump', (by,))
+
+    def get(self):
+        return self._callmethod('get')
+
+
+class MyManager(BaseManager):
+    pass
+
+
+MyManager.register('Counter', Counter)
+MyManager.register('Hidden', Counter, exposed=('get', '_hidden'))
+MyManager.register('Typed', Counter, CounterProxy)
+MyManager.register('Parent', Counter, method_to_typeid={'child': 'Child'})
+MyManager.register('Child', create_method=False)   # the object as returned
+
+
+def failing_initializer():
+    raise ValueError('manager initializer failed')
+
+
+def child_appends(shared_list, shared_dict, ns, value):
+    shared_list.append(os.getpid())
+    shared_dict['child'] = value.value * 2
+    ns.seen = True
+
+
+@pytest.fixture
+def manager():
+    m = SyncManager(ctx=CTX)
+    m.start()
+    try:
+        yield m
+    finally:
+        m.shutdown()
+
+
+def test_sync_manager_types(manager):
+    lst = manager.list([1, 2])
+    lst.append(3)
+    lst += [4]
+    lst *= 2
+    assert lst[:] == [1, 2, 3, 4, 1, 2, 3, 4] and len(lst) == 8
+    d = manager.dict(a=1)
+    d['b'] = 2
+    assert d.copy() == {'a': 1, 'b': 2} and sorted(d.keys()) == ['a', 'b']
+    assert list(iter(d)) in (['a', 'b'], ['b', 'a'])
+    ns = manager.Namespace(x=1, _y=2)
+    ns.z = 3
+    assert (ns.x, ns.z) == (1, 3)
+    assert 'x=1' in str(ns) and '_y' not in str(ns)
+    del ns.z
+    with pytest.raises(AttributeError):
+        ns.z
+    v = manager.Value('i', 5)
+    v.value += 1
+    assert v.get() == 6 and v.value == 6
+    a = manager.Array('i', [1, 2, 3])
+    a[0] = 9
+    assert (len(a), a[0], list(a[:])) == (3, 9, [9, 2, 3])
+    q = manager.Queue()
+    q.put('x')
+    assert q.get(timeout=LONG) == 'x'
+    jq = manager.JoinableQueue()
+    jq.put(1)
+    jq.get()
+    jq.task_done()
+    jq.join()
+    ev = manager.Event()
+    assert not ev.is_set() and not ev.wait(0.01)
+    ev.set()
+    assert ev.wait(LONG)
+    for make in (manager.Lock, manager.RLock, manager.Semaphore,
+                 manager.BoundedSemaphore):
+        lock = make()
+        assert lock.acquire(timeout=LONG)
+        lock.release()
+        with lock:
+            pass
+    cond = manager.Condition()
+    with cond:
+        assert cond.wait_for(lambda: True) is True
+        assert cond.wait_for(lambda: 0, timeout=0.01) == 0
+        cond.notify_all()
+    barrier = manager.Barrier(1)
+    assert barrier.parties == 1 and barrier.wait(LONG) == 0
+    assert barrier.n_waiting == 0 and not barrier.broken
+
+
+def test_pool_through_the_manager(manager):
+    with manager.Pool(2) as p:
+        assert p.map(abs, [-1, -2]) == [1, 2]
+        assert p.apply_async(abs, (-3,)).get(LONG) == 3
+        assert list(p.imap(abs, [-4, -5])) == [4, 5]
+    with pytest.raises(RemoteError):
+        manager.Pool(0)
+
+
+def test_proxies_work_in_a_child_process(manager):
+    lst, d, ns = manager.list(), manager.dict(), manager.Namespace()
+    value = manager.Value('i', 21)
+    p = CTX.Process(target=child_appends, args=(lst, d, ns, value))
+    p.start()
+    p.join(LONG)
+    assert p.exitcode == 0
+    assert lst[:] == [p.pid] and d['child'] == 42 and ns.seen is True
+
+
+def test_spawned_child_gets_the_authkey(manager):
+    lst, d, ns = manager.list(), manager.dict(), manager.Namespace()
+    value = manager.Value('i', 1)
+    p = cmp.get_context('spawn').Process(target=child_appends,
+                                         args=(lst, d, ns, value))
+    p.start()
+    p.join(LONG)
+    assert p.exitcode == 0 and d['child'] == 2
+
+
+def test_nested_proxies_and_refcounts(manager):
+    base = manager._number_of_objects()
+    outer = manager.list()
+    inner = manager.dict(k='v')
+    outer.append(inner)
+    assert outer[0]['k'] == 'v'
+    assert manager._number_of_objects() == base + 2
+    assert 'refcount=' in manager._debug_info()
+    del outer, inner
+    deadline = time.monotonic() + LONG
+    while manager._number_of_objects() != base and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert manager._number_of_objects() == base
+
+
+def test_custom_manager_registration():
+    with MyManager(ctx=CTX) as m:
+        c = m.Counter(5)
+        assert c.bump() == 6 and c.bump(by=4) == 10
+        assert hasattr(c, 'fail') and not hasattr(c, '_hidden')
+        with pytest.raises(KeyError):
+            c.fail()
+        with pytest.raises(RemoteError):
+            c._callmethod('_hidden')
+        h = m.Hidden()
+        assert h._hidden() == 'hidden' and not hasattr(h, 'bump')
+        t = m.Typed(1)
+        assert isinstance(t, CounterProxy) and t.bump() == 2
+        parent = m.Parent(3)
+        child = parent.child()
+        assert isinstance(child, BaseProxy) and child.get() == 30
+        assert copy.deepcopy(m.Counter(7)).count == 7
+        assert str(c).startswith('<') and 'Counter' in repr(c)
+    assert m._process.exitcode == 0
+
+
+def test_state_errors():
+    m = SyncManager(ctx=CTX)
+    with pytest.raises(TypeError):
+        m.start(initializer=5)
+    m.start()
+    try:
+        with pytest.raises(cmp.ProcessError, match='Already started'):
+            m.start()
+        with pytest.raises(cmp.ProcessError, match='Already started'):
+            m.get_server()
+    finally:
+        m.shutdown()
+    with pytest.raises(cmp.ProcessError, match='shut down'):
+        m.start()
+    m.shutdown()            # a second shutdown does nothing
+    with pytest.raises(KeyError):
+        SyncManager(serializer='nonsense')
+
+
+def test_failing_initializer_is_reported_in_the_caller():
+    m = SyncManager(ctx=CTX)
+    with pytest.raises(ValueError, match='manager initializer failed'):
+        m.start(initializer=failing_initializer)
+    m.join(LONG)
+
+
+def test_address_in_use_is_reported_in_the_caller():
+    holder = socket.socket()
+    holder.bind(('127.0.0.1', 0))
+    holder.listen()
+    try:
+        m = SyncManager(address=holder.getsockname(), ctx=CTX)
+        with pytest.raises(OSError) as info:
+            m.start()
+        assert info.value.errno == errno.EADDRINUSE
+        m.join(LONG)
+    finally:
+        holder.close()
+
+
+def test_remote_manager_over_tcp_with_authkey():
+    key = os.urandom(16)
+    server = SyncManager(address=('127.0.0.1', 0), authkey=key, ctx=CTX)
+    server.start()
+    try:
+        shared = server.dict(hello='world')
+        client = SyncManager(address=server.address, authkey=key)
+        client.connect()
+        assert client._number_of_objects() >= 1
+        stranger = SyncManager(address=server.address, authkey=b'wrong')
+        with pytest.raises(cmp.AuthenticationError):
+            stranger.connect()
+        token = shared._token
+        again = managers.DictProxy(token, 'pickle', authkey=key)
+        assert again['hello'] == 'world'
+        del again
+    finally:
+        server.shutdown()
+
+
+def test_dead_manager_raises_instead_of_hanging():
+    m = SyncManager(ctx=CTX)
+    m.start()
+    try:
+        d = m.dict(a=1)
+        assert d['a'] == 1
+        os.kill(m._process.pid, signal.SIGKILL)
+        m._process.join(LONG)
+        with pytest.raises(EOFError, match='lost the connection'):
+            d['a']
+        # later calls fail fast too (nobody listens any more)
+        with pytest.raises((ConnectionError, EOFError, OSError)):
+            d['a']
+    finally:
+        m.shutdown()
+    assert m._state.value == managers.State.SHUTDOWN
+
+
+def test_server_in_a_thread_serves_a_client():
+    m = MyManager(address=('127.0.0.1', 0), authkey=b'k')
+    server = m.get_server()
+    runner = threading.Thread(target=server.accepter, daemon=True)
+    runner.start()
+    client = MyManager(address=server.address, authkey=b'k')
+    client.connect()
+    c = client.Counter(1)
+    assert c.bump() == 2
+    del c
+    server.stop_event.set()
+    server.listener.close()
+
+
+def test_token_and_remote_error_shapes():
+    t = managers.Token('list', ('127.0.0.1', 1), 'ab')
+    assert pickle.loads(pickle.dumps(t)).__getstate__() == t.__getstate__()
+    assert repr(t) == "Token(typeid='list', address=('127.0.0.1', 1), id='ab')"
+    err = RemoteError('remote text\n')
+    assert str(err) == '\n' + '-' * 75 + '\nremote text\n' + '-' * 75
+    assert isinstance(managers.convert_to_error('#ERROR', KeyError()),
+                      KeyError)
+    assert isinstance(managers.convert_to_error('#UNSERIALIZABLE', 'x'),
+                      RemoteError)
+    assert isinstance(managers.convert_to_error('#BOGUS', 'x'), ValueError)
+    with pytest.raises(TypeError):
+        managers.convert_to_error('#TRACEBACK', 5)
+
+
+@pytest.mark.skipif(not managers.HAS_SHMEM, reason='no shared_memory')
+def test_shared_memory_manager_unlinks_at_shutdown():
+    with managers.SharedMemoryManager(ctx=CTX) as smm:
+        block = smm.SharedMemory(64)
+        shared = smm.ShareableList([1, 'two'])
+        name = block.name
+        assert shared[1] == 'two'
+        block.close()
+        shared.shm.close()
+    assert not os.path.exists('/dev/shm/' + name.lstrip('/'))

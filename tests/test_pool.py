@@ -1,0 +1,440 @@
+"""Unit tests of cmultiprocessing.pool (Pool, ThreadPool).
+
+Besides the stdlib behaviour, they cover what the stdlib gets wrong: a
+worker killed while it runs a task makes that task's result raise
+WorkerLostError (naming the worker) instead of hanging, and the pool goes on
+serving; a failing initializer fails the tasks instead of looping forever.
+"""
+import gc
+import itertools
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import unittest.mock
+import warnings
+
+import pytest
+
+import cmultiprocessing as cmp
+from cmultiprocessing import pool as mpool
+
+LONG = 60.0          # bound for things that must happen (never reached)
+
+
+# -- task functions (module level, so that they pickle) ---------------------
+
+def square(x):
+    return x * x
+
+
+def add(x, y):
+    return x + y
+
+
+def slow_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def return_lambda():
+    return lambda: 1
+
+
+class Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError('this exception does not pickle')
+
+
+def raise_unpicklable():
+    raise Unpicklable('x')
+
+
+def bad_initializer():
+    raise RuntimeError('initializer says no')
+
+
+_INIT_VALUE = None
+
+
+def set_init_value(value):
+    global _INIT_VALUE
+    _INIT_VALUE = value
+
+
+def get_init_value(_):
+    return _INIT_VALUE
+
+
+def die(code):
+    os._exit(code)
+
+
+def numbers_then_error(count):
+    yield from range(count)
+    raise KeyError('generator failed')
+
+
+class NoPickle:
+    def __reduce__(self):
+        raise RuntimeError('cannot pickle NoPickle')
+
+
+# -- fixtures ---------------------------------------------------------------
+
+@pytest.fixture(params=['fork', 'spawn'])
+def ctx(request):
+    return cmp.get_context(request.param)
+
+
+@pytest.fixture
+def pool():
+    p = cmp.get_context('fork').Pool(3)
+    try:
+        yield p
+    finally:
+        p.terminate()
+        p.join()
+
+
+@pytest.fixture
+def tpool():
+    p = mpool.ThreadPool(3)
+    try:
+        yield p
+    finally:
+        p.terminate()
+        p.join()
+
+
+# -- the API ----------------------------------------------------------------
+
+def test_every_way_of_mapping_matches_builtins(ctx):
+    data = list(range(57))
+    pairs = list(zip(data, reversed(data)))
+    with ctx.Pool(2) as p:
+        assert p.apply(square, (7,)) == 49
+        assert p.apply(add, (), {'x': 1, 'y': 2}) == 3
+        assert p.apply_async(square, (8,)).get(LONG) == 64
+        for size in (None, 1, 5, 100):
+            assert p.map(square, data, size) == [x * x for x in data]
+            assert p.map_async(square, data, size).get(LONG) == \
+                [x * x for x in data]
+            assert p.starmap(add, pairs, size) == [a + b for a, b in pairs]
+            assert p.starmap_async(add, pairs, size).get(LONG) == \
+                [a + b for a, b in pairs]
+        for size in (1, 4, 100):
+            assert list(p.imap(square, data, size)) == [x * x for x in data]
+            assert sorted(p.imap_unordered(square, data, size)) == \
+                sorted(x * x for x in data)
+    p.join()
+
+
+def test_inputs_without_len_and_ranges(pool):
+    assert pool.map(square, iter(range(10))) == [x * x for x in range(10)]
+    assert pool.map(square, range(1000), 7) == [x * x for x in range(1000)]
+    assert pool.map(square, tuple(range(9)), 2) == [x * x for x in range(9)]
+    assert pool.map(square, []) == []
+    assert list(pool.imap(square, [])) == []
+    assert list(pool.imap_unordered(square, iter([]), 3)) == []
+
+
+def test_imap_next_with_timeout(pool):
+    it = pool.imap(slow_pid, [0.5, 0])
+    with pytest.raises(cmp.TimeoutError):
+        it.next(timeout=0.01)
+    assert isinstance(it.next(timeout=LONG), int)
+    assert isinstance(it.next(timeout=LONG), int)
+    with pytest.raises(StopIteration):
+        it.next(timeout=LONG)
+
+
+def test_async_result_api(pool):
+    res = pool.apply_async(slow_pid, (0.3,))
+    with pytest.raises(ValueError):
+        res.successful()
+    with pytest.raises(cmp.TimeoutError):
+        res.get(timeout=0.01)
+    res.wait(LONG)
+    assert res.ready() and res.successful()
+    bad = pool.apply_async(fail, ('boom',))
+    bad.wait(LONG)
+    assert bad.ready() and not bad.successful()
+    assert mpool.AsyncResult is mpool.ApplyResult
+    assert mpool.ApplyResult[int].__origin__ is mpool.ApplyResult
+
+
+def test_callbacks(pool):
+    got = []
+    done = threading.Event()
+
+    def record(value):
+        got.append(value)
+        done.set()
+    pool.apply_async(square, (3,), callback=record,
+                     error_callback=record).wait(LONG)
+    pool.map_async(int, ['1', '2'], callback=record,
+                   error_callback=record).wait(LONG)
+    pool.map_async(int, ['x'], callback=record,
+                   error_callback=record).wait(LONG)
+    assert got[0] == 9 and got[1] == [1, 2]
+    assert isinstance(got[2], ValueError)
+
+
+def test_failing_callback_does_not_break_the_pool(pool, capsys):
+    def broken(_):
+        raise RuntimeError('callback failed')
+    res = pool.apply_async(square, (2,), callback=broken)
+    assert res.get(LONG) == 4
+    assert pool.apply(square, (3,)) == 9
+
+
+def test_errors_carry_the_remote_traceback(pool):
+    with pytest.raises(ValueError) as info:
+        pool.apply(fail, ('remote',))
+    cause = info.value.__cause__
+    assert isinstance(cause, mpool.RemoteTraceback)
+    assert 'raise ValueError(message)' in cause.tb
+    # an error of the input iterable is raised as it is, without a cause
+    with pytest.raises(KeyError) as info:
+        pool.map(square, numbers_then_error(3), 1)
+    assert info.value.__cause__ is None
+
+
+def test_iterable_errors_arrive_in_order(pool):
+    it = pool.imap(square, numbers_then_error(4))
+    assert [next(it) for _ in range(4)] == [0, 1, 4, 9]
+    with pytest.raises(KeyError):
+        next(it)
+    it = pool.imap(square, numbers_then_error(5), 2)
+    assert [next(it) for _ in range(4)] == [0, 1, 4, 9]
+    with pytest.raises(KeyError):
+        next(it)
+
+
+def test_thread_pool_does_not_wrap_exceptions(tpool):
+    with pytest.raises(ValueError) as info:
+        tpool.apply(fail, ('local',))
+    assert info.value.__cause__ is None
+    assert tpool.map(square, range(20), 3) == [x * x for x in range(20)]
+    assert sorted(tpool.imap_unordered(square, range(5))) == [0, 1, 4, 9, 16]
+
+
+# -- bad input ----------------------------------------------------------------
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError):
+        cmp.get_context('fork').Pool(0)
+    for bad in (0, -1, 0.5, '3'):
+        with pytest.raises(ValueError):
+            cmp.get_context('fork').Pool(1, maxtasksperchild=bad)
+    with pytest.raises(TypeError):
+        cmp.get_context('fork').Pool(1, initializer=3)
+
+
+def test_bad_chunksize_and_states(pool):
+    with pytest.raises(ValueError):
+        pool.imap(square, [1], 0)
+    with pytest.raises(ValueError):
+        pool.join()                     # still running
+    with pytest.raises(NotImplementedError):
+        pickle.dumps(pool)
+    pool.close()
+    for submit in (lambda: pool.apply_async(square, (1,)),
+                   lambda: pool.map(square, [1]),
+                   lambda: pool.imap(square, [1])):
+        with pytest.raises(ValueError):
+            submit()
+    with pytest.raises(ValueError):
+        pool.__enter__()
+    pool.join()
+
+
+def test_unpicklable_task_fails_alone(pool):
+    with pytest.raises(RuntimeError, match='cannot pickle NoPickle'):
+        pool.map(square, [NoPickle()] * 5)
+    mixed = [pool.apply_async(add, (NoPickle(), 1)) for _ in range(3)]
+    mixed.append(pool.apply_async(square, (5,)))
+    for res in mixed[:3]:
+        with pytest.raises(RuntimeError):
+            res.get(LONG)
+    assert mixed[3].get(LONG) == 25
+
+
+def test_unpicklable_result_and_exception(pool):
+    for _ in range(5):
+        with pytest.raises(mpool.MaybeEncodingError) as info:
+            pool.apply(return_lambda)
+        assert 'Error sending result' in str(info.value)
+        assert info.value.exc and info.value.value
+    with pytest.raises(mpool.MaybeEncodingError):
+        pool.apply(raise_unpicklable)
+    assert pool.map(square, range(6)) == [0, 1, 4, 9, 16, 25]
+
+
+# -- workers that fail ----------------------------------------------------------
+
+def test_killed_worker_fails_its_task_and_pool_goes_on(pool):
+    res = pool.apply_async(slow_pid, (LONG,))
+    deadline = time.monotonic() + LONG
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        busy = [slot.proc for slot in list(pool._engine.slots.values())
+                if slot.batches]
+        victim = busy[0] if busy else time.sleep(0.01)
+    before = {w.pid for w in pool._pool}
+    os.kill(victim.pid, signal.SIGKILL)
+    with pytest.raises(mpool.WorkerLostError) as info:
+        res.get(LONG)
+    err = info.value
+    assert err.pid == victim.pid and err.exitcode == -signal.SIGKILL
+    assert str(victim.pid) in str(err) and 'signal 9' in str(err)
+    assert isinstance(err, cmp.ProcessError)
+    # the pool replaces the worker and serves new work
+    assert pool.map(square, range(30), 1) == [x * x for x in range(30)]
+    assert len(pool._pool) == 3 and {w.pid for w in pool._pool} != before
+
+
+def test_worker_exiting_by_itself(pool):
+    with pytest.raises(mpool.WorkerLostError, match='exited with code 7'):
+        pool.apply(die, (7,))
+    assert pool.apply(square, (4,)) == 16
+
+
+def test_failing_initializer_fails_tasks_instead_of_hanging():
+    p = cmp.get_context('fork').Pool(2, initializer=bad_initializer)
+    try:
+        for res in [p.apply_async(square, (i,)) for i in range(4)]:
+            with pytest.raises(mpool.WorkerLostError) as info:
+                res.get(LONG)
+            assert 'initializer says no' in repr(info.value.__cause__)
+    finally:
+        p.terminate()
+        p.join()
+
+
+def test_initializer_runs_in_every_worker(ctx):
+    with ctx.Pool(2, initializer=set_init_value, initargs=(42,)) as p:
+        assert p.map(get_init_value, range(8), 1) == [42] * 8
+    p.join()
+
+
+def test_maxtasksperchild_replaces_workers():
+    p = cmp.get_context('fork').Pool(2, maxtasksperchild=3)
+    try:
+        first = {w.pid for w in p._pool}
+        results = [p.apply_async(slow_pid, (0,)) for _ in range(30)]
+        pids = {r.get(LONG) for r in results}
+        assert len(pids) >= 10            # at most 3 tasks per worker
+        assert not first >= pids
+        p._repopulate_pool()
+        assert len(p._pool) <= 2
+    finally:
+        p.close()
+        p.join()
+
+
+def test_close_finishes_queued_work_with_short_lived_workers():
+    p = cmp.get_context('fork').Pool(2, maxtasksperchild=1)
+    results = [p.apply_async(square, (i,)) for i in range(6)]
+    p.close()
+    p.join()
+    assert [r.get(0) for r in results] == [i * i for i in range(6)]
+    assert p._pool == [] or all(w.exitcode is not None for w in p._pool)
+
+
+# -- life cycle -------------------------------------------------------------------
+
+def test_terminate_with_work_outstanding():
+    p = cmp.get_context('fork').Pool(2)
+    p.map_async(time.sleep, [LONG] * 50, 1)
+    p.terminate()
+    p.join()
+    assert all(w.exitcode is not None for w in p._pool)
+
+
+def test_context_manager_terminates(ctx):
+    with ctx.Pool(1) as p:
+        assert p.apply(square, (3,)) == 9
+    assert p._state == mpool.TERMINATE
+    with pytest.raises(ValueError):
+        p.map_async(square, [1])
+    p.join()
+
+
+def test_resource_warning_for_a_running_pool():
+    p = mpool.ThreadPool(1)
+    p.terminate()
+    p.join()
+    p._state = mpool.RUN
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        del p
+        gc.collect()
+    assert any(issubclass(w.category, ResourceWarning) and
+               'unclosed running cmultiprocessing pool' in str(w.message)
+               for w in caught)
+
+
+def test_creation_failure_leaks_no_worker():
+    made = []
+
+    class Flaky:
+        fail_after = 2
+
+        def __init__(self, **kwds):
+            self.name, self.exitcode, self.alive = 'Flaky', None, False
+            made.append(self)
+
+        def start(self):
+            if Flaky.fail_after == 0:
+                raise OSError('no more processes')
+            Flaky.fail_after -= 1
+            self.alive = True
+
+        def terminate(self):
+            self.alive = False
+
+        def join(self, timeout=None):
+            pass
+
+        def is_alive(self):
+            return self.alive
+
+    fake = unittest.mock.MagicMock(Process=Flaky)
+    with pytest.raises(OSError, match='no more processes'):
+        mpool.Pool(4, context=fake)
+    assert len(made) == 3 and not any(p.is_alive() for p in made)
+
+
+def test_results_do_not_keep_tasks_alive(tpool):
+    class Counted:
+        alive = 0
+
+        def __init__(self):
+            type(self).alive += 1
+
+        def __del__(self):
+            type(self).alive -= 1
+    objs = [Counted() for _ in range(10)]
+    out = tpool.map(lambda o: o, objs)
+    assert out == objs
+    del objs, out
+    deadline = time.monotonic() + LONG
+    while Counted.alive and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert Counted.alive == 0
+
+
+def test_many_tiny_tasks(pool):
+    results = [pool.apply_async(add, (i, 1)) for i in range(3000)]
+    assert [r.get(LONG) for r in results] == [i + 1 for i in range(3000)]
+    assert pool.starmap(add, zip(range(20000), itertools.repeat(2))) == \
+        [i + 2 for i in range(20000)]
