@@ -91,9 +91,10 @@ def address_type(address):
     '''The family of `address`: 'AF_INET', 'AF_UNIX' or 'AF_PIPE'.'''
     if type(address) == tuple:
         return 'AF_INET'
-    if type(address) is str and address.startswith('\\\\'):
-        return 'AF_PIPE'
-    if type(address) is str or util.is_abstract_socket_namespace(address):
+    if type(address) is str:
+        # Windows pipe names start with two backslashes.
+        return 'AF_PIPE' if address.startswith('\\\\') else 'AF_UNIX'
+    if util.is_abstract_socket_namespace(address):
         return 'AF_UNIX'
     raise ValueError('address type of %r unrecognized' % (address,))
 

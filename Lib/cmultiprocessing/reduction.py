@@ -34,30 +34,31 @@ def _dispatch_snapshot(cls):
     return {**cls._copyreg_dispatch_table, **cls._extra_reducers}
 
 
+def _register(cls, type, reduce):
+    '''Use reduce(obj) to pickle instances of `type`.'''
+    cls._extra_reducers[type] = reduce
+
+
+def _dumps(cls, obj, protocol=None):
+    '''Pickle obj; the result is a bytes-like object (a memoryview).'''
+    sink = io.BytesIO()
+    cls(sink, protocol).dump(obj)
+    return sink.getbuffer()
+
+
 class ForkingPickler(pickle.Pickler):
     '''The pickler cmultiprocessing sends objects with: pickle.Pickler plus
     the reducers given to register().'''
 
     _extra_reducers = {}
     _copyreg_dispatch_table = copyreg.dispatch_table
+    register = classmethod(_register)
+    dumps = classmethod(_dumps)
+    loads = staticmethod(pickle.loads)
 
     def __init__(self, *args, **kwds):
         super().__init__(*args, **kwds)
         self.dispatch_table = _dispatch_snapshot(type(self))
-
-    @classmethod
-    def register(cls, type, reduce):
-        '''Use reduce(obj) to pickle instances of `type`.'''
-        cls._extra_reducers[type] = reduce
-
-    @classmethod
-    def dumps(cls, obj, protocol=None):
-        '''Pickle obj; the result is a bytes-like object (a memoryview).'''
-        sink = io.BytesIO()
-        cls(sink, protocol).dump(obj)
-        return sink.getbuffer()
-
-    loads = pickle.loads
 
 
 register = ForkingPickler.register
@@ -93,16 +94,21 @@ if _WINDOWS:
     def _open_for_dup(pid):
         return _winapi.OpenProcess(_winapi.PROCESS_DUP_HANDLE, False, pid)
 
-    def steal_handle(source_pid, handle):
-        '''Take `handle` out of process `source_pid` into this one.'''
-        owner = _open_for_dup(source_pid)
+    def _pull_handle(pid, handle, access, flags):
+        # Duplicate `handle` out of process `pid` into this one.
+        owner = _open_for_dup(pid)
         try:
-            flags = (_winapi.DUPLICATE_SAME_ACCESS |
-                     _winapi.DUPLICATE_CLOSE_SOURCE)
             return _winapi.DuplicateHandle(
-                owner, handle, _winapi.GetCurrentProcess(), 0, False, flags)
+                owner, handle, _winapi.GetCurrentProcess(), access, False,
+                flags)
         finally:
             _winapi.CloseHandle(owner)
+
+    def steal_handle(source_pid, handle):
+        '''Take `handle` out of process `source_pid` into this one.'''
+        return _pull_handle(source_pid, handle, 0,
+                            _winapi.DUPLICATE_SAME_ACCESS |
+                            _winapi.DUPLICATE_CLOSE_SOURCE)
 
     class DupHandle(object):
         '''A handle made ready for another process (picklable).'''
@@ -121,14 +127,9 @@ if _WINDOWS:
         def detach(self):
             '''The handle, in this process; call once.'''
             if self._pid == os.getpid():
-                return self._handle
-            owner = _open_for_dup(self._pid)
-            try:
-                return _winapi.DuplicateHandle(
-                    owner, self._handle, _winapi.GetCurrentProcess(),
-                    self._access, False, _winapi.DUPLICATE_CLOSE_SOURCE)
-            finally:
-                _winapi.CloseHandle(owner)
+                return self._handle      # already duplicated for us
+            return _pull_handle(self._pid, self._handle, self._access,
+                                _winapi.DUPLICATE_CLOSE_SOURCE)
 
     def send_handle(conn, handle, destination_pid):
         '''Send a handle over a local connection.'''

@@ -7,6 +7,7 @@ receives the descriptor (SCM_RIGHTS) over that connection.  One daemon
 thread per process serves the tickets; it starts with the first offer.
 """
 
+import functools
 import itertools
 import os
 import signal
@@ -51,7 +52,7 @@ class _Sharer(object):
     def _open(self):
         from .connection import Listener
         util.debug('starting listener and thread for sending handles')
-        listener = Listener(authkey=process.current_process().authkey)
+        listener = Listener(authkey=_authkey())
         self._listener = listener
         self._address = listener.address
         worker = threading.Thread(target=self._serve, args=(listener,),
@@ -70,18 +71,21 @@ class _Sharer(object):
     def _serve_one(self, listener):
         try:
             with listener.accept() as conn:
-                request = conn.recv()
-                if request is None:
-                    return False
-                key, pid = request
-                send, close = self._offers.pop(key)
-                try:
-                    send(conn, pid)
-                finally:
-                    close()
+                return self._answer(conn, conn.recv())
         except Exception:
             if not util.is_exiting():
                 sys.excepthook(*sys.exc_info())
+        return True
+
+    def _answer(self, conn, request):
+        # None asks the server to stop; otherwise (key, pid) of a ticket.
+        if request is None:
+            return False
+        offer = self._offers.pop(request[0])
+        try:
+            offer[0](conn, request[1])
+        finally:
+            offer[1]()
         return True
 
     def _release_offers(self):
@@ -95,8 +99,7 @@ class _Sharer(object):
         with self._lock:
             if self._address is None:
                 return
-            with Client(self._address,
-                        authkey=process.current_process().authkey) as c:
+            with Client(self._address, authkey=_authkey()) as c:
                 c.send(None)
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -120,52 +123,72 @@ class _Sharer(object):
     @staticmethod
     def get_connection(ticket):
         '''Connect to the sharer holding `ticket` and ask for it.'''
-        from .connection import Client
-        address, key = ticket
-        conn = Client(address, authkey=process.current_process().authkey)
-        conn.send((key, os.getpid()))
-        return conn
+        return _present(*ticket)
+
+
+def _authkey():
+    return process.current_process().authkey
+
+
+def _present(address, key):
+    # The sharer answers on this very connection; our pid lets a Windows
+    # sharer prepare the socket for us.
+    from .connection import Client
+    conn = Client(address, authkey=_authkey())
+    conn.send((key, os.getpid()))
+    return conn
 
 
 _resource_sharer = _Sharer()
 stop = _resource_sharer.stop
 
 
+class _Ticket(object):
+    '''What a DupFd/DupSocket pickles into: the sharer's ticket.'''
+
+    def _offer(self, send, close):
+        self._id = _resource_sharer.register(send, close)
+
+    def detach(self):
+        '''The resource, in this process; call once.'''
+        with _resource_sharer.get_connection(self._id) as conn:
+            return self._take(conn)
+
+
+def _hand_over_fd(fd, conn, pid):
+    reduction.send_handle(conn, fd, pid)
+
+
+def _hand_over_socket(sock, conn, pid):
+    conn.send_bytes(sock.share(pid))
+
+
 if sys.platform == 'win32':
     __all__ += ['DupSocket']
 
-    class DupSocket(object):
+    class DupSocket(_Ticket):
         '''A picklable socket: the receiver gets its own copy.'''
 
         def __init__(self, sock):
             mine = sock.dup()
+            self._offer(functools.partial(_hand_over_socket, mine),
+                        mine.close)
 
-            def hand_over(conn, pid):
-                conn.send_bytes(mine.share(pid))
-            self._id = _resource_sharer.register(hand_over, mine.close)
-
-        def detach(self):
-            '''The socket, in this process; call once.'''
-            with _resource_sharer.get_connection(self._id) as conn:
-                return socket.fromshare(conn.recv_bytes())
+        @staticmethod
+        def _take(conn):
+            return socket.fromshare(conn.recv_bytes())
 
 else:
     __all__ += ['DupFd']
 
-    class DupFd(object):
+    class DupFd(_Ticket):
         '''A picklable descriptor, usable whenever it is unpickled.'''
 
         def __init__(self, fd):
             mine = os.dup(fd)
+            self._offer(functools.partial(_hand_over_fd, mine),
+                        functools.partial(os.close, mine))
 
-            def hand_over(conn, pid):
-                reduction.send_handle(conn, mine, pid)
-
-            def release():
-                os.close(mine)
-            self._id = _resource_sharer.register(hand_over, release)
-
-        def detach(self):
-            '''The descriptor, in this process; call once.'''
-            with _resource_sharer.get_connection(self._id) as conn:
-                return reduction.recv_handle(conn)
+        @staticmethod
+        def _take(conn):
+            return reduction.recv_handle(conn)
