@@ -11,6 +11,10 @@ Named semaphores: with the "fork" start method a semaphore's name is
 removed at once (children inherit the open semaphore); with "spawn" and
 "forkserver" children reopen it by name, so the name stays until the object
 is finalized and is registered with the resource tracker meanwhile.
+
+A semaphore has no owner at the OS level: if a process dies while holding a
+lock, the lock stays taken.  Waiters then wait (or time out) until some
+process releases it; nothing crashes, and no error is reported.
 """
 
 __all__ = [
