@@ -29,12 +29,16 @@ def _ctype(typecode_or_type):
     return typecode_to_type.get(typecode_or_type, typecode_or_type)
 
 
+def _make_picklable(type_):
+    _ForkingPickler.register(type_, reduce_ctype)
+    _picklable_types.add(type_)
+
+
 def _on_block(type_, wrapper, block):
     """An instance of ctypes `type_` living in `block` (any writable
     buffer), kept alive together with `wrapper`."""
     if type_ not in _picklable_types:
-        _ForkingPickler.register(type_, reduce_ctype)
-        _picklable_types.add(type_)
+        _make_picklable(type_)
     obj = type_.from_buffer(block)
     obj._wrapper = wrapper
     return obj
@@ -42,8 +46,13 @@ def _on_block(type_, wrapper, block):
 
 def _zeroed(type_):
     "A zero-filled instance of ctypes `type_` in shared memory."
+    # _on_block() inlined: this is the allocation fast path.
     wrapper = heap.BufferWrapper(ctypes.sizeof(type_))
-    return _on_block(type_, wrapper, wrapper._block)
+    if type_ not in _picklable_types:
+        _make_picklable(type_)
+    obj = type_.from_buffer(wrapper._block)
+    obj._wrapper = wrapper
+    return obj
 
 
 def RawValue(typecode_or_type, *args):

@@ -55,11 +55,13 @@ cmp_shm_open_fd(const char *name, int flags, int mode, cmp_handle_t *fd)
     if (r < 0) {
         return errno;
     }
-    /* glibc adds O_CLOEXEC itself; other systems may not. */
+#ifndef __linux__
+    /* glibc opens with O_CLOEXEC itself; other systems may not. */
     int fdflags = fcntl(r, F_GETFD);
     if (fdflags >= 0 && !(fdflags & FD_CLOEXEC)) {
         (void)fcntl(r, F_SETFD, fdflags | FD_CLOEXEC);
     }
+#endif
     *fd = r;
     return 0;
 }
