@@ -119,23 +119,17 @@ def convert_to_error(kind, result):
     return RemoteError(result)
 
 
-def _raise_reply(kind, result):
-    """Raise the error an answer that is not '#RETURN' stands for."""
-    error = convert_to_error(kind, result)
-    del result
-    try:
-        raise error
-    finally:
-        del error       # no cycle through this frame
-
-
 def dispatch(c, id, methodname, args=(), kwds={}):
     """Send one request on connection *c* and return the answer."""
     c.send((id, methodname, args, kwds))
     reply = c.recv()
     if reply[0] == '#RETURN':
         return reply[1]
-    _raise_reply(*reply)
+    error, reply = convert_to_error(*reply), None
+    try:
+        raise error
+    finally:
+        error = None        # no cycle through this frame
 
 
 def _call_server(Client, address, authkey, methodname, args=(), kwds={}):
@@ -786,7 +780,11 @@ class BaseProxy(object):
             return result
         if kind == '#PROXY':
             return self._adopt(*result)
-        _raise_reply(kind, result)
+        error, result = convert_to_error(kind, result), None
+        try:
+            raise error
+        finally:
+            error = None    # no cycle through this frame
 
     def _adopt(self, exposed, token):
         """A proxy for a shared object a method call has just made."""
