@@ -6,6 +6,7 @@ Opening, sizing and mapping a segment is one call into _cmultiprocessing
 (shm_segment); the mapping is exposed as a memoryview through `buf`.
 """
 
+import contextlib
 import operator
 import os
 import struct
@@ -109,13 +110,9 @@ class SharedMemory:
         return -1 if handle is None else handle.fd
 
     def __del__(self):
-        try:
+        # Garbage collection must not fail on a segment that is gone.
+        with contextlib.suppress(OSError):
             self.close()
-        except OSError:
-            pass
-
-    def __reduce__(self):
-        return type(self), (self.name, False, self.size)
 
     def __repr__(self):
         return f'{type(self).__name__}({self.name!r}, size={self.size})'
@@ -150,6 +147,10 @@ class SharedMemory:
         if handle is not None:
             handle.close()
             self._handle = None
+
+    def __reduce__(self):
+        # Another process attaches by name, with the size it has now.
+        return type(self), (self.name, False, self.size)
 
     def unlink(self):
         """Destroy the block's name so that the memory is freed once every
