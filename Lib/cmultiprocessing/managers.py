@@ -286,7 +286,9 @@ class Server(object):
         util.debug('starting server thread to service %r',
                    threading.current_thread().name)
         recv, send, answer = conn.recv, conn.send, self._answer
-        while not self.stop_event.is_set():
+        stopping = self.stop_event.is_set
+        objects = self.id_to_obj
+        while not stopping():
             try:
                 request = recv()
             except EOFError:
@@ -296,12 +298,35 @@ class Server(object):
             except Exception:
                 reply = ('#TRACEBACK', format_exc())
             else:
-                reply = answer(conn, request)
-            if not _reply(conn, reply, '#UNSERIALIZABLE', request):
-                conn.close()
-                return
-            request = None
-            reply = None
+                # the common case inline: an exposed method of a tracked
+                # object that returns a plain value; the rest in _answer()
+                try:
+                    ident, methodname, args, kwds = request
+                    obj, exposed, gettypeid = objects[ident]
+                    plain = methodname in exposed and not (
+                        gettypeid and methodname in gettypeid)
+                except Exception:
+                    plain = False
+                if plain:
+                    try:
+                        method = getattr(obj, methodname)
+                    except AttributeError:
+                        reply = answer(conn, request)
+                    else:
+                        try:
+                            reply = ('#RETURN', method(*args, **kwds))
+                        except Exception as exc:
+                            reply = ('#ERROR', exc)
+                else:
+                    reply = answer(conn, request)
+                obj = method = args = kwds = None
+            try:
+                send(reply)
+            except Exception:
+                if not _reply(conn, reply, '#UNSERIALIZABLE', request):
+                    conn.close()
+                    return
+            request = reply = None
 
     def _referent(self, ident):
         try:
