@@ -20,18 +20,24 @@ Arena = _cmultiprocessing.Arena
 Heap = _cmultiprocessing.Heap
 
 
-def _arena_from_parent(size, dupfd):
-    return Arena(size, dupfd.detach())
+def _arena_from_parent(size, duplicate):
+    return Arena(size, duplicate.detach())
 
 
-def _arena_to_child(arena):
-    # The descriptor travels with the spawning machinery (passed fd, or the
-    # resource sharer where fds cannot be passed directly).
-    return _arena_from_parent, (arena.size, reduction.DupFd(arena.fd))
+if sys.platform == 'win32':
+    _FILE_MAP_ALL_ACCESS = 0xF001F
 
+    def _arena_to_child(arena):
+        # The child pulls a duplicate of the mapping's handle.
+        return _arena_from_parent, (
+            arena.size, reduction.DupHandle(arena.fd, _FILE_MAP_ALL_ACCESS))
+else:
+    def _arena_to_child(arena):
+        # The descriptor travels with the spawning machinery (passed fd,
+        # or the resource sharer where fds cannot be passed directly).
+        return _arena_from_parent, (arena.size, reduction.DupFd(arena.fd))
 
-if sys.platform != 'win32':
-    reduction.register(Arena, _arena_to_child)
+reduction.register(Arena, _arena_to_child)
 
 
 def _wrapper_in_child(arena, start, size):
