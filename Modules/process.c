@@ -126,7 +126,13 @@ proc_fork_with_sentinels(PyObject *module, PyObject *const *args,
         PyOS_AfterFork_Child();
         (void)cmp_proc_close(up[0]);
         (void)cmp_proc_close(down[1]);
-        return Py_BuildValue("(lii)", 0L, (int)down[0], -1);
+        PyObject *mine = Py_BuildValue("(lii)", 0L, (int)down[0], -1);
+        if (mine == NULL) {
+            /* Raising here would run the parent's code in the child. */
+            PyErr_Print();
+            cmp_proc_exit_now(1);
+        }
+        return mine;
     }
     PyOS_AfterFork_Parent();
     if (err != 0) {

@@ -68,6 +68,12 @@ cmp_proc_fork(long *pid)
     return 0;
 }
 
+void
+cmp_proc_exit_now(int code)
+{
+    _exit(code);
+}
+
 int
 cmp_proc_reap(long pid, int block, int *done, int *exitcode)
 {

@@ -26,6 +26,9 @@ int cmp_proc_close(cmp_handle_t fd);
 /* fork(2): *pid receives 0 in the child, the child's pid in the parent. */
 int cmp_proc_fork(long *pid);
 
+/* _exit(2): leave at once, without running any exit handler. */
+void cmp_proc_exit_now(int code);
+
 /* Collect the exit status of child `pid`.  With block == 0 the call does
    not wait: *done is set to 0 if the child is still running.  When the
    child is collected *done = 1 and *exitcode holds the exit status in the
