@@ -73,6 +73,13 @@ def _drain_bytes(conn, count):
     conn.send(total)
 
 
+def _drain_oneway(conn, back, count):
+    total = 0
+    for _ in range(count):
+        total += len(conn.recv_bytes())
+    back.send(total)
+
+
 def _produce(q, count, size):
     payload = b"m" * size
     for _ in range(count):
@@ -283,6 +290,26 @@ def b_pipe_bandwidth(impl, n):
     return elapsed / n
 
 
+def b_pipe_oneway_bandwidth(impl, n):
+    ctx = impl.context()
+    r, w = ctx.Pipe(duplex=False)
+    back_r, back_w = ctx.Pipe(duplex=False)
+    block = b"z" * MiB
+
+    def parent():
+        for _ in range(n):
+            w.send_bytes(block)
+        total = back_r.recv()
+        if total != n * MiB:
+            raise RuntimeError("received %r bytes, sent %r" % (total, n * MiB))
+    try:
+        elapsed = gated_run(ctx, [(_drain_oneway, (r, back_w, n))], parent)
+    finally:
+        for c in (r, w, back_r, back_w):
+            c.close()
+    return elapsed / n
+
+
 def queue_bench(kind, producers, size):
     def run(impl, n):
         per = max(1, n // producers)
@@ -446,6 +473,8 @@ def all_benches():
         Bench("pipe round trip, small object", b_pipe_rtt_objects, 2000, 20000),
         Bench("pipe bandwidth, 1 MiB messages", b_pipe_bandwidth, 100, 1000,
               kind="bandwidth", nbytes=MiB),
+        Bench("Pipe(duplex=False) bandwidth, 1 MiB", b_pipe_oneway_bandwidth, 100, 1000,
+              kind="bandwidth", nbytes=MiB),
     ]
     for kind in ("Queue", "SimpleQueue"):
         for size, label in ((16, "16 B"), (65536, "64 KiB")):
@@ -586,16 +615,25 @@ class Table:
 # The C reference
 
 CREF = [
-    # test, label, count quick, count full, compares with (bench name)
-    ("pipe_rtt", "pipe round trip, 64 B (2 pipes)", 5000, 50000, "pipe round trip, 64 B bytes"),
-    ("sock_rtt", "socketpair round trip, 64 B", 5000, 50000, "pipe round trip, 64 B bytes"),
-    ("sock_bw", "socketpair bandwidth, 1 MiB", 200, 2000, "pipe bandwidth, 1 MiB messages"),
-    ("pipe_bw", "pipe bandwidth, 1 MiB", 100, 1000, "pipe bandwidth, 1 MiB messages"),
-    ("futex_pingpong", "futex ping-pong, 2 procs", 5000, 50000, "Semaphore ping-pong, 2 procs"),
-    ("sem_pingpong", "sem_t ping-pong, 2 procs", 5000, 50000, "Semaphore ping-pong, 2 procs"),
-    ("fork_wait", "fork + _exit + waitpid", 200, 2000, "Process start+join, fork"),
-    ("spawn_true", "posix_spawn /bin/true + wait", 100, 1000, "Process start+join, forkserver"),
-    ("spawn_exe", "posix_spawn python -c pass", 5, 30, "Process start+join, spawn"),
+    # test, label, count quick, count full, the benchmarks it is the floor of
+    ("pipe_rtt", "pipe round trip, 64 B (2 pipes)", 5000, 50000,
+     ["pipe round trip, 64 B bytes"]),
+    ("sock_rtt", "socketpair round trip, 64 B", 5000, 50000,
+     ["pipe round trip, 64 B bytes", "pipe round trip, small object"]),
+    ("sock_bw", "socketpair bandwidth, 1 MiB", 200, 2000,
+     ["pipe bandwidth, 1 MiB messages"]),
+    ("pipe_bw", "pipe bandwidth, 1 MiB", 100, 1000,
+     ["Pipe(duplex=False) bandwidth, 1 MiB"]),
+    ("futex_pingpong", "futex ping-pong, 2 procs", 5000, 50000,
+     ["Semaphore ping-pong, 2 procs"]),
+    ("sem_pingpong", "sem_t ping-pong, 2 procs", 5000, 50000,
+     ["Semaphore ping-pong, 2 procs"]),
+    ("fork_wait", "fork + _exit + waitpid", 200, 2000,
+     ["Process start+join, fork", "Process start+join, forkserver"]),
+    ("spawn_true", "posix_spawn /bin/true + wait", 100, 1000,
+     ["Process start+join, spawn"]),
+    ("spawn_exe", "posix_spawn python -c pass", 5, 30,
+     ["Process start+join, spawn"]),
 ]
 
 
@@ -651,7 +689,7 @@ def run_cref(reps, quick):
             sec, nb = proc.stdout.split()
             values.append(float(sec))
             nbytes = int(nb)
-        rows.append({"test": test, "label": label, "versus": versus,
+        rows.append({"test": test, "label": label, "versus": list(versus),
                      "median": statistics.median(values) if values and not err else None,
                      "nbytes": nbytes, "samples": values, "error": err})
     return rows, None
@@ -767,20 +805,25 @@ def main(argv=None):
         if cref is None:
             print("  skipped: " + why)
         else:
-            by_name = {row["name"]: (b, row) for b, row in zip(benches, results)}
-            t2 = Table(["C reference", "floor", "compare with", "stdlib", "cmultiprocessing"],
-                       [31, 11, 32, 16, 16])
+            by_name = {row["name"]: row for row in results}
+            print("'Nx floor': the Python figure takes N times the C floor's time per operation")
+            t2 = Table(["C reference", "floor", "floor of", "stdlib", "cmultiprocessing"],
+                       [31, 11, 37, 16, 16])
             t2.head()
             for row in cref:
-                cells = [row["label"], fmt_cref(row), row["versus"]]
-                for label in ("stdlib", "cmultiprocessing"):
-                    b, r = by_name.get(row["versus"], (None, None))
-                    e = r["results"].get(label) if r else None
-                    if row["median"] is None or not e or e["status"] != "ok":
-                        cells.append("-")
-                    else:
-                        cells.append("%.1fx floor" % (e["median"] / row["median"]))
-                t2.line(cells)
+                first = True
+                for versus in row["versus"]:
+                    cells = [row["label"] if first else "", fmt_cref(row) if first else "",
+                             versus]
+                    first = False
+                    r = by_name.get(versus)
+                    for label in ("stdlib", "cmultiprocessing"):
+                        e = r["results"].get(label) if r else None
+                        if row["median"] is None or not e or e["status"] != "ok":
+                            cells.append("-")
+                        else:
+                            cells.append("%.1fx floor" % (e["median"] / row["median"]))
+                    t2.line(cells)
             for row in cref:
                 if row["error"]:
                     print("  %s: %s" % (row["test"], row["error"][:200]))
