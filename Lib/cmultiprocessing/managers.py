@@ -701,17 +701,32 @@ class BaseManager(object):
             setattr(cls, typeid, _creator(typeid, proxytype))
 
 
+def _proxy_taking_reference(proxytype, token, serializer, manager, authkey,
+                            exposed):
+    """A proxy for a referent the server has just counted one reference
+    to on our behalf (create(), or a method returning a shared object).
+    A BaseProxy takes that reference over; any other proxy type takes its
+    own and the server's is dropped (two more connections)."""
+    if proxytype is AutoProxy or (isinstance(proxytype, type)
+                                  and issubclass(proxytype, BaseProxy)):
+        proxy = proxytype(token, serializer, manager=manager,
+                          authkey=authkey, exposed=exposed, incref=False)
+        proxy._hold()
+        return proxy
+    proxy = proxytype(token, serializer, manager=manager, authkey=authkey,
+                      exposed=exposed)
+    _call_server(listener_client[serializer][1], token.address, authkey,
+                 'decref', (token.id,))
+    return proxy
+
+
 def _creator(typeid, proxytype):
     """The manager method that makes a shared *typeid* and its proxy."""
     def create(self, /, *args, **kwds):
         util.debug('requesting creation of a shared %r object', typeid)
         token, exposed = self._create(typeid, *args, **kwds)
-        proxy = proxytype(token, self._serializer, manager=self,
-                          authkey=self._authkey, exposed=exposed)
-        # the proxy holds its own reference now; drop create()'s
-        _call_server(self._Client, token.address, self._authkey, 'decref',
-                     (token.id,))
-        return proxy
+        return _proxy_taking_reference(proxytype, token, self._serializer,
+                                       self, self._authkey, exposed)
     create.__name__ = create.__qualname__ = typeid
     return create
 
@@ -819,11 +834,8 @@ class BaseProxy(object):
         else:
             proxytype = AutoProxy
         token.address = self._token.address
-        proxy = proxytype(token, self._serializer, manager=manager,
-                          authkey=self._authkey, exposed=exposed)
-        _call_server(self._Client, token.address, self._authkey, 'decref',
-                     (token.id,))
-        return proxy
+        return _proxy_taking_reference(proxytype, token, self._serializer,
+                                       manager, self._authkey, exposed)
 
     def _getvalue(self):
         """A copy of the referent."""
@@ -837,6 +849,11 @@ class BaseProxy(object):
         _call_server(self._Client, self._token.address, self._authkey,
                      'incref', (self._id,))
         util.debug('INCREF %r', self._token.id)
+        self._hold()
+
+    def _hold(self):
+        """Hold a server reference to the referent until this proxy dies
+        (or the process exits)."""
         self._idset.add(self._id)
         state = None if self._manager is None else self._manager._state
         self._close = util.Finalize(
