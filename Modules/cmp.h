@@ -32,6 +32,11 @@
     X(conn_pickler)                                                           \
     X(conn_loads)                                                             \
     X(conn_str_dump)                                                          \
+    X(conn_str_clear_memo)                                                    \
+    X(conn_cache)                                                             \
+    X(conn_copyreg_table)                                                     \
+    X(conn_extra_reducers)                                                    \
+    X(conn_str_generation)                                                    \
     /* semaphore.c */                                                         \
     X(SemLock_type)                                                           \
     X(CondCore_type)                                                          \

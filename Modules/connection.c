@@ -34,6 +34,21 @@
 #  define Py_READONLY READONLY
 #endif
 
+/* Keeping an exception aside while cleaning up, on 3.11 too. */
+#if PY_VERSION_HEX >= 0x030C0000
+typedef struct {
+    PyObject *exc;
+} conn_saved_error;
+#  define CONN_SAVE_ERROR(s) ((s).exc = PyErr_GetRaisedException())
+#  define CONN_RESTORE_ERROR(s) PyErr_SetRaisedException((s).exc)
+#else
+typedef struct {
+    PyObject *type, *value, *tb;
+} conn_saved_error;
+#  define CONN_SAVE_ERROR(s) PyErr_Fetch(&(s).type, &(s).value, &(s).tb)
+#  define CONN_RESTORE_ERROR(s) PyErr_Restore((s).type, (s).value, (s).tb)
+#endif
+
 /* Payloads above this size are not allocated in one go before the first
    part of them has arrived: a peer has to prove it is really sending. */
 #define CONN_PROBE_SIZE ((size_t)64 * 1024 * 1024)
@@ -529,9 +544,21 @@ conn_send_frame(ConnObject *self, cmp_iobuf *pieces, int count)
 /* ------------------------------------------------------------------ */
 /* FrameWriter: the file a pickler writes into; it keeps the chunks.   */
 
+/* Building a pickler costs several times what pickling a small object
+   does, so one pickler (with its writer) is kept in the module state and
+   reused while nobody else is using it: `busy` says it is taken (another
+   thread, or a reducer that sends, gets a fresh pair instead).  It is
+   rebuilt when the reducer tables changed since it was made (their sizes,
+   or the class's _generation that register() bumps), since its
+   dispatch_table is a snapshot of them. */
 typedef struct {
     PyObject_HEAD
     PyObject *chunks;       /* list of bytes */
+    PyObject *pickler;      /* the pickler writing here, when cached */
+    int busy;
+    Py_ssize_t copyreg_size;
+    Py_ssize_t extra_size;
+    long generation;        /* ForkingPickler._generation when made */
 } FrameWriter;
 
 static PyObject *
@@ -562,6 +589,7 @@ FrameWriter_traverse(FrameWriter *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->chunks);
+    Py_VISIT(self->pickler);
     return 0;
 }
 
@@ -569,6 +597,7 @@ static int
 FrameWriter_clear(FrameWriter *self)
 {
     Py_CLEAR(self->chunks);
+    Py_CLEAR(self->pickler);
     return 0;
 }
 
@@ -605,26 +634,8 @@ static PyType_Spec FrameWriter_spec = {
     .slots = FrameWriter_slots,
 };
 
-static FrameWriter *
-frame_writer_new(cmp_state *st)
-{
-    PyTypeObject *tp = (PyTypeObject *)st->FrameWriter_type;
-    FrameWriter *w = PyObject_GC_New(FrameWriter, tp);
-    if (w == NULL) {
-        return NULL;
-    }
-    Py_INCREF(tp);
-    w->chunks = PyList_New(0);
-    if (w->chunks == NULL) {
-        Py_DECREF(w);
-        return NULL;
-    }
-    PyObject_GC_Track(w);
-    return w;
-}
-
-/* The pickler class and loads function of cmultiprocessing.reduction,
-   looked up on first use and kept in the module state. */
+/* The pickler class and loads function of cmultiprocessing.reduction, and
+   the two reducer tables its picklers copy, looked up on first use. */
 static int
 conn_load_pickler(cmp_state *st)
 {
@@ -641,13 +652,141 @@ conn_load_pickler(cmp_state *st)
         return -1;
     }
     PyObject *loads = PyObject_GetAttrString(cls, "loads");
+    PyObject *extra = loads ? PyObject_GetAttrString(cls, "_extra_reducers")
+                            : NULL;
+    PyObject *table = extra ? PyObject_GetAttrString(
+                                  cls, "_copyreg_dispatch_table")
+                            : NULL;
+    if (table == NULL) {
+        /* Without both tables there is nothing to check a cached pickler
+           against: every send then builds its own. */
+        PyErr_Clear();
+        Py_CLEAR(extra);
+    }
+    else if (!PyDict_Check(extra) || !PyDict_Check(table)) {
+        Py_CLEAR(extra);
+        Py_CLEAR(table);
+    }
     if (loads == NULL) {
         Py_DECREF(cls);
         return -1;
     }
+    Py_XSETREF(st->conn_extra_reducers, extra);
+    Py_XSETREF(st->conn_copyreg_table, table);
     Py_XSETREF(st->conn_loads, loads);
     Py_XSETREF(st->conn_pickler, cls);
     return 0;
+}
+
+/* ForkingPickler._generation, or -1 when it has none (or not an int). */
+static long
+conn_generation(cmp_state *st)
+{
+    PyObject *g = PyObject_GetAttr(st->conn_pickler, st->conn_str_generation);
+    if (g == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    long v = PyLong_Check(g) ? PyLong_AsLong(g) : -1;
+    Py_DECREF(g);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+    }
+    return v;
+}
+
+/* A new writer with a pickler of the ForkingPickler class on it. */
+static FrameWriter *
+frame_writer_new(cmp_state *st)
+{
+    PyTypeObject *tp = (PyTypeObject *)st->FrameWriter_type;
+    FrameWriter *w = PyObject_GC_New(FrameWriter, tp);
+    if (w == NULL) {
+        return NULL;
+    }
+    Py_INCREF(tp);
+    w->pickler = NULL;
+    w->busy = 0;
+    w->copyreg_size = w->extra_size = -1;
+    w->chunks = PyList_New(0);
+    PyObject_GC_Track(w);
+    if (w->chunks == NULL) {
+        Py_DECREF(w);
+        return NULL;
+    }
+    w->generation = -1;
+    if (st->conn_copyreg_table != NULL) {
+        w->copyreg_size = PyDict_Size(st->conn_copyreg_table);
+        w->extra_size = PyDict_Size(st->conn_extra_reducers);
+        w->generation = conn_generation(st);
+    }
+    PyObject *args[2] = {(PyObject *)w, Py_None};
+    w->pickler = PyObject_Vectorcall(st->conn_pickler, args, 2, NULL);
+    if (w->pickler == NULL) {
+        Py_DECREF(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* The cached writer (marked busy) if it is free and still current, else a
+   fresh one.  Returns a new reference, or NULL with an exception set. */
+static FrameWriter *
+frame_writer_take(cmp_state *st)
+{
+    FrameWriter *w = (FrameWriter *)st->conn_cache;
+    if (st->conn_copyreg_table == NULL) {
+        return frame_writer_new(st);
+    }
+    if (w != NULL) {
+        if (w->busy) {
+            return frame_writer_new(st);
+        }
+        if (w->copyreg_size == PyDict_Size(st->conn_copyreg_table) &&
+            w->extra_size == PyDict_Size(st->conn_extra_reducers) &&
+            w->generation == conn_generation(st) && w->generation != -1) {
+            w->busy = 1;
+            return (FrameWriter *)Py_NewRef(w);
+        }
+        Py_CLEAR(st->conn_cache);       /* stale: tables changed */
+    }
+    w = frame_writer_new(st);
+    if (w == NULL) {
+        return NULL;
+    }
+    if (st->conn_cache == NULL) {
+        w->busy = 1;
+        st->conn_cache = Py_NewRef(w);
+    }
+    return w;
+}
+
+/* Done with a writer: drop its chunks and the pickler's memo (which keeps
+   every pickled object alive), and free it for the next send. */
+static void
+frame_writer_give_back(cmp_state *st, FrameWriter *w)
+{
+    conn_saved_error saved;
+    CONN_SAVE_ERROR(saved);
+    if (w->chunks != NULL) {
+        (void)PyList_SetSlice(w->chunks, 0, PyList_GET_SIZE(w->chunks),
+                              NULL);
+    }
+    if (w->busy && w->pickler != NULL) {
+        PyObject *r = PyObject_CallMethodNoArgs(w->pickler,
+                                                st->conn_str_clear_memo);
+        if (r == NULL) {
+            /* A pickler that cannot forget is not reused. */
+            PyErr_Clear();
+            if (st->conn_cache == (PyObject *)w) {
+                Py_CLEAR(st->conn_cache);
+            }
+        }
+        Py_XDECREF(r);
+    }
+    w->busy = 0;
+    CONN_RESTORE_ERROR(saved);
+    Py_DECREF(w);
 }
 
 /* ------------------------------------------------------------------ */
@@ -723,26 +862,21 @@ Conn_send(ConnObject *self, PyTypeObject *cls, PyObject *const *args,
     if (conn_load_pickler(st) < 0) {
         return NULL;
     }
-    FrameWriter *w = frame_writer_new(st);
+    FrameWriter *w = frame_writer_take(st);
     if (w == NULL) {
         return NULL;
     }
     PyObject *result = NULL;
     cmp_iobuf small[8];
     cmp_iobuf *pieces = small;
-    PyObject *pargs[2] = {(PyObject *)w, Py_None};
-    PyObject *pickler = PyObject_Vectorcall(st->conn_pickler, pargs, 2, NULL);
-    if (pickler == NULL) {
-        goto done;
-    }
-    PyObject *r = PyObject_CallMethodOneArg(pickler, st->conn_str_dump, a[0]);
-    Py_DECREF(pickler);
+    PyObject *r = PyObject_CallMethodOneArg(w->pickler, st->conn_str_dump,
+                                            a[0]);
     if (r == NULL) {
         goto done;
     }
     Py_DECREF(r);
-    /* The pickler has let go of the writer's contents: w->chunks holds
-       every chunk, in order, and nothing else can append to it now. */
+    /* w->chunks holds every chunk of the pickle, in order; while the
+       writer is busy nothing else appends to it. */
     Py_ssize_t n = PyList_GET_SIZE(w->chunks);
     if (n + 1 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
         pieces = PyMem_New(cmp_iobuf, (size_t)n + 1);
@@ -764,7 +898,7 @@ done:
     if (pieces != small) {
         PyMem_Free(pieces);
     }
-    Py_DECREF(w);
+    frame_writer_give_back(st, w);
     return result;
 }
 
@@ -1404,6 +1538,14 @@ cmp_connection_exec(PyObject *module)
     }
     st->conn_str_dump = PyUnicode_InternFromString("dump");
     if (st->conn_str_dump == NULL) {
+        return -1;
+    }
+    st->conn_str_generation = PyUnicode_InternFromString("_generation");
+    if (st->conn_str_generation == NULL) {
+        return -1;
+    }
+    st->conn_str_clear_memo = PyUnicode_InternFromString("clear_memo");
+    if (st->conn_str_clear_memo == NULL) {
         return -1;
     }
     if (PyModule_AddType(module, (PyTypeObject *)st->Connection_type) < 0) {

@@ -773,3 +773,91 @@ def test_interop_wrong_key_refused(family, direction):
             finally:
                 t.join()
     assert len(out) == 1 and "AuthenticationError" in type(out[0]).__name__
+
+
+# ------------------------------------------------- the reused pickler
+
+class _Registered:
+    pass
+
+
+def test_register_after_sends_takes_effect(pair):
+    from cmultiprocessing import reduction
+    a, b = pair
+    a.send("warm the cached pickler")
+    assert b.recv() == "warm the cached pickler"
+    reduction.register(_Registered, lambda obj: (str, ("reduced",)))
+    try:
+        a.send(_Registered())
+        assert b.recv() == "reduced"
+        reduction.register(_Registered, lambda obj: (str, ("again",)))
+        # same number of reducers, yet the reused pickler sees the change
+        a.send(_Registered())
+        assert b.recv() == "again"
+        assert pickle_roundtrip(_Registered()) == "again"
+    finally:
+        del reduction.ForkingPickler._extra_reducers[_Registered]
+
+
+def pickle_roundtrip(obj):
+    from cmultiprocessing import reduction
+    return reduction.ForkingPickler.loads(reduction.ForkingPickler.dumps(obj))
+
+
+class _SendsWhilePickled:
+    """Its reducer sends on a connection: a send inside a send."""
+    conn = None
+
+    def __reduce__(self):
+        self.conn.send("inner")
+        return (str, ("outer",))
+
+
+def test_send_from_inside_a_reducer(pair):
+    a, b = pair
+    c, d = Pipe()
+    with c, d:
+        obj = _SendsWhilePickled()
+        obj.conn = c
+        a.send([obj, obj])
+        assert b.recv() == ["outer", "outer"]
+        assert d.recv() == "inner"
+        assert not d.poll()               # __reduce__ ran once (memo)
+        a.send(obj)                       # the memo was cleared in between
+        assert b.recv() == "outer" and d.recv() == "inner"
+
+
+def test_failed_pickle_leaves_no_state(pair):
+    a, b = pair
+    class Bad:
+        def __reduce__(self):
+            raise ValueError("cannot")
+    with pytest.raises(ValueError):
+        a.send(["x" * 100000, Bad()])     # part of it was already framed
+    a.send("clean")
+    assert b.recv() == "clean"
+
+
+def test_threads_sending_objects_concurrently():
+    pairs = [Pipe() for _ in range(4)]
+    errors = []
+
+    def worker(conn, tag):
+        try:
+            for i in range(300):
+                conn.send((tag, i, "p" * (i % 50)))
+        except Exception as e:          # noqa: BLE001 -- reported below
+            errors.append(e)
+    threads = [threading.Thread(target=worker, args=(p[0], t))
+               for t, p in enumerate(pairs)]
+    for t in threads:
+        t.start()
+    for tag, (_, r) in enumerate(pairs):
+        for i in range(300):
+            assert r.recv() == (tag, i, "p" * (i % 50))
+    for t in threads:
+        t.join()
+    assert errors == []
+    for p in pairs:
+        p[0].close()
+        p[1].close()

@@ -37,6 +37,9 @@ def _dispatch_snapshot(cls):
 def _register(cls, type, reduce):
     '''Use reduce(obj) to pickle instances of `type`.'''
     cls._extra_reducers[type] = reduce
+    # Connections keep a pickler between sends: this tells them the
+    # snapshot it holds is out of date.
+    ForkingPickler._generation += 1
 
 
 def _dumps(cls, obj, protocol=None):
@@ -52,6 +55,7 @@ class ForkingPickler(pickle.Pickler):
 
     _extra_reducers = {}
     _copyreg_dispatch_table = copyreg.dispatch_table
+    _generation = 0
     register = classmethod(_register)
     dumps = classmethod(_dumps)
     loads = staticmethod(pickle.loads)

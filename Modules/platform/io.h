@@ -25,7 +25,9 @@ int cmp_io_kind(cmp_handle_t fd, int *kind);
 /* One read of at most `len` bytes into `buf`.  *got = 0 means end of file.
    With nowait != 0 the call must not block: it returns EAGAIN when no byte
    is there (for handles where that cannot be promised it returns EAGAIN
-   without reading, and the caller falls back to a blocking read). */
+   without reading, and the caller falls back to a blocking read).  A
+   blocking read may wait until all `len` bytes are there (sockets), but
+   returns early at end of file or when a signal interrupts it. */
 int cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
                 size_t *got);
 

@@ -48,7 +48,9 @@ cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
         len = (size_t)SSIZE_MAX;
     }
     if (kind == CMP_IO_KIND_SOCKET) {
-        n = recv(fd, buf, len, nowait ? MSG_DONTWAIT : 0);
+        /* A blocking read waits for all it asks for: one system call per
+           payload instead of one per segment that arrives. */
+        n = recv(fd, buf, len, nowait ? MSG_DONTWAIT : MSG_WAITALL);
     }
     else {
         if (nowait) {
