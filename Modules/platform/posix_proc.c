@@ -1,4 +1,11 @@
 /* platform/posix_proc.c -- POSIX implementation of platform/proc.h. */
+/* pipe2() and kill() need more than strict C11 (the build adds these too). */
+#ifndef _GNU_SOURCE
+#  define _GNU_SOURCE 1
+#endif
+#ifndef _DARWIN_C_SOURCE
+#  define _DARWIN_C_SOURCE 1
+#endif
 #include "platform/platform.h"
 
 #ifdef CMP_POSIX
