@@ -225,6 +225,39 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
 job_counter = itertools.count()
 
 
+class _Latch(object):
+    """A one-shot event: cheaper to make than threading.Event (one lock,
+    held until set), since every task result has one."""
+    __slots__ = ('_lock', '_open')
+
+    def __init__(self):
+        self._open = False
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def is_set(self):
+        return self._open
+
+    def set(self):
+        if not self._open:
+            self._open = True
+            self._lock.release()
+
+    def wait(self, timeout=None):
+        if self._open:
+            return True
+        if timeout is None:
+            got = self._lock.acquire()
+        elif timeout > 0:
+            got = self._lock.acquire(timeout=timeout)
+        else:
+            got = self._lock.acquire(blocking=False)
+        if got:
+            # let the next waiter through too
+            self._lock.release()
+        return self._open
+
+
 class ApplyResult(object):
     """The pending result of one task (returned by `apply_async`)."""
 
@@ -232,7 +265,7 @@ class ApplyResult(object):
         self._pool = pool
         self._callback = callback
         self._error_callback = error_callback
-        self._event = threading.Event()
+        self._event = _Latch()
         self._cache = pool._cache
         self._job = next(job_counter)
         self._cache[self._job] = self
@@ -616,6 +649,8 @@ class _Engine(object):
                 return None
             if item is _STOP:
                 return None
+            if type(item) is tuple:
+                return item         # one task (apply_async)
             if item is _CLOSE:
                 self.saw_close = True
             elif item is not _NUDGE:
@@ -1181,7 +1216,7 @@ class Pool(object):
         """Like apply(), returning an AsyncResult."""
         self._check_running()
         result = ApplyResult(self, callback, error_callback)
-        self._engine.submit(iter(((result._job, 0, func, args, kwds),)))
+        self._engine.submit((result._job, 0, func, args, kwds))
         return result
 
     def map(self, func, iterable, chunksize=None):
