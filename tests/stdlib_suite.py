@@ -30,7 +30,9 @@ import sys
 import tempfile
 import time
 
-SUITE_MODULE = "_cmp_stdlib_suite"
+# The copy keeps "test_multiprocessing.py" in its file name: some tests look
+# for it in tracebacks.
+SUITE_MODULE = "_cmp_test_multiprocessing"
 HELPER_SCRIPTS = ("mp_fork_bomb.py", "mp_preload.py")
 
 # Tests that cannot apply to a package outside the standard library, with the
@@ -85,7 +87,24 @@ def prepare_suite(folder, stdlib):
             with open(os.path.join(folder, script), "w",
                       encoding="utf-8") as f:
                 f.write(rewrite_names(text))
+    link_package_under_test(folder)
     return SUITE_MODULE
+
+
+def link_package_under_test(folder):
+    """Make the package importable from the suite's folder (its children's
+    working directory) too: some tests start interpreters with -E -S, which
+    see neither PYTHONPATH nor site-packages, only the current directory."""
+    for name in ("cmultiprocessing", "_cmultiprocessing"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            sys.exit("cannot find %s to test: install the package or set "
+                     "PYTHONPATH" % name)
+        if spec.submodule_search_locations:
+            src = list(spec.submodule_search_locations)[0]
+        else:
+            src = spec.origin
+        os.symlink(src, os.path.join(folder, os.path.basename(src)))
 
 
 # --------------------------------------------------------------------------
