@@ -935,10 +935,18 @@ class _ProcessEngine(_Engine):
         self._close_channels((slot.tasks, slot.results))
 
     def _wake_collector(self):
-        try:
-            self.wake_w.send_bytes(b'')
-        except Exception:
-            pass
+        wake_w = self.wake_w
+        if wake_w is not None:
+            try:
+                wake_w.send_bytes(b'')
+            except Exception:
+                pass        # closed: the collector is gone anyway
+
+    def _retire_wake(self):
+        with self.lock:
+            ends = (self.wake_r, self.wake_w)
+            self.wake_r = self.wake_w = None
+        self._close_channels([end for end in ends if end is not None])
 
     @staticmethod
     def _stop_process(proc):
@@ -959,7 +967,7 @@ class _ProcessEngine(_Engine):
             proc.join()
         for slot in slots:
             self._close_slot(slot)
-        self._close_channels((self.wake_r, self.wake_w))
+        self._retire_wake()
 
     def _sort_picklable(self, batch, failed):
         from .reduction import ForkingPickler
@@ -984,20 +992,21 @@ class _ProcessEngine(_Engine):
 
     def _collect_loop(self):
         from .connection import wait
+        wake_r = self.wake_r
         try:
             while not self._collector_done():
                 with self.lock:
                     by_reader = {s.results: s for s in self.slots.values()}
                     by_sentinel = {s.proc.sentinel: s
                                    for s in self.slots.values()}
-                ready = wait([self.wake_r, *by_reader, *by_sentinel],
+                ready = wait([wake_r, *by_reader, *by_sentinel],
                              self._respawn_timeout())
                 exited = []
                 for obj in ready:
-                    if obj is self.wake_r:
+                    if obj is wake_r:
                         try:
-                            while self.wake_r.poll():
-                                self.wake_r.recv_bytes()
+                            while wake_r.poll():
+                                wake_r.recv_bytes()
                         except (EOFError, OSError):
                             return
                     elif obj in by_reader:
@@ -1018,6 +1027,9 @@ class _ProcessEngine(_Engine):
         except BaseException:
             util.debug('pool collector failed: %r', sys.exc_info()[1])
             raise
+        finally:
+            if self._collector_done():
+                self._retire_wake()
 
 
 class _Inbox(object):
