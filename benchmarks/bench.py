@@ -469,11 +469,11 @@ class Bench:
 def all_benches():
     q_peers = ("billiard", "multiprocess", "faster-fifo")
     out = [
-        Bench("pipe round trip, 64 B bytes", b_pipe_rtt_bytes, 2000, 20000),
-        Bench("pipe round trip, small object", b_pipe_rtt_objects, 2000, 20000),
-        Bench("pipe bandwidth, 1 MiB messages", b_pipe_bandwidth, 100, 1000,
+        Bench("pipe round trip, 64 B bytes", b_pipe_rtt_bytes, 2000, 8000),
+        Bench("pipe round trip, small object", b_pipe_rtt_objects, 2000, 8000),
+        Bench("pipe bandwidth, 1 MiB messages", b_pipe_bandwidth, 100, 400,
               kind="bandwidth", nbytes=MiB),
-        Bench("Pipe(duplex=False) bandwidth, 1 MiB", b_pipe_oneway_bandwidth, 100, 1000,
+        Bench("Pipe(duplex=False) bandwidth, 1 MiB", b_pipe_oneway_bandwidth, 100, 400,
               kind="bandwidth", nbytes=MiB),
     ]
     for kind in ("Queue", "SimpleQueue"):
@@ -484,22 +484,22 @@ def all_benches():
                     "%s, %s msgs, %d producer%s" % (kind, label, producers,
                                                    "s" if producers > 1 else ""),
                     queue_bench(kind, producers, size),
-                    4000 if small else 400, 40000 if small else 4000,
+                    4000 if small else 400, 16000 if small else 1600,
                     kind="rate" if small else "bandwidth", nbytes=size,
                     peers=q_peers if kind == "Queue" else ("billiard", "multiprocess")))
     out += [
-        Bench("Lock acquire+release", b_lock, 100000, 1000000),
-        Bench("RLock acquire+release", b_rlock, 100000, 1000000),
-        Bench("Semaphore ping-pong, 2 procs", b_sem_pingpong, 2000, 20000),
-        Bench("Value += 1 under lock, 2 procs", b_value_contention, 10000, 100000),
-        Bench("Pool(2).map, tiny tasks", b_pool_map, 5000, 50000, kind="rate"),
-        Bench("Pool(2).apply_async, tiny", b_apply_async, 1000, 10000, kind="rate"),
-        Bench("Process start+join, fork", start_bench("fork"), 20, 200),
-        Bench("Process start+join, spawn", start_bench("spawn"), 3, 20),
-        Bench("Process start+join, forkserver", start_bench("forkserver"), 10, 100),
-        Bench("SharedMemory create+close+unlink", b_shared_memory, 200, 2000),
-        Bench("RawArray('d', 10000) alloc+free", b_rawarray, 2000, 20000),
-        Bench("Manager dict set+get", b_manager_dict, 300, 3000),
+        Bench("Lock acquire+release", b_lock, 100000, 400000),
+        Bench("RLock acquire+release", b_rlock, 100000, 400000),
+        Bench("Semaphore ping-pong, 2 procs", b_sem_pingpong, 2000, 8000),
+        Bench("Value += 1 under lock, 2 procs", b_value_contention, 10000, 40000),
+        Bench("Pool(2).map, tiny tasks", b_pool_map, 5000, 20000, kind="rate"),
+        Bench("Pool(2).apply_async, tiny", b_apply_async, 1000, 4000, kind="rate"),
+        Bench("Process start+join, fork", start_bench("fork"), 20, 60),
+        Bench("Process start+join, spawn", start_bench("spawn"), 3, 8),
+        Bench("Process start+join, forkserver", start_bench("forkserver"), 10, 30),
+        Bench("SharedMemory create+close+unlink", b_shared_memory, 200, 800),
+        Bench("RawArray('d', 10000) alloc+free", b_rawarray, 2000, 8000),
+        Bench("Manager dict set+get", b_manager_dict, 300, 1200),
     ]
     return out
 
@@ -563,6 +563,32 @@ def run_bench(bench, impls, reps, quick, limit):
     return result
 
 
+def stale_bytecode(mod):
+    """Modules of the package mod whose cached bytecode is missing or out
+    of date: spawn and forkserver children compile those from source on
+    every start (with PYTHONDONTWRITEBYTECODE set, nothing updates them)."""
+    import importlib.util
+    import struct
+    stale = []
+    for folder in getattr(mod, "__path__", []):
+        for root, _, files in os.walk(folder):
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                src = os.path.join(root, f)
+                try:
+                    st = os.stat(src)
+                    with open(importlib.util.cache_from_source(src), "rb") as pyc:
+                        head = pyc.read(16)
+                    flags, mtime, size = struct.unpack("<III", head[4:16])
+                    if flags == 0 and (mtime != int(st.st_mtime) & 0xFFFFFFFF or
+                                       size != st.st_size & 0xFFFFFFFF):
+                        stale.append(f)
+                except (OSError, struct.error, NotImplementedError):
+                    stale.append(f)
+    return stale
+
+
 # ---------------------------------------------------------------------------
 # Display
 
@@ -616,23 +642,23 @@ class Table:
 
 CREF = [
     # test, label, count quick, count full, the benchmarks it is the floor of
-    ("pipe_rtt", "pipe round trip, 64 B (2 pipes)", 5000, 50000,
+    ("pipe_rtt", "pipe round trip, 64 B (2 pipes)", 5000, 20000,
      ["pipe round trip, 64 B bytes"]),
-    ("sock_rtt", "socketpair round trip, 64 B", 5000, 50000,
+    ("sock_rtt", "socketpair round trip, 64 B", 5000, 20000,
      ["pipe round trip, 64 B bytes", "pipe round trip, small object"]),
-    ("sock_bw", "socketpair bandwidth, 1 MiB", 200, 2000,
+    ("sock_bw", "socketpair bandwidth, 1 MiB", 200, 800,
      ["pipe bandwidth, 1 MiB messages"]),
-    ("pipe_bw", "pipe bandwidth, 1 MiB", 100, 1000,
+    ("pipe_bw", "pipe bandwidth, 1 MiB", 100, 400,
      ["Pipe(duplex=False) bandwidth, 1 MiB"]),
-    ("futex_pingpong", "futex ping-pong, 2 procs", 5000, 50000,
+    ("futex_pingpong", "futex ping-pong, 2 procs", 5000, 20000,
      ["Semaphore ping-pong, 2 procs"]),
-    ("sem_pingpong", "sem_t ping-pong, 2 procs", 5000, 50000,
+    ("sem_pingpong", "sem_t ping-pong, 2 procs", 5000, 20000,
      ["Semaphore ping-pong, 2 procs"]),
-    ("fork_wait", "fork + _exit + waitpid", 200, 2000,
+    ("fork_wait", "fork + _exit + waitpid", 200, 800,
      ["Process start+join, fork", "Process start+join, forkserver"]),
-    ("spawn_true", "posix_spawn /bin/true + wait", 100, 1000,
+    ("spawn_true", "posix_spawn /bin/true + wait", 100, 400,
      ["Process start+join, spawn"]),
-    ("spawn_exe", "posix_spawn python -c pass", 5, 30,
+    ("spawn_exe", "posix_spawn python -c pass", 5, 15,
      ["Process start+join, spawn"]),
 ]
 
@@ -665,43 +691,68 @@ def cref_binary():
     return exe, None
 
 
-def run_cref(reps, quick):
-    import statistics
-    import subprocess
-    exe, why = cref_binary()
-    if exe is None:
-        return None, why
-    rows = []
-    for test, label, nq, nf, versus in CREF:
-        n = nq if quick else nf
-        cmd = [exe, test, str(n)]
+class CrefSampler:
+    """Runs the C reference tests.  Samples are taken next to the Python
+    benchmarks they bound (one before and one after each), plus reps more at
+    the end, so that the floor sees the same machine load; the floor is the
+    best sample, as a floor should be."""
+
+    def __init__(self, exe, quick):
+        self.exe, self.quick = exe, quick
+        self.samples = {t[0]: [] for t in CREF}
+        self.nbytes = {t[0]: 0 for t in CREF}
+        self.errors = {}
+
+    def sample(self, test):
+        import subprocess
+        if test in self.errors:
+            return
+        spec = next(t for t in CREF if t[0] == test)
+        cmd = [self.exe, test, str(spec[2] if self.quick else spec[3])]
         if test == "spawn_exe":
             cmd.append(sys.executable)
-        values, nbytes, err = [], 0, None
-        for _ in range(reps):
+        try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            if proc.returncode == 2:
-                err = "not available on this system"
-                break
-            if proc.returncode != 0:
-                err = proc.stderr.strip() or "exit %d" % proc.returncode
-                break
+        except subprocess.TimeoutExpired:
+            self.errors[test] = "timed out"
+            return
+        if proc.returncode == 2:
+            self.errors[test] = "not available on this system"
+        elif proc.returncode != 0:
+            self.errors[test] = proc.stderr.strip() or "exit %d" % proc.returncode
+        else:
             sec, nb = proc.stdout.split()
-            values.append(float(sec))
-            nbytes = int(nb)
-        rows.append({"test": test, "label": label, "versus": list(versus),
-                     "median": statistics.median(values) if values and not err else None,
-                     "nbytes": nbytes, "samples": values, "error": err})
-    return rows, None
+            self.samples[test].append(float(sec))
+            self.nbytes[test] = int(nb)
+
+    def around(self, bench_name):
+        for test, _, _, _, versus in CREF:
+            if bench_name in versus:
+                self.sample(test)
+
+    def finish(self, reps, bench_names):
+        rows = []
+        for test, label, _, _, versus in CREF:
+            versus = [v for v in versus if v in bench_names]
+            if not versus:
+                continue
+            while len(self.samples[test]) < reps and test not in self.errors:
+                self.sample(test)
+            values = self.samples[test]
+            rows.append({"test": test, "label": label, "versus": list(versus),
+                         "best": min(values) if values and test not in self.errors else None,
+                         "nbytes": self.nbytes[test], "samples": values,
+                         "error": self.errors.get(test)})
+        return rows
 
 
 def fmt_cref(row):
-    if row["median"] is None:
+    if row["best"] is None:
         return "n/a"
     if row["nbytes"]:
-        rate = row["nbytes"] / row["median"]
+        rate = row["nbytes"] / row["best"]
         return "%.2f GiB/s" % (rate / (1 << 30)) if rate >= (1 << 30) else "%.0f MiB/s" % (rate / MiB)
-    return fmt_time(row["median"])
+    return fmt_time(row["best"])
 
 
 # ---------------------------------------------------------------------------
@@ -764,8 +815,20 @@ def main(argv=None):
             "  (a busy machine: figures will be noisy)" if load[0] > (os.cpu_count() or 1) * 0.5 else "",)))
     if impls[1].error:
         print("cmultiprocessing could not be imported (%s): its column is n/a" % impls[1].error)
+    if impls[1].mod is not None:
+        stale = stale_bytecode(impls[1].mod)
+        if stale:
+            print("note: %d cmultiprocessing modules have no up-to-date .pyc, so spawned children "
+                  "compile them each time (python3 -m compileall %s fixes it)"
+                  % (len(stale), os.path.dirname(impls[1].mod.__file__)))
     print("ratio = stdlib time / cmultiprocessing time (above 1: cmultiprocessing is faster)")
     print()
+
+    sampler, cref_why = None, None
+    if not args.no_cref:
+        exe, cref_why = cref_binary()
+        if exe is not None:
+            sampler = CrefSampler(exe, args.quick)
 
     peer_labels = [i.label for i in impls[2:]] + list(extra)
     table = Table(["benchmark", "stdlib", "cmultiprocessing", "ratio"] + peer_labels,
@@ -776,9 +839,13 @@ def main(argv=None):
     for bench in benches:
         run_on = impls[:2] + [i for i in impls[2:] if i.label in bench.peers]
         run_on += [e for label, e in extra.items() if label in bench.peers]
+        if sampler is not None:
+            sampler.around(bench.name)
         t_bench = time.perf_counter()
         res = run_bench(bench, run_on, reps, args.quick, limit)
         t_bench = time.perf_counter() - t_bench
+        if sampler is not None:
+            sampler.around(bench.name)
         r = ratio(res)
         cells = [bench.name, fmt_value(bench, res.get("stdlib")),
                  fmt_value(bench, res.get("cmultiprocessing")),
@@ -800,11 +867,13 @@ def main(argv=None):
     cref = None
     if not args.no_cref:
         print()
-        print("C reference on this machine (benchmarks/cref/cref.c), median of %d" % reps)
-        cref, why = run_cref(reps, args.quick)
-        if cref is None:
-            print("  skipped: " + why)
+        if sampler is None:
+            print("C reference skipped: " + cref_why)
         else:
+            cref = sampler.finish(reps, {b.name for b in benches})
+        if cref:
+            print("C reference on this machine (benchmarks/cref/cref.c): the best of its samples,"
+                  " taken next to the benchmarks above")
             by_name = {row["name"]: row for row in results}
             print("'Nx floor': the Python figure takes N times the C floor's time per operation")
             t2 = Table(["C reference", "floor", "floor of", "stdlib", "cmultiprocessing"],
@@ -819,10 +888,10 @@ def main(argv=None):
                     r = by_name.get(versus)
                     for label in ("stdlib", "cmultiprocessing"):
                         e = r["results"].get(label) if r else None
-                        if row["median"] is None or not e or e["status"] != "ok":
+                        if row["best"] is None or not e or e["status"] != "ok":
                             cells.append("-")
                         else:
-                            cells.append("%.1fx floor" % (e["median"] / row["median"]))
+                            cells.append("%.1fx floor" % (e["median"] / row["best"]))
                     t2.line(cells)
             for row in cref:
                 if row["error"]:
