@@ -438,3 +438,25 @@ def test_many_tiny_tasks(pool):
     assert [r.get(LONG) for r in results] == [i + 1 for i in range(3000)]
     assert pool.starmap(add, zip(range(20000), itertools.repeat(2))) == \
         [i + 2 for i in range(20000)]
+
+
+def test_tasks_queued_behind_a_killed_task_still_run():
+    p = cmp.get_context('fork').Pool(1)
+    try:
+        # short tasks first: the pool then queues a second batch on a
+        # busy worker, which must move to the replacement worker
+        assert p.map(square, range(200), 1) == [x * x for x in range(200)]
+        doomed = p.apply_async(slow_pid, (LONG,))
+        deadline = time.monotonic() + LONG
+        while not any(s.batches for s in list(p._engine.slots.values())):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        behind = [p.apply_async(square, (i,)) for i in range(5)]
+        time.sleep(0.2)
+        os.kill(p._pool[0].pid, signal.SIGKILL)
+        with pytest.raises(mpool.WorkerLostError, match='while running'):
+            doomed.get(LONG)
+        assert [r.get(LONG) for r in behind] == [0, 1, 4, 9, 16]
+    finally:
+        p.terminate()
+        p.join()

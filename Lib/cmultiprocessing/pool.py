@@ -120,10 +120,16 @@ class MaybeEncodingError(Exception):
 
 
 class WorkerLostError(ProcessError):
-    """The worker running a task exited before it reported the result."""
+    """The worker given a task exited before it reported the result.
 
-    def __init__(self, name, pid, exitcode):
+    Short tasks travel in batches: when a worker dies in the middle of a
+    batch, every task of that batch whose result had not come back fails
+    with this error (`batch` > 1), since the one it was running cannot be
+    told apart; tasks queued in later batches go to other workers."""
+
+    def __init__(self, name, pid, exitcode, batch=1):
         self.name, self.pid, self.exitcode = name, pid, exitcode
+        self.batch = batch
         super().__init__(name, pid, exitcode)
 
     def __str__(self):
@@ -131,8 +137,12 @@ class WorkerLostError(ProcessError):
             how = f'was killed by signal {-self.exitcode}'
         else:
             how = f'exited with code {self.exitcode}'
-        return (f'pool worker {self.name} (pid {self.pid}) {how} '
-                f'while running this task')
+        if self.batch > 1:
+            what = (f'before reporting this task (one of {self.batch} '
+                    f'unreported tasks of the batch it was running)')
+        else:
+            what = 'while running this task'
+        return f'pool worker {self.name} (pid {self.pid}) {how} {what}'
 
 
 def _helper_reraises_exception(ex):
@@ -857,7 +867,7 @@ class _Engine(object):
         util.debug('pool worker %s exited with %r (%d tasks lost)',
                    proc.name, exitcode, len(lost))
         if lost:
-            error = WorkerLostError(proc.name, proc.pid, exitcode)
+            error = WorkerLostError(proc.name, proc.pid, exitcode, len(lost))
             if slot.init_error is not None:
                 error.__cause__ = slot.init_error
             for job, index in lost:
