@@ -487,8 +487,14 @@ def descendants_cmdlines():
 def main():
     name = sys.argv[1]
     result = {"feature": name}
+    feature, _, method = name.partition("@")
     try:
-        expects_children = FEATURES[name]()
+        if method:      # the same feature with children of another start method
+            import cmultiprocessing
+            if method not in cmultiprocessing.get_all_start_methods():
+                raise NotImplementedError("start method %%s not offered here" %% method)
+            cmultiprocessing.set_start_method(method)
+        expects_children = FEATURES[feature]()
         result["status"] = "ok"
         result["expects_children"] = bool(expects_children)
     except BaseException as exc:
@@ -585,6 +591,11 @@ FEATURES = ["import_all", "basics", "pipe", "process_fork", "process_spawn",
             "process_forkserver", "synchronize", "queues", "pool", "manager",
             "sharedctypes", "shared_memory", "heap", "listener", "fd_passing",
             "dummy"]
+# the same with the children started by spawn or forkserver, whose imports
+# come from unpickling what the parent sends them
+OTHER_METHODS = ["synchronize@spawn", "queues@spawn", "pool@spawn", "manager@spawn",
+                 "sharedctypes@spawn", "shared_memory@spawn", "fd_passing@spawn",
+                 "queues@forkserver", "pool@forkserver", "manager@forkserver"]
 
 
 def test_feature_list_matches_script():
@@ -592,9 +603,10 @@ def test_feature_list_matches_script():
     exec(compile(FEATURE_SCRIPT % {"forbidden": FORBIDDEN}, "<script>", "exec"),
          {"__name__": "not_main", "__builtins__": __builtins__}, ns)
     assert sorted(ns["FEATURES"]) == sorted(FEATURES)
+    assert {f.partition("@")[0] for f in OTHER_METHODS} <= set(FEATURES)
 
 
-@pytest.mark.parametrize("feature", FEATURES)
+@pytest.mark.parametrize("feature", FEATURES + OTHER_METHODS)
 def test_feature_loads_no_stdlib_module(feature, tmp_path):
     result = run_feature(feature, tmp_path)
     if result["status"] == "skip":
