@@ -324,3 +324,78 @@ def test_flags_match_the_stdlib():
     if not hasattr(native, "flags"):
         pytest.skip("no flags yet")
     assert native.flags == _multiprocessing.flags
+
+
+def test_no_leak_in_shared_memory_segments():
+    if not (hasattr(native, "shm_segment") and hasattr(native, "shm_unlink")):
+        pytest.skip("no shm_segment yet")
+    name = "/cmp-leak-shm-%d" % os.getpid()
+
+    def call():
+        h = native.shm_segment(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600, 8192)
+        try:
+            assert h.size == 8192
+        finally:
+            h.close()
+            native.shm_unlink(name)
+    try:
+        assert_no_leak(call, n=1000)
+    finally:
+        try:
+            native.shm_unlink(name)
+        except OSError:
+            pass
+
+
+def test_no_leak_in_heap_blocks():
+    if not hasattr(native, "Heap"):
+        pytest.skip("no Heap yet")
+    heap = native.Heap()
+
+    def call():
+        blocks = [heap.malloc(n) for n in (1, 64, 4000, 70000)]
+        for b in blocks:
+            heap.free(b)
+    assert_no_leak(call)
+    assert heap._n_mallocs == heap._n_frees
+
+
+def test_no_leak_passing_descriptors():
+    if not (hasattr(native, "sendfds") and hasattr(native, "recvfds")):
+        pytest.skip("no sendfds/recvfds yet")
+    import socket
+    s1, s2 = socket.socketpair()
+
+    def call():
+        r, w = os.pipe()
+        try:
+            native.sendfds(s1.fileno(), [r, w], b"\x02")
+        finally:
+            os.close(r)
+            os.close(w)
+        msg, fds, truncated = native.recvfds(s2.fileno(), 2)
+        assert msg == b"\x02" and len(fds) == 2 and not truncated
+        for fd in fds:
+            os.close(fd)
+    try:
+        assert_no_leak(call, n=1000)
+    finally:
+        s1.close()
+        s2.close()
+
+
+def test_no_leak_waiting():
+    if not (hasattr(native, "wait") and hasattr(native, "Connection")):
+        pytest.skip("no wait yet")
+    r, w = os.pipe()
+    a, b = native.Connection(r, writable=False), native.Connection(w, readable=False)
+    try:
+        def call():
+            assert native.wait([a], 0) == []
+            b.send_bytes(b"x")
+            assert native.wait([a, r], 1) != []
+            a.recv_bytes()
+        assert_no_leak(call, n=2000)
+    finally:
+        a.close()
+        b.close()
