@@ -298,6 +298,9 @@ def test_killed_worker_fails_its_task_and_pool_goes_on(pool):
     assert isinstance(err, cmp.ProcessError)
     # the pool replaces the worker and serves new work
     assert pool.map(square, range(30), 1) == [x * x for x in range(30)]
+    deadline = time.monotonic() + LONG
+    while len(pool._pool) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert len(pool._pool) == 3 and {w.pid for w in pool._pool} != before
 
 
@@ -460,3 +463,40 @@ def test_tasks_queued_behind_a_killed_task_still_run():
     finally:
         p.terminate()
         p.join()
+
+
+class _StartGate:
+    open = True
+
+
+class GatedPool(mpool.Pool):
+    """A pool whose new workers can be made to fail to start."""
+
+    @staticmethod
+    def Process(ctx, *args, **kwds):
+        if not _StartGate.open:
+            raise OSError('cannot start a worker now')
+        return ctx.Process(*args, **kwds)
+
+
+def test_pool_survives_a_failed_replacement(capsys):
+    p = GatedPool(2, context=cmp.get_context('fork'))
+    try:
+        victim = p._pool[0]
+        _StartGate.open = False
+        os.kill(victim.pid, signal.SIGKILL)
+        deadline = time.monotonic() + LONG
+        while victim in p._pool and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert p.apply(square, (3,)) == 9      # the other worker serves
+        time.sleep(0.1)                        # a few failed attempts
+        _StartGate.open = True
+        while len(p._pool) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(p._pool) == 2
+        assert p.map(square, range(10), 1) == [x * x for x in range(10)]
+    finally:
+        _StartGate.open = True
+        p.terminate()
+        p.join()
+    assert 'cannot start a worker now' in capsys.readouterr().err

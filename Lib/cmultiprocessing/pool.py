@@ -486,8 +486,8 @@ class _Batch(object):
 
 class _Slot(object):
     """What the engine knows about one worker."""
-    __slots__ = ('proc', 'tasks', 'results', 'batches', 'sent', 'dead',
-                 'init_error', 'key')
+    __slots__ = ('proc', 'tasks', 'results', 'batches', 'sent', 'done',
+                 'dead', 'init_error', 'key')
 
     def __init__(self, proc, tasks, results, key):
         self.proc = proc
@@ -495,6 +495,7 @@ class _Slot(object):
         self.results = results      # channel results come back on
         self.batches = collections.deque()  # sent, not finished; in order
         self.sent = 0               # tasks sent so far (maxtasksperchild)
+        self.done = 0               # results received
         self.dead = False
         self.init_error = None
         self.key = key
@@ -572,20 +573,20 @@ class _Engine(object):
         # called with the lock held
         key = next(self.keys)
         here, there = self._open_channels(key)
-        target, lead = self._worker_entry(key)
-        proc = self.make_process(
-            self.ctx, target=target,
-            args=lead + tuple(there) + self.worker_args)
-        proc.name = proc.name.replace('Process', 'PoolWorker')
-        proc.daemon = True
-        slot = _Slot(proc, here[0], here[1], key)
-        self.procs.append(proc)
-        self.slots[key] = slot
         try:
+            target, lead = self._worker_entry(key)
+            proc = self.make_process(
+                self.ctx, target=target,
+                args=lead + tuple(there) + self.worker_args)
+            proc.name = proc.name.replace('Process', 'PoolWorker')
+            proc.daemon = True
+            slot = _Slot(proc, here[0], here[1], key)
             self._start_worker(slot, there)
         except BaseException:
-            self._close_channels(there)
+            self._discard_channels(key, here, there)
             raise
+        self.procs.append(proc)
+        self.slots[key] = slot
         util.debug('added worker')
 
     def close(self):
@@ -809,6 +810,7 @@ class _Engine(object):
         for job, index, ok, value in message:
             self._deliver(job, index, (ok, value))
         ok = value = None
+        slot.done += len(message)
         now = time.monotonic()
         with self.lock:
             batches = slot.batches
@@ -860,7 +862,9 @@ class _Engine(object):
                 self.procs.remove(proc)
             except ValueError:
                 pass
-            if slot.init_error is not None:
+            if slot.init_error is not None or (
+                    exitcode is not None and exitcode > 0 and not slot.done):
+                # it failed to start: start the next one after a pause
                 self.init_failures += 1
             self.cv.notify()
         self._close_slot(slot)
@@ -884,14 +888,26 @@ class _Engine(object):
                 self.respawn_at = time.monotonic() + delay
             else:
                 self.respawn_at = None
-                self.repopulate()
+                self._respawn()
+
+    def _respawn(self):
+        # called with the lock held
+        try:
+            self.repopulate()
+        except Exception:
+            # cannot start a worker now (out of processes?): say so, keep
+            # the collector alive, try again a little later
+            sys.excepthook(*sys.exc_info())
+            self.init_failures += 1
+            delay = min(0.02 * (2 ** min(self.init_failures, 6)), 1.0)
+            self.respawn_at = time.monotonic() + delay
 
     def _respawn_due(self):
         if self.respawn_at is not None and time.monotonic() >= self.respawn_at:
             self.respawn_at = None
             with self.lock:
                 if not (self.halted or self.dispatch_done):
-                    self.repopulate()
+                    self._respawn()
 
     def _respawn_timeout(self):
         if self.respawn_at is None:
@@ -932,6 +948,9 @@ class _ProcessEngine(_Engine):
                 end.close()
             except Exception:
                 pass
+
+    def _discard_channels(self, key, here, there):
+        self._close_channels((*here, *there))
 
     def _worker_entry(self, key):
         return worker, ()
@@ -1092,6 +1111,9 @@ class _ThreadEngine(_Engine):
 
     def _close_channels(self, ends):
         pass
+
+    def _discard_channels(self, key, here, there):
+        self.task_queues.pop(key, None)
 
     def _worker_entry(self, key):
         # the wrapper tells the collector when the thread ends
