@@ -322,3 +322,33 @@ def test_shared_memory_manager_unlinks_at_shutdown():
         block.close()
         shared.shm.close()
     assert not os.path.exists('/dev/shm/' + name.lstrip('/'))
+
+
+def _start_manager_then_die(conn):
+    m = SyncManager(ctx=CTX)
+    m.start()
+    conn.send(m._process.pid)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _gone(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except OSError:
+        return True
+
+
+def test_manager_of_a_killed_parent_does_not_live_on():
+    reader, writer = CTX.Pipe(duplex=False)
+    middle = CTX.Process(target=_start_manager_then_die, args=(writer,))
+    middle.start()
+    writer.close()
+    manager_pid = reader.recv()
+    reader.close()
+    middle.join(LONG)
+    assert middle.exitcode == -signal.SIGKILL
+    deadline = time.monotonic() + LONG
+    while not _gone(manager_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(manager_pid)

@@ -617,6 +617,7 @@ class BaseManager(object):
         writer.send(('ok', server.address))
         writer.close()
         util.info('manager serving at %r', server.address)
+        _stop_when_orphaned(server)
         server.serve_forever()
 
     def _create(self, typeid, /, *args, **kwds):
@@ -718,6 +719,22 @@ def _proxy_taking_reference(proxytype, token, serializer, manager, authkey,
     _call_server(listener_client[serializer][1], token.address, authkey,
                  'decref', (token.id,))
     return proxy
+
+
+def _stop_when_orphaned(server):
+    """Stop serving once the process that started this manager has died
+    (a killed parent would otherwise leave the manager running for good;
+    a parent that exits normally shuts it down through its finalizer)."""
+    parent = process.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        parent.join()
+        util.info('the process that started this manager has exited')
+        server.stop_event.set()
+    threading.Thread(target=watch, name='ManagerParentWatch',
+                     daemon=True).start()
 
 
 def _creator(typeid, proxytype):
