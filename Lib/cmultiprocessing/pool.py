@@ -556,6 +556,7 @@ class _Engine(object):
             proc.join()
         for slot in self.slots.values():
             self._close_slot(slot)
+        self._retire_wake()
 
     def repopulate(self):
         """Start workers until there are `processes` of them."""
@@ -1127,6 +1128,9 @@ class _ThreadEngine(_Engine):
 
     def _wake_collector(self):
         self.results_q.put((None, None))
+
+    def _retire_wake(self):
+        pass
 
     @staticmethod
     def _stop_process(proc):
