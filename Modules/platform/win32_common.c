@@ -1,0 +1,35 @@
+/* platform/win32_common.c -- helpers of the Windows layer shared by every
+   concern: the monotonic clock behind every deadline. */
+#include "platform/platform.h"
+
+#ifdef CMP_WINDOWS
+
+/* QueryPerformanceCounter never goes backwards and is not moved by clock
+   changes (Windows XP and later: it cannot fail).  The frequency is fixed
+   at boot, so it is read once; a racing first read just stores the same
+   value twice. */
+double
+cmp_monotonic(void)
+{
+    static volatile LONGLONG ticks_per_second;
+    LARGE_INTEGER now;
+    LONGLONG freq = ticks_per_second;
+
+    if (freq == 0) {
+        LARGE_INTEGER f;
+        if (!QueryPerformanceFrequency(&f) || f.QuadPart <= 0) {
+            /* not reachable on supported systems; milliseconds still
+               give a usable clock */
+            return (double)GetTickCount64() * 1e-3;
+        }
+        freq = f.QuadPart;
+        ticks_per_second = freq;
+    }
+    QueryPerformanceCounter(&now);
+    /* whole seconds and remainder apart, so that large counts keep their
+       sub-microsecond digits in the double */
+    return (double)(now.QuadPart / freq) +
+           (double)(now.QuadPart % freq) / (double)freq;
+}
+
+#endif /* CMP_WINDOWS */
