@@ -500,3 +500,38 @@ def test_pool_survives_a_failed_replacement(capsys):
         p.terminate()
         p.join()
     assert 'cannot start a worker now' in capsys.readouterr().err
+
+
+def _open_fds():
+    return len(os.listdir('/proc/self/fd'))
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self/fd'), reason='needs /proc')
+def test_no_descriptor_leaks():
+    class NoStart:
+        def __init__(self, **kwds):
+            self.name, self.exitcode = 'NoStart', None
+
+        def start(self):
+            raise OSError('refused')
+
+    fake = unittest.mock.MagicMock(Process=NoStart)
+    ctx = cmp.get_context('fork')
+    with ctx.Pool(1) as warm:            # first use may open lasting fds
+        warm.map(square, range(3))
+    warm.join()
+    before = _open_fds()
+    for _ in range(3):
+        p = ctx.Pool(2)
+        p.map(square, range(10))
+        p.close()
+        p.join()
+        p = ctx.Pool(2)
+        p.map(square, range(10))
+        p.terminate()
+        p.join()
+        with pytest.raises(OSError):
+            mpool.Pool(2, context=fake)
+    del p
+    gc.collect()
+    assert _open_fds() == before
