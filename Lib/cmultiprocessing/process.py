@@ -93,7 +93,8 @@ def _reset_after_fork():
     """Default after-fork work of a child: forget the parent's finalizers,
     run the hooks registered with util.register_after_fork()."""
     util = _package_modules()[1]
-    util._finalizer_registry.clear()
+    if util._finalizer_registry:
+        util._finalizer_registry.clear()
     util._run_after_forkers()
 
 

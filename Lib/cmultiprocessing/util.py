@@ -172,8 +172,11 @@ def _run_after_forkers():
     # Straight from the underlying dict of weak references: the child has
     # no other thread iterating it, and this touches far fewer objects
     # (pages to copy) than the mapping's guarded iterator.
+    refs = _afterfork_registry.data
+    if not refs:
+        return
     live = []
-    for key, ref in list(_afterfork_registry.data.items()):
+    for key, ref in list(refs.items()):
         obj = ref()
         if obj is not None:
             live.append((key, obj))
@@ -280,8 +283,9 @@ def _run_finalizers(minpriority=None):
     given), highest priority first and, within one priority, newest first.
     With no minpriority the registry is emptied afterwards."""
     registry = _finalizer_registry
-    if registry is None:
-        # Called after the module globals were torn down.
+    if not registry:
+        # Nothing registered, or called after the module globals were torn
+        # down (the registry is None then).
         return
     # list(dict) is atomic under the GIL; the registry can change under us
     # (garbage collection, other threads) while callbacks run.
