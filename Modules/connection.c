@@ -20,12 +20,7 @@
  */
 #include "cmp.h"
 
-#include <errno.h>
 #include <string.h>
-
-#ifndef EWOULDBLOCK
-#  define EWOULDBLOCK EAGAIN
-#endif
 
 /* Member flags under their 3.12 names on 3.11 too. */
 #ifndef Py_T_PYSSIZET
@@ -144,6 +139,34 @@ conn_opt_size(PyObject *obj, Py_ssize_t dflt, Py_ssize_t *value)
     return 0;
 }
 
+/* A handle from a Python integer (anything with __index__).  `what`
+   names the value in the ValueError raised when it cannot be a handle. */
+static int
+conn_handle_from_object(PyObject *obj, const char *what, cmp_handle_t *h)
+{
+    PyObject *idx = PyNumber_Index(obj);
+    if (idx == NULL) {
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    Py_DECREF(idx);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow != 0 || cmp_io_handle_from_value(v, h) != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: %R", what, obj);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+conn_handle_to_object(cmp_handle_t h)
+{
+    return PyLong_FromLongLong(cmp_io_handle_value(h));
+}
+
 /* ------------------------------------------------------------------ */
 /* State checks with the stdlib's messages.                            */
 
@@ -206,7 +229,7 @@ conn_bad_length(ConnObject *self, const char *why)
 static int
 conn_would_block(int err)
 {
-    return err == EAGAIN || err == EWOULDBLOCK;
+    return err == CMP_IO_WOULDBLOCK;
 }
 
 /* Read exactly `len` bytes into `buf`.  Returns 0 when done, -1 with an
@@ -240,8 +263,8 @@ conn_read_exact(ConnObject *self, char *buf, size_t len, int sliced,
                 err = cmp_io_read(fd, kind, buf, len < avail ? len : avail,
                                   0, &got);
             }
-            else if (err == 0 || err != EBADF) {
-                err = EAGAIN;   /* nothing yet, or not a pipe: wait */
+            else if (err == 0 || err != CMP_IO_BADHANDLE) {
+                err = CMP_IO_WOULDBLOCK;   /* nothing yet, or not a pipe: wait */
             }
         }
         if (err == 0) {
@@ -250,7 +273,7 @@ conn_read_exact(ConnObject *self, char *buf, size_t len, int sliced,
             }
             done = got;
         }
-        else if (err == EINTR) {
+        else if (err == CMP_IO_INTERRUPTED) {
             if (PyErr_CheckSignals() < 0) {
                 return -1;
             }
@@ -287,7 +310,7 @@ conn_read_exact(ConnObject *self, char *buf, size_t len, int sliced,
         if (eof) {
             return 1;
         }
-        if (err == EINTR || (err == 0 && !ready)) {
+        if (err == CMP_IO_INTERRUPTED || (err == 0 && !ready)) {
             if (PyErr_CheckSignals() < 0) {
                 return -1;
             }
@@ -490,7 +513,7 @@ conn_write_all(ConnObject *self, cmp_iobuf *pieces, int count)
         if (err == 0) {
             conn_advance(pieces, count, &first, sent);
         }
-        else if (err == EINTR) {
+        else if (err == CMP_IO_INTERRUPTED) {
             if (PyErr_CheckSignals() < 0) {
                 return -1;
             }
@@ -512,7 +535,7 @@ conn_write_all(ConnObject *self, cmp_iobuf *pieces, int count)
             conn_advance(pieces, count, &first, sent);
         }
         Py_END_ALLOW_THREADS
-        if (err == EINTR) {
+        if (err == CMP_IO_INTERRUPTED) {
             if (PyErr_CheckSignals() < 0) {
                 return -1;
             }
@@ -1015,7 +1038,7 @@ conn_wait_one(cmp_handle_t fd, int has_timeout, double seconds)
         return ready;
     }
     double deadline = cmp_monotonic() + seconds;
-    while (err == 0 || err == EINTR) {
+    while (err == 0 || err == CMP_IO_INTERRUPTED) {
         double slice = CMP_WAIT_SLICE;
         if (has_timeout) {
             double left = deadline - cmp_monotonic();
@@ -1071,7 +1094,7 @@ Conn_fileno(ConnObject *self, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_OSError, "handle is closed");
         return NULL;
     }
-    return PyLong_FromLong((long)self->fd);
+    return conn_handle_to_object(self->fd);
 }
 
 static PyObject *
@@ -1161,7 +1184,7 @@ Conn_get_handle(ConnObject *self, void *Py_UNUSED(closure))
     if (CONN_CLOSED(self)) {
         Py_RETURN_NONE;
     }
-    return PyLong_FromLong((long)self->fd);
+    return conn_handle_to_object(self->fd);
 }
 
 /* conn._handle = None forgets the handle without closing it (the stdlib's
@@ -1174,20 +1197,11 @@ Conn_set_handle(ConnObject *self, PyObject *value, void *Py_UNUSED(closure))
         self->kind = CMP_IO_KIND_UNKNOWN;
         return 0;
     }
-    PyObject *idx = PyNumber_Index(value);
-    if (idx == NULL) {
+    cmp_handle_t fd;
+    if (conn_handle_from_object(value, "invalid handle", &fd) < 0) {
         return -1;
     }
-    long fd = PyLong_AsLong(idx);
-    Py_DECREF(idx);
-    if (fd == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (fd < 0 || fd > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "invalid handle");
-        return -1;
-    }
-    self->fd = (cmp_handle_t)fd;
+    self->fd = fd;
     self->kind = CMP_IO_KIND_UNKNOWN;
     return 0;
 }
@@ -1274,17 +1288,8 @@ Conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
                                      &handle, &readable, &writable)) {
         return -1;
     }
-    PyObject *idx = PyNumber_Index(handle);
-    if (idx == NULL) {
-        return -1;
-    }
-    long fd = PyLong_AsLong(idx);
-    Py_DECREF(idx);
-    if (fd == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (fd < 0 || fd > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "invalid handle");
+    cmp_handle_t fd;
+    if (conn_handle_from_object(handle, "invalid handle", &fd) < 0) {
         return -1;
     }
     int r = PyObject_IsTrue(readable);
@@ -1298,7 +1303,7 @@ Conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
                         "True");
         return -1;
     }
-    self->fd = (cmp_handle_t)fd;
+    self->fd = fd;
     self->kind = CMP_IO_KIND_UNKNOWN;
     self->readable = (char)r;
     self->writable = (char)w;
@@ -1351,8 +1356,10 @@ Conn_repr(ConnObject *self)
     if (CONN_CLOSED(self)) {
         return PyUnicode_FromFormat("<%s closed>", Py_TYPE(self)->tp_name);
     }
-    return PyUnicode_FromFormat("<%s handle=%ld%s%s>", Py_TYPE(self)->tp_name,
-                                (long)self->fd, self->readable ? " r" : "",
+    return PyUnicode_FromFormat("<%s handle=%lld%s%s>",
+                                Py_TYPE(self)->tp_name,
+                                cmp_io_handle_value(self->fd),
+                                self->readable ? " r" : "",
                                 self->writable ? " w" : "");
 }
 
@@ -1418,22 +1425,9 @@ wait_handle_of(cmp_state *st, PyObject *obj, cmp_handle_t *fd)
             return -1;
         }
     }
-    PyObject *idx = PyNumber_Index(num);
+    int r = conn_handle_from_object(num, "Invalid file descriptor", fd);
     Py_DECREF(num);
-    if (idx == NULL) {
-        return -1;
-    }
-    long v = PyLong_AsLong(idx);
-    Py_DECREF(idx);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < 0 || v > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", v);
-        return -1;
-    }
-    *fd = (cmp_handle_t)v;
-    return 0;
+    return r;
 }
 
 static PyObject *
@@ -1471,7 +1465,7 @@ cmp_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     double deadline = cmp_monotonic() + seconds;
     size_t nready = 0;
     int err = cmp_io_wait_many(fds, (size_t)n, 0.0, ready, &nready);
-    while (err == 0 || err == EINTR) {
+    while (err == 0 || err == CMP_IO_INTERRUPTED) {
         if (err == 0 && nready > 0) {
             break;
         }

@@ -29,11 +29,11 @@ CONNECTION_TIMEOUT = 20.
 
 _WINDOWS = sys.platform == 'win32'
 
+# Windows connections are sockets here too: cmultiprocessing does not do
+# the stdlib's named pipes (AF_PIPE).
 families = ['AF_INET']
 if hasattr(socket, 'AF_UNIX'):
     families.append('AF_UNIX')
-if _WINDOWS:
-    families.append('AF_PIPE')
 default_family = families[-1]
 
 # Connection over a file descriptor (socket or pipe end).  The stdlib's
@@ -79,11 +79,12 @@ _pipe_serial = _pipe_counter()
 
 
 def _validate_family(family):
-    '''Refuse a family this platform cannot do.'''
-    unsupported = ((family == 'AF_PIPE' and not _WINDOWS) or
-                   (family == 'AF_UNIX' and _WINDOWS and
-                    not hasattr(socket, family)))
-    if unsupported:
+    '''Refuse a family this platform (or cmultiprocessing) cannot do.'''
+    if family == 'AF_PIPE' and _WINDOWS:
+        raise ValueError('Family AF_PIPE (Windows named pipes) is not '
+                         'implemented by cmultiprocessing; use AF_INET')
+    if family == 'AF_PIPE' or (family == 'AF_UNIX' and
+                               not hasattr(socket, family)):
         raise ValueError('Family %s is not recognized.' % family)
 
 
@@ -105,19 +106,20 @@ def address_type(address):
 
 def Pipe(duplex=True):
     '''Two connected Connection objects: (reader, writer) when not duplex.'''
-    if _WINDOWS:
-        raise NotImplementedError(
-            'cmultiprocessing does not implement named-pipe connections on '
-            'Windows yet')
-    if not duplex:
+    if not duplex and not _WINDOWS:
         r, w = os.pipe()
         return Connection(r, writable=False), Connection(w, readable=False)
+    # A socket pair (on Windows for the one-way kind too, where the two
+    # ends are told which way they go).
     left, right = socket.socketpair()
     ends = []
     for s in (left, right):
         s.setblocking(True)
-        ends.append(Connection(s.detach()))
-    return ends[0], ends[1]
+        ends.append(s.detach())
+    if duplex:
+        return Connection(ends[0]), Connection(ends[1])
+    return (Connection(ends[0], writable=False),
+            Connection(ends[1], readable=False))
 
 
 # --------------------------------------------------------------------------
@@ -197,9 +199,6 @@ class Listener(object):
         address = address or arbitrary_address(family)
         _validate_family(family)
         _check_authkey_type(authkey)
-        if family == 'AF_PIPE':
-            raise NotImplementedError(
-                'named-pipe listeners are not implemented yet')
         self._listener = SocketListener(address, family, backlog)
         self._authkey = authkey
 
@@ -236,11 +235,7 @@ class Listener(object):
 
 def Client(address, family=None, authkey=None):
     '''A Connection to the Listener at `address`.'''
-    family = family or address_type(address)
-    _validate_family(family)
-    if family == 'AF_PIPE':
-        raise NotImplementedError('named-pipe clients are not implemented '
-                                  'yet')
+    _validate_family(family or address_type(address))
     conn = SocketClient(address)
     try:
         _check_authkey_type(authkey)
@@ -439,13 +434,25 @@ def XmlClient(*args, **kwds):
 # Sending connections to other processes
 # --------------------------------------------------------------------------
 
-def rebuild_connection(df, readable, writable):
-    return Connection(df.detach(), readable, writable)
+if _WINDOWS:
+    def rebuild_connection(ds, readable, writable):
+        return Connection(ds.detach().detach(), readable, writable)
 
+    def reduce_connection(conn):
+        from .resource_sharer import DupSocket
+        # fromfd() works on a duplicate; the sharer keeps one more, for
+        # the receiving process.
+        with socket.fromfd(conn.fileno(), socket.AF_INET,
+                           socket.SOCK_STREAM) as s:
+            ds = DupSocket(s)
+        return rebuild_connection, (ds, conn.readable, conn.writable)
+else:
+    def rebuild_connection(df, readable, writable):
+        return Connection(df.detach(), readable, writable)
 
-def reduce_connection(conn):
-    return rebuild_connection, (reduction.DupFd(conn.fileno()),
-                                conn.readable, conn.writable)
+    def reduce_connection(conn):
+        return rebuild_connection, (reduction.DupFd(conn.fileno()),
+                                    conn.readable, conn.writable)
 
 
 reduction.register(Connection, reduce_connection)

@@ -28,6 +28,22 @@
 
 #include <fcntl.h>
 
+long long
+cmp_io_handle_value(cmp_handle_t h)
+{
+    return (long long)h;
+}
+
+int
+cmp_io_handle_from_value(long long value, cmp_handle_t *h)
+{
+    if (value < 0 || value > INT_MAX) {
+        return EBADF;
+    }
+    *h = (cmp_handle_t)value;
+    return 0;
+}
+
 int
 cmp_io_kind(cmp_handle_t fd, int *kind)
 {
@@ -62,7 +78,7 @@ cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
         n = read(fd, buf, len);
     }
     if (n < 0) {
-        return errno;
+        return errno == EWOULDBLOCK ? EAGAIN : errno;
     }
     *got = (size_t)n;
     return 0;
@@ -106,7 +122,7 @@ cmp_io_writev(cmp_handle_t fd, int kind, const cmp_iobuf *pieces, int count,
                        : writev(fd, iov, count);
     }
     if (n < 0) {
-        return errno;
+        return errno == EWOULDBLOCK ? EAGAIN : errno;
     }
     *sent = (size_t)n;
     return 0;
