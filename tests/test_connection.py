@@ -861,3 +861,43 @@ def test_threads_sending_objects_concurrently():
     for p in pairs:
         p[0].close()
         p[1].close()
+
+
+class _Weak:
+    pass
+
+
+def test_sent_objects_are_not_kept_alive(pair):
+    a, b = pair
+    obj = _Weak()
+    ref = weakref.ref(obj)
+    a.send([obj, "x"])
+    b.recv()
+    del obj
+    assert ref() is None                  # the reused pickler forgot it
+
+
+def test_no_growth_over_many_messages(pair):
+    import gc
+    import tracemalloc
+    a, b = pair
+    msg = {"k": [1, 2.5, "s" * 100]}
+    for _ in range(200):
+        a.send(msg)
+        b.recv()
+        a.send_bytes(b"x" * 1000)
+        b.recv_bytes()
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for _ in range(3000):
+        a.send(msg)
+        b.recv()
+        a.send_bytes(b"x" * 1000)
+        b.recv_bytes()
+        a.send_bytes(b"y" * 10)
+        b.recv_bytes_into(bytearray(16))
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert grown < 64 * 1024
