@@ -182,3 +182,28 @@ def test_heap_blocks_return_when_objects_die():
     v = sc.Value("d", 1.0)
     del a, v
     assert h._n_frees == frees + 2
+
+
+def test_failed_access_releases_the_lock():
+    import threading
+    v = sc.Value("i", 1)
+    s = sc.Array("c", 4)
+    p = sc.Value(Point, 1, 2.0)
+    for fail in (lambda: setattr(v, "value", "text"),
+                 lambda: setattr(s, "value", b"x" * 10),
+                 lambda: setattr(p, "x", "text")):
+        with pytest.raises((TypeError, ValueError)):
+            fail()
+    got = []
+
+    def probe(lock):
+        # another thread takes and gives back the lock: it is free
+        if lock.acquire(timeout=5):
+            lock.release()
+            got.append(True)
+    for w in (v, s, p):
+        t = threading.Thread(target=probe, args=(w.get_lock(),))
+        t.start()
+        t.join()
+    assert got == [True, True, True]
+    assert v.value == 1 and p.x == 1

@@ -170,13 +170,27 @@ def make_property(name):
     if prop is not None:
         return prop
 
+    # The lock's bound acquire/release (set on each wrapper) are cheaper
+    # than a with-statement on this hot path; a failing access still
+    # releases the lock.
     def fget(self):
-        with self._lock:
-            return getattr(self._obj, name)
+        self.acquire()
+        try:
+            current = getattr(self._obj, name)
+        except BaseException:
+            self.release()
+            raise
+        self.release()
+        return current
 
-    def fset(self, value):
-        with self._lock:
-            setattr(self._obj, name, value)
+    def fset(self, new):
+        self.acquire()
+        try:
+            setattr(self._obj, name, new)
+        except BaseException:
+            self.release()
+            raise
+        self.release()
 
     prop = prop_cache[name] = property(fget, fset, None,
                                        f'{name} of the wrapped object')
@@ -213,16 +227,31 @@ class SynchronizedBase(object):
 
 
 class Synchronized(SynchronizedBase):
+    """A shared ctypes simple value behind a lock."""
 
-    @property
-    def value(self):
-        with self._lock:
-            return self._obj.value
+    # make_property('value') spelled out: a plain attribute access beats
+    # getattr() on the path every counter increment takes.
+    def _value_get(self):
+        self.acquire()
+        try:
+            current = self._obj.value
+        except BaseException:
+            self.release()
+            raise
+        self.release()
+        return current
 
-    @value.setter
-    def value(self, value):
-        with self._lock:
-            self._obj.value = value
+    def _value_set(self, new):
+        self.acquire()
+        try:
+            self._obj.value = new
+        except BaseException:
+            self.release()
+            raise
+        self.release()
+
+    value = property(_value_get, _value_set, None,
+                     'value of the wrapped object')
 
 
 class SynchronizedArray(SynchronizedBase):
