@@ -1237,59 +1237,41 @@ heap_get_pending(HeapObject *h, void *closure)
     return list;
 }
 
+/* Scalar views; the closure says which. */
+enum { STAT_MALLOCS, STAT_FREES, STAT_SIZE, STAT_PID, STAT_ALIGNMENT };
+
 static PyObject *
-heap_get_n_mallocs(HeapObject *h, void *closure)
+heap_get_stat(HeapObject *h, void *closure)
 {
-    (void)closure;
     if (heap_check_fork(h) < 0) {
         return NULL;
     }
-    return PyLong_FromSsize_t(h->n_mallocs);
-}
-
-static PyObject *
-heap_get_n_frees(HeapObject *h, void *closure)
-{
-    (void)closure;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
+    switch ((int)(intptr_t)closure) {
+    case STAT_MALLOCS:
+        return PyLong_FromSsize_t(h->n_mallocs);
+    case STAT_FREES:
+        return PyLong_FromSsize_t(h->n_frees);
+    case STAT_SIZE:
+        return PyLong_FromSize_t(h->size);
+    case STAT_PID:
+        return PyLong_FromLong(h->pid);
+    default:
+        return PyLong_FromLong(HEAP_ALIGNMENT);
     }
-    return PyLong_FromSsize_t(h->n_frees);
 }
 
+/* The two tunables; the closure is the field's offset in HeapObject. */
 static PyObject *
-heap_get_size(HeapObject *h, void *closure)
+heap_get_tunable(HeapObject *h, void *closure)
 {
-    (void)closure;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    return PyLong_FromSize_t(h->size);
-}
-
-static PyObject *
-heap_get_lastpid(HeapObject *h, void *closure)
-{
-    (void)closure;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    return PyLong_FromLong(h->pid);
-}
-
-static PyObject *
-heap_get_alignment(HeapObject *h, void *closure)
-{
-    (void)h;
-    (void)closure;
-    return PyLong_FromLong(HEAP_ALIGNMENT);
+    return PyLong_FromSize_t(*(size_t *)((char *)h + (intptr_t)closure));
 }
 
 static int
-set_size_field(size_t *field, PyObject *value, const char *name)
+heap_set_tunable(HeapObject *h, PyObject *value, void *closure)
 {
     if (value == NULL) {
-        PyErr_Format(PyExc_AttributeError, "cannot delete %s", name);
+        PyErr_SetString(PyExc_AttributeError, "cannot delete a heap limit");
         return -1;
     }
     Py_ssize_t n = PyNumber_AsSsize_t(value, PyExc_OverflowError);
@@ -1297,40 +1279,11 @@ set_size_field(size_t *field, PyObject *value, const char *name)
         return -1;
     }
     if (n < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must not be negative", name);
+        PyErr_SetString(PyExc_ValueError, "a heap limit cannot be negative");
         return -1;
     }
-    *field = (size_t)n;
+    *(size_t *)((char *)h + (intptr_t)closure) = (size_t)n;
     return 0;
-}
-
-static PyObject *
-heap_get_discard(HeapObject *h, void *closure)
-{
-    (void)closure;
-    return PyLong_FromSize_t(h->discard_limit);
-}
-
-static int
-heap_set_discard(HeapObject *h, PyObject *value, void *closure)
-{
-    (void)closure;
-    return set_size_field(&h->discard_limit, value,
-                          "_DISCARD_FREE_SPACE_LARGER_THAN");
-}
-
-static PyObject *
-heap_get_double(HeapObject *h, void *closure)
-{
-    (void)closure;
-    return PyLong_FromSize_t(h->double_until);
-}
-
-static int
-heap_set_double(HeapObject *h, PyObject *value, void *closure)
-{
-    (void)closure;
-    return set_size_field(&h->double_until, value, "_DOUBLE_ARENA_SIZE_UNTIL");
 }
 
 static PyObject *
@@ -1372,20 +1325,24 @@ static PyGetSetDef heap_getset[] = {
      "{arena: {(start, stop), ...}} of the blocks in use.", NULL},
     {"_pending_free_blocks", (getter)heap_get_pending, NULL,
      "Blocks freed while the heap was busy, not yet given back.", NULL},
-    {"_n_mallocs", (getter)heap_get_n_mallocs, NULL, "Blocks handed out.",
-     NULL},
-    {"_n_frees", (getter)heap_get_n_frees, NULL, "Blocks given back.", NULL},
-    {"_size", (getter)heap_get_size, NULL, "Size of the next arena.", NULL},
-    {"_lastpid", (getter)heap_get_lastpid, NULL,
-     "The process the heap's state belongs to.", NULL},
-    {"_alignment", (getter)heap_get_alignment, NULL, "Block alignment.",
-     NULL},
+    {"_n_mallocs", (getter)heap_get_stat, NULL, "Blocks handed out.",
+     (void *)STAT_MALLOCS},
+    {"_n_frees", (getter)heap_get_stat, NULL, "Blocks given back.",
+     (void *)STAT_FREES},
+    {"_size", (getter)heap_get_stat, NULL, "Size of the next arena.",
+     (void *)STAT_SIZE},
+    {"_lastpid", (getter)heap_get_stat, NULL,
+     "The process the heap's state belongs to.", (void *)STAT_PID},
+    {"_alignment", (getter)heap_get_stat, NULL, "Block alignment.",
+     (void *)STAT_ALIGNMENT},
     {"_lock", (getter)heap_get_lock, NULL, "The heap's lock.", NULL},
-    {"_DISCARD_FREE_SPACE_LARGER_THAN", (getter)heap_get_discard,
-     (setter)heap_set_discard,
-     "Entirely free arenas at least this long are released.", NULL},
-    {"_DOUBLE_ARENA_SIZE_UNTIL", (getter)heap_get_double,
-     (setter)heap_set_double, "Arena sizes double until this size.", NULL},
+    {"_DISCARD_FREE_SPACE_LARGER_THAN", (getter)heap_get_tunable,
+     (setter)heap_set_tunable,
+     "Entirely free arenas at least this long are released.",
+     (void *)offsetof(HeapObject, discard_limit)},
+    {"_DOUBLE_ARENA_SIZE_UNTIL", (getter)heap_get_tunable,
+     (setter)heap_set_tunable, "Arena sizes double until this size.",
+     (void *)offsetof(HeapObject, double_until)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

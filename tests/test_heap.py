@@ -372,3 +372,23 @@ def test_buffer_wrapper_reaches_a_spawned_child():
         q.close()
         q.join_thread()
     assert p.exitcode == 0
+
+
+def test_tunables():
+    h = _cmultiprocessing.Heap()
+    assert h._DOUBLE_ARENA_SIZE_UNTIL == 4 << 20
+    h._DOUBLE_ARENA_SIZE_UNTIL = 0            # arenas stop growing
+    a, b = h.take(PAGE), h.take(PAGE)
+    assert [x.size for x in h._arenas] == [PAGE, PAGE]
+    del a, b
+    with pytest.raises(ValueError):
+        h._DISCARD_FREE_SPACE_LARGER_THAN = -1
+    with pytest.raises(TypeError):
+        h._DISCARD_FREE_SPACE_LARGER_THAN = "big"
+    with pytest.raises(AttributeError):
+        del h._DOUBLE_ARENA_SIZE_UNTIL
+    with pytest.raises(AttributeError):
+        h._n_mallocs = 5
+    with pytest.raises(ValueError):
+        _cmultiprocessing.Heap(0)
+    assert _cmultiprocessing.Heap(size=PAGE * 4)._size == PAGE * 4
