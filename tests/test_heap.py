@@ -346,12 +346,17 @@ def test_buffer_wrapper():
     assert h._n_frees == before + 1
 
 
-def test_buffer_wrapper_pickles_only_when_spawning():
+def test_buffer_wrapper_pickles_through_forking_pickler_only():
     w = heap.BufferWrapper(8)
-    with pytest.raises(RuntimeError):
-        pickle.dumps(w)
-    with pytest.raises(RuntimeError):
-        cmultiprocessing.reduction.ForkingPickler.dumps(w)
+    w.create_memoryview()[:3] = b"abc"
+    with pytest.raises(TypeError):
+        pickle.dumps(w)                       # the arena needs fd passing
+    data = cmultiprocessing.reduction.ForkingPickler.dumps(w)
+    again = pickle.loads(data)                # fd from the resource sharer
+    assert bytes(again.create_memoryview()) == b"abc" + bytes(5)
+    again.create_memoryview()[0] = ord("x")
+    assert bytes(w.create_memoryview()[:1]) == b"x"
+    assert again._block.heap is None          # never returned to a heap
 
 
 def _read_wrapper(w, q):

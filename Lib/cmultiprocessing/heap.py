@@ -12,7 +12,7 @@ import sys
 
 import _cmultiprocessing
 
-from .context import reduction, assert_spawning
+from .context import reduction
 
 __all__ = ['BufferWrapper']
 
@@ -64,7 +64,8 @@ class BufferWrapper(object):
         return block.block, block.size
 
     def __reduce__(self):
-        assert_spawning(self)
+        # The arena inside pickles only through ForkingPickler (its
+        # descriptor is duplicated for the receiver), as in the stdlib.
         block = self._block
         return _wrapper_in_child, (block.arena, block.start, block.size)
 
