@@ -142,6 +142,36 @@ pipe_avail(cmp_handle_t h, size_t *avail, int *eof)
     return 0;
 }
 
+/* One write to pipe `h` with its handle switched to PIPE_NOWAIT for the
+   call: a byte-mode pipe then takes what fits and returns at once (TRUE
+   with fewer bytes, possibly none).  Used when the write quota reads 0:
+   a full pipe, or a system that does not report the quota (wine).  The
+   wait mode is put back as it was. */
+static int
+pipe_write_nowait_mode(cmp_handle_t h, const void *base, size_t len,
+                       size_t *done)
+{
+    DWORD state = 0;
+    *done = 0;
+    if (!GetNamedPipeHandleStateW(h, &state, NULL, NULL, NULL, NULL, 0)) {
+        return (int)GetLastError();
+    }
+    DWORD nowait = state | PIPE_NOWAIT;
+    if ((state & PIPE_NOWAIT) == 0 &&
+        !SetNamedPipeHandleState(h, &nowait, NULL, NULL)) {
+        return (int)GetLastError();
+    }
+    DWORD wrote = 0;
+    DWORD want = len > (size_t)0x7fffffff ? 0x7fffffff : (DWORD)len;
+    int err = WriteFile(h, base, want, &wrote, NULL) ? 0 : (int)GetLastError();
+    if ((state & PIPE_NOWAIT) == 0) {
+        DWORD back = state;
+        (void)SetNamedPipeHandleState(h, &back, NULL, NULL);
+    }
+    *done = (size_t)wrote;
+    return err;
+}
+
 /* ---- sockets ----------------------------------------------------------- */
 
 /* Wait at most `ms` (< 0: forever) for socket `s` to be readable or
@@ -312,10 +342,13 @@ cmp_qpipe_write_nowait(cmp_handle_t h, const cmp_qpipe_piece *pieces,
             return *done > 0 ? CMP_QPIPE_OK : ERROR_NO_DATA;
         }
         if (room == 0) {
-            return CMP_QPIPE_OK;
+            err = pipe_write_nowait_mode(h, pieces[i].base, pieces[i].len,
+                                         &n);
         }
-        size_t want = pieces[i].len < room ? pieces[i].len : room;
-        err = pipe_write(h, pieces[i].base, want, &n);
+        else {
+            size_t want = pieces[i].len < room ? pieces[i].len : room;
+            err = pipe_write(h, pieces[i].base, want, &n);
+        }
         if (err) {
             return *done > 0 ? CMP_QPIPE_OK : err;
         }
