@@ -178,6 +178,7 @@ class SharedMemory:
 
 _ENCODING = 'utf8'
 _WORD = 8
+_FORMAT_FIELD = struct.Struct('8s')
 
 # Decode codes: how the unpacked value turns back into the stored object.
 _PLAIN, _TEXT, _BYTES, _NONE = 0, 1, 2, 3
@@ -274,6 +275,7 @@ class ShareableList:
         fields += [fmt.encode(_ENCODING) for fmt, _, _ in described]
         fields += [code for _, _, code in described]
         struct.pack_into(layout, self.shm.buf, 0, *fields)
+        self._note_regions()
 
     def _read_layout(self):
         buf = self.shm.buf
@@ -281,6 +283,14 @@ class ShareableList:
         self._list_len = count
         self._allocated_offsets = list(
             struct.unpack_from(f'{count + 1}q', buf, _WORD))
+        self._note_regions()
+
+    def _note_regions(self):
+        # Where the data, formats and codes start never changes: compute
+        # it once for the item accessors.
+        data = (self._list_len + 2) * _WORD
+        formats = data + self._allocated_offsets[-1]
+        self._regions = (data, formats, formats + self._list_len * _WORD)
 
     # -- where things are --
 
@@ -320,9 +330,7 @@ class ShareableList:
     def _get_packing_format(self, position):
         "The struct format of the item at `position`."
         i = self._index(position, "Requested position out of range.")
-        at = self._offset_packing_formats + i * _WORD
-        raw = bytes(self.shm.buf[at:at + _WORD])
-        return raw.rstrip(b'\x00').decode(_ENCODING)
+        return self._fmt_at(self.shm.buf, self._regions[1], i)
 
     def _get_back_transform(self, position):
         "The function turning the stored value back into the item."
@@ -341,31 +349,34 @@ class ShareableList:
 
     # -- the list interface --
 
+    def _fmt_at(self, buf, formats, i):
+        return _FORMAT_FIELD.unpack_from(buf, formats + i * _WORD)[0] \
+            .rstrip(b'\x00').decode(_ENCODING)
+
     def __getitem__(self, position):
         i = self._index(position, "index out of range")
         buf = self.shm.buf
-        fmt = self._get_packing_format(i)
-        code = buf[self._offset_back_transform_codes + i]
-        raw = struct.unpack_from(
-            fmt, buf, self._offset_data_start + self._allocated_offsets[i])[0]
-        return _restore(raw, code)
+        data, formats, codes = self._regions
+        raw = struct.unpack_from(self._fmt_at(buf, formats, i), buf,
+                                 data + self._allocated_offsets[i])[0]
+        return _restore(raw, buf[codes + i])
 
     def __setitem__(self, position, value):
         i = self._index(position, "assignment index out of range")
         fmt, payload, code = _describe(value)
-        if fmt.endswith('s'):
-            room = self._allocated_offsets[i + 1] - self._allocated_offsets[i]
+        buf = self.shm.buf
+        data, formats, codes = self._regions
+        start = self._allocated_offsets[i]
+        if fmt[-1] == 's':
+            room = self._allocated_offsets[i + 1] - start
             if len(payload) > room:
                 raise ValueError("bytes/str item exceeds available storage")
-            current = self._get_packing_format(i)
-            fmt = current if current.endswith('s') else f'{room}s'
-        buf = self.shm.buf
-        struct.pack_into('8s', buf, self._offset_packing_formats + i * _WORD,
-                         fmt.encode(_ENCODING))
-        buf[self._offset_back_transform_codes + i] = code
-        struct.pack_into(
-            fmt, buf, self._offset_data_start + self._allocated_offsets[i],
-            payload)
+            current = self._fmt_at(buf, formats, i)
+            fmt = current if current[-1:] == 's' else f'{room}s'
+        _FORMAT_FIELD.pack_into(buf, formats + i * _WORD,
+                                fmt.encode(_ENCODING))
+        buf[codes + i] = code
+        struct.pack_into(fmt, buf, data + start, payload)
 
     def __len__(self):
         return struct.unpack_from('q', self.shm.buf, 0)[0]
