@@ -58,6 +58,7 @@ typedef struct {
     int kind;               /* CMP_IO_KIND_*, found on first use */
     char readable;
     char writable;
+    char waited;            /* the last message had to be waited for */
     PyObject *dict;
     PyObject *weakrefs;
 } ConnObject;
@@ -250,8 +251,11 @@ conn_read_exact(ConnObject *self, char *buf, size_t len, int sliced,
         return 0;
     }
 
-    /* One try with the GIL held, that cannot block. */
-    {
+    /* One try with the GIL held, that cannot block -- skipped for the
+       start of a message when the last one had to be waited for (a
+       request/reply exchange): the sliced wait below costs no more than
+       a try that finds nothing. */
+    if (!(sliced && self->waited)) {
         size_t got = 0;
         if (kind == CMP_IO_KIND_SOCKET) {
             err = cmp_io_read(fd, kind, buf, len, 1, &got);
@@ -284,6 +288,9 @@ conn_read_exact(ConnObject *self, char *buf, size_t len, int sliced,
         }
     }
 
+    if (sliced) {
+        self->waited = done < len;
+    }
     while (done < len) {
         int ready = 1, eof = 0;
         Py_BEGIN_ALLOW_THREADS
