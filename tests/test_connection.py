@@ -699,10 +699,8 @@ def test_xml_connection_wrapper():
 
 # ---------------------------------------------- interop with the stdlib
 
-std_conn = pytest.importorskip("multiprocessing.connection")
-
-
 def test_stdlib_connection_wire_compatible():
+    std_conn = pytest.importorskip("multiprocessing.connection")
     a, b = socket.socketpair()
     ours = Connection(a.detach())
     theirs = std_conn.Connection(b.detach())
@@ -901,3 +899,18 @@ def test_no_growth_over_many_messages(pair):
     grown = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     assert grown < 64 * 1024
+
+
+def test_message_above_probe_size_arrives_whole():
+    # Longer than the first part the reader takes before allocating the
+    # whole (64 MiB): both parts must land in the right place.
+    a, b = Pipe()
+    big = bytearray(os.urandom(1 << 20) * 80)
+    big[-1] ^= 0xFF
+    t = threading.Thread(target=a.send_bytes, args=(big,))
+    t.start()
+    got = b.recv_bytes()
+    t.join()
+    assert got == big
+    a.close()
+    b.close()
