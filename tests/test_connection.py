@@ -914,3 +914,82 @@ def test_message_above_probe_size_arrives_whole():
     assert got == big
     a.close()
     b.close()
+
+
+# ------------------------------- handshake with another Python version
+
+_OTHER_PEER = r'''
+import sys
+from multiprocessing.connection import Listener, Client
+role, key = sys.argv[1], sys.argv[2].encode()
+if role == "listen":
+    with Listener(("127.0.0.1", 0), authkey=key) as l:
+        print("%s %d" % l.address, flush=True)
+        try:
+            with l.accept() as c:
+                c.send(c.recv() + " back")
+        except Exception as e:
+            print(type(e).__name__, flush=True)
+else:
+    host, port = sys.stdin.readline().split()
+    try:
+        with Client((host, int(port)), authkey=key) as c:
+            c.send("from other")
+            print(c.recv(), flush=True)
+    except Exception as e:
+        print(type(e).__name__, flush=True)
+'''
+
+
+def _other_python():
+    other = "3.11" if sys.version_info >= (3, 12) else "3.12"
+    here = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
+    path = os.path.join(os.path.dirname(here), "py" + other, "bin", "python")
+    if not os.path.exists(path):
+        pytest.skip("no Python %s beside this one to talk to" % other)
+    return path
+
+
+@pytest.mark.parametrize("key,ok", [(b"k", True), (b"wrong", False)])
+def test_handshake_with_other_version_listener(key, ok):
+    import subprocess
+    proc = subprocess.Popen([_other_python(), "-c", _OTHER_PEER, "listen",
+                             "k"], stdout=subprocess.PIPE, text=True)
+    try:
+        host, port = proc.stdout.readline().split()
+        if ok:
+            with Client((host, int(port)), authkey=key) as c:
+                c.send("hello")
+                assert c.recv() == "hello back"
+        else:
+            with pytest.raises(native.AuthenticationError):
+                Client((host, int(port)), authkey=key)
+            assert proc.stdout.readline().strip() == "AuthenticationError"
+    finally:
+        proc.stdout.close()
+        assert proc.wait(LONG) == 0
+
+
+@pytest.mark.parametrize("key,ok", [(b"k", True), (b"wrong", False)])
+def test_handshake_with_other_version_client(key, ok):
+    import subprocess
+    with Listener(("127.0.0.1", 0), authkey=b"k") as l:
+        proc = subprocess.Popen([_other_python(), "-c", _OTHER_PEER,
+                                 "connect", key.decode()],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+        try:
+            proc.stdin.write("%s %d\n" % l.address)
+            proc.stdin.close()
+            if ok:
+                with l.accept() as d:
+                    d.send(d.recv() + " too")
+                assert proc.stdout.readline().strip() == "from other too"
+            else:
+                with pytest.raises(native.AuthenticationError):
+                    l.accept()
+                assert proc.stdout.readline().strip() == \
+                    "AuthenticationError"
+        finally:
+            proc.stdout.close()
+            assert proc.wait(LONG) == 0
