@@ -520,6 +520,8 @@ def test_no_descriptor_leaks():
     with ctx.Pool(1) as warm:            # first use may open lasting fds
         warm.map(square, range(3))
     warm.join()
+    del warm
+    gc.collect()
     before = _open_fds()
     for _ in range(3):
         p = ctx.Pool(2)
@@ -534,4 +536,4 @@ def test_no_descriptor_leaks():
             mpool.Pool(2, context=fake)
     del p
     gc.collect()
-    assert _open_fds() == before
+    assert _open_fds() <= before
