@@ -290,14 +290,18 @@ def spawn_main(pipe_handle, parent_pid=None, tracker_fd=None):
 
 
 def _main(fd, parent_sentinel):
-    import pickle
+    try:
+        # The C unpickler itself: pickle.py would bring re and enum along.
+        from _pickle import load
+    except ImportError:
+        from pickle import load
     from . import process
     me = process.current_process()
     with open(fd, 'rb', closefd=True) as source:
         me._inheriting = True
         try:
-            prepare(pickle.load(source))
-            process_obj = pickle.load(source)
+            prepare(load(source))
+            process_obj = load(source)
         finally:
             del me._inheriting
     return process_obj._bootstrap(parent_sentinel)
