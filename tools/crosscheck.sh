@@ -78,7 +78,7 @@ fail() { failed=$((failed + 1)); printf 'FAIL  %-20s %s\n' "$1" "$2"; }
 
 # ---- symbol tables for the link check ---------------------------------------
 nm_tool=""
-for n in llvm-nm llvm-nm-19 llvm-nm-18 llvm-nm-17 llvm-nm-16 llvm-nm-15 llvm-nm-14; do
+for n in llvm-nm $(compgen -c llvm-nm- | grep -E '^llvm-nm-[0-9]+$' | sort -t- -k3 -rn); do
     if command -v "$n" >/dev/null 2>&1; then nm_tool=$n; break; fi
 done
 if [ -z "$nm_tool" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
