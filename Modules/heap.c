@@ -69,6 +69,10 @@ typedef struct {
     PyObject_HEAD
     cmp_mapping map;
     Py_ssize_t exports;
+    /* Bytes from here to the end have never been written in this process
+       and are zero (fresh anonymous memory): take() need not clear them,
+       and big arrays are not faulted in before they are used. */
+    size_t clean_from;
     PyObject *weakreflist;
 } ArenaObject;
 
@@ -129,6 +133,7 @@ arena_alloc(PyTypeObject *tp)
         a->map.size = 0;
         a->map.handle = CMP_INVALID_HANDLE;
         a->exports = 0;
+        a->clean_from = 0;
         a->weakreflist = NULL;
     }
     return a;
@@ -204,6 +209,7 @@ arena_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
         Py_BEGIN_ALLOW_THREADS
         err = cmp_arena_attach(h, (size_t)size, &a->map);
         Py_END_ALLOW_THREADS
+        a->clean_from = (size_t)size; /* written by the parent */
     }
     if (err) {
         Py_DECREF(a);
@@ -237,6 +243,7 @@ arena_getbuffer(ArenaObject *self, Py_buffer *view, int flags)
         return -1;
     }
     self->exports++;
+    self->clean_from = self->map.size; /* anything may be written now */
     return 0;
 }
 
@@ -811,6 +818,10 @@ block_getbuffer(BlockObject *self, Py_buffer *view, int flags)
         return -1;
     }
     self->exports++;
+    size_t end = self->start + (size_t)self->size;
+    if (end > self->arena->clean_from) {
+        self->arena->clean_from = end;
+    }
     return 0;
 }
 
@@ -1008,7 +1019,16 @@ heap_take_method(HeapObject *h, PyObject *arg)
     if (s == NULL) {
         return NULL;
     }
-    memset(s->arena->obj->map.addr + s->start, 0, (size_t)size);
+    /* Zero what an earlier block may have dirtied; past clean_from the
+       memory is still as the system gave it. */
+    ArenaObject *arena = s->arena->obj;
+    if (s->start < arena->clean_from) {
+        size_t end = s->start + (size_t)size;
+        if (end > arena->clean_from) {
+            end = arena->clean_from;
+        }
+        memset(arena->map.addr + s->start, 0, end - s->start);
+    }
     PyObject *b = block_make(st, h, s->arena->obj, s, s->start, size);
     if (b == NULL) {
         heap_give_back(h, s);
