@@ -46,5 +46,7 @@ double cmp_monotonic(void);
 #include "platform/sem.h"
 #include "platform/proc.h"
 #include "platform/shm.h"
+#include "platform/spawn.h"
+#include "platform/queue.h"
 
 #endif /* CMP_PLATFORM_H */
