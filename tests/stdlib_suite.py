@@ -57,6 +57,9 @@ def stdlib_test_dir():
 
 _NAME_RULES = [
     (re.compile(r"\btest\._test_multiprocessing\b"), SUITE_MODULE),
+    # the forkserver preloads the module holding the generated test classes
+    (re.compile(r"\btest\.test_multiprocessing_forkserver\b"),
+     "_cmp_suite_forkserver"),
     (re.compile(r"(?<![\w.])_multiprocessing\b"), "_cmultiprocessing"),
     (re.compile(r"(?<!\w)multiprocessing\b"), "cmultiprocessing"),
 ]
@@ -267,6 +270,8 @@ def run_suite(start_method, stdlib, only=None, exclude=None, timeout=1500,
             [scratch] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                          if p])
         env.setdefault("PYTHONFAULTHANDLER", "1")
+        # Let the 6,000-line suite be compiled once, not in every child.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         seen_lines = 0
         rounds = 0
         while True:
