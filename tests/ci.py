@@ -129,6 +129,9 @@ def main(argv=None):
                    help="time limit for one suite run, seconds")
     p.add_argument("--test-timeout", type=int, default=90,
                    help="time limit for one suite test, seconds")
+    p.add_argument("--lldb", choices=["auto", "yes", "no"], default="auto",
+                   help="run the check inside LLDB's embedded Python "
+                   "(installs lldb with apt); auto: only in CI on Linux")
     p.add_argument("--update-ratchet", action="store_true",
                    help="raise tests/ratchet.json to today's pass counts")
     p.add_argument("pytest_args", nargs="*")
@@ -164,6 +167,17 @@ def main(argv=None):
                                                   floor))
             if args.update_ratchet and passed > floor:
                 ratchet.setdefault(version, {})[method] = passed
+
+    want_lldb = args.lldb == "yes" or (
+        args.lldb == "auto" and os.environ.get("CI") == "true"
+        and sys.platform.startswith("linux") and shutil.which("apt-get"))
+    if want_lldb:
+        log("cmultiprocessing inside LLDB's embedded Python")
+        rc = subprocess.run(["sh", os.path.join(ROOT, "tests", "lldb",
+                                                "run_lldb_check.sh")],
+                            stdin=subprocess.DEVNULL, timeout=1800).returncode
+        if rc != 0:
+            failures.append("the LLDB check failed (exit %d)" % rc)
 
     if suite_rows:
         print("\n== stdlib suite pass counts (cmultiprocessing / stdlib / "
