@@ -281,11 +281,29 @@ def test_logger_and_log_to_stderr():
 
 # -- temp dir, exit ------------------------------------------------------------
 
+def _fresh_temp_dir():
+    # A forked child inherits the parent's temp dir (and leaves it to the
+    # parent) if the parent made one, as earlier tests in a run may have.
+    cmultiprocessing.current_process()._config.pop('tempdir', None)
+    return util.get_temp_dir()
+
+
 def test_get_temp_dir_removed_when_process_exits():
-    code, path = _in_child(util.get_temp_dir)
+    code, path = _in_child(_fresh_temp_dir)
     assert code == 0
     assert os.path.basename(path).startswith('pymp-')
     assert not os.path.exists(path)
+
+
+def _temp_dir_survives_a_child():
+    mine = _fresh_temp_dir()
+    code, inherited = _in_child(util.get_temp_dir)
+    return code, inherited == mine, os.path.isdir(mine)
+
+
+def test_inherited_temp_dir_is_left_to_its_owner():
+    code, got = _in_child(_temp_dir_survives_a_child)
+    assert code == 0 and got == (0, True, True)
 
 
 def test_get_temp_dir_is_cached_in_process():
