@@ -296,6 +296,7 @@ def test_killed_worker_fails_its_task_and_pool_goes_on(pool):
     assert err.pid == victim.pid and err.exitcode == -signal.SIGKILL
     assert str(victim.pid) in str(err) and 'signal 9' in str(err)
     assert isinstance(err, cmp.ProcessError)
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
     # the pool replaces the worker and serves new work
     assert pool.map(square, range(30), 1) == [x * x for x in range(30)]
     deadline = time.monotonic() + LONG

@@ -130,7 +130,7 @@ class WorkerLostError(ProcessError):
     def __init__(self, name, pid, exitcode, batch=1):
         self.name, self.pid, self.exitcode = name, pid, exitcode
         self.batch = batch
-        super().__init__(name, pid, exitcode)
+        super().__init__(name, pid, exitcode, batch)
 
     def __str__(self):
         if self.exitcode is not None and self.exitcode < 0:
