@@ -9,11 +9,14 @@ is organised differently:
   on it stops the engine.
 
 * Every worker has a private task channel and (for processes) a private
-  result pipe.  The engine's *dispatcher* thread hands a worker one batch of
-  tasks at a time, so the engine always knows which tasks a worker holds.
-  When a worker dies, the tasks it held fail with `WorkerLostError` (which
-  names the worker, its pid and exit code) instead of hanging forever, and a
-  replacement is started.
+  result pipe, so the engine always knows which tasks a worker holds: the
+  batch it runs and, when tasks are short, one more batch queued behind
+  it.  A worker runs its batches in order and reports every result of a
+  batch before it reads the next.  When a worker dies, the unreported tasks
+  of the batch it was running fail with `WorkerLostError` (which names the
+  worker, its pid and exit code) instead of hanging forever, the batch
+  queued behind goes to the other workers, and a replacement is started
+  (after a pause, growing, when workers keep failing at start-up).
 
 * Batches grow when tasks are short: the dispatcher keeps a running
   estimate of the time one task takes (measured from dispatch to result),
