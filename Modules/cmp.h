@@ -86,6 +86,42 @@ PyObject *cmp_raise_oserror(int code);
    Returns 0, or -1 with an exception set. */
 int cmp_parse_timeout(PyObject *obj, int *has_timeout, double *seconds);
 
+/* ---- args.c: the shared argument parser and converters ---------------- */
+
+/* The parameters of one function: `nnames` names, the first `nrequired`
+   of which must be given; every one may be passed by position or by
+   keyword.  Build it with CMP_ARGSPEC from a static array of names. */
+typedef struct {
+    const char *fname;
+    const char *const *names;
+    Py_ssize_t nnames;
+    Py_ssize_t nrequired;
+} cmp_argspec;
+
+#define CMP_ARGSPEC(fname, names, nrequired)                                  \
+    {(fname), (names), (Py_ssize_t)(sizeof(names) / sizeof((names)[0])),     \
+     (nrequired)}
+
+/* Bind a METH_FASTCALL | METH_KEYWORDS call to out[0..spec->nnames):
+   borrowed references, NULL for parameters not given.  0, or -1 with a
+   TypeError worded as CPython's. */
+int cmp_parse_args(const cmp_argspec *spec, PyObject *const *args,
+                   Py_ssize_t nargs, PyObject *kwnames, PyObject **out);
+
+/* The same for a (tuple, dict-or-NULL) call, as tp_new/tp_init get. */
+int cmp_parse_tuple(const cmp_argspec *spec, PyObject *args, PyObject *kwds,
+                    PyObject **out);
+
+/* An integer (anything with __index__) that fits a C int; `what` names it
+   in the TypeError/OverflowError. */
+int cmp_arg_int(PyObject *obj, const char *what, int *out);
+
+/* A Py_ssize_t (OverflowError beyond); `dflt` for NULL or None. */
+int cmp_arg_ssize(PyObject *obj, Py_ssize_t dflt, Py_ssize_t *out);
+
+/* A truth value; `dflt` for NULL. */
+int cmp_arg_bool(PyObject *obj, int dflt, int *out);
+
 /* Per-concern entry points, called in this order by module.c. */
 int cmp_connection_exec(PyObject *module);
 int cmp_fdpass_exec(PyObject *module);

@@ -5,10 +5,12 @@
  * synchronize.Event (wait/notify and the event operations), built from
  * SemLock objects so that their hot paths never run Python code.
  *
- * Blocking: one attempt with the GIL held, then waits of at most
- * CMP_WAIT_SLICE with the GIL released; between slices and after EINTR the
- * signal handlers run (PyErr_CheckSignals), so Ctrl-C and SIGALRM handlers
- * interrupt any wait.  Deadlines are taken on the monotonic clock.
+ * Blocking: one attempt with the GIL held, then a wait with the GIL
+ * released.  A wait without a timeout is the platform's plain blocking
+ * wait, which every signal ends (EINTR); a timed wait goes in slices of at
+ * most CMP_WAIT_SLICE towards a deadline on the monotonic clock.  After
+ * EINTR and between slices the signal handlers run (PyErr_CheckSignals), so
+ * Ctrl-C and SIGALRM handlers interrupt any wait.
  */
 #include "cmp.h"
 
@@ -21,107 +23,7 @@
 #define CMP_SEMAPHORE 1
 
 /* ------------------------------------------------------------------ */
-/* Small argument helpers (no Argument Clinic).                        */
-
-/* Bind positional `pos[0..npos)` and keyword arguments to `names` (`n` of
-   them); slots not given stay NULL.  Keywords come either as a vectorcall
-   kwnames tuple (values after the positionals in `pos`) or as a dict. */
-static int
-bind_args(const char *fname, const char *const *names, Py_ssize_t n,
-          PyObject *const *pos, Py_ssize_t npos, PyObject *kwnames,
-          PyObject *kwdict, PyObject **out)
-{
-    if (npos > n) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes at most %zd arguments (%zd given)", fname, n,
-                     npos);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        out[i] = i < npos ? pos[i] : NULL;
-    }
-    Py_ssize_t nkw = 0;
-    if (kwnames != NULL) {
-        nkw = PyTuple_GET_SIZE(kwnames);
-    }
-    else if (kwdict != NULL) {
-        nkw = PyDict_GET_SIZE(kwdict);
-    }
-    Py_ssize_t dictpos = 0;
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key, *value;
-        if (kwnames != NULL) {
-            key = PyTuple_GET_ITEM(kwnames, k);
-            value = pos[npos + k];
-        }
-        else if (!PyDict_Next(kwdict, &dictpos, &key, &value)) {
-            break;
-        }
-        if (!PyUnicode_Check(key)) {
-            PyErr_Format(PyExc_TypeError, "%s() keywords must be strings",
-                         fname);
-            return -1;
-        }
-        Py_ssize_t slot = -1;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
-                slot = i;
-                break;
-            }
-        }
-        if (slot < 0) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got an unexpected keyword argument '%U'",
-                         fname, key);
-            return -1;
-        }
-        if (out[slot] != NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got multiple values for argument '%s'", fname,
-                         names[slot]);
-            return -1;
-        }
-        out[slot] = value;
-    }
-    return 0;
-}
-
-/* A required argument that was not given. */
-static int
-require_args(const char *fname, const char *const *names, Py_ssize_t n,
-             PyObject **got)
-{
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (got[i] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() missing required argument '%s' (pos %zd)",
-                         fname, names[i], i + 1);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* A Python int that fits a C int. */
-static int
-as_c_int(PyObject *obj, const char *what, int *out)
-{
-    if (PyFloat_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an integer, not float",
-                     what);
-        return -1;
-    }
-    long v = PyLong_AsLong(obj);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < INT_MIN || v > INT_MAX) {
-        PyErr_Format(PyExc_OverflowError, "%s is out of range", what);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
+/* Argument helpers (the parser itself is args.c's).                   */
 
 /* A str without NUL characters, as UTF-8 (borrowed from the object). */
 static const char *
@@ -238,27 +140,46 @@ sem_take_now(cmp_sem_t sem)
     }
 }
 
-/* Wait for a unit with the GIL released, in slices.  Without a timeout
-   the wait only ends when a unit is taken or a signal handler raises.
-   1 taken, 0 timed out, -1 error. */
+/* Wait for a unit with the GIL released, with no time limit: the
+   platform's plain blocking wait (what the stdlib does), which a signal
+   interrupts; the handlers run and the wait resumes unless one raised.
+   1 taken, -1 error. */
 static int
-sem_take_waiting(cmp_sem_t sem, int has_timeout, double seconds)
+sem_take_untimed(cmp_sem_t sem)
 {
-    double deadline = has_timeout ? cmp_monotonic() + seconds : 0.0;
     for (;;) {
-        double slice = CMP_WAIT_SLICE;
-        if (has_timeout) {
-            double left = deadline - cmp_monotonic();
-            if (left <= 0.0) {
-                return 0;
-            }
-            if (left < slice) {
-                slice = left;
-            }
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = cmp_sem_wait(sem);
+        Py_END_ALLOW_THREADS
+        if (rc == CMP_SEM_OK) {
+            return 1;
+        }
+        if (rc != CMP_SEM_BUSY && rc != CMP_SEM_INTR) {
+            cmp_raise_oserror(rc);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+/* Wait at most `seconds` for a unit with the GIL released, in slices of
+   CMP_WAIT_SLICE on the monotonic clock.  1 taken, 0 timed out, -1 error. */
+static int
+sem_take_timed(cmp_sem_t sem, double seconds)
+{
+    double deadline = cmp_monotonic() + seconds;
+    for (;;) {
+        double left = deadline - cmp_monotonic();
+        if (left <= 0.0) {
+            return 0;
         }
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = cmp_sem_wait_for(sem, slice);
+        rc = cmp_sem_wait_for(sem, left < CMP_WAIT_SLICE ? left
+                                                         : CMP_WAIT_SLICE);
         Py_END_ALLOW_THREADS
         if (rc == CMP_SEM_OK) {
             return 1;
@@ -303,7 +224,8 @@ semlock_take(SemLockObject *self, int blocking, int has_timeout,
     }
     int got = sem_take_now(self->handle);
     if (got == 0 && blocking) {
-        got = sem_take_waiting(self->handle, has_timeout, seconds);
+        got = has_timeout ? sem_take_timed(self->handle, seconds)
+                          : sem_take_untimed(self->handle);
     }
     if (got == 1) {
         self->count++;
@@ -378,23 +300,22 @@ semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static const char *const names[] = {"kind", "value", "maxvalue", "name",
                                         "unlink"};
+    static const cmp_argspec spec = CMP_ARGSPEC("SemLock", names, 5);
     PyObject *a[5];
     int kind, value, maxvalue, unlink;
     char *name_copy = NULL;
     cmp_sem_t handle = CMP_SEM_NONE;
 
-    if (bind_args("SemLock", names, 5, &PyTuple_GET_ITEM(args, 0),
-                  PyTuple_GET_SIZE(args), NULL, kwds, a) < 0 ||
-        require_args("SemLock", names, 5, a) < 0) {
+    if (cmp_parse_tuple(&spec, args, kwds, a) < 0) {
         return NULL;
     }
-    if (as_c_int(a[0], "kind", &kind) < 0 ||
-        as_c_int(a[1], "value", &value) < 0 ||
-        as_c_int(a[2], "maxvalue", &maxvalue) < 0) {
+    if (cmp_arg_int(a[0], "kind", &kind) < 0 ||
+        cmp_arg_int(a[1], "value", &value) < 0 ||
+        cmp_arg_int(a[2], "maxvalue", &maxvalue) < 0) {
         return NULL;
     }
     const char *name = as_sem_name(a[3]);
-    if (name == NULL || (unlink = PyObject_IsTrue(a[4])) < 0) {
+    if (name == NULL || cmp_arg_bool(a[4], 1, &unlink) < 0) {
         return NULL;
     }
     if (check_kind(kind) < 0) {
@@ -468,6 +389,7 @@ semlock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
     static const char *const names[] = {"block", "timeout"};
+    static const cmp_argspec spec = CMP_ARGSPEC("acquire", names, 0);
     PyObject *a[2] = {NULL, NULL};
     int blocking = 1, has_timeout = 0;
     double seconds = 0.0;
@@ -480,8 +402,7 @@ semlock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
             a[1] = args[1];
         }
     }
-    else if (bind_args("acquire", names, 2, args, nargs, kwnames, NULL, a) <
-             0) {
+    else if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if (a[0] != NULL && a[0] != Py_True) {
@@ -595,8 +516,8 @@ semlock_rebuild(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
     if (raw == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    if (as_c_int(args[1], "kind", &kind) < 0 ||
-        as_c_int(args[2], "maxvalue", &maxvalue) < 0 ||
+    if (cmp_arg_int(args[1], "kind", &kind) < 0 ||
+        cmp_arg_int(args[2], "maxvalue", &maxvalue) < 0 ||
         check_kind(kind) < 0) {
         return NULL;
     }
@@ -652,6 +573,9 @@ semlock_get_name(PyObject *op, void *Py_UNUSED(closure))
     return PyUnicode_FromString(name);
 }
 
+static PyObject *semlock_init_subclass(PyObject *cls, PyObject *const *args,
+                                       Py_ssize_t nargs, PyObject *kwnames);
+
 static PyMethodDef semlock_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))semlock_acquire,
      METH_FASTCALL | METH_KEYWORDS,
@@ -676,8 +600,66 @@ static PyMethodDef semlock_methods[] = {
     {"_rebuild", (PyCFunction)(void (*)(void))semlock_rebuild,
      METH_FASTCALL | METH_CLASS,
      "_rebuild(handle, kind, maxvalue, name): reopen in another process."},
+    {"__init_subclass__", (PyCFunction)(void (*)(void))semlock_init_subclass,
+     METH_FASTCALL | METH_KEYWORDS | METH_CLASS,
+     "Give the new subclass its own method descriptors (see semaphore.c)."},
     {NULL, NULL, 0, NULL},
 };
+
+/* The interpreter's specialized calls of a C method (3.12: the
+   CALL_*_METHOD_DESCRIPTOR_* instructions) only apply when the instance's
+   type is exactly the type the descriptor was made for; the instances of a
+   Python subclass (Lock, RLock, Semaphore, ...) fail that check on every
+   call of an inherited method, so `lock.acquire()` takes the slow generic
+   path.  Each subclass therefore gets descriptors of its own for the
+   methods it inherits unchanged (never over a method it overrides). */
+static int
+semlock_own_descriptor(PyTypeObject *cls, PyMethodDef *def)
+{
+    PyObject *name = PyUnicode_FromString(def->ml_name);
+    if (name == NULL) {
+        return -1;
+    }
+    /* what the class inherits now: one of our descriptors, made for a base
+       class, unless some class in between defines the name itself */
+    PyObject *found = PyObject_GetAttr((PyObject *)cls, name);
+    int rc = 0;
+    if (found == NULL) {
+        rc = -1;
+    }
+    else if (Py_IS_TYPE(found, &PyMethodDescr_Type) &&
+             ((PyMethodDescrObject *)found)->d_method == def &&
+             PyDescr_TYPE(found) != cls) {
+        PyObject *mine = PyDescr_NewMethod(cls, def);
+        rc = mine == NULL ? -1 : PyObject_SetAttr((PyObject *)cls, name, mine);
+        Py_XDECREF(mine);
+    }
+    Py_XDECREF(found);
+    Py_DECREF(name);
+    return rc;
+}
+
+static PyObject *
+semlock_init_subclass(PyObject *cls, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames)
+{
+    (void)args;
+    if (nargs != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%.100s.__init_subclass__() takes no arguments",
+                     ((PyTypeObject *)cls)->tp_name);
+        return NULL;
+    }
+    for (PyMethodDef *def = semlock_methods; def->ml_name != NULL; def++) {
+        if ((def->ml_flags & (METH_CLASS | METH_STATIC)) != 0) {
+            continue;
+        }
+        if (semlock_own_descriptor((PyTypeObject *)cls, def) < 0) {
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
 
 static PyGetSetDef semlock_getset[] = {
     {"handle", semlock_get_handle, NULL, "OS handle of the semaphore", NULL},
@@ -766,10 +748,9 @@ condcore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static const char *const names[] = {"lock", "sleeping", "woken",
                                         "waiting", "flag"};
+    static const cmp_argspec spec = CMP_ARGSPEC("_ConditionCore", names, 4);
     PyObject *a[5];
-    if (bind_args("_ConditionCore", names, 5, &PyTuple_GET_ITEM(args, 0),
-                  PyTuple_GET_SIZE(args), NULL, kwds, a) < 0 ||
-        require_args("_ConditionCore", names, 4, a) < 0) {
+    if (cmp_parse_tuple(&spec, args, kwds, a) < 0) {
         return NULL;
     }
     if (a[4] == Py_None) {
@@ -899,14 +880,15 @@ cond_notify(CondCoreObject *c, Py_ssize_t n)
     return r < 0 ? -1 : 0;
 }
 
+/* The (timeout=None) of Condition.wait and Event.wait. */
 static int
-condcore_parse_timeout(const char *fname, PyObject *const *args,
-                       Py_ssize_t nargs, PyObject *kwnames, int *has_timeout,
-                       double *seconds)
+condcore_parse_timeout(PyObject *const *args, Py_ssize_t nargs,
+                       PyObject *kwnames, int *has_timeout, double *seconds)
 {
     static const char *const names[] = {"timeout"};
+    static const cmp_argspec spec = CMP_ARGSPEC("wait", names, 0);
     PyObject *a[1];
-    if (bind_args(fname, names, 1, args, nargs, kwnames, NULL, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return -1;
     }
     return cmp_parse_timeout(a[0], has_timeout, seconds);
@@ -918,7 +900,7 @@ condcore_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
 {
     int has_timeout;
     double seconds;
-    if (condcore_parse_timeout("wait", args, nargs, kwnames, &has_timeout,
+    if (condcore_parse_timeout(args, nargs, kwnames, &has_timeout,
                                &seconds) < 0) {
         return NULL;
     }
@@ -963,9 +945,10 @@ condcore_notify(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
     static const char *const names[] = {"n"};
+    static const cmp_argspec spec = CMP_ARGSPEC("notify", names, 0);
     PyObject *a[1];
     Py_ssize_t n;
-    if (bind_args("notify", names, 1, args, nargs, kwnames, NULL, a) < 0 ||
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
         parse_notify_count(a[0], &n) < 0) {
         return NULL;
     }
@@ -1074,7 +1057,7 @@ condcore_event_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
 {
     int has_timeout;
     double seconds;
-    if (condcore_parse_timeout("wait", args, nargs, kwnames, &has_timeout,
+    if (condcore_parse_timeout(args, nargs, kwnames, &has_timeout,
                                &seconds) < 0) {
         return NULL;
     }

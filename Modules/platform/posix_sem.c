@@ -67,6 +67,17 @@ cmp_sem_trywait(cmp_sem_t sem)
     }
 }
 
+/* sem_wait is never restarted after a signal handler (whatever
+   SA_RESTART says), on Linux and macOS alike: a signal always ends it. */
+int
+cmp_sem_wait(cmp_sem_t sem)
+{
+    if (sem_wait(sem) == 0) {
+        return CMP_SEM_OK;
+    }
+    return errno == EINTR ? CMP_SEM_INTR : errno;
+}
+
 #ifndef CMP_DARWIN
 
 /* An absolute time `seconds` from now on `clock`. */

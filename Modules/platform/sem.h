@@ -79,6 +79,13 @@ int cmp_sem_trywait(cmp_sem_t sem);
    or CMP_SEM_INTR.  Meant for short slices of a longer wait. */
 int cmp_sem_wait_for(cmp_sem_t sem, double seconds);
 
+/* Wait for a unit with no time limit, as a plain blocking wait where the
+   platform's wait is interrupted by signals (POSIX: EINTR): CMP_SEM_OK or
+   CMP_SEM_INTR.  Where it is not (Windows), the wait lasts at most
+   CMP_WAIT_SLICE and may end with CMP_SEM_BUSY.  Either way the caller
+   runs the signal handlers and calls again until CMP_SEM_OK. */
+int cmp_sem_wait(cmp_sem_t sem);
+
 /* Add one unit.  With bound >= 0 the post is refused (CMP_SEM_OVERFLOW)
    when the count is already >= bound, as far as the platform can tell. */
 int cmp_sem_post(cmp_sem_t sem, int bound);

@@ -70,6 +70,14 @@ cmp_sem_wait_for(cmp_sem_t sem, double seconds)
     return wait_ms(sem, (DWORD)ms);
 }
 
+/* A kernel wait does not end for Ctrl-C: wait in slices, so that the
+   caller gets to run the signal handlers between them. */
+int
+cmp_sem_wait(cmp_sem_t sem)
+{
+    return wait_ms(sem, (DWORD)(CMP_WAIT_SLICE * 1000.0));
+}
+
 int
 cmp_sem_post(cmp_sem_t sem, int bound)
 {
