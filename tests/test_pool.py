@@ -538,3 +538,27 @@ def test_no_descriptor_leaks():
     del p
     gc.collect()
     assert _open_fds() <= before
+
+
+def test_tasks_batched_behind_a_killed_task_still_run():
+    p = cmp.get_context('fork').Pool(1)
+    try:
+        assert p.map(square, range(200), 1) == [x * x for x in range(200)]
+        # submitted together: short tasks after the slow one likely share
+        # its batch; the worker notes which task it runs, so only the slow
+        # one is lost
+        doomed = p.apply_async(slow_pid, (LONG,))
+        behind = [p.apply_async(square, (i,)) for i in range(5)]
+        deadline = time.monotonic() + LONG
+        while not any(s.batches for s in list(p._engine.slots.values())):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.kill(p._pool[0].pid, signal.SIGKILL)
+        with pytest.raises(mpool.WorkerLostError) as info:
+            doomed.get(LONG)
+        assert info.value.running
+        assert [r.get(LONG) for r in behind] == [0, 1, 4, 9, 16]
+    finally:
+        p.terminate()
+        p.join()

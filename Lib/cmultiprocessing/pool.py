@@ -125,26 +125,24 @@ class MaybeEncodingError(Exception):
 class WorkerLostError(ProcessError):
     """The worker given a task exited before it reported the result.
 
-    Short tasks travel in batches: when a worker dies in the middle of a
-    batch, every task of that batch whose result had not come back fails
-    with this error (`batch` > 1), since the one it was running cannot be
-    told apart; tasks queued in later batches go to other workers."""
+    `running` is True for the task the worker was running when it died;
+    False for a task it had finished but not yet reported (short tasks
+    travel in batches whose results are sent together), or when which task
+    it was running is unknown.  Tasks it had not begun go to other workers.
+    """
 
-    def __init__(self, name, pid, exitcode, batch=1):
+    def __init__(self, name, pid, exitcode, running=True):
         self.name, self.pid, self.exitcode = name, pid, exitcode
-        self.batch = batch
-        super().__init__(name, pid, exitcode, batch)
+        self.running = running
+        super().__init__(name, pid, exitcode, running)
 
     def __str__(self):
         if self.exitcode is not None and self.exitcode < 0:
             how = f'was killed by signal {-self.exitcode}'
         else:
             how = f'exited with code {self.exitcode}'
-        if self.batch > 1:
-            what = (f'before reporting this task (one of {self.batch} '
-                    f'unreported tasks of the batch it was running)')
-        else:
-            what = 'while running this task'
+        what = ('while running this task' if self.running
+                else 'before reporting the result of this task')
         return f'pool worker {self.name} (pid {self.pid}) {how} {what}'
 
 
@@ -186,9 +184,13 @@ def _report_init_failure(send, exc, wrap):
 
 
 def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
-           wrap_exception=False):
+           wrap_exception=False, progress=None):
     """Body of a pool worker: run batches from *tasks* until told to stop
-    (None), the channel closes, or *maxtasks* tasks have run."""
+    (None), the channel closes, or *maxtasks* tasks have run.
+
+    *progress*, if given, is (shared int64 array, slot): before each task
+    the worker stores there (batch number << 32 | position in batch), so
+    that if it dies the pool knows which task it was running."""
     if maxtasks is not None and not (isinstance(maxtasks, int)
                                      and maxtasks >= 1):
         raise AssertionError(f"Maxtasks {maxtasks!r} is not valid")
@@ -199,8 +201,9 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
         except BaseException as exc:
             _report_init_failure(send, exc, wrap_exception)
             raise
+    marks, mark = progress if progress is not None else (None, 0)
     clock = time.monotonic
-    completed = 0
+    completed = batch_number = 0
     while maxtasks is None or completed < maxtasks:
         try:
             batch = recv()
@@ -211,7 +214,11 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
             break
         out = []
         flushed = clock()
-        for job, index, func, args, kwds in batch:
+        batch_number += 1
+        stamp = batch_number << 32
+        for position, (job, index, func, args, kwds) in enumerate(batch):
+            if marks is not None:
+                marks[mark] = stamp | position
             try:
                 out.append((job, index, True, func(*args, **kwds)))
             except Exception as exc:
@@ -479,18 +486,19 @@ _PREFETCH_BELOW = 0.05
 
 class _Batch(object):
     """One message of tasks sent to a worker, until all its results are in."""
-    __slots__ = ('tasks', 'waiting', 'since')
+    __slots__ = ('tasks', 'waiting', 'since', 'number')
 
-    def __init__(self, tasks, since):
+    def __init__(self, tasks, since, number):
         self.tasks = tasks
         self.waiting = {(task[0], task[1]) for task in tasks}
         self.since = since
+        self.number = number        # the worker counts batches from 1
 
 
 class _Slot(object):
     """What the engine knows about one worker."""
     __slots__ = ('proc', 'tasks', 'results', 'batches', 'sent', 'done',
-                 'dead', 'init_error', 'key')
+                 'dead', 'init_error', 'key', 'mark', 'numbered')
 
     def __init__(self, proc, tasks, results, key):
         self.proc = proc
@@ -499,6 +507,8 @@ class _Slot(object):
         self.batches = collections.deque()  # sent, not finished; in order
         self.sent = 0               # tasks sent so far (maxtasksperchild)
         self.done = 0               # results received
+        self.numbered = 0           # batches sent so far
+        self.mark = None            # its cell in the engine's progress marks
         self.dead = False
         self.init_error = None
         self.key = key
@@ -577,17 +587,20 @@ class _Engine(object):
         # called with the lock held
         key = next(self.keys)
         here, there = self._open_channels(key)
+        mark, tail = self._progress_cell()
         try:
             target, lead = self._worker_entry(key)
             proc = self.make_process(
                 self.ctx, target=target,
-                args=lead + tuple(there) + self.worker_args)
+                args=lead + tuple(there) + self.worker_args + tail)
             proc.name = proc.name.replace('Process', 'PoolWorker')
             proc.daemon = True
             slot = _Slot(proc, here[0], here[1], key)
+            slot.mark = mark
             self._start_worker(slot, there)
         except BaseException:
             self._discard_channels(key, here, there)
+            self._free_progress_cell(mark)
             raise
         self.procs.append(proc)
         self.slots[key] = slot
@@ -744,7 +757,8 @@ class _Engine(object):
                     return False
                 if slot.dead:
                     continue
-                record = _Batch(batch, time.monotonic())
+                slot.numbered += 1
+                record = _Batch(batch, time.monotonic(), slot.numbered)
                 slot.batches.append(record)
                 slot.sent += len(batch)
             self._send(slot, record)
@@ -766,7 +780,9 @@ class _Engine(object):
             for job, index, _ in bad:
                 record.waiting.discard((job, index))
             if not good and record in slot.batches:
+                # nothing is sent: the worker will not count this batch
                 slot.batches.remove(record)
+                slot.numbered -= 1
                 self.cv.notify()
         for job, index, exc in bad:
             self._deliver(job, index, (False, exc))
@@ -848,40 +864,74 @@ class _Engine(object):
         proc.join(1.0)
         exitcode = proc.exitcode
         lost = []
+        # a worker that failed to start would fail again with the same
+        # tasks: they fail instead of moving on
+        failed_start = slot.init_error is not None or (
+            exitcode is not None and exitcode > 0 and not slot.done)
         with self.lock:
             slot.dead = True
             batches = list(slot.batches)
             slot.batches.clear()
             if batches:
-                lost = sorted(batches[0].waiting)
-                unstarted = [task for record in batches[1:]
-                             for task in record.tasks]
+                lost, unstarted = self._split_at_death(slot, batches[0],
+                                                       failed_start)
+                unstarted += [task for record in batches[1:]
+                              for task in record.tasks]
                 if unstarted:
                     self.retry.extendleft(reversed(unstarted))
                     self.pending.put(_NUDGE)
                 unstarted = None
             batches = None
+            self._free_progress_cell(slot.mark)
             self.slots.pop(slot.key, None)
             try:
                 self.procs.remove(proc)
             except ValueError:
                 pass
-            if slot.init_error is not None or (
-                    exitcode is not None and exitcode > 0 and not slot.done):
-                # it failed to start: start the next one after a pause
+            if failed_start:
+                # start the next one after a pause
                 self.init_failures += 1
             self.cv.notify()
         self._close_slot(slot)
         util.debug('pool worker %s exited with %r (%d tasks lost)',
                    proc.name, exitcode, len(lost))
-        if lost:
-            error = WorkerLostError(proc.name, proc.pid, exitcode, len(lost))
+        for job, index, running in lost:
+            error = WorkerLostError(proc.name, proc.pid, exitcode, running)
             if slot.init_error is not None:
                 error.__cause__ = slot.init_error
-            for job, index in lost:
-                self._deliver(job, index, (False, error))
+            self._deliver(job, index, (False, error))
             error = None
         self._schedule_respawn()
+
+    def _split_at_death(self, slot, record, failed_start):
+        """Sort the unreported tasks of the batch a dead worker held into
+        lost ones, [(job, index, was_running)], and tasks it never began."""
+        waiting = record.waiting
+        position = None if failed_start else self._progress_of(slot, record)
+        lost, unstarted = [], []
+        for at, task in enumerate(record.tasks):
+            key = (task[0], task[1])
+            if key not in waiting:
+                continue
+            if position is None:
+                # which one ran is unknown: all fail
+                lost.append((*key, len(waiting) == 1))
+            elif at > position:
+                unstarted.append(task)
+            else:
+                lost.append((*key, at == position))
+        return lost, unstarted
+
+    def _progress_of(self, slot, record):
+        """Position in *record* of the task the worker last began; -1 if
+        it never began that batch; None if unknown."""
+        return None
+
+    def _progress_cell(self):
+        return None, ()
+
+    def _free_progress_cell(self, mark):
+        pass
 
     def _schedule_respawn(self):
         with self.lock:
@@ -929,11 +979,41 @@ def _make_pipe():
 
 
 class _ProcessEngine(_Engine):
-    """Workers are processes; each has its own pair of pipes."""
+    """Workers are processes; each has its own pair of pipes and a cell in
+    a shared array where it notes which task it is running."""
 
     def __init__(self, *args):
         super().__init__(*args)
         self.wake_r, self.wake_w = _make_pipe()
+        try:
+            from .sharedctypes import RawArray
+            self.marks = RawArray('q', self.processes)
+        except Exception:
+            # no shared memory here: lost batches fail as a whole
+            self.marks = None
+        self.free_marks = ([] if self.marks is None
+                           else list(range(self.processes)))
+
+    def _progress_cell(self):
+        # called with the lock held
+        if not self.free_marks:
+            return None, (None,)
+        mark = self.free_marks.pop()
+        self.marks[mark] = 0
+        return mark, ((self.marks, mark),)
+
+    def _free_progress_cell(self, mark):
+        if mark is not None:
+            self.free_marks.append(mark)
+
+    def _progress_of(self, slot, record):
+        if slot.mark is None:
+            return None
+        stamp = self.marks[slot.mark]
+        number, position = stamp >> 32, stamp & 0xFFFFFFFF
+        if number == record.number:
+            return position
+        return -1 if number < record.number else None
 
     def _open_channels(self, key):
         task_r, task_w = _make_pipe()
