@@ -12,11 +12,13 @@ is organised differently:
   result pipe, so the engine always knows which tasks a worker holds: the
   batch it runs and, when tasks are short, one more batch queued behind
   it.  A worker runs its batches in order and reports every result of a
-  batch before it reads the next.  When a worker dies, the unreported tasks
-  of the batch it was running fail with `WorkerLostError` (which names the
-  worker, its pid and exit code) instead of hanging forever, the batch
-  queued behind goes to the other workers, and a replacement is started
-  (after a pause, growing, when workers keep failing at start-up).
+  batch before it reads the next.  Before each task, a worker notes its
+  position (batch number, index) in a shared array.  When a worker dies,
+  the task it was running, and any it finished without reporting, fail
+  with `WorkerLostError` (which names the worker, its pid and exit code)
+  instead of hanging forever; the tasks it had not begun go to the other
+  workers; and a replacement is started (after a growing pause when
+  workers keep failing at start-up, whose tasks then fail, not loop).
 
 * Batches grow when tasks are short: the dispatcher keeps a running
   estimate of the time one task takes (measured from dispatch to result),
