@@ -681,7 +681,7 @@ feed_write_batch(FeedObject *fd)
         return -1;
     }
     cmp_qpipe_piece pieces[CMP_QPIPE_MAX_PIECES];
-    unsigned char scratch[CMP_QPIPE_MAX_PIECES / 3][29];
+    unsigned char scratch[CMP_QPIPE_MAX_PIECES][29]; /* one per frame */
     int npieces = 0;
     Py_ssize_t nframes = 0, bytes = 0;
     while (nframes < fd->count && npieces + 3 <= CMP_QPIPE_MAX_PIECES &&

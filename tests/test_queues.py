@@ -1,0 +1,528 @@
+"""Unit tests of cmultiprocessing.queues (Queue, JoinableQueue, SimpleQueue).
+
+Every test counts the messages that arrive: each one put must come out
+exactly once, in order for a single producer, except those the feeder-error
+hook reports as dropped.
+"""
+import io
+import os
+import pickle
+import queue as pyqueue
+import sys
+import threading
+import types
+import contextlib
+
+import pytest
+
+import cmultiprocessing as cmp
+from cmultiprocessing import queues
+
+CTX = cmp.get_context("fork")
+SHORT = 0.05
+LONG = 60.0            # generous bound for things that must happen
+
+
+def closing(q):
+    """Close a queue at the end of a with block, waiting for its feeder."""
+    @contextlib.contextmanager
+    def manage():
+        try:
+            yield q
+        finally:
+            q.close()
+            if isinstance(q, queues.Queue):
+                q.join_thread()
+    return manage()
+
+
+class Unpicklable:
+    """Pickling raises from __reduce__."""
+
+    def __init__(self):
+        self.reduced = False
+
+    def __reduce__(self):
+        self.reduced = True
+        raise AttributeError("no pickling for you")
+
+
+class RecordingQueue(queues.Queue):
+    """Queue whose feeder-error hook records instead of printing."""
+    reported = []
+
+    @staticmethod
+    def _on_queue_feeder_error(e, obj):
+        RecordingQueue.reported.append((type(e), obj))
+
+
+def recording_queue(maxsize=0):
+    RecordingQueue.reported = []
+    return RecordingQueue(maxsize, ctx=CTX)
+
+
+SAMPLES = [
+    None, True, False, 0, 1, 255, 256, 65535, 65536, -1, -2**31, 2**31 - 1,
+    2**31, -2**31 - 1, 2**100, -2**100, 0.0, -0.0, 1.5, float("inf"),
+    b"", b"x", b"y" * 255, b"z" * 256, b"w" * 5000, b"v" * 200000,
+    "", "a", "é" * 100, "\u20ac" * 300, "s" * 100000, "\udc80bad",
+    (1, 2), [1, "two", 3.0], {"k": [None]}, {1, 2}, bytearray(b"ba"),
+    True is True, 10**30, types.SimpleNamespace(a=1),
+]
+
+
+# --------------------------------------------------------------------------
+# round trips and the wire format
+
+def test_round_trip_in_order():
+    q = CTX.Queue()
+    with closing(q):
+        for obj in SAMPLES:
+            q.put(obj)
+        got = [q.get(timeout=LONG) for _ in SAMPLES]
+        assert got == SAMPLES
+        assert [type(x) for x in got] == [type(x) for x in SAMPLES]
+        with pytest.raises(pyqueue.Empty):
+            q.get_nowait()
+
+
+def test_frames_are_connection_frames():
+    # what put() writes is what Connection.recv() reads, and back
+    q = CTX.Queue()
+    with closing(q):
+        for obj in SAMPLES:
+            q.put(obj)
+        got = [q._reader.recv() for _ in SAMPLES]
+        assert got == SAMPLES
+        small = [o for o in SAMPLES if len(pickle.dumps(o)) < 30000]
+        for obj in small:              # one at a time: send() may block
+            q._writer.send(obj)
+            assert q.get(timeout=LONG) == obj
+
+
+def test_direct_encodings_are_valid_pickles():
+    # the payloads put() writes itself must mean the same to pickle.loads
+    q = CTX.Queue()
+    with closing(q):
+        for obj in SAMPLES:
+            q.put(obj)
+            payload = q._reader.recv_bytes()
+            assert pickle.loads(payload) == obj
+
+
+def test_simple_queue_round_trip():
+    # SimpleQueue.put blocks while the pipe is full: keep under its size
+    small = [o for o in SAMPLES if len(pickle.dumps(o)) < 1000]
+    q = CTX.SimpleQueue()
+    try:
+        assert q.empty()
+        for obj in small:
+            q.put(obj)
+        assert not q.empty()
+        assert [q.get() for _ in small] == small
+        big = b"B" * 300000
+        t = threading.Thread(target=q.put, args=(big,))
+        t.start()
+        assert q.get() == big
+        t.join()
+        assert q.empty()
+    finally:
+        q.close()
+    q.close()   # twice is fine
+    assert q._reader.closed and q._writer.closed
+    with pytest.raises(OSError):
+        q.get()
+    with pytest.raises(OSError):
+        q.put(1)
+
+
+def test_simple_queue_put_raises_pickling_errors():
+    q = CTX.SimpleQueue()
+    try:
+        with pytest.raises(AttributeError):
+            q.put(Unpicklable())
+        q.put("after")
+        assert q.get() == "after"
+        assert q.empty()
+    finally:
+        q.close()
+
+
+# --------------------------------------------------------------------------
+# objects that cannot be sent
+
+def test_unpicklable_object_reported_and_dropped():
+    q = recording_queue()
+    with closing(q):
+        q.put(lambda: None)          # pickle cannot find a lambda
+        q.put("next")
+        assert q.get(timeout=LONG) == "next"
+        assert q.empty()
+    assert len(RecordingQueue.reported) == 1
+    assert issubclass(RecordingQueue.reported[0][0], pickle.PicklingError) \
+        or issubclass(RecordingQueue.reported[0][0], AttributeError)
+
+
+def test_pickling_error_keeps_queue_size_right():
+    q = recording_queue(maxsize=1)
+    with closing(q):
+        bad = Unpicklable()
+        q.put(bad)
+        assert bad.reduced
+        assert RecordingQueue.reported == [(AttributeError, bad)]
+        assert q.qsize() == 0
+        q.put(True, timeout=LONG)     # the unit came back: no Full here
+        assert q.qsize() == 1
+        assert q.get(timeout=LONG) is True
+        assert q.empty() and q.qsize() == 0
+
+
+def test_default_hook_prints_the_traceback(capsys):
+    q = CTX.Queue()
+    with closing(q):
+        q.put(Unpicklable())
+        q.put(1)
+        assert q.get(timeout=LONG) == 1
+    err = capsys.readouterr().err
+    assert "AttributeError" in err and "no pickling for you" in err
+
+
+def test_keyboard_interrupt_while_pickling_propagates():
+    class Interrupting:
+        def __reduce__(self):
+            raise KeyboardInterrupt
+    q = recording_queue(maxsize=1)
+    with closing(q):
+        with pytest.raises(KeyboardInterrupt):
+            q.put(Interrupting())
+        assert RecordingQueue.reported == []
+        q.put_nowait(2)              # the size unit was given back
+        assert q.get(timeout=LONG) == 2
+
+
+def test_broken_pipe_is_reported_or_ignored():
+    q = recording_queue()
+    with closing(q):
+        q._reader.close()            # no reader left anywhere
+        q.put("lost")
+        assert RecordingQueue.reported == [(BrokenPipeError, "lost")]
+    q = recording_queue()
+    q._ignore_epipe = True
+    with closing(q):
+        q._reader.close()
+        q.put("lost")
+        assert RecordingQueue.reported == []
+
+
+# --------------------------------------------------------------------------
+# sizes, timeouts, close
+
+def test_maxsize_full_and_timeouts():
+    q = CTX.Queue(maxsize=2)
+    with closing(q):
+        assert q.empty() and not q.full()
+        q.put(1)
+        q.put(2)
+        assert q.full() and q.qsize() == 2
+        with pytest.raises(pyqueue.Full):
+            q.put(3, block=False)
+        with pytest.raises(pyqueue.Full):
+            q.put_nowait(3)
+        with pytest.raises(pyqueue.Full):
+            q.put(3, True, SHORT)
+        with pytest.raises(pyqueue.Full):
+            q.put(3, timeout=SHORT)
+        assert q.get() == 1
+        q.put(3, timeout=LONG)
+        assert [q.get(), q.get()] == [2, 3]
+        with pytest.raises(pyqueue.Empty):
+            q.get(timeout=SHORT)
+        with pytest.raises(pyqueue.Empty):
+            q.get(True, 0)
+        with pytest.raises(pyqueue.Empty):
+            q.get(False)
+        with pytest.raises(pyqueue.Empty):
+            q.get_nowait()
+        with pytest.raises(pyqueue.Empty):
+            q.get(True, -1)
+
+
+def test_blocked_put_resumes_when_room_appears():
+    q = CTX.Queue(maxsize=1)
+    taken = []
+    with closing(q):
+        q.put("a")
+        t = threading.Thread(
+            target=lambda: taken.extend(q.get(timeout=LONG) for _ in "ab"))
+        t.start()
+        q.put("b", timeout=LONG)      # waits for the thread's first get
+        q.put("c", timeout=LONG)      # and this one for its second
+        t.join()
+        assert taken == ["a", "b"]
+        assert q.get(timeout=LONG) == "c"
+        assert q.empty()
+
+
+def test_close_semantics():
+    q = CTX.Queue()
+    q.put("x")
+    with pytest.raises(AssertionError):
+        q.join_thread()               # not closed yet
+    q.close()
+    q.close()
+    q.join_thread()
+    with pytest.raises(ValueError, match="is closed"):
+        q.put("y")
+    with pytest.raises(ValueError, match="is closed"):
+        q.get()
+    with pytest.raises(ValueError, match="is closed"):
+        q.get_nowait()
+    jq = CTX.JoinableQueue()
+    jq.close()
+    with pytest.raises(ValueError, match="is closed"):
+        jq.put("y")
+
+
+def test_bad_arguments():
+    q = CTX.Queue()
+    with closing(q):
+        with pytest.raises(TypeError):
+            q.put()
+        with pytest.raises(TypeError):
+            q.put(1, colour="red")
+        with pytest.raises(TypeError):
+            q.put(1, True, None, "extra")
+        with pytest.raises(TypeError):
+            q.put(1, obj=2)
+        with pytest.raises(TypeError):
+            q.get(timeout="soon")
+        with pytest.raises(TypeError):
+            q.get(True, None, 3)
+        with pytest.raises(ValueError):
+            q.get(timeout=float("nan"))
+        assert q.empty()              # nothing was put by the bad calls
+
+
+def test_unset_up_subclass_raises():
+    class Raw(queues.Queue):
+        def __init__(self):
+            pass
+    r = Raw()
+    with pytest.raises(RuntimeError):
+        r.put(1)
+    with pytest.raises(RuntimeError):
+        r.get()
+
+
+def test_pickling_outside_spawning_is_refused():
+    q = CTX.Queue()
+    with closing(q):
+        with pytest.raises(RuntimeError):
+            pickle.dumps(q)
+    s = CTX.SimpleQueue()
+    try:
+        with pytest.raises(RuntimeError):
+            pickle.dumps(s)
+    finally:
+        s.close()
+
+
+def test_class_getitem():
+    assert isinstance(queues.Queue[int], types.GenericAlias)
+    assert isinstance(queues.JoinableQueue[int], types.GenericAlias)
+    if sys.version_info >= (3, 12):
+        assert isinstance(queues.SimpleQueue[int], types.GenericAlias)
+
+
+# --------------------------------------------------------------------------
+# the pipe filling up
+
+def test_put_does_not_block_on_a_full_pipe():
+    big = b"q" * 65536
+    q = CTX.Queue()
+    with closing(q):
+        for i in range(100):          # ~6.5 MB: far more than a pipe holds
+            q.put((i, big) if i % 2 else big + bytes([i]))
+        assert q._feed.pending > 0
+        for i in range(100):
+            got = q.get(timeout=LONG)
+            assert got == ((i, big) if i % 2 else big + bytes([i]))
+        assert q.empty()
+
+
+def test_order_kept_across_direct_and_buffered_writes():
+    q = CTX.Queue()
+    with closing(q):
+        expected = []
+        for i in range(3000):
+            obj = b"x" * 40000 if i % 97 == 0 else i
+            expected.append(obj)
+            q.put(obj)
+        assert [q.get(timeout=LONG) for _ in expected] == expected
+
+
+def test_close_flushes_pending_before_join_returns():
+    q = CTX.Queue()
+    blob = b"p" * 300000
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                      # a child that reads late
+        code = 1
+        try:
+            os.close(w)
+            os.read(r, 1)
+            got = [q.get(timeout=LONG) for _ in range(20)]
+            code = 0 if got == [(i, blob) for i in range(20)] else 2
+        finally:
+            os._exit(code)
+    os.close(r)
+    for i in range(20):
+        q.put((i, blob))
+    q.close()
+    os.write(w, b"g")
+    q.join_thread()                   # returns once all 6 MB are written
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+# --------------------------------------------------------------------------
+# between processes
+
+def _produce(q, start, count, payload):
+    for i in range(start, start + count):
+        q.put((i, payload))
+    # returning right away: the feeder must still deliver everything
+
+
+def _consume(q, count, out):
+    got = [q.get(timeout=LONG) for _ in range(count)]
+    out.put(got)
+
+
+@pytest.mark.parametrize("payload", [b"", b"m" * 70000])
+def test_producer_that_exits_right_after_put(payload):
+    q = CTX.Queue()
+    with closing(q):
+        p = CTX.Process(target=_produce, args=(q, 0, 60, payload))
+        p.start()
+        got = [q.get(timeout=LONG) for _ in range(60)]
+        p.join(LONG)
+        assert p.exitcode == 0
+        assert got == [(i, payload) for i in range(60)]
+        assert q.empty()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_four_producers_two_consumers_exactly_once(method):
+    ctx = cmp.get_context(method)
+    q = ctx.Queue(maxsize=50)
+    out = ctx.Queue()
+    n = 500
+    payload = b"k" * 3000
+    producers = [ctx.Process(target=_produce, args=(q, k * n, n, payload))
+                 for k in range(4)]
+    consumers = [ctx.Process(target=_consume, args=(q, 2 * n, out))
+                 for _ in range(2)]
+    for p in producers + consumers:
+        p.start()
+    got = out.get(timeout=LONG) + out.get(timeout=LONG)
+    for p in producers + consumers:
+        p.join(LONG)
+        assert p.exitcode == 0
+    assert sorted(i for i, _ in got) == list(range(4 * n))
+    assert all(data == payload for _, data in got)
+    for k in range(4):               # each producer's items stay in order
+        mine = [i for i, _ in got if k * n <= i < (k + 1) * n]
+        assert len(mine) == n
+    q.close()
+    q.join_thread()
+    out.close()
+    out.join_thread()
+
+
+def test_threads_put_concurrently_exactly_once():
+    q = CTX.Queue()
+    with closing(q):
+        def work(k):
+            for i in range(2000):
+                q.put((k, i) if i % 50 else (k, i, b"t" * 9000))
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        got = [q.get(timeout=LONG) for _ in range(8000)]
+        for t in threads:
+            t.join()
+        for k in range(4):
+            mine = [g[1] for g in got if g[0] == k]
+            assert mine == list(range(2000))
+
+
+def _child_puts_after_fork(q):
+    for i in range(10, 20):
+        q.put(i)
+
+
+def test_fork_does_not_resend_parent_buffer():
+    q = CTX.Queue()
+    with closing(q):
+        big = b"f" * 100000
+        q.put(big)                    # leaves frames pending in the feed
+        for i in range(10):
+            q.put(i)
+        p = CTX.Process(target=_child_puts_after_fork, args=(q,))
+        p.start()
+        got = [q.get(timeout=LONG) for _ in range(21)]
+        p.join(LONG)
+        assert got[0] == big
+        assert got[1:11] == list(range(10))
+        assert sorted(got[11:]) == list(range(10, 20))
+        with pytest.raises(pyqueue.Empty):
+            q.get(timeout=SHORT)
+
+
+def _simple_child(sq, n):
+    for i in range(n):
+        sq.put(i)
+    sq.put(sq.empty() in (True, False))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_simple_queue_between_processes(method):
+    ctx = cmp.get_context(method)
+    sq = ctx.SimpleQueue()
+    try:
+        p = ctx.Process(target=_simple_child, args=(sq, 500))
+        p.start()
+        got = [sq.get() for _ in range(501)]
+        p.join(LONG)
+        assert p.exitcode == 0
+        assert got == list(range(500)) + [True]
+    finally:
+        sq.close()
+
+
+def _worker(jq):
+    for item in iter(jq.get, None):
+        jq.task_done()
+    jq.task_done()
+
+
+def test_joinable_queue_task_done_and_join():
+    jq = CTX.JoinableQueue()
+    workers = [CTX.Process(target=_worker, args=(jq,)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for i in range(100):
+        jq.put(i)
+    jq.join()                         # all 100 processed
+    for w in workers:
+        jq.put(None)
+    jq.join()
+    for w in workers:
+        w.join(LONG)
+        assert w.exitcode == 0
+    with pytest.raises(ValueError, match="too many times"):
+        jq.task_done()
+    jq.close()
+    jq.join_thread()
