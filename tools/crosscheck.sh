@@ -98,6 +98,47 @@ symbols() { # $1 = -u or --defined-only, then objects
     "$nm_tool" -g "$mode" -j "$@" 2>/dev/null | sed -e 's/^_//' | sort -u
 }
 
+# The Python C API symbols the objects use (Py*, _Py*), without the
+# platform's decorations (Mach-O's leading underscore, Windows' __imp_).
+python_symbols() { # $1 target, then objects
+    local t=$1; shift
+    "$nm_tool" -u -j "$@" 2>/dev/null | sed -e 's/^__imp_//' |
+        if [[ $t == *macos* ]]; then sed -e 's/^_//'; else cat; fi |
+        grep -E '^_?Py' | sort -u
+}
+
+# Link the objects into the extension as the target's linker would, with a
+# stand-in for libpython that exports exactly the C API symbols used: what
+# remains undefined is a system function the target does not have (or a
+# library setup.py does not link).
+real_link() { # $1 target, then objects
+    local t=$1; shift
+    local dir="$work/link-$t"
+    mkdir -p "$dir"
+    python_symbols "$t" "$@" >"$dir/py.syms"
+    case $t in
+        *windows*)
+            { echo "LIBRARY python312.dll"; echo "EXPORTS"
+              sed -e 's/^/    /' "$dir/py.syms"; } >"$dir/python312.def"
+            "$zigpy" -m ziglang dlltool -m i386:x86-64 -D python312.dll \
+                -d "$dir/python312.def" -l "$dir/libpython312.a" &&
+            zigcc -target "$t" -shared -o "$dir/_cmultiprocessing.pyd" "$@" \
+                "$dir/libpython312.a" -lws2_32 -ladvapi32
+            ;;
+        *macos*)
+            sed -e 's/.*/char &;/' "$dir/py.syms" >"$dir/pystub.c" &&
+            zigcc -target "$t" -shared -o "$dir/libpython3.12.dylib" \
+                "$dir/pystub.c" &&
+            zigcc -target "$t" -shared -o "$dir/_cmultiprocessing.so" "$@" \
+                -L"$dir" -lpython3.12
+            ;;
+        *)
+            zigcc -target "$t" -shared -o "$dir/_cmultiprocessing.so" "$@" \
+                -Wl,--unresolved-symbols=ignore-in-object-files
+            ;;
+    esac
+}
+
 for t in "${targets[@]}"; do
     if [ ! -f "tools/cross/$t/pyconfig.h" ]; then
         fail "$t" "no tools/cross/$t/pyconfig.h"
@@ -111,7 +152,8 @@ for t in "${targets[@]}"; do
     for src in "${sources[@]}"; do
         obj="$objdir/$(echo "$src" | tr '/' '_').o"
         log="$objdir/log"
-        if zigcc -target "$t" -c -o "$obj" -Wall -Wextra -Werror "${extra[@]}" \
+        if zigcc -target "$t" -c -o "$obj" -O2 -fno-sanitize=undefined \
+                -Wall -Wextra -Werror "${extra[@]}" \
                 -IModules -I"$inc" "$src" >"$log" 2>&1; then
             pass "$t" "$src"
             objs+=("$obj")
@@ -156,6 +198,12 @@ for t in "${targets[@]}"; do
     fi
     if [ -z "$undefined" ]; then
         pass "$t" "link check (all cmp_* symbols defined)"
+        if real_link "$t" "${objs[@]}" >"$work/link-$t.log" 2>&1; then
+            pass "$t" "link of the extension against the target's system libraries"
+        else
+            fail "$t" "link of the extension against the target's system libraries"
+            grep -iE 'error|undefined' "$work/link-$t.log" | head -n 15 | sed 's/^/        /'
+        fi
     else
         fail "$t" "link check: undefined: $undefined"
         for sym in $undefined; do
