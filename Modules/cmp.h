@@ -54,6 +54,7 @@
     X(QueueFeed_type)                                                         \
     X(QueueEmpty)                                                             \
     X(QueueFull)                                                              \
+    X(PickleDumps)                                                            \
     /* end */
 
 typedef struct {
@@ -116,8 +117,11 @@ int cmp_parse_tuple(const cmp_argspec *spec, PyObject *args, PyObject *kwds,
    in the TypeError/OverflowError. */
 int cmp_arg_int(PyObject *obj, const char *what, int *out);
 
-/* A Py_ssize_t (OverflowError beyond); `dflt` for NULL or None. */
-int cmp_arg_ssize(PyObject *obj, Py_ssize_t dflt, Py_ssize_t *out);
+/* An integer as a Py_ssize_t (OverflowError beyond). */
+int cmp_arg_ssize(PyObject *obj, Py_ssize_t *out);
+
+/* The same, or `dflt` for a parameter not given (NULL) or None. */
+int cmp_arg_opt_ssize(PyObject *obj, Py_ssize_t dflt, Py_ssize_t *out);
 
 /* A truth value; `dflt` for NULL. */
 int cmp_arg_bool(PyObject *obj, int dflt, int *out);

@@ -237,14 +237,62 @@ encode_direct(PyObject *obj, qframe *f)
     return 1;
 }
 
-/* Fill f for obj: directly or through dumps().  -1 with an exception set
-   when the object cannot be pickled. */
+/* True for exact None/bool/int/float/str/bytes and exact tuple/list/
+   dict/set/frozenset holding only such things (small and shallow).  The
+   C pickler saves these types without looking at a dispatch table or a
+   reducer_override, so pickle.dumps() gives exactly what ForkingPickler
+   would, without building a pickler object per message. */
 static int
-frame_encode(PyObject *dumps, PyObject *obj, qframe *f)
+is_plain(PyObject *obj, int depth, Py_ssize_t *budget)
+{
+    if (--*budget < 0) {
+        return 0;
+    }
+    if (obj == Py_None || PyBool_Check(obj) || PyLong_CheckExact(obj) ||
+        PyFloat_CheckExact(obj) || PyUnicode_CheckExact(obj) ||
+        PyBytes_CheckExact(obj)) {
+        return 1;
+    }
+    if (depth == 0) {
+        return 0;
+    }
+    if (PyTuple_CheckExact(obj) || PyList_CheckExact(obj)) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+        PyObject **items = PySequence_Fast_ITEMS(obj);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (!is_plain(items[i], depth - 1, budget)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    if (PyDict_CheckExact(obj)) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(obj, &pos, &k, &v)) {
+            if (!is_plain(k, depth - 1, budget) ||
+                !is_plain(v, depth - 1, budget)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* Fill f for obj: directly, through pickle.dumps() for plain containers,
+   or through the queue's dumps() (ForkingPickler).  -1 with an exception
+   set when the object cannot be pickled. */
+static int
+frame_encode(cmp_state *st, PyObject *dumps, PyObject *obj, qframe *f)
 {
     memset(f, 0, sizeof(*f));
     if (encode_direct(obj, f)) {
         return 0;
+    }
+    Py_ssize_t budget = 64;
+    if (is_plain(obj, 3, &budget)) {
+        dumps = st->PickleDumps;
     }
     PyObject *payload = PyObject_CallOneArg(dumps, obj);
     if (payload == NULL) {
@@ -1156,7 +1204,7 @@ static PyObject *
 put_acquired(QueueObject *q, PyObject *obj)
 {
     qframe f;
-    if (frame_encode(q->dumps, obj, &f) < 0) {
+    if (frame_encode(q->st, q->dumps, obj, &f) < 0) {
         frame_clear(&f);
         return report_send_error(q, obj);
     }
@@ -1580,7 +1628,7 @@ simple_put(PyObject *op, PyObject *obj)
     }
     FeedObject *fd = q->feed;
     qframe f;
-    if (frame_encode(q->dumps, obj, &f) < 0) {
+    if (frame_encode(q->st, q->dumps, obj, &f) < 0) {
         frame_clear(&f);
         return NULL;
     }
@@ -1841,6 +1889,15 @@ int
 cmp_queue_exec(PyObject *module)
 {
     cmp_state *st = cmp_get_state(module);
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    if (pickle == NULL) {
+        return -1;
+    }
+    st->PickleDumps = PyObject_GetAttrString(pickle, "dumps");
+    Py_DECREF(pickle);
+    if (st->PickleDumps == NULL) {
+        return -1;
+    }
     PyObject *mod = PyImport_ImportModule("queue");
     if (mod == NULL) {
         return -1;
