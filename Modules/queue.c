@@ -1211,6 +1211,33 @@ put_acquired(QueueObject *q, PyObject *obj)
     return send_frame(q, obj, &f);
 }
 
+/* The checks of put() before anything is written: the queue is open and
+   a unit of the size semaphore is taken (queue.Full when none came in
+   time).  0 or -1. */
+static int
+reserve_room(QueueObject *q, PyObject *block_obj, PyObject *timeout)
+{
+    if (q->closed) {
+        closed_error(q);
+        return -1;
+    }
+    if (queue_ready(q) < 0) {
+        return -1;
+    }
+    if (q->sem_acquire == NULL) {
+        return 0;
+    }
+    int block = PyObject_IsTrue(block_obj);
+    if (block < 0) {
+        return -1;
+    }
+    int got = call_acquire(q->sem_acquire, block, timeout);
+    if (got == 0) {
+        PyErr_SetNone(q->st->QueueFull);
+    }
+    return got > 0 ? 0 : -1;
+}
+
 static PyObject *
 queue_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
           PyObject *kwnames)
@@ -1226,27 +1253,23 @@ queue_put(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                         "put() missing required argument 'obj'");
         return NULL;
     }
-    if (q->closed) {
-        return closed_error(q);
-    }
-    if (queue_ready(q) < 0) {
+    if (reserve_room(q, a[1], a[2]) < 0) {
         return NULL;
     }
-    if (q->sem_acquire != NULL) {
-        int block = PyObject_IsTrue(a[1]);
-        if (block < 0) {
-            return NULL;
-        }
-        int got = call_acquire(q->sem_acquire, block, a[2]);
-        if (got < 0) {
-            return NULL;
-        }
-        if (!got) {
-            PyErr_SetNone(q->st->QueueFull);
-            return NULL;
-        }
-    }
     return put_acquired(q, a[0]);
+}
+
+static PyObject *
+queue_reserve(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames)
+{
+    static const char *const names[] = {"block", "timeout"};
+    PyObject *a[2] = {Py_True, Py_None};
+    if (parse_args("_reserve", names, 2, args, nargs, kwnames, a) < 0 ||
+        reserve_room((QueueObject *)op, a[0], a[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -1847,6 +1870,11 @@ static PyMethodDef queue_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "get(block=True, timeout=None)\n--\n\n"
      "Remove and return an item; raise queue.Empty when none came in time."},
+    {"_reserve", (PyCFunction)(void (*)(void))queue_reserve,
+     METH_FASTCALL | METH_KEYWORDS,
+     "_reserve(block=True, timeout=None)\n--\n\n"
+     "The first half of put(): ValueError when closed, queue.Full when no "
+     "room came in time; on success the caller owns one unit of room."},
     {"_put_acquired", queue_put_acquired, METH_O,
      "put() for a caller that already holds a unit of the size semaphore."},
     {"_simple_put", simple_put, METH_O,

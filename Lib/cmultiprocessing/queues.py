@@ -26,7 +26,7 @@ import threading
 import types
 import weakref
 
-from queue import Empty, Full
+from queue import Empty, Full  # noqa: F401  (re-exported, as the stdlib module does)
 
 import _cmultiprocessing
 
@@ -271,10 +271,8 @@ class JoinableQueue(Queue):
         super().__setstate__(tuple(base))
 
     def put(self, obj, block=True, timeout=None):
-        if self._closed:
-            raise ValueError(f"Queue {self!r} is closed")
-        if not self._sem.acquire(block, timeout):
-            raise Full
+        # closed -> ValueError, no room in time -> queue.Full, as Queue.put
+        self._reserve(block, timeout)
         # Count the task before the item can be seen: a consumer may call
         # task_done() as soon as it is in the pipe.
         with self._cond:
