@@ -172,18 +172,24 @@ cmp_arg_int(PyObject *obj, const char *what, int *out)
 }
 
 int
-cmp_arg_ssize(PyObject *obj, Py_ssize_t dflt, Py_ssize_t *out)
+cmp_arg_ssize(PyObject *obj, Py_ssize_t *out)
 {
-    if (obj == NULL || obj == Py_None) {
-        *out = dflt;
-        return 0;
-    }
     Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
     if (v == -1 && PyErr_Occurred()) {
         return -1;
     }
     *out = v;
     return 0;
+}
+
+int
+cmp_arg_opt_ssize(PyObject *obj, Py_ssize_t dflt, Py_ssize_t *out)
+{
+    if (obj == NULL || obj == Py_None) {
+        *out = dflt;
+        return 0;
+    }
+    return cmp_arg_ssize(obj, out);
 }
 
 int

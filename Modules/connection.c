@@ -65,81 +65,6 @@ typedef struct {
 
 #define CONN_CLOSED(c) ((c)->fd == CMP_INVALID_HANDLE)
 
-/* ------------------------------------------------------------------ */
-/* Small argument parser for METH_FASTCALL | METH_KEYWORDS.            */
-
-/* Fill out[0..nnames-1] (borrowed references, NULL when not given) from
-   positional and keyword arguments.  `required` leading names must be
-   present. */
-static int
-conn_parse(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-           PyObject *kwnames, const char *const *names, Py_ssize_t nnames,
-           Py_ssize_t required, PyObject **out)
-{
-    if (nargs > nnames) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes at most %zd positional arguments (%zd given)",
-                     fname, nnames, nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nnames; i++) {
-        out[i] = i < nargs ? args[i] : NULL;
-    }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t i = 0;
-        for (; i < nnames; i++) {
-            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
-                break;
-            }
-        }
-        if (i == nnames) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got an unexpected keyword argument '%U'",
-                         fname, key);
-            return -1;
-        }
-        if (out[i] != NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got multiple values for argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-        out[i] = args[nargs + k];
-    }
-    for (Py_ssize_t i = 0; i < required; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() missing required argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* An optional integer argument: `dflt` when absent or None. */
-static int
-conn_opt_size(PyObject *obj, Py_ssize_t dflt, Py_ssize_t *value)
-{
-    if (obj == NULL || obj == Py_None) {
-        *value = dflt;
-        return 0;
-    }
-    PyObject *idx = PyNumber_Index(obj);
-    if (idx == NULL) {
-        return -1;
-    }
-    Py_ssize_t v = PyLong_AsSsize_t(idx);
-    Py_DECREF(idx);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    *value = v;
-    return 0;
-}
-
 /* A handle from a Python integer (anything with __index__).  `what`
    names the value in the ValueError raised when it cannot be a handle. */
 static int
@@ -827,16 +752,17 @@ Conn_send_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
     static const char *const names[] = {"buf", "offset", "size"};
+    static const cmp_argspec spec = CMP_ARGSPEC("send_bytes", names, 1);
     PyObject *a[3];
-    if (conn_parse("send_bytes", args, nargs, kwnames, names, 3, 1, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if (conn_check(self, 0, 1) < 0) {
         return NULL;
     }
     Py_ssize_t offset, size;
-    if (conn_opt_size(a[1], 0, &offset) < 0 ||
-        conn_opt_size(a[2], -1, &size) < 0) {
+    if (cmp_arg_opt_ssize(a[1], 0, &offset) < 0 ||
+        cmp_arg_opt_ssize(a[2], -1, &size) < 0) {
         return NULL;
     }
     int has_size = a[2] != NULL && a[2] != Py_None;
@@ -881,8 +807,9 @@ Conn_send(ConnObject *self, PyTypeObject *cls, PyObject *const *args,
           Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"obj"};
+    static const cmp_argspec spec = CMP_ARGSPEC("send", names, 1);
     PyObject *a[1];
-    if (conn_parse("send", args, nargs, kwnames, names, 1, 1, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if (conn_check(self, 0, 1) < 0) {
@@ -937,15 +864,16 @@ Conn_recv_bytes(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
     static const char *const names[] = {"maxlength"};
+    static const cmp_argspec spec = CMP_ARGSPEC("recv_bytes", names, 0);
     PyObject *a[1];
-    if (conn_parse("recv_bytes", args, nargs, kwnames, names, 1, 0, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if (conn_check(self, 1, 0) < 0) {
         return NULL;
     }
     Py_ssize_t maxlength;
-    if (conn_opt_size(a[0], -1, &maxlength) < 0) {
+    if (cmp_arg_opt_ssize(a[0], -1, &maxlength) < 0) {
         return NULL;
     }
     if (a[0] != NULL && a[0] != Py_None && maxlength < 0) {
@@ -961,16 +889,17 @@ Conn_recv_bytes_into(ConnObject *self, PyTypeObject *cls,
                      PyObject *kwnames)
 {
     static const char *const names[] = {"buf", "offset"};
+    static const cmp_argspec spec =
+        CMP_ARGSPEC("recv_bytes_into", names, 1);
     PyObject *a[2];
-    if (conn_parse("recv_bytes_into", args, nargs, kwnames, names, 2, 1, a) <
-        0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if (conn_check(self, 1, 0) < 0) {
         return NULL;
     }
     Py_ssize_t offset;
-    if (conn_opt_size(a[1], 0, &offset) < 0) {
+    if (cmp_arg_opt_ssize(a[1], 0, &offset) < 0) {
         return NULL;
     }
     Py_buffer view;
@@ -1015,7 +944,8 @@ static PyObject *
 Conn_recv(ConnObject *self, PyTypeObject *cls, PyObject *const *args,
           Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (conn_parse("recv", args, nargs, kwnames, NULL, 0, 0, NULL) < 0) {
+    static const cmp_argspec spec = {"recv", NULL, 0, 0};
+    if (cmp_parse_args(&spec, args, nargs, kwnames, NULL) < 0) {
         return NULL;
     }
     if (conn_check(self, 1, 0) < 0) {
@@ -1075,8 +1005,9 @@ Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
           PyObject *kwnames)
 {
     static const char *const names[] = {"timeout"};
+    static const cmp_argspec spec = CMP_ARGSPEC("poll", names, 0);
     PyObject *a[1];
-    if (conn_parse("poll", args, nargs, kwnames, names, 1, 0, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if (conn_check(self, 1, 0) < 0) {
@@ -1289,19 +1220,14 @@ Conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static int
 Conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = {"handle", "readable", "writable", NULL};
-    PyObject *handle, *readable = Py_True, *writable = Py_True;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO:Connection", names,
-                                     &handle, &readable, &writable)) {
-        return -1;
-    }
+    static const char *const names[] = {"handle", "readable", "writable"};
+    static const cmp_argspec spec = CMP_ARGSPEC("Connection", names, 1);
+    PyObject *a[3];
     cmp_handle_t fd;
-    if (conn_handle_from_object(handle, "invalid handle", &fd) < 0) {
-        return -1;
-    }
-    int r = PyObject_IsTrue(readable);
-    int w = r < 0 ? -1 : PyObject_IsTrue(writable);
-    if (r < 0 || w < 0) {
+    int r, w;
+    if (cmp_parse_tuple(&spec, args, kwds, a) < 0 ||
+        conn_handle_from_object(a[0], "invalid handle", &fd) < 0 ||
+        cmp_arg_bool(a[1], 1, &r) < 0 || cmp_arg_bool(a[2], 1, &w) < 0) {
         return -1;
     }
     if (!r && !w) {
@@ -1442,8 +1368,9 @@ cmp_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
          PyObject *kwnames)
 {
     static const char *const names[] = {"object_list", "timeout"};
+    static const cmp_argspec spec = CMP_ARGSPEC("wait", names, 1);
     PyObject *a[2];
-    if (conn_parse("wait", args, nargs, kwnames, names, 2, 1, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     int has_timeout;

@@ -43,21 +43,20 @@ fdpass_handle(PyObject *obj, int *fd)
 }
 
 static PyObject *
-fdpass_sendfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+fdpass_sendfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
 {
-    (void)module;
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError,
-                     "sendfds() takes 3 arguments (sock, fds, msg), %zd given",
-                     nargs);
-        return NULL;
-    }
+    static const char *const names[] = {"sock", "fds", "msg"};
+    static const cmp_argspec spec = CMP_ARGSPEC("sendfds", names, 3);
+    PyObject *a[3];
     int sock;
-    if (fdpass_handle(args[0], &sock) < 0) {
+    (void)module;
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        fdpass_handle(a[0], &sock) < 0) {
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(args[1], "sendfds(): fds must be a "
-                                             "sequence of file descriptors");
+    PyObject *seq = PySequence_Fast(a[1], "sendfds(): fds must be a "
+                                          "sequence of file descriptors");
     if (seq == NULL) {
         return NULL;
     }
@@ -86,7 +85,7 @@ fdpass_sendfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         fds[i] = (int)v;
     }
-    if (PyObject_GetBuffer(args[2], &msg, PyBUF_SIMPLE) < 0) {
+    if (PyObject_GetBuffer(a[2], &msg, PyBUF_SIMPLE) < 0) {
         goto done;
     }
     if (msg.len == 0) {
@@ -154,29 +153,20 @@ fdpass_close_all(const int *fds, size_t n)
 }
 
 static PyObject *
-fdpass_recvfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+fdpass_recvfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
 {
-    (void)module;
-    if (nargs < 2 || nargs > 3) {
-        PyErr_Format(PyExc_TypeError,
-                     "recvfds() takes 2 or 3 arguments (sock, maxfds, "
-                     "msgsize=1), %zd given", nargs);
-        return NULL;
-    }
+    static const char *const names[] = {"sock", "maxfds", "msgsize"};
+    static const cmp_argspec spec = CMP_ARGSPEC("recvfds", names, 2);
+    PyObject *a[3];
     int sock;
-    if (fdpass_handle(args[0], &sock) < 0) {
+    Py_ssize_t maxfds, msgsize;
+    (void)module;
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        fdpass_handle(a[0], &sock) < 0 ||
+        cmp_arg_ssize(a[1], &maxfds) < 0 ||
+        cmp_arg_opt_ssize(a[2], 1, &msgsize) < 0) {
         return NULL;
-    }
-    Py_ssize_t maxfds = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
-    if (maxfds == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_ssize_t msgsize = 1;
-    if (nargs == 3) {
-        msgsize = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
-        if (msgsize == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
     }
     if (maxfds < 0 || maxfds > 65536) {
         PyErr_SetString(PyExc_ValueError,
@@ -188,11 +178,15 @@ fdpass_recvfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         "recvfds(): msgsize must be between 1 and 65536");
         return NULL;
     }
-    int *fds = PyMem_New(int, (size_t)maxfds + 1);
+    /* the message buffer first: when it cannot be had, its exception is
+       the one reported */
     PyObject *msg = PyBytes_FromStringAndSize(NULL, msgsize);
-    if (fds == NULL || msg == NULL) {
-        PyMem_Free(fds);
-        Py_XDECREF(msg);
+    if (msg == NULL) {
+        return NULL;
+    }
+    int *fds = PyMem_New(int, (size_t)maxfds + 1);
+    if (fds == NULL) {
+        Py_DECREF(msg);
         return PyErr_NoMemory();
     }
     size_t nfds = 0, got = 0;
@@ -251,14 +245,16 @@ fail:
 }
 
 static PyMethodDef fdpass_functions[] = {
-    {"sendfds", (PyCFunction)(void (*)(void))fdpass_sendfds, METH_FASTCALL,
+    {"sendfds", (PyCFunction)(void (*)(void))fdpass_sendfds,
+     METH_FASTCALL | METH_KEYWORDS,
      "sendfds(sock, fds, msg)\n--\n\n"
      "Send msg over the AF_UNIX socket sock with the descriptors fds "
      "attached (SCM_RIGHTS)."},
-    {"recvfds", (PyCFunction)(void (*)(void))fdpass_recvfds, METH_FASTCALL,
+    {"recvfds", (PyCFunction)(void (*)(void))fdpass_recvfds,
+     METH_FASTCALL | METH_KEYWORDS,
      "recvfds(sock, maxfds, msgsize=1)\n--\n\n"
-     "Receive up to msgsize bytes and up to maxfds descriptors; return "
-     "(msg, fds, truncated).  msg is empty at end of file."},
+     "Receive up to maxfds descriptors and up to msgsize bytes (at least "
+     "one); return (msg, fds, truncated).  msg is empty at end of file."},
     {NULL, NULL, 0, NULL},
 };
 

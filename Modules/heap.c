@@ -163,32 +163,24 @@ arena_create(cmp_state *st, size_t size)
 static PyObject *
 arena_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 {
-    PyObject *size_obj = NULL, *fd_obj = NULL;
-    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
-    if (nargs < 1 || nargs > 2 ||
-        (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
-        PyErr_SetString(PyExc_TypeError,
-                        "Arena() takes a size and an optional fd, "
-                        "positionally");
+    static const char *const names[] = {"size", "fd"};
+    static const cmp_argspec spec = CMP_ARGSPEC("Arena", names, 1);
+    PyObject *av[2];
+    Py_ssize_t size, fd;
+    if (cmp_parse_tuple(&spec, args, kwds, av) < 0 ||
+        cmp_arg_ssize(av[0], &size) < 0 ||
+        cmp_arg_opt_ssize(av[1], -1, &fd) < 0) {
         return NULL;
     }
-    size_obj = PyTuple_GET_ITEM(args, 0);
-    fd_obj = nargs > 1 ? PyTuple_GET_ITEM(args, 1) : NULL;
-    Py_ssize_t size = PyNumber_AsSsize_t(size_obj, PyExc_OverflowError);
-    if (size == -1 && PyErr_Occurred()) {
+    cmp_handle_t h = CMP_INVALID_HANDLE;
+    if (fd >= 0 && cmp_io_handle_from_value((long long)fd, &h) != 0) {
+        PyErr_Format(PyExc_ValueError, "invalid file descriptor: %zd", fd);
         return NULL;
     }
     if (size <= 0) {
         PyErr_Format(PyExc_ValueError, "arena size must be positive, not %zd",
                      size);
         return NULL;
-    }
-    long fd = -1;
-    if (fd_obj != NULL) {
-        fd = PyLong_AsLong(fd_obj);
-        if (fd == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
     }
     ArenaObject *a = arena_alloc(tp);
     if (a == NULL) {
@@ -201,11 +193,6 @@ arena_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
         Py_END_ALLOW_THREADS
     }
     else {
-#ifdef CMP_WINDOWS
-        cmp_handle_t h = (cmp_handle_t)(intptr_t)fd;
-#else
-        cmp_handle_t h = (cmp_handle_t)fd;
-#endif
         Py_BEGIN_ALLOW_THREADS
         err = cmp_arena_attach(h, (size_t)size, &a->map);
         Py_END_ALLOW_THREADS
@@ -286,18 +273,16 @@ static PyObject *block_make(cmp_state *st, HeapObject *heap,
 /* arena.view(start, size): a HeapBlock over bytes of this arena that
    belongs to no heap (used to rebuild blocks in a spawned child). */
 static PyObject *
-arena_view(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs)
+arena_view(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *kwnames)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "view() takes start and size");
-        return NULL;
-    }
-    Py_ssize_t start = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
-    if (start == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Py_ssize_t size = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
-    if (size == -1 && PyErr_Occurred()) {
+    static const char *const names[] = {"start", "size"};
+    static const cmp_argspec spec = CMP_ARGSPEC("view", names, 2);
+    PyObject *a[2];
+    Py_ssize_t start, size;
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        cmp_arg_ssize(a[0], &start) < 0 ||
+        cmp_arg_ssize(a[1], &size) < 0) {
         return NULL;
     }
     if (start < 0 || size < 0 || (size_t)start > self->map.size ||
@@ -322,7 +307,8 @@ arena_repr(ArenaObject *self)
 }
 
 static PyMethodDef arena_methods[] = {
-    {"view", (PyCFunction)(void (*)(void))arena_view, METH_FASTCALL,
+    {"view", (PyCFunction)(void (*)(void))arena_view,
+     METH_FASTCALL | METH_KEYWORDS,
      "view(start, size) -> HeapBlock over these bytes, owned by no heap."},
     {NULL, NULL, 0, NULL},
 };
@@ -926,37 +912,20 @@ static PyType_Spec block_spec = {
 static PyObject *
 heap_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 {
-    PyObject *size_obj = NULL;
-    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "Heap() takes at most one argument");
+    static const char *const names[] = {"size"};
+    static const cmp_argspec spec = CMP_ARGSPEC("Heap", names, 0);
+    PyObject *a[1];
+    Py_ssize_t n = (Py_ssize_t)cmp_shm_page_size();
+    if (cmp_parse_tuple(&spec, args, kwds, a) < 0 ||
+        (a[0] != NULL && cmp_arg_ssize(a[0], &n) < 0)) {
         return NULL;
     }
-    if (nargs == 1) {
-        size_obj = PyTuple_GET_ITEM(args, 0);
+    if (n <= 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "initial arena size must be positive, not %zd", n);
+        return NULL;
     }
-    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
-        PyObject *v = PyDict_GetItemString(kwds, "size");
-        if (v == NULL || PyDict_GET_SIZE(kwds) != 1 || size_obj != NULL) {
-            PyErr_SetString(PyExc_TypeError,
-                            "Heap() takes only the argument 'size'");
-            return NULL;
-        }
-        size_obj = v;
-    }
-    size_t size = cmp_shm_page_size();
-    if (size_obj != NULL) {
-        Py_ssize_t n = PyNumber_AsSsize_t(size_obj, PyExc_OverflowError);
-        if (n == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (n <= 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "initial arena size must be positive, not %zd", n);
-            return NULL;
-        }
-        size = (size_t)n;
-    }
+    size_t size = (size_t)n;
     HeapObject *h = (HeapObject *)tp->tp_alloc(tp, 0);
     if (h == NULL) {
         return NULL;
@@ -1294,8 +1263,8 @@ heap_set_tunable(HeapObject *h, PyObject *value, void *closure)
         PyErr_SetString(PyExc_AttributeError, "cannot delete a heap limit");
         return -1;
     }
-    Py_ssize_t n = PyNumber_AsSsize_t(value, PyExc_OverflowError);
-    if (n == -1 && PyErr_Occurred()) {
+    Py_ssize_t n;
+    if (cmp_arg_ssize(value, &n) < 0) {
         return -1;
     }
     if (n < 0) {
@@ -1391,37 +1360,16 @@ static int
 lock_parse(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
            int *blocking, double *timeout)
 {
-    PyObject *vals[2] = {NULL, NULL};
-    static const char *const names[2] = {"blocking", "timeout"};
-    if (nargs > 2) {
-        PyErr_SetString(PyExc_TypeError,
-                        "acquire() takes at most 2 arguments");
+    static const char *const names[] = {"blocking", "timeout"};
+    static const cmp_argspec spec = CMP_ARGSPEC("acquire", names, 0);
+    PyObject *a[2];
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        cmp_arg_bool(a[0], 1, blocking) < 0) {
         return -1;
     }
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        vals[i] = args[i];
-    }
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        int i = PyUnicode_CompareWithASCIIString(key, names[0]) == 0   ? 0
-                : PyUnicode_CompareWithASCIIString(key, names[1]) == 0 ? 1
-                                                                       : -1;
-        if (i < 0 || vals[i] != NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "acquire() got an unexpected or repeated keyword "
-                         "argument '%U'", key);
-            return -1;
-        }
-        vals[i] = args[nargs + k];
-    }
-    *blocking = 1;
     *timeout = -1.0;
-    if (vals[0] != NULL && (*blocking = PyObject_IsTrue(vals[0])) < 0) {
-        return -1;
-    }
-    if (vals[1] != NULL) {
-        *timeout = PyFloat_AsDouble(vals[1]);
+    if (a[1] != NULL) {
+        *timeout = PyFloat_AsDouble(a[1]);
         if (*timeout == -1.0 && PyErr_Occurred()) {
             return -1;
         }

@@ -29,81 +29,6 @@ typedef struct {
     PyObject *weakreflist;
 } SegmentObject;
 
-/* ---- argument parsing ------------------------------------------------ */
-
-/* Fill out[0..nnames) from positional and keyword arguments; entries not
-   given stay NULL.  The first `required` names must be given. */
-static int
-shm_parse(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-          PyObject *kwnames, const char *const *names, Py_ssize_t nnames,
-          Py_ssize_t required, PyObject **out)
-{
-    for (Py_ssize_t i = 0; i < nnames; i++) {
-        out[i] = NULL;
-    }
-    if (nargs > nnames) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes at most %zd arguments (%zd given)", fname,
-                     nnames, nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        out[i] = args[i];
-    }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t i = 0;
-        while (i < nnames &&
-               PyUnicode_CompareWithASCIIString(key, names[i]) != 0) {
-            i++;
-        }
-        if (i == nnames) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got an unexpected keyword argument '%U'",
-                         fname, key);
-            return -1;
-        }
-        if (out[i] != NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got multiple values for argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-        out[i] = args[nargs + k];
-    }
-    for (Py_ssize_t i = 0; i < required; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() missing required argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static int
-as_int(PyObject *obj, const char *what, int *value)
-{
-    if (!PyLong_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an integer, not %.100s",
-                     what, Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    int overflow;
-    long v = PyLong_AsLongAndOverflow(obj, &overflow);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (overflow || v < INT_MIN || v > INT_MAX) {
-        PyErr_Format(PyExc_OverflowError, "%s is out of range", what);
-        return -1;
-    }
-    *value = (int)v;
-    return 0;
-}
-
 static PyObject *
 raise_for_name(int code, PyObject *name)
 {
@@ -123,16 +48,17 @@ shm_open_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
               PyObject *kwnames)
 {
     static const char *const names[] = {"path", "flags", "mode"};
+    static const cmp_argspec spec = CMP_ARGSPEC("shm_open", names, 2);
     PyObject *a[3], *path = NULL, *result = NULL;
     int flags, mode = 0777, err;
     cmp_handle_t fd;
     (void)module;
 
-    if (shm_parse("shm_open", args, nargs, kwnames, names, 3, 2, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
-    if (as_int(a[1], "flags", &flags) < 0 ||
-        (a[2] != NULL && as_int(a[2], "mode", &mode) < 0)) {
+    if (cmp_arg_int(a[1], "flags", &flags) < 0 ||
+        (a[2] != NULL && cmp_arg_int(a[2], "mode", &mode) < 0)) {
         return NULL;
     }
     if (!PyUnicode_FSConverter(a[0], &path)) {
@@ -169,11 +95,12 @@ shm_unlink_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
     static const char *const names[] = {"path"};
+    static const cmp_argspec spec = CMP_ARGSPEC("shm_unlink", names, 1);
     PyObject *a[1], *path = NULL;
     int err;
     (void)module;
 
-    if (shm_parse("shm_unlink", args, nargs, kwnames, names, 1, 1, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if (!PyUnicode_FSConverter(a[0], &path)) {
@@ -196,28 +123,26 @@ shm_segment_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames)
 {
     static const char *const names[] = {"path", "flags", "mode", "size"};
+    static const cmp_argspec spec = CMP_ARGSPEC("shm_segment", names, 2);
     PyObject *a[4], *path = NULL;
     int flags, mode = 0600, err, created;
     Py_ssize_t size = 0;
     cmp_mapping map;
     cmp_state *st = cmp_get_state(module);
 
-    if (shm_parse("shm_segment", args, nargs, kwnames, names, 4, 2, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
-    if (as_int(a[1], "flags", &flags) < 0 ||
-        (a[2] != NULL && as_int(a[2], "mode", &mode) < 0)) {
+    if (cmp_arg_int(a[1], "flags", &flags) < 0 ||
+        (a[2] != NULL && cmp_arg_int(a[2], "mode", &mode) < 0)) {
         return NULL;
     }
-    if (a[3] != NULL && a[3] != Py_None) {
-        size = PyNumber_AsSsize_t(a[3], PyExc_OverflowError);
-        if (size == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (size < 0) {
-            PyErr_SetString(PyExc_ValueError, "size must not be negative");
-            return NULL;
-        }
+    if (cmp_arg_opt_ssize(a[3], 0, &size) < 0) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must not be negative");
+        return NULL;
     }
     if (!PyUnicode_Check(a[0])) {
         PyErr_Format(PyExc_TypeError, "path must be str, not %.100s",

@@ -399,3 +399,172 @@ def test_no_leak_waiting():
     finally:
         a.close()
         b.close()
+
+
+# ---------------------------------------------------------------------------
+# the one argument parser (args.c), seen through the functions that use it
+
+def _type_error(fn, *args, **kwargs):
+    with pytest.raises(TypeError) as info:
+        fn(*args, **kwargs)
+    return str(info.value)
+
+
+def test_parser_binds_positional_and_keyword_arguments_alike():
+    a, b = native.Connection(os.pipe()[0]), None
+    os.close(a.fileno())
+    r, w = os.pipe()
+    reader, writer = native.Connection(r, writable=False), native.Connection(handle=w, readable=False)
+    try:
+        writer.send_bytes(b"abcdef", 1, 3)
+        writer.send_bytes(buf=b"abcdef", size=2, offset=4)
+        writer.send_bytes(b"abcdef", offset=5)
+        assert reader.recv_bytes() == b"bcd"
+        assert reader.recv_bytes(maxlength=100) == b"ef"
+        buf = bytearray(4)
+        assert reader.recv_bytes_into(buf, offset=3) == 1 and buf[3:] == b"f"
+        assert reader.poll(timeout=0) is False
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_parser_messages_are_cpythons():
+    r, w = os.pipe()
+    conn = native.Connection(w, readable=False)
+    try:
+        assert _type_error(conn.send_bytes, b"x", 0, 1, 2) == \
+            "send_bytes() takes at most 3 arguments (4 given)"
+        assert _type_error(conn.send_bytes, b"x", bogus=1) == \
+            "send_bytes() got an unexpected keyword argument 'bogus'"
+        assert _type_error(conn.send_bytes, b"x", buf=b"y") == \
+            "send_bytes() got multiple values for argument 'buf'"
+        assert _type_error(conn.send_bytes, offset=1) == \
+            "send_bytes() missing required argument 'buf' (pos 1)"
+        assert _type_error(conn.recv, 1) == "recv() takes no arguments (1 given)"
+        assert _type_error(conn.recv, x=1) == "recv() got an unexpected keyword argument 'x'"
+    finally:
+        conn.close()
+        os.close(r)
+    # tp_new slots (tuple + dict) take the same path
+    assert _type_error(native.SemLock, 1, 1, 1, "/x") == \
+        "SemLock() missing required argument 'unlink' (pos 5)"
+    assert _type_error(native.SemLock, 1, 1, 1, "/x", True, kind=1) == \
+        "SemLock() got multiple values for argument 'kind'"
+    assert _type_error(native.Heap, size=4096, other=1) == \
+        "Heap() got an unexpected keyword argument 'other'"
+    assert _type_error(native.Heap, 1, 2) == "Heap() takes at most 1 arguments (2 given)"
+
+
+def test_parser_converters_reject_bad_values():
+    # ints: float refused, OverflowError past a C int / Py_ssize_t
+    assert "kind must be an integer, not float" in _type_error(native.SemLock, 1.0, 1, 1, "/x", True)
+    with pytest.raises(OverflowError):
+        native.SemLock(1, 2 ** 40, 1, "/x", True)
+    with pytest.raises(TypeError):
+        native.Heap("4096")
+    with pytest.raises(OverflowError):
+        native.Heap(2 ** 70)
+    with pytest.raises(ValueError):
+        native.Heap(0)
+    # a truth value that cannot be had
+    class Bad:
+        def __bool__(self):
+            raise ZeroDivisionError
+    r, w = os.pipe()
+    try:
+        with pytest.raises(ZeroDivisionError):
+            native.Connection(r, readable=Bad())
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.skipif(not hasattr(native, "recvfds"), reason="no SCM_RIGHTS")
+def test_fd_passing_arguments():
+    import socket
+    a, b = socket.socketpair()
+    try:
+        native.sendfds(sock=a.fileno(), fds=[], msg=b"hi")
+        msg, fds, truncated = native.recvfds(b.fileno(), msgsize=8, maxfds=0)
+        assert (msg, fds, truncated) == (b"hi", [], False)
+        with pytest.raises(TypeError):
+            native.recvfds(b.fileno(), None)          # maxfds has no default
+        with pytest.raises(TypeError, match="missing required argument 'maxfds'"):
+            native.recvfds(b.fileno())
+        with pytest.raises(TypeError, match="missing required argument 'msg'"):
+            native.sendfds(a.fileno(), [])
+        # the signature and the text name the parameters in the order they bind
+        import inspect
+        assert list(inspect.signature(native.recvfds).parameters) == ["sock", "maxfds", "msgsize"]
+        assert list(inspect.signature(native.sendfds).parameters) == ["sock", "fds", "msg"]
+        doc = native.recvfds.__doc__
+        assert doc.index("maxfds") < doc.index("msgsize")
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.skipif(not hasattr(native, "recvfds"), reason="no SCM_RIGHTS")
+def test_recvfds_rejects_bad_sizes():
+    import socket
+    a, b = socket.socketpair()
+    try:
+        for size in (0, 65537, -1):
+            with pytest.raises(ValueError, match="msgsize"):
+                native.recvfds(b.fileno(), 1, size)
+        with pytest.raises(ValueError, match="maxfds"):
+            native.recvfds(b.fileno(), 65537)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.skipif(not hasattr(native, "recvfds"), reason="no SCM_RIGHTS")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="no /proc/self/fd")
+def test_recvfds_under_failing_allocations():
+    # Each allocation recvfds makes fails in turn.  Every call either works
+    # or raises the allocator's MemoryError (never another error over it);
+    # a failure before the receive leaves the message in the socket, one
+    # after it (building the result) closes the descriptors it received:
+    # no descriptor leaks either way.
+    proc = run_python("""
+        import os, select, socket, sys
+        try:
+            import _testcapi
+        except ImportError:
+            sys.exit(77)
+        import _cmultiprocessing as native
+        a, b = socket.socketpair()
+        r, w = os.pipe()
+        sock, recvfds = b.fileno(), native.recvfds
+        before = len(os.listdir("/proc/self/fd"))
+        failed = worked = 0
+        for nth in range(16):
+            native.sendfds(a.fileno(), [r], b"m")
+            _testcapi.set_nomemory(nth, nth + 1)
+            try:
+                got = recvfds(sock, 4, 16)
+            except MemoryError:
+                _testcapi.remove_mem_hooks()
+                failed += 1
+            else:
+                _testcapi.remove_mem_hooks()
+                worked += 1
+                msg, fds, truncated = got
+                assert msg and set(msg) == {ord("m")} and not truncated, got
+                for fd in fds:
+                    os.close(fd)
+        while select.select([sock], [], [], 0)[0]:
+            msg, fds, truncated = recvfds(sock, 4, 16)
+            for fd in fds:
+                os.close(fd)
+        after = len(os.listdir("/proc/self/fd"))
+        print(failed, worked, after - before)
+    """)
+    if proc.returncode == 77:
+        pytest.skip("this interpreter has no _testcapi")
+    assert proc.returncode == 0, proc.stderr
+    failed, worked, leaked = map(int, proc.stdout.split())
+    assert failed > 0 and worked > 0 and failed + worked == 16
+    assert leaked == 0

@@ -339,6 +339,49 @@ def test_subclass():
     gc.collect()
 
 
+def test_subclasses_get_their_own_method_descriptors():
+    # Each subclass holds descriptors made for itself (what the
+    # interpreter's specialized calls need), except where it overrides.
+    class Base(SemLock):
+        pass
+
+    class Overrides(Base):
+        def release(self):
+            self.released = True
+            return super().release()
+
+    class Deeper(Overrides):
+        pass
+
+    for cls in (Base, Overrides, Deeper):
+        d = cls.__dict__["acquire"]
+        assert type(d) is type(SemLock.__dict__["acquire"])
+        assert d.__objclass__ is cls
+        assert "__enter__" in cls.__dict__ and "_rebuild" not in cls.__dict__
+    assert "release" not in Deeper.__dict__          # the override is kept
+    assert Deeper.release is Overrides.release
+    s = make(cls=Deeper)
+    assert s.acquire() is True
+    s.release()
+    assert s.released is True
+    with s:
+        assert s._count() == 1
+    assert s._count() == 0
+    # a descriptor made for a subclass still refuses foreign objects
+    with pytest.raises(TypeError):
+        Base.__dict__["acquire"](make())
+    import cmultiprocessing.synchronize as sync
+    for name in ("Lock", "RLock", "Semaphore", "BoundedSemaphore"):
+        cls = getattr(sync, name)
+        assert cls.__dict__["acquire"].__objclass__ is cls
+
+
+def test_init_subclass_takes_no_arguments():
+    with pytest.raises(TypeError, match="takes no arguments"):
+        class Bad(SemLock, flavour=1):
+            pass
+
+
 def test_plain_semlock_is_not_picklable():
     with pytest.raises(TypeError):
         pickle.dumps(make())
