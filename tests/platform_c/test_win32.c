@@ -588,6 +588,12 @@ test_child_process(void)
                              &si, &pi);
     CHECK(ok);
     if (ok) {
+        /* a process handle is a sentinel: not ready while the child runs
+           (it waits for `go`), ready once it has exited */
+        unsigned char flag = 9;
+        size_t n = 9;
+        CHECK_EQ(cmp_io_wait_many(&pi.hProcess, 1, 0.0, &flag, &n), 0);
+        CHECK_EQ(n, 0);
         CHECK_EQ(cmp_sem_post(go, 1), CMP_SEM_OK);
         int rc = CMP_SEM_BUSY;
         for (int i = 0; i < 400 && rc == CMP_SEM_BUSY; i++) {
@@ -595,6 +601,9 @@ test_child_process(void)
         }
         CHECK_EQ(rc, CMP_SEM_OK);
         CHECK(strcmp(m.addr + 100, "from the child") == 0);
+        CHECK_EQ(cmp_io_wait_many(&pi.hProcess, 1, 20.0, &flag, &n), 0);
+        CHECK_EQ(n, 1);
+        CHECK_EQ(flag, 1);
         CHECK_EQ(WaitForSingleObject(pi.hProcess, 20000), WAIT_OBJECT_0);
         DWORD code = 99;
         GetExitCodeProcess(pi.hProcess, &code);
