@@ -562,3 +562,35 @@ def test_tasks_batched_behind_a_killed_task_still_run():
     finally:
         p.terminate()
         p.join()
+
+
+def _pool_then_die(conn, method):
+    p = cmp.get_context(method).Pool(2)
+    p.map(square, range(10))
+    conn.send([w.pid for w in p._pool])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _gone(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs /proc')
+@pytest.mark.parametrize('method', ['fork', 'spawn'])
+def test_workers_of_a_killed_pool_exit(method):
+    ctx = cmp.get_context('fork')
+    reader, writer = ctx.Pipe(duplex=False)
+    middle = ctx.Process(target=_pool_then_die, args=(writer, method))
+    middle.start()
+    writer.close()
+    pids = reader.recv()
+    reader.close()
+    middle.join(LONG)
+    deadline = time.monotonic() + LONG
+    while not all(map(_gone, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(map(_gone, pids))

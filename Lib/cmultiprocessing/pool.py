@@ -185,6 +185,37 @@ def _report_init_failure(send, exc, wrap):
             continue
 
 
+def _orphan_watch(tasks):
+    """A function that returns True once *tasks* has something to read,
+    or False if the process that started this worker has died meanwhile
+    (a worker process must not outlive a killed pool; siblings holding
+    copies of its pipe would keep it waiting forever)."""
+    poll = getattr(tasks, 'poll', None)
+    if poll is None:
+        return lambda: True             # a thread: it cannot be orphaned
+    from . import process as _process
+    parent = _process.parent_process()
+    first_ppid = os.getppid()
+
+    def parent_alive():
+        if os.getppid() != first_ppid:
+            return False
+        try:
+            return parent is None or parent.is_alive()
+        except Exception:
+            return True
+
+    def ready():
+        if poll(0):
+            return True
+        while not poll(1.0):
+            if not parent_alive():
+                util.debug('pool worker: parent process gone -- exiting')
+                return False
+        return True
+    return ready
+
+
 def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
            wrap_exception=False, progress=None):
     """Body of a pool worker: run batches from *tasks* until told to stop
@@ -204,11 +235,12 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
             _report_init_failure(send, exc, wrap_exception)
             raise
     marks, mark = progress if progress is not None else (None, 0)
+    idle_until_orphaned = _orphan_watch(tasks)
     clock = time.monotonic
     completed = batch_number = 0
     while maxtasks is None or completed < maxtasks:
         try:
-            batch = recv()
+            batch = recv() if idle_until_orphaned() else None
         except (EOFError, OSError):
             batch = None        # the pool is gone
         if batch is None:
