@@ -361,29 +361,27 @@ def test_order_kept_across_direct_and_buffered_writes():
         assert [q.get(timeout=LONG) for _ in expected] == expected
 
 
+def _late_reader(q, go, n, blob):
+    go.wait(LONG)
+    got = [q.get(timeout=LONG) for _ in range(n)]
+    sys.exit(0 if got == [(i, blob) for i in range(n)] else 2)
+
+
 def test_close_flushes_pending_before_join_returns():
     q = CTX.Queue()
+    go = CTX.Event()
     blob = b"p" * 300000
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                      # a child that reads late
-        code = 1
-        try:
-            os.close(w)
-            os.read(r, 1)
-            got = [q.get(timeout=LONG) for _ in range(20)]
-            code = 0 if got == [(i, blob) for i in range(20)] else 2
-        finally:
-            os._exit(code)
-    os.close(r)
+    reader = CTX.Process(target=_late_reader, args=(q, go, 20, blob))
+    reader.start()
     for i in range(20):
         q.put((i, blob))
+    assert q._feed.pending > 0        # most of the 6 MB is still here
     q.close()
-    os.write(w, b"g")
-    q.join_thread()                   # returns once all 6 MB are written
-    os.close(w)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    go.set()
+    q.join_thread()                   # returns once all of it is written
+    assert q._feed.pending == 0
+    reader.join(LONG)
+    assert reader.exitcode == 0
 
 
 # --------------------------------------------------------------------------
@@ -526,3 +524,36 @@ def test_joinable_queue_task_done_and_join():
         jq.task_done()
     jq.close()
     jq.join_thread()
+
+
+def test_connection_method_mode():
+    # framed=False: the native part goes through send_bytes/recv_bytes/poll
+    # of the Connections (for pipes that do not carry the length framing)
+    q = CTX.Queue(maxsize=500)
+    with closing(q):
+        pickler = cmp.reduction.ForkingPickler
+        q._bind(q._reader, q._writer, q._rlock, q._wlock, q._sem,
+                pickler.dumps, pickler.loads, False)
+        for obj in SAMPLES:
+            q.put(obj)
+        assert [q.get(timeout=LONG) for _ in SAMPLES] == SAMPLES
+        with pytest.raises(pyqueue.Empty):
+            q.get(timeout=SHORT)
+        q.put(lambda: 0)                # reported by the feeder, dropped
+        q.put("last")
+        assert q.get(timeout=LONG) == "last"
+
+
+def test_bind_rejects_bad_arguments():
+    q = CTX.Queue()
+    with closing(q):
+        with pytest.raises(TypeError):
+            q._bind(q._reader)
+        with pytest.raises(TypeError):
+            q._bind(q._reader, q._writer, q._rlock, q._wlock, q._sem,
+                    "not callable", pickle.loads, True)
+        with pytest.raises(TypeError):
+            q._bind(q._reader, q._writer, None, q._wlock, q._sem,
+                    pickle.dumps, pickle.loads, True)
+        q.put(1)                        # still bound as before
+        assert q.get(timeout=LONG) == 1

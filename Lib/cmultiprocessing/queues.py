@@ -36,10 +36,12 @@ from .util import debug, info, Finalize, register_after_fork, is_exiting
 
 _QueueBase = _cmultiprocessing.QueueBase
 
-# Windows pipes are message oriented (no length prefix) and a message is
-# written whole: no writer lock, and the native part goes through the
-# Connection methods instead of the raw handle.
-_MESSAGE_PIPES = sys.platform == 'win32'
+# connection.Pipe(duplex=False) is a byte stream with the length-prefix
+# framing on every platform (a socket pair on Windows, where the stdlib uses
+# message-mode pipes).  So the native part writes frames itself everywhere
+# (framed=True below) and needs the writer lock everywhere: two long writes
+# into a stream could interleave.
+_FRAMED_PIPES = True
 
 # What Queue.__getstate__ sends to a spawned child, in this order.
 _QUEUE_STATE = ('_ignore_epipe', '_maxsize', '_reader', '_writer',
@@ -66,7 +68,7 @@ def _connect(queue, sem):
     queue._bind(queue._reader, queue._writer,
                 _native_lock(queue._rlock), _native_lock(queue._wlock),
                 _native_lock(sem), pickler.dumps, pickler.loads,
-                not _MESSAGE_PIPES)
+                _FRAMED_PIPES)
     queue._poll = queue._reader.poll
 
 
@@ -119,12 +121,11 @@ class Queue(_QueueBase):
     def __init__(self, maxsize=0, *, ctx):
         limit = maxsize if maxsize > 0 else _largest_size()
         reader, writer = connection.Pipe(duplex=False)
-        wlock = None if _MESSAGE_PIPES else ctx.Lock()
+        wlock = ctx.Lock()
         Queue.__setstate__(self, (False, limit, reader, writer, ctx.Lock(),
                                   wlock, ctx.BoundedSemaphore(limit),
                                   os.getpid()))
-        if not _MESSAGE_PIPES:
-            register_after_fork(self, Queue._after_fork)
+        register_after_fork(self, Queue._after_fork)
 
     # -- pickling for spawned children ------------------------------------
 
@@ -201,7 +202,7 @@ class Queue(_QueueBase):
             # reading end first so the feeder cannot block on a full pipe
             # (gh-94777), then close and wait for the feeder.
             self._reader.close()
-            if sys.version_info >= (3, 13) and _MESSAGE_PIPES:
+            if sys.version_info >= (3, 13) and sys.platform == 'win32':
                 self._writer.close()   # gh-107219
             self.close()
             self.join_thread()
@@ -304,8 +305,7 @@ class SimpleQueue(_QueueBase):
 
     def __init__(self, *, ctx):
         reader, writer = connection.Pipe(duplex=False)
-        wlock = None if _MESSAGE_PIPES else ctx.Lock()
-        self.__setstate__((reader, writer, ctx.Lock(), wlock))
+        self.__setstate__((reader, writer, ctx.Lock(), ctx.Lock()))
 
     def __getstate__(self):
         context.assert_spawning(self)
