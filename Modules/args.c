@@ -211,3 +211,56 @@ cmp_arg_bool(PyObject *obj, int dflt, int *out)
     *out = v;
     return 0;
 }
+
+int
+cmp_arg_handle(PyObject *obj, const char *what, cmp_handle_t *out)
+{
+    PyObject *idx = PyNumber_Index(obj);
+    if (idx == NULL) {
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    Py_DECREF(idx);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow != 0 || cmp_io_handle_from_value(v, out) != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: %R", what, obj);
+        return -1;
+    }
+    return 0;
+}
+
+int
+cmp_arg_fileno(PyObject *obj, const char *what, cmp_handle_t *out)
+{
+    if (PyIndex_Check(obj)) {
+        return cmp_arg_handle(obj, what, out);
+    }
+    PyObject *meth = PyObject_GetAttrString(obj, "fileno");
+    if (meth == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "expected an integer handle or an object with a "
+                     "fileno() method, not %.100s", Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyObject *num = PyObject_CallNoArgs(meth);
+    Py_DECREF(meth);
+    if (num == NULL) {
+        return -1;
+    }
+    int rc = cmp_arg_handle(num, what, out);
+    Py_DECREF(num);
+    return rc;
+}
+
+PyObject *
+cmp_handle_to_int(cmp_handle_t h)
+{
+    return PyLong_FromLongLong(cmp_io_handle_value(h));
+}

@@ -126,6 +126,17 @@ int cmp_arg_opt_ssize(PyObject *obj, Py_ssize_t dflt, Py_ssize_t *out);
 /* A truth value; `dflt` for NULL. */
 int cmp_arg_bool(PyObject *obj, int dflt, int *out);
 
+/* A descriptor or handle from an integer (anything with __index__);
+   ValueError "<what>: <obj>" when the value cannot be one. */
+int cmp_arg_handle(PyObject *obj, const char *what, cmp_handle_t *out);
+
+/* The same, or what obj.fileno() returns (sockets, connections, files);
+   TypeError for an object that is neither. */
+int cmp_arg_fileno(PyObject *obj, const char *what, cmp_handle_t *out);
+
+/* The Python int of a descriptor or handle (-1 for none). */
+PyObject *cmp_handle_to_int(cmp_handle_t h);
+
 /* Per-concern entry points, called in this order by module.c. */
 int cmp_connection_exec(PyObject *module);
 int cmp_fdpass_exec(PyObject *module);

@@ -65,34 +65,6 @@ typedef struct {
 
 #define CONN_CLOSED(c) ((c)->fd == CMP_INVALID_HANDLE)
 
-/* A handle from a Python integer (anything with __index__).  `what`
-   names the value in the ValueError raised when it cannot be a handle. */
-static int
-conn_handle_from_object(PyObject *obj, const char *what, cmp_handle_t *h)
-{
-    PyObject *idx = PyNumber_Index(obj);
-    if (idx == NULL) {
-        return -1;
-    }
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
-    Py_DECREF(idx);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (overflow != 0 || cmp_io_handle_from_value(v, h) != 0) {
-        PyErr_Format(PyExc_ValueError, "%s: %R", what, obj);
-        return -1;
-    }
-    return 0;
-}
-
-static PyObject *
-conn_handle_to_object(cmp_handle_t h)
-{
-    return PyLong_FromLongLong(cmp_io_handle_value(h));
-}
-
 /* ------------------------------------------------------------------ */
 /* State checks with the stdlib's messages.                            */
 
@@ -1032,7 +1004,7 @@ Conn_fileno(ConnObject *self, PyObject *Py_UNUSED(ignored))
         PyErr_SetString(PyExc_OSError, "handle is closed");
         return NULL;
     }
-    return conn_handle_to_object(self->fd);
+    return cmp_handle_to_int(self->fd);
 }
 
 static PyObject *
@@ -1122,7 +1094,7 @@ Conn_get_handle(ConnObject *self, void *Py_UNUSED(closure))
     if (CONN_CLOSED(self)) {
         Py_RETURN_NONE;
     }
-    return conn_handle_to_object(self->fd);
+    return cmp_handle_to_int(self->fd);
 }
 
 /* conn._handle = None forgets the handle without closing it (the stdlib's
@@ -1136,7 +1108,7 @@ Conn_set_handle(ConnObject *self, PyObject *value, void *Py_UNUSED(closure))
         return 0;
     }
     cmp_handle_t fd;
-    if (conn_handle_from_object(value, "invalid handle", &fd) < 0) {
+    if (cmp_arg_handle(value, "invalid handle", &fd) < 0) {
         return -1;
     }
     self->fd = fd;
@@ -1226,7 +1198,7 @@ Conn_init(ConnObject *self, PyObject *args, PyObject *kwds)
     cmp_handle_t fd;
     int r, w;
     if (cmp_parse_tuple(&spec, args, kwds, a) < 0 ||
-        conn_handle_from_object(a[0], "invalid handle", &fd) < 0 ||
+        cmp_arg_handle(a[0], "invalid handle", &fd) < 0 ||
         cmp_arg_bool(a[1], 1, &r) < 0 || cmp_arg_bool(a[2], 1, &w) < 0) {
         return -1;
     }
@@ -1336,31 +1308,7 @@ wait_handle_of(cmp_state *st, PyObject *obj, cmp_handle_t *fd)
         *fd = c->fd;
         return 0;
     }
-    PyObject *num;
-    if (PyLong_Check(obj)) {
-        num = Py_NewRef(obj);
-    }
-    else {
-        PyObject *meth = PyObject_GetAttrString(obj, "fileno");
-        if (meth == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                return -1;
-            }
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError,
-                         "wait() needs connections, sockets, objects with a "
-                         "fileno() method or integer handles, not %R", obj);
-            return -1;
-        }
-        num = PyObject_CallNoArgs(meth);
-        Py_DECREF(meth);
-        if (num == NULL) {
-            return -1;
-        }
-    }
-    int r = conn_handle_from_object(num, "Invalid file descriptor", fd);
-    Py_DECREF(num);
-    return r;
+    return cmp_arg_fileno(obj, "Invalid file descriptor", fd);
 }
 
 static PyObject *

@@ -15,33 +15,6 @@
 #ifdef CMP_POSIX
 #include <errno.h>
 
-/* An int handle from a Python object (an int, or an object with fileno()). */
-static int
-fdpass_handle(PyObject *obj, int *fd)
-{
-    long v;
-    if (PyLong_Check(obj)) {
-        v = PyLong_AsLong(obj);
-    }
-    else {
-        PyObject *r = PyObject_CallMethod(obj, "fileno", NULL);
-        if (r == NULL) {
-            return -1;
-        }
-        v = PyLong_AsLong(r);
-        Py_DECREF(r);
-    }
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < 0 || v > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError, "invalid file descriptor: %ld", v);
-        return -1;
-    }
-    *fd = (int)v;
-    return 0;
-}
-
 static PyObject *
 fdpass_sendfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                PyObject *kwnames)
@@ -52,7 +25,7 @@ fdpass_sendfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     int sock;
     (void)module;
     if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
-        fdpass_handle(a[0], &sock) < 0) {
+        cmp_arg_fileno(a[0], "invalid file descriptor", &sock) < 0) {
         return NULL;
     }
     PyObject *seq = PySequence_Fast(a[1], "sendfds(): fds must be a "
@@ -69,21 +42,10 @@ fdpass_sendfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *idx = PyNumber_Index(item);
-        if (idx == NULL) {
+        if (cmp_arg_handle(PySequence_Fast_GET_ITEM(seq, i),
+                           "invalid file descriptor", &fds[i]) < 0) {
             goto done;
         }
-        long v = PyLong_AsLong(idx);
-        Py_DECREF(idx);
-        if (v == -1 && PyErr_Occurred()) {
-            goto done;
-        }
-        if (v < 0 || v > INT32_MAX) {
-            PyErr_Format(PyExc_ValueError, "invalid file descriptor: %ld", v);
-            goto done;
-        }
-        fds[i] = (int)v;
     }
     if (PyObject_GetBuffer(a[2], &msg, PyBUF_SIMPLE) < 0) {
         goto done;
@@ -163,7 +125,7 @@ fdpass_recvfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     Py_ssize_t maxfds, msgsize;
     (void)module;
     if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
-        fdpass_handle(a[0], &sock) < 0 ||
+        cmp_arg_fileno(a[0], "invalid file descriptor", &sock) < 0 ||
         cmp_arg_ssize(a[1], &maxfds) < 0 ||
         cmp_arg_opt_ssize(a[2], 1, &msgsize) < 0) {
         return NULL;

@@ -252,11 +252,7 @@ static PyObject *
 arena_get_fd(ArenaObject *self, void *closure)
 {
     (void)closure;
-#ifdef CMP_WINDOWS
-    return PyLong_FromVoidPtr(self->map.handle);
-#else
-    return PyLong_FromLong(self->map.handle);
-#endif
+    return cmp_handle_to_int(self->map.handle);
 }
 
 static PyObject *

@@ -80,11 +80,7 @@ shm_open_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         raise_for_name(err, a[0]);
         goto done;
     }
-#ifdef CMP_WINDOWS
-    result = PyLong_FromVoidPtr(fd);
-#else
-    result = PyLong_FromLong(fd);
-#endif
+    result = cmp_handle_to_int(fd);
 done:
     Py_DECREF(path);
     return result;
@@ -267,14 +263,7 @@ static PyObject *
 segment_get_fd(SegmentObject *self, void *closure)
 {
     (void)closure;
-#ifdef CMP_WINDOWS
-    if (self->map.handle == CMP_INVALID_HANDLE) {
-        return PyLong_FromLong(-1);
-    }
-    return PyLong_FromVoidPtr(self->map.handle);
-#else
-    return PyLong_FromLong(self->map.handle);
-#endif
+    return cmp_handle_to_int(self->map.handle);
 }
 
 static PyObject *
