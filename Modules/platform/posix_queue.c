@@ -4,7 +4,8 @@
  * a write that cannot block on a descriptor whose shared flags stay
  * blocking.  Where the kernel or the C library lacks it (older Linux, macOS)
  * the calls check readiness with poll(2) first and then move no more than
- * PIPE_BUF bytes, an amount a writable pipe always takes at once.
+ * PIPE_BUF bytes, an amount a writable pipe always takes at once.  (Build
+ * with -DCMP_QPIPE_NO_NOWAIT_FLAG to exercise that fallback on Linux.)
  */
 #include "platform/queue.h"
 
@@ -23,7 +24,7 @@
 /* 1 while RWF_NOWAIT is believed to work on pipes here; cleared the first
    time the kernel refuses it.  A plain int: a stale read only costs one
    more refused call. */
-#ifdef RWF_NOWAIT
+#if defined(RWF_NOWAIT) && !defined(CMP_QPIPE_NO_NOWAIT_FLAG)
 static volatile int nowait_flag_works = 1;
 
 static int
@@ -121,7 +122,7 @@ cmp_qpipe_write_nowait(cmp_handle_t h, const cmp_qpipe_piece *pieces,
     if (count > CMP_QPIPE_MAX_PIECES) {
         count = CMP_QPIPE_MAX_PIECES;
     }
-#ifdef RWF_NOWAIT
+#if defined(RWF_NOWAIT) && !defined(CMP_QPIPE_NO_NOWAIT_FLAG)
     if (nowait_flag_works) {
         int n = fill_iov(iov, pieces, count, (size_t)SSIZE_MAX);
         ssize_t r = pwritev2(h, iov, n, -1, RWF_NOWAIT);
@@ -197,7 +198,7 @@ cmp_qpipe_read_nowait(cmp_handle_t h, void *buf, size_t len, size_t *done)
     if (len > (size_t)SSIZE_MAX) {
         len = (size_t)SSIZE_MAX;
     }
-#ifdef RWF_NOWAIT
+#if defined(RWF_NOWAIT) && !defined(CMP_QPIPE_NO_NOWAIT_FLAG)
     if (nowait_flag_works) {
         struct iovec iov;
         iov.iov_base = buf;
