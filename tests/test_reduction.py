@@ -266,3 +266,55 @@ def test_sharer_stop_releases_offers():
     assert leftover == set()
     os.close(r)
     os.close(w)
+
+
+def _fresh_python(code):
+    import subprocess
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    res = subprocess.run([sys.executable, "-S", "-c", code],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_import_brings_in_neither_pickle_py_nor_socket():
+    # What a spawned child pays for: the C pickler, not pickle.py with its
+    # re and enum; socket only once the program itself uses sockets.
+    out = _fresh_python(
+        "import sys, _cmultiprocessing\n"
+        "before = set(sys.modules)\n"
+        "from cmultiprocessing import reduction\n"
+        "print(sorted(set(sys.modules) - before & "
+        "{'pickle', 'socket', 're', 'enum', 'selectors', 'struct'}))")
+    assert out == "[]"
+
+
+def test_socket_reducer_installed_once_socket_is_imported():
+    out = _fresh_python(
+        "import io, sys\n"
+        "from cmultiprocessing import reduction\n"
+        "assert 'socket' not in sys.modules\n"
+        "FP = reduction.ForkingPickler\n"
+        "first = FP(io.BytesIO()).dispatch_table\n"
+        "import socket\n"
+        "second = FP(io.BytesIO()).dispatch_table\n"
+        "print(any(getattr(k, '__name__', '') == 'socket' and "
+        "k.__module__ == 'socket' for k in first),\n"
+        "      second.get(socket.socket) is reduction._reduce_socket,\n"
+        "      FP._extra_reducers.get(socket.socket) is "
+        "reduction._reduce_socket)")
+    assert out == "False True True"
+
+
+def test_socket_reducer_present_here():
+    # In this process socket is imported: every new pickler knows sockets.
+    table = reduction.ForkingPickler(io.BytesIO()).dispatch_table
+    assert table[socket.socket] is reduction._reduce_socket
+
+
+def test_pickler_and_loads_are_the_c_ones():
+    assert issubclass(reduction.ForkingPickler, pickle.Pickler)
+    assert reduction.ForkingPickler.loads is pickle.loads
+    data = reduction.ForkingPickler.dumps({"a": [1, 2.5, "x"]})
+    assert reduction.ForkingPickler.loads(data) == {"a": [1, 2.5, "x"]}

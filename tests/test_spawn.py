@@ -431,3 +431,93 @@ def test_child_finds_a_package_added_at_run_time(tmp_path):
                          cwd=str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert "spawn 0" in res.stdout and "forkserver 0" in res.stdout
+
+
+# -- compile_main: the spawned child's compile() of its main script ------------
+
+def test_compile_main_matches_compile():
+    src = (b"# -*- coding: latin-1 -*-\n"
+           b"x = '\xe9'\n"
+           b"def f():\n    return x * 2\n")
+    ours = _cmultiprocessing.compile_main(src, "/some/main.py")
+    theirs = compile(src, "/some/main.py", "exec", dont_inherit=True)
+    assert ours.co_filename == "/some/main.py"
+    assert ours.co_consts == theirs.co_consts or \
+        ours.co_code == theirs.co_code
+    ns_a, ns_b = {}, {}
+    exec(ours, ns_a)
+    exec(theirs, ns_b)
+    assert ns_a["x"] == ns_b["x"] == "\xe9"
+    assert ns_a["f"]() == "\xe9\xe9"
+
+
+def test_compile_main_does_not_inherit_future_flags():
+    # Called from code under "from __future__ import annotations": compile()
+    # without dont_inherit would pass that on; compile_main must not.
+    src = b"def f(a: undefined_name): pass\n"
+    caller = compile("from __future__ import annotations\n"
+                     "inherited = compile(src, 'm.py', 'exec')\n"
+                     "ours = compile_main(src, 'm.py')\n", "caller.py", "exec")
+    ns = {"src": src, "compile_main": _cmultiprocessing.compile_main}
+    exec(caller, ns)
+    exec(ns["inherited"], {})          # annotations postponed: no error
+    with pytest.raises(NameError):
+        exec(ns["ours"], {})           # evaluated at def time
+
+
+def test_compile_main_errors():
+    with pytest.raises(SyntaxError) as info:
+        _cmultiprocessing.compile_main(b"x = (\n", "/bad/main.py")
+    assert info.value.filename == "/bad/main.py"
+    nul_error = SyntaxError if sys.version_info >= (3, 12) else ValueError
+    with pytest.raises(nul_error, match="null bytes"):
+        _cmultiprocessing.compile_main(b"x = 1\0\n", "m.py")
+    with pytest.raises(TypeError, match="bytes"):
+        _cmultiprocessing.compile_main("x = 1", "m.py")
+    with pytest.raises(TypeError, match="str"):
+        _cmultiprocessing.compile_main(b"x = 1", b"m.py")
+    with pytest.raises(TypeError, match="2 arguments"):
+        _cmultiprocessing.compile_main(b"x = 1")
+
+
+def test_child_runs_a_latin1_main_script(tmp_path):
+    script = tmp_path / "main_script.py"
+    script.write_bytes(textwrap.dedent("""\
+        # -*- coding: latin-1 -*-
+        import cmultiprocessing as mp
+        WORD = '\xe9t\xe9'
+
+        def work(conn):
+            conn.send(WORD)
+
+        if __name__ == '__main__':
+            ctx = mp.get_context('spawn')
+            r, w = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=work, args=(w,))
+            p.start()
+            print(ascii(r.recv()))
+            p.join()
+            print(p.exitcode)
+    """).encode("latin-1"))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True,
+                         text=True, timeout=120, env=_child_env(),
+                         cwd=str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["'\\xe9t\\xe9'", "0"]
+
+
+def test_spawn_machinery_imports_stay_light():
+    # A spawned child imports these before it runs anything of the user's;
+    # none of them may pull in the heavy modules (re, enum, pickle.py,
+    # socket, signal), whatever _cmultiprocessing itself imports.
+    env = _child_env()
+    code = ("import sys, _cmultiprocessing\n"
+            "before = set(sys.modules)\n"
+            "import cmultiprocessing.spawn, cmultiprocessing.resource_tracker\n"
+            "import cmultiprocessing.popen_spawn_posix\n"
+            "print(sorted(set(sys.modules) - before & {'pickle', 'socket',"
+            " 're', 'enum', 'signal', 'selectors', 'struct', 'tempfile'}))")
+    res = subprocess.run([sys.executable, "-S", "-c", code],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

@@ -229,6 +229,78 @@ def test_after_fork_registry_drops_dead_objects():
     assert len(util._afterfork_registry) == before - 1
 
 
+def test_weak_hook_table_holds_objects_weakly():
+    table = util._WeakHookTable()
+    a, b = Counter(), Counter()
+    table['a'] = a
+    table['b'] = b
+    assert len(table) == 2 and table['a'] is a and 'b' in table
+    assert dict(table.items()) == {'a': a, 'b': b}
+    assert sorted(table) == ['a', 'b']
+    del a
+    gc.collect()
+    assert len(table) == 1 and 'a' not in table
+    with pytest.raises(KeyError):
+        table['a']
+    assert table.get('a', 'gone') == 'gone'
+    # an entry replaced under the same key is not dropped when the object
+    # it used to hold dies
+    c = Counter()
+    table['b'] = c
+    del b
+    gc.collect()
+    assert table['b'] is c
+    del table['b']
+    assert len(table) == 0
+    table['c'] = c
+    table.clear()
+    assert len(table) == 0 and list(table.items()) == []
+
+
+def test_util_and_process_leave_threading_and_weakref_alone():
+    # Neither is needed to start or run a child; a spawned child that does
+    # not use threads should not pay for importing them.
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in sys.path if p)
+    code = ("import sys, _cmultiprocessing\n"
+            "before = set(sys.modules)\n"
+            "import cmultiprocessing.util, cmultiprocessing.spawn\n"
+            "print(sorted(set(sys.modules) - before & "
+            "{'threading', 'weakref'}))")
+    res = subprocess.run([sys.executable, '-S', '-c', code], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == '[]'
+
+
+def test_thread_waits_in_a_child_without_threading_imported_first():
+    # A child whose target starts a non-daemon thread still waits for it
+    # before exiting (threading._shutdown runs once threading is loaded).
+    def target():
+        import threading
+        import time
+        done = []
+
+        def late():
+            time.sleep(0.2)
+            done.append(1)
+            os.write(w, b'x')
+        threading.Thread(target=late).start()
+    r, w = os.pipe()
+    try:
+        p = ctx.Process(target=target)
+        p.start()
+        os.close(w)
+        w = None
+        p.join()
+        assert p.exitcode == 0
+        assert os.read(r, 1) == b'x'     # b'' if the child left first
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
+
+
 def test_fork_aware_thread_lock_is_free_in_child():
     lock = util.ForkAwareThreadLock()
     with lock:

@@ -2,7 +2,8 @@
 carrying the whole public API bound to that method, plus the default
 context whose method can be chosen once per program."""
 
-import importlib, os, sys, threading
+import importlib, os, sys
+from _thread import _local as _ThreadLocal     # threading.local itself
 
 # The exception hierarchy lives in the extension module so that C code
 # raises the very same classes.
@@ -327,7 +328,7 @@ def _force_start_method(method):
 # thread.  Objects that may only travel by inheritance check it.
 
 
-class _SpawningState(threading.local):
+class _SpawningState(_ThreadLocal):
     popen = None
 
 

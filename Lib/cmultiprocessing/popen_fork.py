@@ -6,7 +6,11 @@ only the child holds (readable at EOF once the child is gone), and the child
 keeps the read end of a pipe the parent holds open (its view of the parent).
 """
 
-import functools, os, signal, sys
+import os, sys
+
+# The signal numbers straight from the built-in module the interpreter
+# loaded at start-up: `signal` itself would import enum into every child.
+from _signal import SIGKILL, SIGTERM
 
 import _cmultiprocessing as _native
 
@@ -85,8 +89,13 @@ class Popen(object):
             if self.wait(timeout=0.1) is None:
                 raise
 
-    terminate = functools.partialmethod(_send_signal, signal.SIGTERM)
-    kill = functools.partialmethod(_send_signal, signal.SIGKILL)
+    def terminate(self):
+        """Send SIGTERM to the child (nothing if it is over)."""
+        self._send_signal(SIGTERM)
+
+    def kill(self):
+        """Send SIGKILL to the child (nothing if it is over)."""
+        self._send_signal(SIGKILL)
 
     def _launch(self, process_obj):
         util._prepare_stdin_spare()

@@ -9,8 +9,10 @@ of the children it started and has not yet seen finish.
 __all__ = ['BaseProcess', 'current_process', 'active_children',
            'parent_process']
 
-import itertools, os, signal, sys, threading
-from weakref import WeakSet
+import itertools, os, sys
+# The light module behind weakref.WeakSet: `weakref` and `threading` are
+# left to the code that uses them, so a new child does not load them.
+from _weakrefset import WeakSet
 
 
 def _startup_cwd():
@@ -23,12 +25,27 @@ def _startup_cwd():
 # Where the main program started; spawned children chdir back to it.
 ORIGINAL_DIR = _startup_cwd()
 
-# Exit codes of processes killed by a signal, as '-SIGNAME' for reprs.
-_exitcode_to_name = {
-    -value: '-' + key
-    for key, value in list(vars(signal).items())
-    if key.startswith('SIG') and '_' not in key
-}
+_signal_names = {}
+
+
+def _exit_code_names():
+    """{-signum: '-SIGNAME'}: how repr() shows a child killed by a signal.
+
+    Made on first use: the signal module brings enum along, which a new
+    child would otherwise import for nothing."""
+    if not _signal_names:
+        import signal
+        for attr, value in vars(signal).items():
+            if attr[:3] == 'SIG' and '_' not in attr:
+                _signal_names[-int(value)] = '-' + attr
+    return _signal_names
+
+
+def __getattr__(name):
+    # The standard library's name for the table above.
+    if name == '_exitcode_to_name':
+        return _exit_code_names()
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
 # Every process object ever created (weakly), for leak checks in tests.
 _dangling = WeakSet()
@@ -69,9 +86,17 @@ def _print_crash(name):
     print_exc()
 
 
+def _loaded_threading():
+    """The threading module if this process has imported it, else None
+    (with no threading module, there are no threads to join or fix up)."""
+    return sys.modules.get('threading')
+
+
 def _leave_child(util, exitcode):
     """Last steps of a child: wait for its non-daemon threads, flush."""
-    threading._shutdown()
+    threading = _loaded_threading()
+    if threading is not None:
+        threading._shutdown()
     util.info('process exiting with exitcode %d' % exitcode)
     util._flush_std_streams()
 
@@ -280,7 +305,7 @@ class BaseProcess(object):
             parts.append('pid=%s' % (self._popen.pid,))
         parts.append('parent=%s %s' % (self._parent_pid, status))
         if code is not None:
-            parts.append('exitcode=%s' % (_exitcode_to_name.get(code, code),))
+            parts.append('exitcode=%s' % (_exit_code_names().get(code, code),))
         if self.daemon:
             parts.append('daemon')
         return '<%s>' % ' '.join(parts)
@@ -302,6 +327,7 @@ class BaseProcess(object):
         previous, _current_process = _current_process, self
         _parent_process = _ParentProcess(
             self._parent_name, self._parent_pid, parent_sentinel)
+        threading = _loaded_threading()
         if getattr(threading, '_HAVE_THREAD_NATIVE_ID', False):
             threading.main_thread()._set_native_id()
         try:

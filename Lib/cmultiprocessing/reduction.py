@@ -11,10 +11,15 @@ import copyreg
 import functools
 import io
 import os
-import pickle
-import socket
 import sys
 from abc import ABCMeta
+
+try:
+    # The C pickler itself: pickle.py would bring re, enum and struct into
+    # every child (pickle.Pickler and pickle.loads are these very objects).
+    from _pickle import Pickler as _Pickler, loads as _loads
+except ImportError:         # an interpreter without the accelerator
+    from pickle import Pickler as _Pickler, loads as _loads
 
 import _cmultiprocessing as _native
 
@@ -28,9 +33,25 @@ _WINDOWS = sys.platform == 'win32'
 HAVE_SEND_HANDLE = _WINDOWS or hasattr(_native, 'sendfds')
 
 
+def _note_socket_class(cls):
+    """Register the socket reducer once the socket module is loaded.
+
+    Importing socket costs a new child more than everything else here, so
+    this module does not: a socket object cannot exist before its module
+    is imported, and every pickler is made after that check."""
+    if cls._socket_registered:
+        return
+    sockets = sys.modules.get('socket')
+    kind = getattr(sockets, 'socket', None)
+    if isinstance(kind, type):
+        cls._socket_registered = True
+        _register(cls, kind, _reduce_socket)
+
+
 def _dispatch_snapshot(cls):
     # copyreg's table first, then what cmultiprocessing registered on top;
     # a fresh dict per pickler so that one pickler's changes stay its own.
+    _note_socket_class(ForkingPickler)
     return {**cls._copyreg_dispatch_table, **cls._extra_reducers}
 
 
@@ -49,16 +70,17 @@ def _dumps(cls, obj, protocol=None):
     return sink.getbuffer()
 
 
-class ForkingPickler(pickle.Pickler):
+class ForkingPickler(_Pickler):
     '''The pickler cmultiprocessing sends objects with: pickle.Pickler plus
     the reducers given to register().'''
 
     _extra_reducers = {}
     _copyreg_dispatch_table = copyreg.dispatch_table
     _generation = 0
+    _socket_registered = False
     register = classmethod(_register)
     dumps = classmethod(_dumps)
-    loads = staticmethod(pickle.loads)
+    loads = staticmethod(_loads)
 
     def __init__(self, *args, **kwds):
         super().__init__(*args, **kwds)
@@ -242,6 +264,7 @@ if _WINDOWS:
         return _rebuild_socket, (DupSocket(s),)
 else:
     def _rebuild_socket(df, family, type, proto):
+        import socket
         return socket.socket(family, type, proto, fileno=df.detach())
 
     def _reduce_socket(s):
@@ -255,13 +278,14 @@ def _default_reducers():
         (type(list.append), _reduce_method_descriptor),
         (type(int.__add__), _reduce_method_descriptor),
         (functools.partial, _reduce_partial),
-        (socket.socket, _reduce_socket),
     )
 
 
 def _install_default_reducers():
     for kind, reducer in _default_reducers():
         register(kind, reducer)
+    ForkingPickler._socket_registered = False
+    _note_socket_class(ForkingPickler)
 
 
 _install_default_reducers()

@@ -290,6 +290,13 @@ def spawn_main(pipe_handle, parent_pid=None, tracker_fd=None):
 
 
 def _main(fd, parent_sentinel):
+    # What exists now -- the interpreter's start-up objects and the modules
+    # that start a child -- lives until the process ends: the collections to
+    # come, and the last one at exit, need not walk it all again.  (The
+    # user's main module and process object come after this and are
+    # collected as usual.)
+    import gc
+    gc.freeze()
     try:
         # The C unpickler itself: pickle.py would bring re and enum along.
         from _pickle import load
@@ -489,13 +496,25 @@ def _fixup_main_from_path(main_path):
     _install_mp_main(runpy.run_path(main_path, run_name='__mp_main__'))
 
 
+def _compile_main_source(text, path):
+    """compile(text, path, 'exec', dont_inherit=True) for the bytes of a
+    source file; natively where it can be (the builtin first builds the
+    interpreter's AST classes, a tenth of a child's start-up work)."""
+    import _cmultiprocessing
+    native = getattr(_cmultiprocessing, 'compile_main', None)
+    if native is None or not isinstance(path, str):
+        return compile(text, path, 'exec', dont_inherit=True)
+    return native(text, path)
+
+
 def _run_script(path, run_name):
     """runpy.run_path() for a plain source file, without importing runpy
     (and the pkgutil and typing it pulls in) into every child."""
     import io
     import types
     with io.open_code(path) as source:
-        code = compile(source.read(), path, 'exec', dont_inherit=True)
+        text = source.read()
+    code = _compile_main_source(text, path)
     module = types.ModuleType(run_name)
     namespace = module.__dict__
     namespace.update(__name__=run_name, __file__=path, __cached__=None,

@@ -2,10 +2,13 @@
 object dies or the process exits, hooks run in a child after fork, temporary
 directories, and file-descriptor hygiene for new processes."""
 
-# threading first: its exit hook must be registered before (so run after)
-# ours.
-import threading
-import atexit, itertools, operator, os, sys, weakref
+# Only built-in modules here (_thread, _weakref): threading and weakref
+# cost a new child more than this whole module, and nothing needs them yet.
+# (The interpreter joins threads before it runs atexit handlers, so the
+# order of the imports does not matter for _exit_function.)
+import _thread
+import atexit, itertools, operator, os, sys
+from _weakref import ref as _weak
 
 from . import process
 
@@ -157,7 +160,58 @@ def get_temp_dir():
 # ---------------------------------------------------------------------------
 # Hooks run in a child process right after it was forked
 
-_afterfork_registry = weakref.WeakValueDictionary()
+class _WeakHookTable(object):
+    """{key: object} holding each object weakly: an entry goes away with
+    its object (what weakref.WeakValueDictionary offers, minus the module).
+    The entries are in `data`, as weak references."""
+
+    def __init__(self):
+        self.data = {}
+
+    def __len__(self):
+        return len(self.data)
+
+    def __iter__(self):
+        return iter(self.data.copy())
+
+    def __contains__(self, key):
+        return self.get(key) is not None
+
+    def __setitem__(self, key, obj):
+        data = self.data
+
+        def forget(_ref, key=key):
+            # Only the reference made here: a newer entry stays.
+            if data.get(key) is _ref:
+                del data[key]
+        data[key] = _weak(obj, forget)
+
+    def get(self, key, default=None):
+        found = self.data.get(key)
+        obj = found() if found is not None else None
+        return default if obj is None else obj
+
+    def __getitem__(self, key):
+        obj = self.get(key)
+        if obj is None:
+            raise KeyError(key)
+        return obj
+
+    def __delitem__(self, key):
+        del self.data[key]
+
+    def items(self):
+        # A copy first: a collection while we look may drop entries.
+        for key, found in list(self.data.copy().items()):
+            obj = found()
+            if obj is not None:
+                yield key, obj
+
+    def clear(self):
+        self.data.clear()
+
+
+_afterfork_registry = _WeakHookTable()
 _first = operator.itemgetter(0)
 _afterfork_counter = itertools.count()
 
@@ -176,7 +230,7 @@ def _run_after_forkers():
     if not refs:
         return
     live = []
-    for key, ref in list(refs.items()):
+    for key, ref in list(refs.copy().items()):
         obj = ref()
         if obj is not None:
             live.append((key, obj))
@@ -212,7 +266,7 @@ class Finalize(object):
                 raise ValueError(
                     "Without object, exitpriority cannot be None")
         else:
-            self._weakref = weakref.ref(obj, self)
+            self._weakref = _weak(obj, self)
         self._callback = callback
         self._args = args
         self._kwargs = kwargs or {}
@@ -309,7 +363,7 @@ class ForkAwareThreadLock(object):
     """A threading.Lock that a forked child gets back unlocked."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.acquire, self.release = self._lock.acquire, self._lock.release
         register_after_fork(self, ForkAwareThreadLock._at_fork_reinit)
 
@@ -328,7 +382,7 @@ def _clear_local(obj):
     obj.__dict__.clear()
 
 
-class ForkAwareLocal(threading.local):
+class ForkAwareLocal(_thread._local):        # threading.local itself
     """Thread-local storage that starts out empty in a forked child."""
 
     def __init__(self):
@@ -562,6 +616,6 @@ def _cleanup_tests():
     reap_children()
 
 
-# Registered last: atexit runs it before the handlers of modules imported
-# earlier (threading's in particular).
+# Registered at import: atexit runs it before the handlers of modules that
+# were imported earlier (and get_logger() moves it ahead of logging's).
 atexit.register(_exit_function)
