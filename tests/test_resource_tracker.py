@@ -181,3 +181,59 @@ def test_stop_ends_the_tracker():
         warnings.simplefilter("error")
         tracker.ensure_running()        # a fresh start, no warning
     tracker._stop()
+
+
+def _read_all(fd):
+    data = b""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_one_write_per_message_no_probe():
+    # register/unregister write their message and nothing else while the
+    # tracker's pipe is open (a SharedMemory create+unlink: 2 writes, not 4)
+    tracker = resource_tracker.ResourceTracker()
+    r, w = os.pipe()
+    try:
+        tracker._fd = w
+        tracker.register("/psm_x", "shared_memory")
+        tracker.unregister("/psm_x", "shared_memory")
+        assert tracker._pid is None        # nothing was started
+    finally:
+        os.close(w)
+        data = _read_all(r)
+        os.close(r)
+    assert data == (b"REGISTER:/psm_x:shared_memory\n"
+                    b"UNREGISTER:/psm_x:shared_memory\n")
+
+
+def test_broken_pipe_restarts_tracker_and_resends(tmp_path):
+    # The tracker is gone (its pipe has no reader): the message is not lost
+    # but goes to a new tracker, after the usual warning.  Checked end to
+    # end: the new tracker unlinks the registered segment when it stops.
+    name = "/psm_rt_resend_%d" % os.getpid()
+    path = "/dev/shm" + name
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    tracker = resource_tracker.ResourceTracker()
+    r, w = os.pipe()
+    os.close(r)                             # the "dead tracker"
+    tracker._fd = w
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tracker.register(name, "shared_memory")
+        assert [str(c.message) for c in caught] == [
+            "resource_tracker: process died unexpectedly, relaunching.  "
+            "Some resources might leak."]
+        assert tracker._pid is not None       # a new tracker runs
+        assert os.path.exists(path)
+    finally:
+        tracker._stop()                     # EOF: it cleans up what is left
+        if os.path.exists(path):
+            os.unlink(path)
+            pytest.fail("the resent registration did not reach the tracker")

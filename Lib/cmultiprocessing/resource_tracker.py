@@ -210,15 +210,33 @@ class ResourceTracker(object):
         message = ('%s:%s:%s\n' % (cmd, name, rtype)).encode('ascii')
         if len(message) > _MAX_MESSAGE:
             raise ValueError('msg too long')
+        # The message itself tells whether the tracker still reads its pipe
+        # (a write to a pipe nobody reads fails with EPIPE): one write per
+        # message, and the probe, restart and warning only after a failure.
+        if self._fd is not None and _write_message(self._fd, message):
+            return
         try:
             self.ensure_running()
         except ReentrantCallError:
             _warn(f"ResourceTracker called reentrantly for resource cleanup, "
                   f"which is unsupported. "
                   f"The {rtype} object {name!r} might leak.")
-        written = os.write(self._fd, message)
-        assert written == len(message), (
-            "nbytes {0:n} but len(msg) {1:n}".format(written, len(message)))
+        _write_message(self._fd, message, must=True)
+
+
+def _write_message(fd, message, must=False):
+    """Write message to the tracker's pipe in one piece.  False if the
+    pipe is broken or closed (unless `must`: then that raises)."""
+    try:
+        written = os.write(fd, message)
+    except OSError:
+        if must:
+            raise
+        return False
+    # At most PIPE_BUF bytes: a pipe takes them whole or not at all.
+    assert written == len(message), (
+        "nbytes {0:n} but len(msg) {1:n}".format(written, len(message)))
+    return True
 
 
 def _ignored_signals():
