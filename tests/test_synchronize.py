@@ -799,6 +799,29 @@ def test_condition_and_event_with_forked_child():
     assert "set" in repr(event)
 
 
+def test_condition_with_statement_uses_the_locks_methods():
+    import contextlib
+    for lock in (None, ctx().Lock()):
+        cond = ctx().Condition(lock)
+        native = cond._lock
+        assert cond.__enter__ is native.__enter__     # the lock's own gate
+        with pytest.raises(ZeroDivisionError):
+            with cond as got:
+                assert got is True and native._is_mine()
+                1 / 0
+        assert not native._is_mine()
+        with contextlib.ExitStack() as stack:       # calls Condition.__enter__(cond)
+            assert stack.enter_context(cond) is True
+            assert native._is_mine()
+        assert not native._is_mine()
+        assert type(cond).__enter__(cond) is True
+        assert type(cond).__exit__(cond, None, None, None) is None
+        assert not native._is_mine()
+        with cond:
+            assert cond.wait(0) is False            # wait inside `with` keeps the lock
+            assert native._is_mine()
+
+
 def test_condition_wait_for():
     c = ctx()
     cond = c.Condition(c.Lock())

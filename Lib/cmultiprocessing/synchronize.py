@@ -21,6 +21,7 @@ __all__ = [
     'Lock', 'RLock', 'Semaphore', 'BoundedSemaphore', 'Condition', 'Event'
     ]
 
+import operator
 import os
 import sys
 import threading
@@ -228,6 +229,19 @@ class RLock(SemLock):
         return '<%s(%s, %s)>' % (type(self).__name__, owner, depth)
 
 
+class _LockMethod(property):
+    """``cond.__enter__`` / ``cond.__exit__``: the method of the same name
+    of the condition's lock, fetched in C (a property over an attrgetter);
+    callable on the class too, as ``Condition.__enter__(cond)`` (which
+    contextlib.ExitStack does)."""
+
+    def __init__(self, name):
+        super().__init__(operator.attrgetter('_lock.' + name))
+
+    def __call__(self, cond, *args):
+        return self.fget(cond)(*args)
+
+
 class Condition(object):
     """A condition variable over a Lock or RLock of this package (an RLock
     of its own by default)."""
@@ -294,13 +308,10 @@ class Condition(object):
             waiters = 'unknown'
         return '<%s(%s, %s)>' % (type(self).__name__, self._lock, waiters)
 
-    # `with cond:` takes and gives back the underlying lock (through the
-    # native bound methods stored on the instance).
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc_info):
-        self.release()
+    # `with cond:` is `with` on the underlying lock: the lookup hands out
+    # the lock's own native __enter__/__exit__, so no Python frame runs.
+    __enter__ = _LockMethod('__enter__')
+    __exit__ = _LockMethod('__exit__')
 
     def wait_for(self, predicate, timeout=None):
         """Wait until predicate() is true (or the timeout passes); returns
