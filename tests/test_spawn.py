@@ -521,3 +521,80 @@ def test_spawn_machinery_imports_stay_light():
                          capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+# -- the main script compiled once by the parent -------------------------------
+
+def test_main_code_for_children(tmp_path, monkeypatch):
+    good = tmp_path / "good.py"
+    good.write_text("X = 1\n")
+    found = spawn._main_code_for_children(str(good))
+    st = os.stat(good)
+    assert found[:2] == (st.st_mtime_ns, st.st_size)
+    assert spawn._main_code_for_children(str(good)) is found    # cached
+    ns = {}
+    exec(spawn._code_of_script(str(good), found), ns)
+    assert ns["X"] == 1
+    bad = tmp_path / "bad.py"
+    bad.write_text("X = (\n")
+    assert spawn._main_code_for_children(str(bad)) is None
+    assert spawn._main_code_for_children(str(tmp_path / "gone.py")) is None
+    other = tmp_path / "prog"
+    other.write_text("X = 1\n")
+    assert spawn._main_code_for_children(str(other)) is None
+    monkeypatch.setattr(spawn, "_MAX_MAIN_CODE", 10)
+    big = tmp_path / "big.py"
+    big.write_text("X = %r\n" % ("y" * 100))
+    assert spawn._main_code_for_children(str(big)) is None
+
+
+def test_code_of_script_falls_back_to_the_file(tmp_path):
+    script = tmp_path / "m.py"
+    script.write_text("X = 2\n")
+    st = os.stat(script)
+    for compiled in [(st.st_mtime_ns, st.st_size, b"not marshal data"),
+                     (st.st_mtime_ns + 1, st.st_size,
+                      __import__("marshal").dumps(compile("X = 3", "m", "exec"))),
+                     ("junk",), None]:
+        ns = {}
+        exec(spawn._code_of_script(str(script), compiled), ns)
+        assert ns["X"] == 2
+
+
+def test_spawned_child_runs_the_parents_compiled_main(tmp_path):
+    # Like a .pyc: while the script's mtime and size are those the parent
+    # compiled, children run that code; once they change, the new source.
+    res = _run_script(tmp_path, """
+        import os
+        import cmultiprocessing as mp
+        WORD = 'aaaa'
+
+        def work(conn):
+            conn.send(WORD)
+
+        def ask(ctx):
+            r, w = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=work, args=(w,))
+            p.start()
+            word = r.recv()
+            p.join()
+            return word
+
+        if __name__ == '__main__':
+            ctx = mp.get_context('spawn')
+            me = os.path.abspath(__file__)
+            first = ask(ctx)
+            st = os.stat(me)
+            with open(me) as f:
+                text = f.read()
+            with open(me, 'w') as f:            # same size, same mtime
+                f.write(text.replace("'aaaa'", "'bbbb'"))
+            os.utime(me, ns=(st.st_atime_ns, st.st_mtime_ns))
+            second = ask(ctx)
+            with open(me, 'w') as f:            # another size
+                f.write(text.replace("'aaaa'", "'cccccc'"))
+            third = ask(ctx)
+            print(first, second, third)
+    """)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["aaaa", "aaaa", "cccccc"]

@@ -393,6 +393,43 @@ def get_preparation_data(name):
     return data
 
 
+# The main script as this process compiled it for its children, by path:
+# (mtime_ns, size, marshalled code).  Compiling the script again in every
+# spawned child is the biggest part of its start for a script of some size.
+_compiled_mains = {}
+_MAX_MAIN_CODE = 8 << 20
+
+
+def _source_stamp(path):
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+def _main_code_for_children(path):
+    """(mtime_ns, size, marshal of the code) of the source file path, or
+    None where children should compile it themselves."""
+    if not path.endswith('.py'):
+        return None
+    try:
+        stamp = _source_stamp(path)
+        known = _compiled_mains.get(path)
+        if known is not None and known[:2] == stamp:
+            return known
+        import io
+        import marshal
+        with io.open_code(path) as source:
+            text = source.read()
+        if _source_stamp(path) != stamp:
+            return None         # being written to: leave it to the child
+        blob = marshal.dumps(_compile_main_source(text, path))
+    except (OSError, SyntaxError, ValueError):
+        return None             # the child reports it as the stdlib's does
+    if len(blob) > _MAX_MAIN_CODE:
+        return None
+    _compiled_mains[path] = found = stamp + (blob,)
+    return found
+
+
 def _set_name(value):
     from . import process
     process.current_process().name = value
@@ -457,7 +494,7 @@ def prepare(data):
         return
     by_path = data.get('init_main_from_path')
     if by_path is not None:
-        _fixup_main_from_path(by_path)
+        _fixup_main_from_path(by_path, data.get('main_code'))
 
 
 def _install_mp_main(namespace):
@@ -482,7 +519,7 @@ def _fixup_main_from_name(mod_name):
                                       alter_sys=True))
 
 
-def _fixup_main_from_path(main_path):
+def _fixup_main_from_path(main_path, compiled=None):
     # IPython's launcher has no main guard: treat it as a __main__.py.
     stem = os.path.splitext(os.path.basename(main_path))[0]
     if stem == 'ipython':
@@ -490,7 +527,7 @@ def _fixup_main_from_path(main_path):
     if getattr(sys.modules['__main__'], '__file__', None) == main_path:
         return
     if main_path.endswith('.py') and os.path.isfile(main_path):
-        _install_mp_main(_run_script(main_path, '__mp_main__'))
+        _install_mp_main(_run_script(main_path, '__mp_main__', compiled))
         return
     import runpy     # directories, zip files, compiled files
     _install_mp_main(runpy.run_path(main_path, run_name='__mp_main__'))
@@ -507,14 +544,28 @@ def _compile_main_source(text, path):
     return native(text, path)
 
 
-def _run_script(path, run_name):
-    """runpy.run_path() for a plain source file, without importing runpy
-    (and the pkgutil and typing it pulls in) into every child."""
+def _code_of_script(path, compiled):
+    """The code of the source file path: the parent's compiled copy while
+    the file is unchanged since (same mtime and size, as for a .pyc),
+    otherwise compiled here from the file."""
+    if compiled is not None:
+        try:
+            if tuple(compiled[:2]) == _source_stamp(path):
+                import marshal
+                return marshal.loads(compiled[2])
+        except (OSError, TypeError, ValueError, EOFError, IndexError):
+            pass
     import io
-    import types
     with io.open_code(path) as source:
         text = source.read()
-    code = _compile_main_source(text, path)
+    return _compile_main_source(text, path)
+
+
+def _run_script(path, run_name, compiled=None):
+    """runpy.run_path() for a plain source file, without importing runpy
+    (and the pkgutil and typing it pulls in) into every child."""
+    import types
+    code = _code_of_script(path, compiled)
     module = types.ModuleType(run_name)
     namespace = module.__dict__
     namespace.update(__name__=run_name, __file__=path, __cached__=None,
@@ -568,6 +619,12 @@ def _pickle_for_child(popen, process_obj):
     from .context import reduction
     sink = io.BytesIO()
     prepared = get_preparation_data(process_obj._name)
+    main_path = prepared.get('init_main_from_path')
+    # A forkserver child has its main script from the server already.
+    if main_path is not None and getattr(popen, 'method', None) == 'spawn':
+        compiled = _main_code_for_children(main_path)
+        if compiled is not None:
+            prepared['main_code'] = compiled
     with _SpawningAs(popen):
         for obj in (prepared, process_obj):
             reduction.dump(obj, sink)
