@@ -11,7 +11,9 @@ with its test extra (the C extension built with -Werror), runs the unit tests
 with pytest, then runs the interpreter's own multiprocessing suite against
 cmultiprocessing and against the stdlib for each start method, printing the
 tables side by side.  In CI it also runs the check inside LLDB's embedded
-Python (tests/lldb/).
+Python (tests/lldb/), the cross-compile check for macOS and Windows
+(tools/crosscheck.sh) and the Windows platform layer's tests under wine
+(tests/platform_c/).
 
 It fails when a unit test fails, or when a suite's pass count falls below the
 committed ratchet (tests/ratchet.json).
@@ -128,6 +130,23 @@ def run_lldb_check(failures):
         failures.append("the LLDB check failed (exit %d)" % rc)
 
 
+def run_platform_checks(failures):
+    """The code paths of the platforms that do not run here: every C file
+    cross-compiled for macOS arm64 and Windows x64 with -Werror (and linked
+    against their system libraries), and the Windows platform layer's C
+    tests built with MinGW-w64 and run under wine."""
+    for what, script in (("cross-compile check", ["bash", os.path.join(
+                              ROOT, "tools", "crosscheck.sh")]),
+                         ("Windows platform tests under wine", ["bash",
+                          os.path.join(ROOT, "tests", "platform_c",
+                                       "run.sh")])):
+        log(what)
+        rc = subprocess.run(script, stdin=subprocess.DEVNULL,
+                            timeout=1800).returncode
+        if rc != 0:
+            failures.append("%s failed (exit %d)" % (what, rc))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,6 +171,10 @@ def main(argv=None):
     p.add_argument("--lldb", choices=["auto", "yes", "no"], default="auto",
                    help="run the check inside LLDB's embedded Python "
                    "(installs lldb with apt); auto: only in CI on Linux")
+    p.add_argument("--platforms", choices=["auto", "yes", "no"],
+                   default="auto", help="cross-compile for macOS/Windows and "
+                   "run the Windows platform tests under wine (installs "
+                   "ziglang, mingw-w64 and wine); auto: only in CI")
     p.add_argument("--update-ratchet", action="store_true",
                    help="raise tests/ratchet.json to today's pass counts")
     p.add_argument("pytest_args", nargs="*")
@@ -164,6 +187,9 @@ def main(argv=None):
     suite_rows = []
     want_lldb = args.lldb == "yes" or (
         args.lldb == "auto" and os.environ.get("CI") == "true"
+        and sys.platform.startswith("linux") and shutil.which("apt-get"))
+    want_platforms = args.platforms == "yes" or (
+        args.platforms == "auto" and os.environ.get("CI") == "true"
         and sys.platform.startswith("linux") and shutil.which("apt-get"))
     t0 = time.monotonic()
     versions = [v.strip() for v in args.pythons.split(",") if v.strip()]
@@ -218,6 +244,8 @@ def main(argv=None):
                 ratchet.setdefault(version, {})[method] = passed
         if required and want_lldb:
             run_lldb_check(failures)
+        if required and want_platforms:
+            run_platform_checks(failures)
 
     if suite_rows:
         print("\n== stdlib suite: tests passed (cmultiprocessing / stdlib /"
