@@ -31,6 +31,8 @@
 
 #include <string.h>
 
+static void raise_queue_exception(cmp_state *st, int full);
+
 /* Frames no longer than this are written by one system call or not at
    all (the POSIX minimum of PIPE_BUF). */
 #define QUEUE_ATOMIC_WRITE 512
@@ -1233,7 +1235,7 @@ reserve_room(QueueObject *q, PyObject *block_obj, PyObject *timeout)
     }
     int got = call_acquire(q->sem_acquire, block, timeout);
     if (got == 0) {
-        PyErr_SetNone(q->st->QueueFull);
+        raise_queue_exception(q->st, 1);
     }
     return got > 0 ? 0 : -1;
 }
@@ -1576,14 +1578,14 @@ queue_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         int got = call_acquire(q->rl_acquire, block, block ? a[1] : NULL);
         if (got <= 0) {
             if (got == 0) {
-                PyErr_SetNone(q->st->QueueEmpty);
+                raise_queue_exception(q->st, 0);
             }
             return NULL;
         }
         int ready = wait_readable(q, block, deadline);
         if (ready <= 0) {
             if (ready == 0) {
-                PyErr_SetNone(q->st->QueueEmpty);
+                raise_queue_exception(q->st, 0);
             }
             release_keeping_error(q->rl_release);
             return NULL;
@@ -1913,27 +1915,46 @@ static PyType_Spec queue_spec = {
     .slots = queue_slots,
 };
 
+/* Raise queue.Empty or queue.Full.  The queue module (which imports
+   threading and heapq) is imported the first time one is raised, not when
+   this module loads: a spawned child that never sees an empty or full queue
+   does not pay for it. */
+static void
+raise_queue_exception(cmp_state *st, int full)
+{
+    if (st->QueueEmpty == NULL || st->QueueFull == NULL) {
+        PyObject *mod = PyImport_ImportModule("queue");
+        if (mod == NULL) {
+            return;
+        }
+        PyObject *empty = PyObject_GetAttrString(mod, "Empty");
+        PyObject *fullexc = empty ? PyObject_GetAttrString(mod, "Full")
+                                  : NULL;
+        Py_DECREF(mod);
+        if (fullexc == NULL) {
+            Py_XDECREF(empty);
+            return;
+        }
+        Py_XSETREF(st->QueueEmpty, empty);
+        Py_XSETREF(st->QueueFull, fullexc);
+    }
+    PyErr_SetNone(full ? st->QueueFull : st->QueueEmpty);
+}
+
 int
 cmp_queue_exec(PyObject *module)
 {
     cmp_state *st = cmp_get_state(module);
-    PyObject *pickle = PyImport_ImportModule("pickle");
+    /* _pickle, not pickle: pickle.py pulls in re, enum and struct, which a
+       spawned child would otherwise pay for at start (pickle.dumps is
+       _pickle.dumps). */
+    PyObject *pickle = PyImport_ImportModule("_pickle");
     if (pickle == NULL) {
         return -1;
     }
     st->PickleDumps = PyObject_GetAttrString(pickle, "dumps");
     Py_DECREF(pickle);
     if (st->PickleDumps == NULL) {
-        return -1;
-    }
-    PyObject *mod = PyImport_ImportModule("queue");
-    if (mod == NULL) {
-        return -1;
-    }
-    st->QueueEmpty = PyObject_GetAttrString(mod, "Empty");
-    st->QueueFull = PyObject_GetAttrString(mod, "Full");
-    Py_DECREF(mod);
-    if (st->QueueEmpty == NULL || st->QueueFull == NULL) {
         return -1;
     }
     st->QueueFeed_type = PyType_FromModuleAndSpec(module, &feed_spec, NULL);

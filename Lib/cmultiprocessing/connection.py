@@ -10,9 +10,7 @@ the reducers that let a connection travel to another process.
 __all__ = ['Client', 'Listener', 'Pipe', 'wait']
 
 import os
-import socket
 import sys
-import tempfile
 import time
 
 import _cmultiprocessing as _native
@@ -31,8 +29,10 @@ _WINDOWS = sys.platform == 'win32'
 
 # Windows connections are sockets here too: cmultiprocessing does not do
 # the stdlib's named pipes (AF_PIPE).
+# socket and tempfile are imported where they are used: a spawned child that
+# only receives a Pipe end should not pay for them at start.
 families = ['AF_INET']
-if hasattr(socket, 'AF_UNIX'):
+if os.name == 'posix':
     families.append('AF_UNIX')
 default_family = families[-1]
 
@@ -60,6 +60,7 @@ def _check_timeout(t):
 
 def arbitrary_address(family):
     '''A fresh address nobody listens on yet, for `family`.'''
+    import tempfile
     if family == 'AF_INET':
         return ('localhost', 0)
     if family == 'AF_UNIX':
@@ -80,6 +81,7 @@ _pipe_serial = _pipe_counter()
 
 def _validate_family(family):
     '''Refuse a family this platform (or cmultiprocessing) cannot do.'''
+    import socket
     if family == 'AF_PIPE' and _WINDOWS:
         raise ValueError('Family AF_PIPE (Windows named pipes) is not '
                          'implemented by cmultiprocessing; use AF_INET')
@@ -111,6 +113,7 @@ def Pipe(duplex=True):
         return Connection(r, writable=False), Connection(w, readable=False)
     # A socket pair (on Windows for the one-way kind too, where the two
     # ends are told which way they go).
+    import socket
     left, right = socket.socketpair()
     ends = []
     for s in (left, right):
@@ -130,6 +133,7 @@ class SocketListener(object):
     '''A socket bound to `address` and listening.'''
 
     def __init__(self, address, family, backlog=1):
+        import socket
         sock = socket.socket(getattr(socket, family))
         try:
             if os.name == 'posix':
@@ -169,6 +173,7 @@ class SocketListener(object):
 
 def SocketClient(address):
     '''A Connection to the listening socket at `address`.'''
+    import socket
     sock = socket.socket(getattr(socket, address_type(address)))
     try:
         sock.setblocking(True)
@@ -439,6 +444,7 @@ if _WINDOWS:
         return Connection(ds.detach().detach(), readable, writable)
 
     def reduce_connection(conn):
+        import socket
         from .resource_sharer import DupSocket
         # fromfd() works on a duplicate; the sharer keeps one more, for
         # the receiving process.
