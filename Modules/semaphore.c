@@ -438,12 +438,11 @@ semlock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
 }
 
 /* Drop the pin a cached __enter__ took, once this process holds the lock
-   no more (a semaphore's count goes below zero when this process releases
-   units others took).  May free the object: callers own a reference. */
+   no more.  May free the object: callers own a reference of their own. */
 static inline void
 semlock_unpin_if_free(SemLockObject *self)
 {
-    if (self->pin != NULL && self->count <= 0) {
+    if (self->pin != NULL && self->count == 0) {
         Py_CLEAR(self->pin);
     }
 }

@@ -436,21 +436,6 @@ def test_lock_is_freed_after_manual_enter_and_release():
     assert ref() is None
 
 
-def test_semaphore_released_by_others_is_freed_after_with():
-    import weakref
-    sem = ctx().Semaphore(0)
-    ref = weakref.ref(sem)
-    t = threading.Timer(0.05, sem.release)     # a unit this thread did not take
-    t.start()
-    with sem:
-        pass
-    t.join()
-    assert sem._count() < 0
-    del sem, t                                 # the timer held sem.release
-    gc.collect()
-    assert ref() is None
-
-
 def test_gate_kept_past_its_lock():
     lock = make()
     enter, leave = lock.__enter__, lock.__exit__
