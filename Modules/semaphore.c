@@ -18,12 +18,6 @@
 #include <math.h>
 #include <string.h>
 
-#ifndef Py_T_PYSSIZET /* before 3.12 */
-#  include <structmember.h>
-#  define Py_T_PYSSIZET T_PYSSIZET
-#  define Py_READONLY READONLY
-#endif
-
 /* SemLock kinds (the values multiprocessing.synchronize uses). */
 #define CMP_RECURSIVE_MUTEX 0
 #define CMP_SEMAPHORE 1
@@ -211,9 +205,6 @@ typedef struct {
     int kind;
     int maxvalue;
     char *name; /* NULL once unlinked at creation, or never named */
-    /* the `with` statement's fast path (see "Context manager" below) */
-    PyObject *gates[2]; /* cached __enter__ / __exit__ callables, or NULL */
-    PyObject *pin;      /* self, while held through a cached __enter__ */
 } SemLockObject;
 
 static inline int
@@ -291,8 +282,6 @@ semlock_wrap(PyTypeObject *type, cmp_sem_t handle, int kind, int maxvalue,
     self->name = name;
     self->count = 0;
     self->last_tid = 0;
-    self->gates[0] = self->gates[1] = NULL;
-    self->pin = NULL;
     return (PyObject *)self;
 }
 
@@ -380,14 +369,11 @@ error:
     return NULL;
 }
 
-static void semlock_drop_gates(SemLockObject *self);
-
 static void
 semlock_dealloc(PyObject *op)
 {
     SemLockObject *self = (SemLockObject *)op;
     PyTypeObject *tp = Py_TYPE(op);
-    semlock_drop_gates(self);
     if (self->handle != CMP_SEM_NONE) {
         (void)cmp_sem_close(self->handle);
         self->handle = CMP_SEM_NONE;
@@ -437,14 +423,14 @@ semlock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     return PyBool_FromLong(got);
 }
 
-/* Drop the pin a cached __enter__ took, once this process holds the lock
-   no more.  May free the object: callers own a reference of their own. */
-static inline void
-semlock_unpin_if_free(SemLockObject *self)
+static PyObject *
+semlock_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    if (self->pin != NULL && self->count == 0) {
-        Py_CLEAR(self->pin);
+    int got = semlock_take((SemLockObject *)op, 1, 0, 0.0);
+    if (got < 0) {
+        return NULL;
     }
+    return PyBool_FromLong(got);
 }
 
 static PyObject *
@@ -453,7 +439,17 @@ semlock_release(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (semlock_give((SemLockObject *)op) < 0) {
         return NULL;
     }
-    semlock_unpin_if_free((SemLockObject *)op);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+semlock_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    if (semlock_give((SemLockObject *)op) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -501,7 +497,6 @@ semlock_after_fork(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     /* The child's threads are not the ones that acquired. */
     ((SemLockObject *)op)->count = 0;
-    semlock_unpin_if_free((SemLockObject *)op);
     Py_RETURN_NONE;
 }
 
@@ -589,6 +584,9 @@ static PyMethodDef semlock_methods[] = {
      "without blocking or before the timeout."},
     {"release", semlock_release, METH_NOARGS,
      "Give back the semaphore (or the lock)."},
+    {"__enter__", semlock_enter, METH_NOARGS, "Acquire, blocking."},
+    {"__exit__", (PyCFunction)(void (*)(void))semlock_exit, METH_FASTCALL,
+     "Release."},
     {"_count", semlock_count, METH_NOARGS,
      "Acquisitions by this process not released yet."},
     {"_is_mine", semlock_is_mine_meth, METH_NOARGS,
@@ -688,383 +686,6 @@ static PyType_Spec semlock_spec = {
              Py_TPFLAGS_IMMUTABLETYPE,
     .slots = semlock_slots,
 };
-
-/* ------------------------------------------------------------------ */
-/* Context manager: `with lock:` without two method objects a time.    */
-/*
- * The with statement looks __enter__ and __exit__ up on the type and binds
- * each to the object: two new (garbage-collected) method objects per
- * statement, which cost more than the acquire and the release themselves.
- * Here __enter__ and __exit__ are descriptors of our own (GateDescr) whose
- * binding hands out one of two callables cached in the lock (Gate).  A
- * gate points back to its lock without a reference (a reference would be
- * a cycle, and the lock must die with its last user, which unlinks its
- * name); what keeps the lock alive instead:
- *   - during a call, the gate holds a reference;
- *   - from a successful __enter__ (whichever way it is called) through the
- *     release that frees it, the lock holds itself (`pin`), as the method
- *     object of __exit__ would;
- *   - a lock that only the with statement references (`with Lock():`) gets
- *     an ordinary method object for __enter__, since nothing else would
- *     keep it alive between the lookup and the call.
- * A gate kept past its lock's end raises ReferenceError when called.
- */
-
-enum { GATE_ENTER = 0, GATE_EXIT = 1 };
-static const char *const gate_names[2] = {"__enter__", "__exit__"};
-
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    SemLockObject *lock; /* borrowed; NULL once the lock is gone */
-    int which;
-} GateObject;
-
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyTypeObject *owner;     /* SemLock */
-    PyTypeObject *gate_type; /* Gate */
-    int which;
-} GateDescrObject;
-
-/* The bodies, shared by the gates, the descriptors and the method objects
-   of the slow path.  `lock` is kept alive by the caller. */
-static PyObject *
-gate_run(SemLockObject *lock, int which, Py_ssize_t nargs, PyObject *kwnames)
-{
-    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0) {
-        PyErr_Format(PyExc_TypeError, "%s() takes no keyword arguments",
-                     gate_names[which]);
-        return NULL;
-    }
-    if (which == GATE_EXIT) {
-        /* any positional arguments: (exc_type, exc, tb) or none */
-        if (semlock_give(lock) < 0) {
-            return NULL;
-        }
-        semlock_unpin_if_free(lock);
-        Py_RETURN_NONE;
-    }
-    if (nargs != 0) {
-        PyErr_Format(PyExc_TypeError,
-                     "__enter__() takes no arguments (%zd given)", nargs);
-        return NULL;
-    }
-    int got = semlock_take(lock, 1, 0, 0.0);
-    if (got < 0) {
-        return NULL;
-    }
-    if (lock->pin == NULL) {
-        lock->pin = Py_NewRef((PyObject *)lock);
-    }
-    return PyBool_FromLong(got);
-}
-
-static PyObject *
-gate_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
-                PyObject *kwnames)
-{
-    (void)args;
-    GateObject *g = (GateObject *)op;
-    SemLockObject *lock = g->lock;
-    if (lock == NULL) {
-        PyErr_Format(PyExc_ReferenceError,
-                     "%s() of a lock that no longer exists",
-                     gate_names[g->which]);
-        return NULL;
-    }
-    Py_INCREF(lock);
-    PyObject *r = gate_run(lock, g->which, PyVectorcall_NARGS(nargsf),
-                           kwnames);
-    Py_DECREF(lock);
-    return r;
-}
-
-static void
-gate_dealloc(PyObject *op)
-{
-    /* the lock held a reference until it let go of the gate, so no lock
-       points here any more */
-    PyTypeObject *tp = Py_TYPE(op);
-    tp->tp_free(op);
-    Py_DECREF(tp);
-}
-
-static PyObject *
-gate_repr(PyObject *op)
-{
-    GateObject *g = (GateObject *)op;
-    if (g->lock == NULL) {
-        return PyUnicode_FromFormat("<method %s of a released lock>",
-                                    gate_names[g->which]);
-    }
-    return PyUnicode_FromFormat("<built-in method %s of %s object at %p>",
-                                gate_names[g->which],
-                                Py_TYPE(g->lock)->tp_name, (void *)g->lock);
-}
-
-static PyObject *
-gate_get_name(PyObject *op, void *Py_UNUSED(closure))
-{
-    return PyUnicode_FromString(gate_names[((GateObject *)op)->which]);
-}
-
-static PyObject *
-gate_get_self(PyObject *op, void *Py_UNUSED(closure))
-{
-    SemLockObject *lock = ((GateObject *)op)->lock;
-    return Py_NewRef(lock != NULL ? (PyObject *)lock : Py_None);
-}
-
-static PyGetSetDef gate_getset[] = {
-    {"__name__", gate_get_name, NULL, NULL, NULL},
-    {"__self__", gate_get_self, NULL, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyMemberDef gate_members[] = {
-    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(GateObject, vectorcall),
-     Py_READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyType_Slot gate_slots[] = {
-    {Py_tp_dealloc, gate_dealloc},
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_repr, gate_repr},
-    {Py_tp_getset, gate_getset},
-    {Py_tp_members, gate_members},
-    {0, NULL},
-};
-
-static PyType_Spec gate_spec = {
-    .name = "_cmultiprocessing._SemLockGate",
-    .basicsize = sizeof(GateObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL |
-             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = gate_slots,
-};
-
-/* The lock is going away: its gates (if anyone still holds them) now
-   refuse to run. */
-static void
-semlock_drop_gates(SemLockObject *self)
-{
-    for (int i = 0; i < 2; i++) {
-        GateObject *g = (GateObject *)self->gates[i];
-        if (g != NULL) {
-            g->lock = NULL;
-            self->gates[i] = NULL;
-            Py_DECREF(g);
-        }
-    }
-}
-
-/* Ordinary method objects for the slow path (they hold the lock). */
-static PyObject *
-slow_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    return gate_run((SemLockObject *)op, GATE_ENTER, 0, NULL);
-}
-
-static PyObject *
-slow_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)args;
-    return gate_run((SemLockObject *)op, GATE_EXIT, nargs, NULL);
-}
-
-static PyMethodDef slow_defs[2] = {
-    {"__enter__", slow_enter, METH_NOARGS, "Acquire, blocking."},
-    {"__exit__", (PyCFunction)(void (*)(void))slow_exit, METH_FASTCALL,
-     "Release."},
-};
-
-static int
-gatedescr_check(GateDescrObject *d, PyObject *obj)
-{
-    if (!PyObject_TypeCheck(obj, d->owner)) {
-        PyErr_Format(PyExc_TypeError,
-                     "descriptor '%s' for '%s' objects doesn't apply to a "
-                     "'%.100s' object", gate_names[d->which],
-                     d->owner->tp_name, Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    return 0;
-}
-
-static PyObject *
-gatedescr_get(PyObject *op, PyObject *obj, PyObject *type)
-{
-    (void)type;
-    GateDescrObject *d = (GateDescrObject *)op;
-    if (obj == NULL) {
-        return Py_NewRef(op);
-    }
-    if (gatedescr_check(d, obj) < 0) {
-        return NULL;
-    }
-    if (Py_REFCNT(obj) <= 1) {
-        /* only the caller's temporary: a method object keeps it alive */
-        return PyCFunction_New(&slow_defs[d->which], obj);
-    }
-    SemLockObject *lock = (SemLockObject *)obj;
-    PyObject *g = lock->gates[d->which];
-    if (g == NULL) {
-        GateObject *fresh = PyObject_New(GateObject, d->gate_type);
-        if (fresh == NULL) {
-            return NULL;
-        }
-        fresh->vectorcall = gate_vectorcall;
-        fresh->lock = lock;
-        fresh->which = d->which;
-        lock->gates[d->which] = g = (PyObject *)fresh;
-    }
-    return Py_NewRef(g);
-}
-
-/* SemLock.__enter__(lock) / SemLock.__exit__(lock, *exc_info) */
-static PyObject *
-gatedescr_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf,
-                     PyObject *kwnames)
-{
-    GateDescrObject *d = (GateDescrObject *)op;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_Format(PyExc_TypeError, "unbound method %s() needs an argument",
-                     gate_names[d->which]);
-        return NULL;
-    }
-    if (gatedescr_check(d, args[0]) < 0) {
-        return NULL;
-    }
-    return gate_run((SemLockObject *)args[0], d->which, nargs - 1, kwnames);
-}
-
-static int
-gatedescr_traverse(PyObject *op, visitproc visit, void *arg)
-{
-    GateDescrObject *d = (GateDescrObject *)op;
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(d->owner);
-    Py_VISIT(d->gate_type);
-    return 0;
-}
-
-static int
-gatedescr_clear(PyObject *op)
-{
-    GateDescrObject *d = (GateDescrObject *)op;
-    Py_CLEAR(d->owner);
-    Py_CLEAR(d->gate_type);
-    return 0;
-}
-
-static void
-gatedescr_dealloc(PyObject *op)
-{
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    (void)gatedescr_clear(op);
-    tp->tp_free(op);
-    Py_DECREF(tp);
-}
-
-static PyObject *
-gatedescr_get_name(PyObject *op, void *Py_UNUSED(closure))
-{
-    return PyUnicode_FromString(gate_names[((GateDescrObject *)op)->which]);
-}
-
-static PyObject *
-gatedescr_get_objclass(PyObject *op, void *Py_UNUSED(closure))
-{
-    return Py_NewRef((PyObject *)((GateDescrObject *)op)->owner);
-}
-
-static PyObject *
-gatedescr_get_doc(PyObject *op, void *Py_UNUSED(closure))
-{
-    return PyUnicode_FromString(slow_defs[((GateDescrObject *)op)->which]
-                                    .ml_doc);
-}
-
-static PyObject *
-gatedescr_repr(PyObject *op)
-{
-    GateDescrObject *d = (GateDescrObject *)op;
-    return PyUnicode_FromFormat("<method '%s' of '%s' objects>",
-                                gate_names[d->which], d->owner->tp_name);
-}
-
-static PyGetSetDef gatedescr_getset[] = {
-    {"__name__", gatedescr_get_name, NULL, NULL, NULL},
-    {"__qualname__", gatedescr_get_name, NULL, NULL, NULL},
-    {"__objclass__", gatedescr_get_objclass, NULL, NULL, NULL},
-    {"__doc__", gatedescr_get_doc, NULL, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyMemberDef gatedescr_members[] = {
-    {"__vectorcalloffset__", Py_T_PYSSIZET,
-     offsetof(GateDescrObject, vectorcall), Py_READONLY, NULL},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyType_Slot gatedescr_slots[] = {
-    {Py_tp_dealloc, gatedescr_dealloc},
-    {Py_tp_traverse, gatedescr_traverse},
-    {Py_tp_clear, gatedescr_clear},
-    {Py_tp_descr_get, gatedescr_get},
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_repr, gatedescr_repr},
-    {Py_tp_getset, gatedescr_getset},
-    {Py_tp_members, gatedescr_members},
-    {0, NULL},
-};
-
-static PyType_Spec gatedescr_spec = {
-    .name = "_cmultiprocessing._SemLockGateDescriptor",
-    .basicsize = sizeof(GateDescrObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
-             Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = gatedescr_slots,
-};
-
-/* Put the two descriptors in SemLock's dict (before it is made ready for
-   subclassing by the module: the type is immutable afterwards). */
-static int
-semlock_add_gates(PyObject *module, PyTypeObject *semlock)
-{
-    PyObject *descr_type = PyType_FromModuleAndSpec(module, &gatedescr_spec,
-                                                    NULL);
-    PyObject *gate_type = descr_type == NULL
-                              ? NULL
-                              : PyType_FromModuleAndSpec(module, &gate_spec,
-                                                         NULL);
-    int rc = gate_type == NULL ? -1 : 0;
-    for (int which = 0; rc == 0 && which < 2; which++) {
-        GateDescrObject *d = PyObject_GC_New(GateDescrObject,
-                                             (PyTypeObject *)descr_type);
-        if (d == NULL) {
-            rc = -1;
-            break;
-        }
-        d->vectorcall = gatedescr_vectorcall;
-        d->owner = (PyTypeObject *)Py_NewRef((PyObject *)semlock);
-        d->gate_type = (PyTypeObject *)Py_NewRef(gate_type);
-        d->which = which;
-        PyObject_GC_Track((PyObject *)d);
-        rc = PyDict_SetItemString(semlock->tp_dict, gate_names[which],
-                                  (PyObject *)d);
-        Py_DECREF(d);
-    }
-    Py_XDECREF(gate_type);
-    Py_XDECREF(descr_type);
-    return rc;
-}
 
 /* ------------------------------------------------------------------ */
 /* _ConditionCore: Condition's wait/notify and Event's operations.     */
@@ -1546,9 +1167,6 @@ cmp_semaphore_exec(PyObject *module)
 
     st->SemLock_type = PyType_FromModuleAndSpec(module, &semlock_spec, NULL);
     if (st->SemLock_type == NULL) {
-        return -1;
-    }
-    if (semlock_add_gates(module, (PyTypeObject *)st->SemLock_type) < 0) {
         return -1;
     }
     /* class constants, as _multiprocessing.SemLock has them */
