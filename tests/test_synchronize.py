@@ -676,7 +676,7 @@ def test_condition_with_statement_uses_the_locks_methods():
     for lock in (None, ctx().Lock()):
         cond = ctx().Condition(lock)
         native = cond._lock
-        assert cond.__enter__ is native.__enter__     # the lock's own gate
+        assert cond.__enter__ == native.__enter__     # the lock's own method
         with pytest.raises(ZeroDivisionError):
             with cond as got:
                 assert got is True and native._is_mine()
