@@ -24,16 +24,20 @@ if [ -z "$lldb_bin" ] || ! dpkg -s "python3-lldb-$ver" >/dev/null 2>&1; then
     lldb_bin=$(command -v "lldb-$ver")
 fi
 
-# The Python LLDB embeds: ask it.
-embedded=$("$lldb_bin" --batch -o 'script import sys; print("CMP-PY", sys.version_info[0], sys.version_info[1], sys.base_prefix)' 2>/dev/null | grep '^CMP-PY' | tail -1)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir "$work/nopy"
+ln -s "$lldb_bin" "$work/nopy/lldb"
+
+# The Python LLDB embeds: ask it, with no python on PATH.  (An embedded
+# interpreter may derive its prefix from the first python3 on PATH: asked
+# under the caller's PATH, LLDB can report some other installation.)
+embedded=$(cd "$work" && env -u PYTHONPATH -u PYTHONHOME PATH="$work/nopy" \
+    "$lldb_bin" --batch -o 'script import sys; print("CMP-PY", sys.version_info[0], sys.version_info[1], sys.base_prefix)' 2>/dev/null | grep '^CMP-PY' | tail -1)
 set -- $embedded
 py="$4/bin/python$2.$3"
 echo "LLDB $lldb_bin embeds Python $2.$3 ($py)"
 [ -x "$py" ] || { echo "cannot find $py" >&2; exit 2; }
-
-# Install from a clean copy so that the build leaves nothing in the tree.
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 mkdir "$work/src"
 cp -r "$repo/Lib" "$repo/Modules" "$repo/setup.py" "$repo/pyproject.toml" \
     "$repo/README.md" "$work/src/"
@@ -42,8 +46,6 @@ find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
     --no-deps --force-reinstall "$work/src" 2>&1 | grep -v WARNING || true
 
 # A PATH with lldb and nothing else, and one with another Python first.
-mkdir "$work/nopy"
-ln -s "$lldb_bin" "$work/nopy/lldb"
 other=""
 for cand in /root/.pyenv/shims "$HOME/.pyenv/shims" /usr/local/bin; do
     if [ -x "$cand/python3" ] && [ "$(readlink -f "$cand/python3")" != "$(readlink -f "$py")" ]; then
