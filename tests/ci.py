@@ -202,7 +202,7 @@ def main(argv=None):
         required = index == 0
         # an optional version needs room for its unit tests and one slow
         # suite run per start method, ours and the stdlib's
-        if not required and left() < 600 + 2 * 420 * len(
+        if not required and left() < 600 + 2 * 240 * len(
                 args.methods.split(",")):
             skipped.append("Python %s (time budget)" % version)
             continue
@@ -218,11 +218,15 @@ def main(argv=None):
                 failures.append("unit tests failed on %s" % version)
         if args.no_suite:
             continue
-        for method in [m.strip() for m in args.methods.split(",")
-                       if m.strip()]:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        for done, method in enumerate(methods):
             timeout = args.suite_timeout
             if not required:
-                timeout = int(max(120, min(timeout, left() / 2 - 60)))
+                # share what is left of the budget between the runs to go
+                # (ours and the stdlib's for each remaining start method)
+                runs_left = 2 * (len(methods) - done)
+                timeout = int(max(120, min(timeout,
+                                           (left() - 60) / runs_left)))
             data = run_suite(py, version, method, timeout,
                              args.test_timeout)
             ours, ref = data["result"], data["stdlib"]
