@@ -16,7 +16,10 @@ Python (tests/lldb/), the cross-compile check for macOS and Windows
 (tests/platform_c/).
 
 It fails when a unit test fails, or when a suite's pass count falls below the
-committed ratchet (tests/ratchet.json).
+committed ratchet (tests/ratchet.json).  The ratchet sits 3 tests below the
+counts of the last clean-clone run (which equalled the stdlib's), to absorb
+the suite's timing flakes on a loaded 2-core machine; raise it with
+--update-ratchet as more passes.
 """
 import argparse
 import glob
