@@ -217,12 +217,12 @@ wait_fd_until(cmp_handle_t fd, int has_timeout, double seconds)
 {
     double deadline = has_timeout ? cmp_monotonic() + seconds : 0.0;
     int ready = 0;
-    int err = cmp_proc_wait_readable(fd, 0.0, &ready);  /* GIL held */
+    int err = cmp_io_wait_readable(fd, 0.0, &ready);  /* GIL held */
     for (;;) {
         if (err == 0 && ready) {
             return 1;
         }
-        if (err != 0 && err != EINTR) {
+        if (err != 0 && err != CMP_IO_INTERRUPTED) {
             cmp_raise_oserror(err);
             return -1;
         }
@@ -240,7 +240,7 @@ wait_fd_until(cmp_handle_t fd, int has_timeout, double seconds)
             }
         }
         Py_BEGIN_ALLOW_THREADS
-        err = cmp_proc_wait_readable(fd, slice, &ready);
+        err = cmp_io_wait_readable(fd, slice, &ready);
         Py_END_ALLOW_THREADS
     }
 }

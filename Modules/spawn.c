@@ -480,7 +480,7 @@ forkserver_serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         }
         long pid = -1;
         PyOS_BeforeFork();
-        err = cmp_fs_fork(&pid);
+        err = cmp_proc_fork(&pid);
         if (err == 0 && pid == 0) {
             PyOS_AfterFork_Child();
             int server_fds[3] = {listener, alive, req[1]};

@@ -11,8 +11,6 @@
 #ifdef CMP_POSIX
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -104,32 +102,6 @@ cmp_proc_reap(long pid, int block, int *done, int *exitcode)
         /* Not reachable without WUNTRACED/WCONTINUED; report it raw. */
         *exitcode = status;
     }
-    return 0;
-}
-
-int
-cmp_proc_wait_readable(cmp_handle_t fd, double timeout, int *ready)
-{
-    struct pollfd pfd;
-    pfd.fd = fd;
-    pfd.events = POLLIN;
-    pfd.revents = 0;
-    int ms;
-    if (timeout < 0.0) {
-        ms = -1;
-    }
-    else {
-        double t = ceil(timeout * 1000.0);
-        ms = t > 2147483647.0 ? 2147483647 : (int)t;
-    }
-    int n = poll(&pfd, 1, ms);
-    if (n < 0) {
-        return errno;
-    }
-    if (n > 0 && (pfd.revents & POLLNVAL)) {
-        return EBADF;
-    }
-    *ready = n > 0;
     return 0;
 }
 

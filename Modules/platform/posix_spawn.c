@@ -614,17 +614,6 @@ cmp_fs_reap(long *pid, int *code)
 }
 
 int
-cmp_fs_fork(long *pid)
-{
-    pid_t p = fork();
-    if (p < 0) {
-        return errno;
-    }
-    *pid = (long)p;
-    return 0;
-}
-
-int
 cmp_fs_write_signed(int fd, long long value)
 {
     const char *p = (const char *)&value;

@@ -37,11 +37,6 @@ void cmp_proc_exit_now(int code);
    is no such child (already collected elsewhere). */
 int cmp_proc_reap(long pid, int block, int *done, int *exitcode);
 
-/* Wait at most `timeout` seconds (timeout < 0: forever) until `fd` is
-   readable or at end of file (the writer side closed).  *ready tells which
-   happened.  May return EINTR. */
-int cmp_proc_wait_readable(cmp_handle_t fd, double timeout, int *ready);
-
 /* Send signal `sig` to process `pid` (ESRCH when it is gone). */
 int cmp_proc_signal(long pid, int sig);
 #endif /* CMP_HAVE_FORK */

@@ -61,9 +61,6 @@ int cmp_fs_poll(const int *fds, int *ready, int n, double timeout);
    its exit code, or -signal. */
 int cmp_fs_reap(long *pid, int *code);
 
-/* fork(); *pid as fork returns it. */
-int cmp_fs_fork(long *pid);
-
 /* close() each of fds[0..n-1] that is >= 0. */
 void cmp_fs_close_fds(const int *fds, size_t n);
 
