@@ -19,6 +19,7 @@
  * sliced (CMP_WAIT_SLICE) so that signal handlers run.
  */
 #include "cmp.h"
+#include "spin.h"
 
 #include <string.h>
 
@@ -59,6 +60,7 @@ typedef struct {
     char readable;
     char writable;
     char waited;            /* the last message had to be waited for */
+    cmp_spin spin;          /* before sleeping for a message (spin.h) */
     PyObject *dict;
     PyObject *weakrefs;
 } ConnObject;
@@ -130,6 +132,13 @@ conn_would_block(int err)
     return err == CMP_IO_WOULDBLOCK;
 }
 
+/* A spinning wait's check: is the handle readable now? */
+static int
+conn_check_readable(void *arg, int *ready)
+{
+    return cmp_io_wait_readable(*(const cmp_handle_t *)arg, 0.0, ready);
+}
+
 /* Read exactly `len` bytes into `buf`.  Returns 0 when done, -1 with an
    exception set, or 1 at end of file (*done tells how much came first).
    With `sliced`, the wait for the first byte is cut into CMP_WAIT_SLICE
@@ -188,12 +197,22 @@ conn_read_exact(ConnObject *self, char *buf, size_t len, int sliced,
     if (sliced) {
         self->waited = done < len;
     }
+    double spin = (sliced && done == 0) ? cmp_spin_budget(&self->spin) : 0.0;
     while (done < len) {
-        int ready = 1, eof = 0;
+        int ready = 1, eof = 0, caught = 0;
+        const double budget = spin;
         Py_BEGIN_ALLOW_THREADS
         err = 0;
         if (sliced && done == 0) {
-            err = cmp_io_wait_readable(fd, CMP_WAIT_SLICE, &ready);
+            ready = 0;
+            if (budget > 0.0) {
+                err = cmp_spin_until(budget, conn_check_readable,
+                                     (void *)&fd, &ready);
+                caught = ready;
+            }
+            if (err == 0 && !ready) {
+                err = cmp_io_wait_readable(fd, CMP_WAIT_SLICE, &ready);
+            }
         }
         if (err == 0 && ready) {
             while (done < len) {
@@ -210,6 +229,10 @@ conn_read_exact(ConnObject *self, char *buf, size_t len, int sliced,
             }
         }
         Py_END_ALLOW_THREADS
+        if (budget > 0.0) {
+            cmp_spin_result(&self->spin, budget, caught);
+            spin = 0.0;
+        }
         *done_out = done;
         if (eof) {
             return 1;

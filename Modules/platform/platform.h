@@ -38,6 +38,15 @@ typedef int cmp_handle_t;
 /* Monotonic clock in seconds, for deadlines. */
 double cmp_monotonic(void);
 
+/* How many CPUs this process can run on now (at least 1).  Waits spin
+   before they sleep only where another CPU can be producing meanwhile. */
+int cmp_cpu_count(void);
+
+/* Let another runnable thread of this CPU run first, if there is one (a
+   spinning wait calls it between its checks so as not to hold a CPU that
+   the thread it waits for could use). */
+void cmp_yield(void);
+
 /* The longest single wait the blocking loops make with the GIL released
    before they take the GIL to run signal handlers (seconds). */
 #define CMP_WAIT_SLICE 0.05

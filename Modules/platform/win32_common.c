@@ -32,4 +32,16 @@ cmp_monotonic(void)
            (double)(now.QuadPart % freq) / (double)freq;
 }
 
+int
+cmp_cpu_count(void)
+{
+    DWORD n = GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
+    return n < 1 ? 1 : (n > 4096 ? 4096 : (int)n);
+}
+
+void
+cmp_yield(void)
+{
+    (void)SwitchToThread();
+}
 #endif /* CMP_WINDOWS */
