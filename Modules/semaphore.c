@@ -13,6 +13,7 @@
  * Ctrl-C and SIGALRM handlers interrupt any wait.
  */
 #include "cmp.h"
+#include "spin.h"
 
 #include <limits.h>
 #include <math.h>
@@ -194,6 +195,33 @@ sem_take_timed(cmp_sem_t sem, double seconds)
     }
 }
 
+/* A spinning wait's check: take a unit if there is one (ready = taken). */
+static int
+sem_check_take(void *arg, int *ready)
+{
+    int rc = cmp_sem_trywait(*(cmp_sem_t *)arg);
+    *ready = rc == CMP_SEM_OK;
+    return (rc == CMP_SEM_OK || rc == CMP_SEM_BUSY || rc == CMP_SEM_INTR)
+           ? 0 : rc;
+}
+
+/* Check for a unit for up to `budget` seconds with the GIL released
+   (spin.h), before the blocking wait.  1 taken, 0 not, -1 error. */
+static int
+sem_take_spinning(cmp_sem_t sem, cmp_spin *spin, double budget)
+{
+    int rc, taken = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = cmp_spin_until(budget, sem_check_take, (void *)&sem, &taken);
+    Py_END_ALLOW_THREADS
+    cmp_spin_result(spin, budget, taken);
+    if (rc != 0) {
+        cmp_raise_oserror(rc);
+        return -1;
+    }
+    return taken;
+}
+
 /* ------------------------------------------------------------------ */
 /* SemLock                                                             */
 
@@ -204,6 +232,7 @@ typedef struct {
     int count;              /* acquisitions not yet released */
     int kind;
     int maxvalue;
+    cmp_spin spin;          /* before a blocking wait (spin.h) */
     char *name; /* NULL once unlinked at creation, or never named */
 } SemLockObject;
 
@@ -223,6 +252,18 @@ semlock_take(SemLockObject *self, int blocking, int has_timeout,
         return 1;
     }
     int got = sem_take_now(self->handle);
+    if (got == 0 && blocking) {
+        double budget = cmp_spin_budget(&self->spin);
+        if (has_timeout && budget > seconds) {
+            budget = seconds > 0.0 ? seconds : 0.0;
+        }
+        if (budget > 0.0) {
+            got = sem_take_spinning(self->handle, &self->spin, budget);
+            if (has_timeout) {
+                seconds -= budget;
+            }
+        }
+    }
     if (got == 0 && blocking) {
         got = has_timeout ? sem_take_timed(self->handle, seconds)
                           : sem_take_untimed(self->handle);
