@@ -157,10 +157,13 @@ class SocketListener(object):
             self._unlink = util.Finalize(self, os.unlink, args=(address,),
                                          exitpriority=0)
 
-    def accept(self):
+    def _accept_socket(self):
         sock, self._last_accepted = self._socket.accept()
         sock.setblocking(True)
-        return Connection(sock.detach())
+        return sock
+
+    def accept(self):
+        return Connection(self._accept_socket().detach())
 
     def close(self):
         unlink, self._unlink = self._unlink, None
@@ -213,14 +216,24 @@ class Listener(object):
         return bool(self._authkey)
 
     def accept(self):
-        '''Wait for a client and return the Connection to it.'''
+        '''Wait for a client and return the Connection to it.
+
+        With an authkey the client must complete the handshake within
+        HANDSHAKE_TIMEOUT seconds; one that does not is disconnected and
+        this call raises AuthenticationError (a malformed frame gives
+        OSError/EOFError as a Connection would), so that the next call
+        serves the next client.'''
         if self._listener is None:
             raise OSError('listener is closed')
-        conn = self._listener.accept()
-        if self._wants_auth():
-            deliver_challenge(conn, self._authkey)
-            answer_challenge(conn, self._authkey)
-        return conn
+        if not self._wants_auth():
+            return self._listener.accept()
+        sock = self._listener._accept_socket()
+        try:
+            _authenticate_accepted(sock, self._authkey)
+        except BaseException:
+            sock.close()
+            raise
+        return Connection(sock.detach())
 
     def close(self):
         '''Stop listening (and remove an AF_UNIX socket file).'''
@@ -236,6 +249,93 @@ class Listener(object):
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+# Seconds a client accepted by an authenticating Listener has to complete
+# the whole handshake (a real one needs well under a millisecond); None
+# waits for ever, as the stdlib does.
+HANDSHAKE_TIMEOUT = 5.0
+
+
+class _DeadlineChannel(object):
+    '''send_bytes/recv_bytes in the Connection wire format over a socket,
+    every call bounded by one absolute deadline.  Used for the handshake of
+    a freshly accepted client only: frames are read byte-exact (what follows
+    the handshake stays in the socket for the Connection), and a peer that
+    stalls or trickles gets AuthenticationError once the deadline passes.'''
+
+    _CHUNK = 65536
+
+    def __init__(self, sock, seconds):
+        self._sock = sock
+        self._seconds = seconds
+        self._deadline = (None if seconds is None
+                          else time.monotonic() + seconds)
+
+    def _arm(self):
+        # Give the socket what is left of the deadline for its next call.
+        if self._deadline is None:
+            self._sock.settimeout(None)
+            return
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            self._expired()
+        self._sock.settimeout(left)
+
+    def _expired(self):
+        raise AuthenticationError(
+            'authentication handshake timed out: the peer did not complete '
+            'it within %g seconds' % self._seconds)
+
+    def _take(self, n, started):
+        '''Exactly n bytes; `started` says a frame is already under way
+        (an end of file then cuts a message short).'''
+        import socket
+        got = bytearray()
+        while len(got) < n:
+            self._arm()
+            try:
+                piece = self._sock.recv(min(n - len(got), self._CHUNK))
+            except socket.timeout:
+                self._expired()
+            if not piece:
+                if got or started:
+                    raise OSError('got end of file during message')
+                raise EOFError
+            got += piece
+        return bytes(got)
+
+    def recv_bytes(self, maxlength=None):
+        size = int.from_bytes(self._take(4, False), 'big', signed=True)
+        if size == -1:
+            size = int.from_bytes(self._take(8, True), 'big')
+        elif size < 0:
+            raise OSError('bad message length')
+        if maxlength is not None and size > maxlength:
+            raise OSError('bad message length')
+        return self._take(size, True)
+
+    def send_bytes(self, buf):
+        import socket
+        data = bytes(buf)
+        if len(data) > 0x7fffffff:
+            head = b'\xff\xff\xff\xff' + len(data).to_bytes(8, 'big')
+        else:
+            head = len(data).to_bytes(4, 'big')
+        self._arm()
+        try:
+            self._sock.sendall(head + data)
+        except socket.timeout:
+            self._expired()
+
+
+def _authenticate_accepted(sock, authkey):
+    '''Both halves of the serving side's handshake on an accepted socket,
+    within HANDSHAKE_TIMEOUT; leaves the socket blocking.'''
+    channel = _DeadlineChannel(sock, HANDSHAKE_TIMEOUT)
+    deliver_challenge(channel, authkey)
+    answer_challenge(channel, authkey)
+    sock.settimeout(None)
 
 
 def Client(address, family=None, authkey=None):
