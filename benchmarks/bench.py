@@ -656,6 +656,11 @@ CREF = [
      ["Semaphore ping-pong, 2 procs"]),
     ("fork_wait", "fork + _exit + waitpid", 200, 800,
      ["Process start+join, fork", "Process start+join, forkserver"]),
+    # Not C: the same in this very Python process, whose size (page tables
+    # to copy, pages to copy on write) bounds what any fork-based start
+    # can reach here.
+    ("py_fork_wait", "os.fork+_exit+waitpid here", 100, 400,
+     ["Process start+join, fork"]),
     ("spawn_true", "posix_spawn /bin/true + wait", 100, 400,
      ["Process start+join, spawn"]),
     ("spawn_exe", "posix_spawn python -c pass", 5, 15,
@@ -691,6 +696,18 @@ def cref_binary():
     return exe, None
 
 
+def py_fork_wait(count):
+    """Seconds per bare os.fork() + os._exit(0) + os.waitpid() from this
+    process: no library at all, the floor of a fork-based start here."""
+    t0 = time.perf_counter()
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    return (time.perf_counter() - t0) / count
+
+
 class CrefSampler:
     """Runs the C reference tests.  Samples are taken next to the Python
     benchmarks they bound (one before and one after each), plus reps more at
@@ -708,7 +725,14 @@ class CrefSampler:
         if test in self.errors:
             return
         spec = next(t for t in CREF if t[0] == test)
-        cmd = [self.exe, test, str(spec[2] if self.quick else spec[3])]
+        count = spec[2] if self.quick else spec[3]
+        if test == "py_fork_wait":
+            if hasattr(os, "fork"):
+                self.samples[test].append(py_fork_wait(count))
+            else:
+                self.errors[test] = "no fork on this system"
+            return
+        cmd = [self.exe, test, str(count)]
         if test == "spawn_exe":
             cmd.append(sys.executable)
         try:
@@ -872,8 +896,9 @@ def main(argv=None):
         else:
             cref = sampler.finish(reps, {b.name for b in benches})
         if cref:
-            print("C reference on this machine (benchmarks/cref/cref.c): the best of its samples,"
-                  " taken next to the benchmarks above")
+            print("C reference on this machine (benchmarks/cref/cref.c; the row 'here' is a bare"
+                  " os.fork() from this Python): the best of its samples, taken next to the"
+                  " benchmarks above")
             by_name = {row["name"]: row for row in results}
             print("'Nx floor': the Python figure takes N times the C floor's time per operation")
             t2 = Table(["C reference", "floor", "floor of", "stdlib", "cmultiprocessing"],
