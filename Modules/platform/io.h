@@ -99,4 +99,10 @@ int cmp_io_recvfds(cmp_handle_t sock, int *fds, size_t maxfds, size_t *nfds,
                    void *msg, size_t msglen, size_t *got, int *truncated);
 #endif
 
+/* A Windows pipe HANDLE (named or anonymous): read and written with
+   overlapped I/O that Ctrl-C cancels (win32_io.c).  cmp_io_kind gives it
+   on Windows only; code that is not about sockets treats it as
+   CMP_IO_KIND_OTHER. */
+enum { CMP_IO_KIND_PIPE = 3 };
+
 #endif

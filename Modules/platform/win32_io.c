@@ -1,19 +1,27 @@
 /* platform/win32_io.c -- Windows implementation of platform/io.h.
  *
- * A connection handle is a SOCKET (Pipe() and Listener/Client connections
- * are sockets there) or a byte-mode pipe HANDLE.  Sockets use Winsock
- * (recv/WSASend/WSAPoll); pipes use ReadFile/WriteFile and PeekNamedPipe.
- * Windows has no signals that interrupt these calls, so nothing here
- * returns CMP_IO_INTERRUPTED.  Waiting on a mix of sockets and other
- * handles has no single system call: it polls each kind in turn with a
- * short sleep between rounds (WSAPoll alone when all are sockets).
+ * A connection handle is a SOCKET (AF_INET Listener/Client connections)
+ * or a pipe HANDLE: the named pipes of Pipe() and AF_PIPE (win32_npipe.c),
+ * opened FILE_FLAG_OVERLAPPED, or an anonymous pipe.  Sockets use Winsock
+ * (recv/WSASend/WSAPoll).  Pipes are read and written with an OVERLAPPED
+ * structure and its event (which also works on a handle opened for
+ * synchronous I/O: the call then completes before it returns); a pending
+ * operation is waited for together with the Ctrl-C event, and Ctrl-C
+ * cancels it (CancelIoEx) and returns CMP_IO_INTERRUPTED.  A read that
+ * gets part of a message (ERROR_MORE_DATA) returns what it got: the rest
+ * comes with the next read.  A broken pipe reads as end of file.
+ * Waiting on a mix of sockets and other handles has no single system call:
+ * it polls each kind in turn with a short wait on the Ctrl-C event between
+ * rounds (WSAPoll alone when all are sockets).
  */
 #include "platform/platform.h"
+#include "platform/npipe.h"
 
 #ifdef CMP_WINDOWS
 #include <winsock2.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 long long
 cmp_io_handle_value(cmp_handle_t h)
@@ -53,11 +61,59 @@ cmp_io_kind(cmp_handle_t fd, int *kind)
         *kind = CMP_IO_KIND_SOCKET;
         return 0;
     }
-    if (GetFileType(fd) == FILE_TYPE_UNKNOWN && GetLastError() != NO_ERROR) {
+    DWORD type = GetFileType(fd);
+    if (type == FILE_TYPE_UNKNOWN && GetLastError() != NO_ERROR) {
         return (int)GetLastError();
     }
-    *kind = CMP_IO_KIND_OTHER;
+    *kind = type == FILE_TYPE_PIPE ? CMP_IO_KIND_PIPE : CMP_IO_KIND_OTHER;
     return 0;
+}
+
+/* The errors after which a pipe has no more to give: the writer has
+   closed its end (or, on a server end, the client has gone). */
+static int
+pipe_ended(DWORD err)
+{
+    return err == ERROR_BROKEN_PIPE || err == ERROR_PIPE_NOT_CONNECTED;
+}
+
+/* One ReadFile or WriteFile of `len` bytes on a pipe, waited for (with
+   Ctrl-C) when it does not complete at once.  *n receives the bytes
+   transferred.  ERROR_MORE_DATA (part of a message) counts as success. */
+static int
+pipe_transfer(HANDLE h, int writing, void *buf, DWORD len, DWORD *n)
+{
+    OVERLAPPED ov;
+    memset(&ov, 0, sizeof(ov));
+    *n = 0;
+    ov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (ov.hEvent == NULL) {
+        return (int)GetLastError();
+    }
+    BOOL ok = writing ? WriteFile(h, buf, len, NULL, &ov)
+                      : ReadFile(h, buf, len, NULL, &ov);
+    int err = 0;
+    if (ok) {
+        err = GetOverlappedResult(h, &ov, n, FALSE) ? 0 : (int)GetLastError();
+    }
+    else {
+        DWORD e = GetLastError();
+        if (e == ERROR_IO_PENDING) {
+            err = cmp_io_overlapped_wait(h, &ov, INFINITE, n);
+        }
+        else if (e == ERROR_MORE_DATA) {
+            err = GetOverlappedResult(h, &ov, n, FALSE) ? 0
+                                                        : (int)GetLastError();
+        }
+        else {
+            err = (int)e;
+        }
+    }
+    if (err == ERROR_MORE_DATA) {
+        err = 0;
+    }
+    CloseHandle(ov.hEvent);
+    return err;
 }
 
 int
@@ -74,7 +130,7 @@ cmp_io_pending(cmp_handle_t fd, size_t *avail)
     DWORD n = 0;
     if (!PeekNamedPipe(fd, NULL, 0, NULL, &n, NULL)) {
         DWORD err = GetLastError();
-        if (err == ERROR_BROKEN_PIPE) {
+        if (pipe_ended(err)) {
             *avail = 0;     /* at end of file: a read returns at once */
             return 0;
         }
@@ -109,13 +165,41 @@ cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
         *got = (size_t)r;
         return 0;
     }
+    if (kind == CMP_IO_KIND_PIPE) {
+        if (nowait) {
+            /* only what is there: a read of that much cannot block */
+            DWORD avail = 0;
+            if (!PeekNamedPipe(fd, NULL, 0, NULL, &avail, NULL)) {
+                DWORD err = GetLastError();
+                if (pipe_ended(err)) {
+                    *got = 0;
+                    return 0;
+                }
+                return (int)err;
+            }
+            if (avail == 0) {
+                return WSAEWOULDBLOCK;
+            }
+            if ((size_t)avail < (size_t)chunk) {
+                chunk = (int)avail;
+            }
+        }
+        DWORD n = 0;
+        int err = pipe_transfer(fd, 0, buf, (DWORD)chunk, &n);
+        if (pipe_ended((DWORD)err)) {
+            *got = 0;
+            return 0;
+        }
+        *got = (size_t)n;
+        return err;
+    }
     if (nowait) {
         return WSAEWOULDBLOCK;
     }
     DWORD n = 0;
     if (!ReadFile(fd, buf, (DWORD)chunk, &n, NULL)) {
         DWORD err = GetLastError();
-        if (err == ERROR_BROKEN_PIPE) {
+        if (pipe_ended(err)) {
             *got = 0;
             return 0;
         }
@@ -129,6 +213,58 @@ int
 cmp_io_max_pieces(void)
 {
     return 64;
+}
+
+/* Small pieces are gathered into one buffer so that they go out in one
+   WriteFile (one message on a message-mode pipe); a large piece goes out
+   by itself, straight from the caller's memory. */
+#define GATHER_LIMIT 65536
+
+static int
+pipe_writev(HANDLE h, const cmp_iobuf *pieces, int count, size_t *sent)
+{
+    while (count > 0 && pieces[0].len == 0) {
+        pieces++;           /* an empty write would be an empty message, */
+        count--;            /* which the reader would take for the end */
+    }
+    *sent = 0;
+    if (count == 0) {
+        return 0;
+    }
+    size_t total = 0;
+    int take = 0;
+    while (take < count && total + pieces[take].len <= GATHER_LIMIT) {
+        total += pieces[take].len;
+        take++;
+    }
+    DWORD n = 0;
+    int err;
+    if (take >= 2) {
+        char small[4096];
+        char *buf = total <= sizeof(small) ? small : malloc(total);
+        if (buf == NULL) {
+            return ERROR_NOT_ENOUGH_MEMORY;
+        }
+        size_t at = 0;
+        for (int i = 0; i < take; i++) {
+            memcpy(buf + at, pieces[i].base, pieces[i].len);
+            at += pieces[i].len;
+        }
+        err = pipe_transfer(h, 1, buf, (DWORD)total, &n);
+        if (buf != small) {
+            free(buf);
+        }
+    }
+    else {
+        size_t len = pieces[0].len;
+        DWORD want = len > (size_t)INT_MAX ? (DWORD)INT_MAX : (DWORD)len;
+        err = pipe_transfer(h, 1, (void *)pieces[0].base, want, &n);
+    }
+    if (err == CMP_IO_INTERRUPTED && n > 0) {
+        err = 0;            /* part went out before Ctrl-C: report it */
+    }
+    *sent = (size_t)n;
+    return err;
 }
 
 int
@@ -156,6 +292,9 @@ cmp_io_writev(cmp_handle_t fd, int kind, const cmp_iobuf *pieces, int count,
         }
         *sent = (size_t)n;
         return 0;
+    }
+    if (kind == CMP_IO_KIND_PIPE) {
+        return pipe_writev(fd, pieces, count, sent);
     }
     size_t total = 0;
     for (int i = 0; i < count; i++) {
@@ -199,7 +338,7 @@ ready_now(cmp_handle_t h, int *ready)
         DWORD n = 0;
         if (!PeekNamedPipe(h, NULL, 0, NULL, &n, NULL)) {
             DWORD err = GetLastError();
-            if (err != ERROR_BROKEN_PIPE) {
+            if (!pipe_ended(err)) {
                 return (int)err;
             }
             n = 1;          /* end of file counts as readable */
@@ -276,7 +415,15 @@ cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
                       GetTickCount64() - start >= (ULONGLONG)limit)) {
             return 0;
         }
-        Sleep(1);
+        /* a millisecond's pause that Ctrl-C cuts short */
+        HANDLE ev = cmp_io_interrupt_event();
+        if (ev == NULL) {
+            Sleep(1);
+        }
+        else if (WaitForSingleObject(ev, 1) == WAIT_OBJECT_0 &&
+                 cmp_io_interrupt_pending()) {
+            return CMP_IO_INTERRUPTED;
+        }
     }
 }
 

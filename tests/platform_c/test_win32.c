@@ -10,6 +10,7 @@
  */
 #include "platform/platform.h"
 #include "platform/queue.h"
+#include "platform/npipe.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -353,7 +354,7 @@ test_io_pipe(void)
     CHECK(CreatePipe(&r, &w, NULL, 0));
     int kind = -1;
     CHECK_EQ(cmp_io_kind(r, &kind), 0);
-    CHECK_EQ(kind, CMP_IO_KIND_OTHER);
+    CHECK_EQ(kind, CMP_IO_KIND_PIPE);   /* anonymous pipes are pipes too */
     int ready = -1;
     CHECK_EQ(cmp_io_wait_readable(r, 0.0, &ready), 0);
     CHECK_EQ(ready, 0);
@@ -393,6 +394,408 @@ test_io_pipe(void)
     CHECK_EQ(cmp_io_close(r), 0);
     closesocket(s[0]);
     closesocket(s[1]);
+}
+
+/* ---- named pipes (win32_npipe.c, and win32_io.c on their handles) ------ */
+
+/* Running under wine (which implements a few things differently)? */
+static int
+on_wine(void)
+{
+    HMODULE ntdll = GetModuleHandleA("ntdll.dll");
+    return ntdll != NULL && GetProcAddress(ntdll, "wine_get_version") != NULL;
+}
+
+/* Read exactly len bytes through the platform layer (blocking reads). */
+static int
+read_all(cmp_handle_t h, char *buf, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        size_t got = 0;
+        int err = cmp_io_read(h, CMP_IO_KIND_PIPE, buf + done, len - done, 0,
+                              &got);
+        if (err != 0) {
+            printf("    read: error %d after %zu bytes\n", err, done);
+            return err;
+        }
+        if (got == 0) {
+            printf("    read: end of file after %zu bytes\n", done);
+            return -1;
+        }
+        done += got;
+    }
+    return 0;
+}
+
+/* Write every byte of pieces (blocking writes). */
+static int
+write_all(cmp_handle_t h, cmp_iobuf *pieces, int count)
+{
+    while (count > 0) {
+        size_t sent = 0;
+        int err = cmp_io_writev(h, CMP_IO_KIND_PIPE, pieces, count, 0, &sent);
+        if (err != 0) {
+            return err;
+        }
+        while (count > 0 && sent >= pieces->len) {
+            sent -= pieces->len;
+            pieces++;
+            count--;
+        }
+        if (count > 0) {
+            pieces->base = (const char *)pieces->base + sent;
+            pieces->len -= sent;
+        }
+    }
+    return 0;
+}
+
+static void
+test_npipe_pair_frames(void)
+{
+    HANDLE e[2];
+    CHECK_EQ(cmp_npipe_pair(1, e), 0);
+    if (checks_failed) {
+        return;
+    }
+    int kind = -1;
+    CHECK_EQ(cmp_io_kind(e[0], &kind), 0);
+    CHECK_EQ(kind, CMP_IO_KIND_PIPE);
+    CHECK_EQ(cmp_io_kind(e[1], &kind), 0);
+    CHECK_EQ(kind, CMP_IO_KIND_PIPE);
+
+    /* a frame each way: header and payload gathered into one message,
+       read back in two reads (the header first: ERROR_MORE_DATA inside) */
+    for (int way = 0; way < 2; way++) {
+        cmp_handle_t from = e[way], to = e[1 - way];
+        const char *text = way ? "pong!" : "ping";
+        uint32_t len = (uint32_t)strlen(text);
+        cmp_iobuf pieces[3] = {{&len, 4}, {"", 0}, {text, len}};
+        CHECK_EQ(write_all(from, pieces, 3), 0);
+        size_t avail = 0;
+        CHECK_EQ(cmp_io_pending(to, &avail), 0);
+        CHECK_EQ(avail, 4 + len);
+        uint32_t head = 0;
+        char buf[16] = {0};
+        CHECK_EQ(read_all(to, (char *)&head, 4), 0);
+        CHECK_EQ(head, len);
+        CHECK_EQ(cmp_io_pending(to, &avail), 0);
+        CHECK_EQ(avail, len);
+        CHECK_EQ(read_all(to, buf, len), 0);
+        CHECK(memcmp(buf, text, len) == 0);
+    }
+    /* two messages, one read: a read stops at the end of a message */
+    cmp_iobuf one = {"abc", 3}, two = {"defgh", 5};
+    CHECK_EQ(write_all(e[0], &one, 1), 0);
+    CHECK_EQ(write_all(e[0], &two, 1), 0);
+    char buf[16];
+    size_t got = 0;
+    CHECK_EQ(cmp_io_read(e[1], CMP_IO_KIND_PIPE, buf, sizeof(buf), 0, &got),
+             0);
+    CHECK_EQ(got, 3);
+    CHECK_EQ(cmp_io_read(e[1], CMP_IO_KIND_PIPE, buf + 3, sizeof(buf), 1,
+                         &got),
+             0);
+    CHECK_EQ(got, 5);
+    CHECK(memcmp(buf, "abcdefgh", 8) == 0);
+    /* nothing left: a read that must not block says so */
+    CHECK_EQ(cmp_io_read(e[1], CMP_IO_KIND_PIPE, buf, sizeof(buf), 1, &got),
+             CMP_IO_WOULDBLOCK);
+    CHECK_EQ(cmp_io_close(e[0]), 0);
+    CHECK_EQ(cmp_io_close(e[1]), 0);
+}
+
+static void
+test_npipe_one_way(void)
+{
+    HANDLE e[2];
+    CHECK_EQ(cmp_npipe_pair(0, e), 0);
+    if (checks_failed) {
+        return;
+    }
+    cmp_iobuf piece = {"one way", 7};
+    CHECK_EQ(write_all(e[1], &piece, 1), 0);
+    char buf[8] = {0};
+    CHECK_EQ(read_all(e[0], buf, 7), 0);
+    CHECK(strcmp(buf, "one way") == 0);
+    /* the reader cannot write, the writer cannot read */
+    size_t sent = 0, got = 0;
+    cmp_iobuf back = {"x", 1};
+    CHECK(cmp_io_writev(e[0], CMP_IO_KIND_PIPE, &back, 1, 0, &sent) != 0);
+    CHECK(cmp_io_read(e[1], CMP_IO_KIND_PIPE, buf, 1, 0, &got) != 0);
+    cmp_io_close(e[0]);
+    cmp_io_close(e[1]);
+}
+
+#define BIG (1024 * 1024)
+
+static DWORD WINAPI
+write_big(LPVOID arg)
+{
+    HANDLE h = (HANDLE)arg;
+    char *data = malloc(BIG);
+    if (data == NULL) {
+        return 1;
+    }
+    for (size_t i = 0; i < BIG; i++) {
+        data[i] = (char)(i * 7 + i / 1000);
+    }
+    uint32_t len = BIG;
+    cmp_iobuf pieces[2] = {{&len, 4}, {data, BIG}};
+    int err = write_all(h, pieces, 2);
+    free(data);
+    return err == 0 ? 0 : 2;
+}
+
+static void
+test_npipe_big_message(void)
+{
+    HANDLE e[2];
+    CHECK_EQ(cmp_npipe_pair(1, e), 0);
+    if (checks_failed) {
+        return;
+    }
+    /* both ways: the write of 1 MiB waits for the reader (8 KiB buffer) */
+    for (int way = 0; way < 2; way++) {
+        HANDLE th = CreateThread(NULL, 0, write_big, e[way], 0, NULL);
+        CHECK(th != NULL);
+        uint32_t len = 0;
+        char *buf = malloc(BIG);
+        CHECK(buf != NULL);
+        if (th == NULL || buf == NULL) {
+            free(buf);
+            break;
+        }
+        CHECK_EQ(read_all(e[1 - way], (char *)&len, 4), 0);
+        CHECK_EQ(len, BIG);
+        CHECK_EQ(read_all(e[1 - way], buf, BIG), 0);
+        size_t bad = 0;
+        for (size_t i = 0; i < BIG; i++) {
+            bad += buf[i] != (char)(i * 7 + i / 1000);
+        }
+        CHECK_EQ(bad, 0);
+        free(buf);
+        CHECK_EQ(WaitForSingleObject(th, 20000), WAIT_OBJECT_0);
+        DWORD code = 9;
+        GetExitCodeThread(th, &code);
+        CHECK_EQ(code, 0);
+        CloseHandle(th);
+    }
+    cmp_io_close(e[0]);
+    cmp_io_close(e[1]);
+}
+
+static void
+test_npipe_poll_eof(void)
+{
+    HANDLE e[2];
+    CHECK_EQ(cmp_npipe_pair(1, e), 0);
+    if (checks_failed) {
+        return;
+    }
+    int ready = -1;
+    size_t avail = 9;
+    CHECK_EQ(cmp_io_wait_readable(e[0], 0.0, &ready), 0);
+    CHECK_EQ(ready, 0);
+    CHECK_EQ(cmp_io_pending(e[0], &avail), 0);
+    CHECK_EQ(avail, 0);
+    /* a wait that times out */
+    double t0 = cmp_monotonic();
+    CHECK_EQ(cmp_io_wait_readable(e[0], 0.1, &ready), 0);
+    CHECK_EQ(ready, 0);
+    CHECK(cmp_monotonic() - t0 >= 0.08);
+
+    cmp_iobuf piece = {"12345", 5};
+    CHECK_EQ(write_all(e[1], &piece, 1), 0);
+    CHECK_EQ(cmp_io_wait_readable(e[0], 5.0, &ready), 0);
+    CHECK_EQ(ready, 1);
+    /* a pipe and an unsignalled event in one wait */
+    HANDLE ev = CreateEventW(NULL, TRUE, FALSE, NULL);
+    cmp_handle_t hs[2] = {ev, e[0]};
+    unsigned char flags[2] = {9, 9};
+    size_t n = 0;
+    CHECK_EQ(cmp_io_wait_many(hs, 2, 1.0, flags, &n), 0);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(flags[0], 0);
+    CHECK_EQ(flags[1], 1);
+    CloseHandle(ev);
+    CHECK_EQ(cmp_io_pending(e[0], &avail), 0);
+    CHECK_EQ(avail, 5);
+
+    /* the peer closes: what was sent still comes, then end of file, and
+       the pipe counts as readable */
+    CHECK_EQ(cmp_io_close(e[1]), 0);
+    char buf[8];
+    CHECK_EQ(read_all(e[0], buf, 5), 0);
+    CHECK(memcmp(buf, "12345", 5) == 0);
+    CHECK_EQ(cmp_io_wait_readable(e[0], 5.0, &ready), 0);
+    CHECK_EQ(ready, 1);
+    CHECK_EQ(cmp_io_pending(e[0], &avail), 0);
+    CHECK_EQ(avail, 0);
+    size_t got = 9;
+    CHECK_EQ(cmp_io_read(e[0], CMP_IO_KIND_PIPE, buf, sizeof(buf), 0, &got),
+             0);
+    CHECK_EQ(got, 0);
+    CHECK_EQ(cmp_io_read(e[0], CMP_IO_KIND_PIPE, buf, sizeof(buf), 1, &got),
+             0);
+    CHECK_EQ(got, 0);
+    /* writing to a pipe whose reader is gone is an error, not a loss */
+    size_t sent = 0;
+    CHECK(cmp_io_writev(e[0], CMP_IO_KIND_PIPE, &piece, 1, 0, &sent) != 0);
+    CHECK_EQ(cmp_io_close(e[0]), 0);
+}
+
+static DWORD WINAPI
+interrupt_later(LPVOID arg)
+{
+    Sleep((DWORD)(uintptr_t)arg);
+    cmp_io_interrupt_notify();
+    return 0;
+}
+
+static void
+test_npipe_cancelled_wait(void)
+{
+    HANDLE e[2];
+    CHECK_EQ(cmp_npipe_pair(1, e), 0);
+    if (checks_failed) {
+        return;
+    }
+    CHECK(cmp_io_interrupt_event() != NULL);
+    /* a blocking read with nothing coming: Ctrl-C cancels it */
+    HANDLE th = CreateThread(NULL, 0, interrupt_later, (LPVOID)50, 0, NULL);
+    char buf[8];
+    size_t got = 9;
+    double t0 = cmp_monotonic();
+    CHECK_EQ(cmp_io_read(e[0], CMP_IO_KIND_PIPE, buf, sizeof(buf), 0, &got),
+             CMP_IO_INTERRUPTED);
+    CHECK(cmp_monotonic() - t0 < 10.0);
+    WaitForSingleObject(th, INFINITE);
+    CloseHandle(th);
+    /* the cancelled read took nothing: the next message arrives whole */
+    Sleep(250);     /* past the grace period: the interrupt is seen */
+    cmp_iobuf piece = {"after", 5};
+    CHECK_EQ(write_all(e[1], &piece, 1), 0);
+    CHECK_EQ(read_all(e[0], buf, 5), 0);
+    CHECK(memcmp(buf, "after", 5) == 0);
+
+    /* the polling wait is cut short too */
+    th = CreateThread(NULL, 0, interrupt_later, (LPVOID)50, 0, NULL);
+    HANDLE ev = CreateEventW(NULL, TRUE, FALSE, NULL);
+    cmp_handle_t hs[2] = {e[0], ev};
+    unsigned char flags[2];
+    size_t n = 0;
+    CHECK_EQ(cmp_io_wait_many(hs, 2, 30.0, flags, &n), CMP_IO_INTERRUPTED);
+    WaitForSingleObject(th, INFINITE);
+    CloseHandle(th);
+    CloseHandle(ev);
+    Sleep(250);
+    /* a stale interrupt does not cut later waits short */
+    CHECK_EQ(cmp_io_interrupt_pending(), 0);
+    int ready = -1;
+    t0 = cmp_monotonic();
+    CHECK_EQ(cmp_io_wait_readable(e[0], 0.1, &ready), 0);
+    CHECK_EQ(ready, 0);
+    CHECK(cmp_monotonic() - t0 >= 0.08);
+    cmp_io_close(e[0]);
+    cmp_io_close(e[1]);
+}
+
+typedef struct {
+    const wchar_t *name;
+    int err;
+    HANDLE h;
+} connect_job;
+
+static DWORD WINAPI
+connect_later(LPVOID arg)
+{
+    connect_job *job = arg;
+    Sleep(50);
+    job->err = cmp_npipe_connect(job->name, CMP_NPIPE_DUPLEX, 10.0, &job->h);
+    return 0;
+}
+
+static void
+test_npipe_listener(void)
+{
+    wchar_t name[80];
+    swprintf(name, 80, L"\\\\.\\pipe\\cmp-test-%lu",
+             (unsigned long)GetCurrentProcessId());
+    HANDLE server = INVALID_HANDLE_VALUE, other = INVALID_HANDLE_VALUE;
+    CHECK_EQ(cmp_npipe_create(name, CMP_NPIPE_DUPLEX | CMP_NPIPE_FIRST,
+                              &server),
+             0);
+    if (checks_failed) {
+        return;
+    }
+    /* the name is taken for a first instance (wine does not enforce
+       FILE_FLAG_FIRST_PIPE_INSTANCE: there the second instance is made,
+       and is closed again at once) */
+    int err = cmp_npipe_create(name, CMP_NPIPE_DUPLEX | CMP_NPIPE_FIRST,
+                               &other);
+    if (on_wine()) {
+        CHECK(err == 0 || err == ERROR_ACCESS_DENIED);
+        if (err == 0) {
+            CloseHandle(other);
+        }
+    }
+    else {
+        CHECK_EQ(err, ERROR_ACCESS_DENIED);
+    }
+    /* nobody connects: the accept times out, and can be repeated */
+    int connected = -1;
+    CHECK_EQ(cmp_npipe_accept(server, 0.05, &connected), 0);
+    CHECK_EQ(connected, 0);
+
+    connect_job job = {name, -1, INVALID_HANDLE_VALUE};
+    HANDLE th = CreateThread(NULL, 0, connect_later, &job, 0, NULL);
+    CHECK_EQ(cmp_npipe_accept(server, 10.0, &connected), 0);
+    CHECK_EQ(connected, 1);
+    WaitForSingleObject(th, INFINITE);
+    CloseHandle(th);
+    CHECK_EQ(job.err, 0);
+    if (job.err == 0) {
+        cmp_iobuf piece = {"hi", 2};
+        char buf[4];
+        CHECK_EQ(write_all(job.h, &piece, 1), 0);
+        CHECK_EQ(read_all(server, buf, 2), 0);
+        CHECK_EQ(write_all(server, &piece, 1), 0);
+        CHECK_EQ(read_all(job.h, buf, 2), 0);
+        CHECK(memcmp(buf, "hi", 2) == 0);
+    }
+    /* the only instance is taken: a second client waits, then gives up */
+    HANDLE busy = INVALID_HANDLE_VALUE;
+    double t0 = cmp_monotonic();
+    CHECK_EQ(cmp_npipe_connect(name, CMP_NPIPE_DUPLEX, 0.2, &busy),
+             ERROR_SEM_TIMEOUT);
+    CHECK(cmp_monotonic() - t0 >= 0.15);
+    /* the client leaves: the server end reads end of file */
+    if (job.err == 0) {
+        cmp_io_close(job.h);
+        char buf[4];
+        size_t got = 9;
+        CHECK_EQ(cmp_io_read(server, CMP_IO_KIND_PIPE, buf, 4, 0, &got), 0);
+        CHECK_EQ(got, 0);
+    }
+    /* an accept that Ctrl-C cancels */
+    HANDLE second = INVALID_HANDLE_VALUE;
+    CHECK_EQ(cmp_npipe_create(name, CMP_NPIPE_DUPLEX, &second), 0);
+    th = CreateThread(NULL, 0, interrupt_later, (LPVOID)50, 0, NULL);
+    CHECK_EQ(cmp_npipe_accept(second, 30.0, &connected), CMP_IO_INTERRUPTED);
+    CHECK_EQ(connected, 0);
+    WaitForSingleObject(th, INFINITE);
+    CloseHandle(th);
+    Sleep(250);
+    CHECK_EQ(cmp_io_interrupt_pending(), 0);
+    CloseHandle(second);
+    CloseHandle(server);
+    /* no such pipe */
+    HANDLE none;
+    CHECK_EQ(cmp_npipe_connect(L"\\\\.\\pipe\\cmp-no-such-pipe-here",
+                               CMP_NPIPE_DUPLEX, 1.0, &none),
+             ERROR_FILE_NOT_FOUND);
 }
 
 /* ---- queue pipes (win32_queue.c) ------------------------------------- */
@@ -642,6 +1045,12 @@ main(int argc, char **argv)
     run("io.handles", test_io_handles);
     run("io.socket", test_io_socket);
     run("io.pipe", test_io_pipe);
+    run("npipe.pair_frames", test_npipe_pair_frames);
+    run("npipe.one_way", test_npipe_one_way);
+    run("npipe.big_message", test_npipe_big_message);
+    run("npipe.poll_and_eof", test_npipe_poll_eof);
+    run("npipe.cancelled_wait", test_npipe_cancelled_wait);
+    run("npipe.listener", test_npipe_listener);
     run("queue.pipe", test_qpipe_pipe);
     run("queue.broken_writer", test_qpipe_broken_writer);
     run("queue.socket", test_qpipe_socket);

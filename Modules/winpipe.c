@@ -1,0 +1,247 @@
+/*
+ * winpipe.c -- Windows named pipes for Python: the two ends of Pipe() and
+ * the AF_PIPE family of Listener/Client (connection.py).  The functions
+ * exist on Windows only; elsewhere cmp_winpipe_exec() adds nothing, so
+ * that `hasattr(_cmultiprocessing, "winpipe_pair")` tells.
+ *
+ *   winpipe_pair(duplex=True) -> (handle, handle)
+ *   winpipe_create(address, first=False, duplex=True) -> handle
+ *   winpipe_accept(handle, timeout=None) -> bool
+ *   winpipe_connect(address, duplex=True, timeout=None) -> handle
+ *
+ * Handles are plain ints, owned by the caller (a Connection takes them).
+ * Every wait is made without the GIL in CMP_WAIT_SLICE steps, with the
+ * signal handlers run in between, and Ctrl-C also cuts a step short.
+ */
+#include "cmp.h"
+#include "platform/npipe.h"
+
+int cmp_winpipe_exec(PyObject *module);   /* (module.c calls it) */
+
+#ifdef CMP_WINDOWS
+
+/* The address as the wide string the system wants (PyMem_Free it). */
+static wchar_t *
+pipe_name(PyObject *address)
+{
+    if (!PyUnicode_Check(address)) {
+        PyErr_Format(PyExc_TypeError,
+                     "a pipe address must be a str, not %.100s",
+                     Py_TYPE(address)->tp_name);
+        return NULL;
+    }
+    return PyUnicode_AsWideCharString(address, NULL);
+}
+
+/* The deadline of an optional timeout (seconds), or -1 for none. */
+static int
+deadline_of(PyObject *timeout, double *deadline)
+{
+    int has = 0;
+    double seconds = 0.0;
+    if (cmp_parse_timeout(timeout, &has, &seconds) < 0) {
+        return -1;
+    }
+    *deadline = has ? cmp_monotonic() + seconds : -1.0;
+    return 0;
+}
+
+/* The next step of a sliced wait; < 0 after the deadline has passed. */
+static double
+next_slice(double deadline, int first)
+{
+    if (deadline < 0.0) {
+        return CMP_WAIT_SLICE;
+    }
+    double left = deadline - cmp_monotonic();
+    if (left <= 0.0) {
+        return first ? 0.0 : -1.0;
+    }
+    return left < CMP_WAIT_SLICE ? left : CMP_WAIT_SLICE;
+}
+
+static PyObject *
+winpipe_pair(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+             PyObject *kwnames)
+{
+    static const char *const names[] = {"duplex"};
+    static const cmp_argspec spec = CMP_ARGSPEC("winpipe_pair", names, 0);
+    PyObject *a[1];
+    int duplex;
+    HANDLE ends[2];
+    int err;
+
+    (void)module;
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        cmp_arg_bool(a[0], 1, &duplex) < 0) {
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    err = cmp_npipe_pair(duplex, ends);
+    Py_END_ALLOW_THREADS
+    if (err != 0) {
+        return cmp_raise_oserror(err);
+    }
+    PyObject *r = Py_BuildValue("(NN)", cmp_handle_to_int(ends[0]),
+                                cmp_handle_to_int(ends[1]));
+    if (r == NULL) {
+        CloseHandle(ends[0]);
+        CloseHandle(ends[1]);
+    }
+    return r;
+}
+
+static PyObject *
+winpipe_create(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
+{
+    static const char *const names[] = {"address", "first", "duplex"};
+    static const cmp_argspec spec = CMP_ARGSPEC("winpipe_create", names, 1);
+    PyObject *a[3];
+    int first, duplex, err;
+    HANDLE h = INVALID_HANDLE_VALUE;
+
+    (void)module;
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        cmp_arg_bool(a[1], 0, &first) < 0 ||
+        cmp_arg_bool(a[2], 1, &duplex) < 0) {
+        return NULL;
+    }
+    wchar_t *name = pipe_name(a[0]);
+    if (name == NULL) {
+        return NULL;
+    }
+    int flags = (first ? CMP_NPIPE_FIRST : 0) | (duplex ? CMP_NPIPE_DUPLEX : 0);
+    Py_BEGIN_ALLOW_THREADS
+    err = cmp_npipe_create(name, flags, &h);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(name);
+    if (err != 0) {
+        return cmp_raise_oserror(err);
+    }
+    return cmp_handle_to_int(h);
+}
+
+static PyObject *
+winpipe_accept(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
+{
+    static const char *const names[] = {"handle", "timeout"};
+    static const cmp_argspec spec = CMP_ARGSPEC("winpipe_accept", names, 1);
+    PyObject *a[2];
+    HANDLE h;
+    double deadline;
+
+    (void)module;
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        cmp_arg_handle(a[0], "invalid pipe handle", &h) < 0 ||
+        deadline_of(a[1], &deadline) < 0) {
+        return NULL;
+    }
+    for (int first = 1;; first = 0) {
+        double step = next_slice(deadline, first);
+        if (step < 0.0) {
+            Py_RETURN_FALSE;
+        }
+        int connected = 0, err;
+        Py_BEGIN_ALLOW_THREADS
+        err = cmp_npipe_accept(h, step, &connected);
+        Py_END_ALLOW_THREADS
+        if (err != 0 && err != CMP_IO_INTERRUPTED) {
+            return cmp_raise_oserror(err);
+        }
+        if (connected) {
+            Py_RETURN_TRUE;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return NULL;
+        }
+    }
+}
+
+static PyObject *
+winpipe_connect(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"address", "duplex", "timeout"};
+    static const cmp_argspec spec = CMP_ARGSPEC("winpipe_connect", names, 1);
+    PyObject *a[3];
+    int duplex;
+    double deadline;
+
+    (void)module;
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        cmp_arg_bool(a[1], 1, &duplex) < 0 ||
+        deadline_of(a[2], &deadline) < 0) {
+        return NULL;
+    }
+    wchar_t *name = pipe_name(a[0]);
+    if (name == NULL) {
+        return NULL;
+    }
+    int flags = duplex ? CMP_NPIPE_DUPLEX : 0;
+    for (int first = 1;; first = 0) {
+        double step = next_slice(deadline, first);
+        HANDLE h = INVALID_HANDLE_VALUE;
+        int err = ERROR_SEM_TIMEOUT;
+        if (step >= 0.0) {
+            Py_BEGIN_ALLOW_THREADS
+            err = cmp_npipe_connect(name, flags, step, &h);
+            Py_END_ALLOW_THREADS
+        }
+        if (err == 0) {
+            PyMem_Free(name);
+            return cmp_handle_to_int(h);
+        }
+        if ((err != ERROR_SEM_TIMEOUT && err != CMP_IO_INTERRUPTED) ||
+            step < 0.0) {
+            PyMem_Free(name);
+            return cmp_raise_oserror(err);
+        }
+        if (PyErr_CheckSignals() < 0) {
+            PyMem_Free(name);
+            return NULL;
+        }
+    }
+}
+
+static PyMethodDef winpipe_functions[] = {
+    {"winpipe_pair", (PyCFunction)(void (*)(void))winpipe_pair,
+     METH_FASTCALL | METH_KEYWORDS,
+     "winpipe_pair(duplex=True)\n--\n\n"
+     "A connected pair of named-pipe handles (overlapped, message mode); "
+     "when not duplex the first only reads and the second only writes."},
+    {"winpipe_create", (PyCFunction)(void (*)(void))winpipe_create,
+     METH_FASTCALL | METH_KEYWORDS,
+     "winpipe_create(address, first=False, duplex=True)\n--\n\n"
+     "Create one server instance of the named pipe `address`; with first, "
+     "fail if the name is already taken."},
+    {"winpipe_accept", (PyCFunction)(void (*)(void))winpipe_accept,
+     METH_FASTCALL | METH_KEYWORDS,
+     "winpipe_accept(handle, timeout=None)\n--\n\n"
+     "Wait for a client to connect to the server instance `handle`; "
+     "False when the timeout passed first."},
+    {"winpipe_connect", (PyCFunction)(void (*)(void))winpipe_connect,
+     METH_FASTCALL | METH_KEYWORDS,
+     "winpipe_connect(address, duplex=True, timeout=None)\n--\n\n"
+     "Open the client end of the named pipe `address`, waiting while every "
+     "instance is busy (OSError ERROR_SEM_TIMEOUT after timeout)."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+cmp_winpipe_exec(PyObject *module)
+{
+    return PyModule_AddFunctions(module, winpipe_functions);
+}
+
+#else /* !CMP_WINDOWS */
+
+int
+cmp_winpipe_exec(PyObject *module)
+{
+    (void)module;
+    return 0;
+}
+
+#endif
