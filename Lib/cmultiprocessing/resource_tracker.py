@@ -346,6 +346,35 @@ def _report_bad_line():
         pass
 
 
+# After handling what had arrived, the tracker pauses before it reads again.
+# A writer wakes the tracker only when the tracker sleeps in read(): while it
+# pauses, messages just collect in the pipe.  Without the pause each register
+# and unregister would pay for waking another process (on an idle CPU, tens
+# of microseconds: more than creating a shared-memory segment).  The cost is
+# that clean-up at exit may start this much later.
+_BATCH_PAUSE = 0.005
+
+
+def _lines_in_batches(fd):
+    '''The lines written into the pipe `fd` until every writer has closed
+    it, read a batch at a time (see _BATCH_PAUSE).'''
+    import time
+    partial = b''
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            *lines, partial = (partial + chunk).split(b'\n')
+            for line in lines:
+                yield line + b'\n'
+            time.sleep(_BATCH_PAUSE)
+        if partial:
+            yield partial
+    finally:
+        os.close(fd)
+
+
 def main(fd):
     '''Run the resource tracker on the read end fd of its pipe.'''
     _shield_from_signals()
@@ -353,14 +382,13 @@ def main(fd):
     _close_quietly(sys.stdout)
     registry = _Registry()
     try:
-        with open(fd, 'rb') as pipe:
-            for line in pipe:
-                try:
-                    registry.handle(line)
-                except Exception:
-                    if _VERSION >= (3, 13):
-                        registry.exit_code = 3
-                    _report_bad_line()
+        for line in _lines_in_batches(fd):
+            try:
+                registry.handle(line)
+            except Exception:
+                if _VERSION >= (3, 13):
+                    registry.exit_code = 3
+                _report_bad_line()
     finally:
         # Every process of the program has exited: clean what is left.
         registry.clean_up()
