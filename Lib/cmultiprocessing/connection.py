@@ -27,13 +27,16 @@ CONNECTION_TIMEOUT = 20.
 
 _WINDOWS = sys.platform == 'win32'
 
-# Windows connections are sockets here too: cmultiprocessing does not do
-# the stdlib's named pipes (AF_PIPE).
+# On Windows, Pipe() and the AF_PIPE family are named pipes, made by the
+# native winpipe_* functions (which exist there only).
+_NAMED_PIPES = _WINDOWS and hasattr(_native, 'winpipe_pair')
 # socket and tempfile are imported where they are used: a spawned child that
 # only receives a Pipe end should not pay for them at start.
 families = ['AF_INET']
 if os.name == 'posix':
     families.append('AF_UNIX')
+if _NAMED_PIPES:
+    families.append('AF_PIPE')
 default_family = families[-1]
 
 # Connection over a file descriptor (socket or pipe end).  The stdlib's
@@ -82,9 +85,8 @@ _pipe_serial = _pipe_counter()
 def _validate_family(family):
     '''Refuse a family this platform (or cmultiprocessing) cannot do.'''
     import socket
-    if family == 'AF_PIPE' and _WINDOWS:
-        raise ValueError('Family AF_PIPE (Windows named pipes) is not '
-                         'implemented by cmultiprocessing; use AF_INET')
+    if family == 'AF_PIPE' and _NAMED_PIPES:
+        return
     if family == 'AF_PIPE' or (family == 'AF_UNIX' and
                                not hasattr(socket, family)):
         raise ValueError('Family %s is not recognized.' % family)
@@ -111,6 +113,14 @@ def Pipe(duplex=True):
     if not duplex and not _WINDOWS:
         r, w = os.pipe()
         return Connection(r, writable=False), Connection(w, readable=False)
+    if _NAMED_PIPES:
+        # a named pipe pair (message mode, overlapped I/O): the first end
+        # only reads and the second only writes when not duplex
+        first, second = _native.winpipe_pair(duplex)
+        if duplex:
+            return Connection(first), Connection(second)
+        return (Connection(first, writable=False),
+                Connection(second, readable=False))
     # A socket pair (on Windows for the one-way kind too, where the two
     # ends are told which way they go).
     import socket
@@ -187,6 +197,94 @@ def SocketClient(address):
     return Connection(sock.detach())
 
 
+# --------------------------------------------------------------------------
+# Windows named pipes (AF_PIPE)
+# --------------------------------------------------------------------------
+
+def _close_handle(handle):
+    import _winapi
+    _winapi.CloseHandle(handle)
+
+
+def _close_spare(box):
+    # (a finalizer: the listener's waiting instance, if it still has one)
+    handle, box[0] = box[0], None
+    if handle is not None:
+        _close_handle(handle)
+
+
+class PipeListener(object):
+    '''The server side of the named pipe `address`.  One instance of the
+    pipe always waits for the next client: accept() hands the waiting one
+    out once a client has connected to it, after making its successor.'''
+
+    def __init__(self, address, family='AF_PIPE', backlog=None):
+        # the first instance claims the name (it fails if it is taken)
+        self._spare = [_native.winpipe_create(address, first=True)]
+        self._address = address
+        self._last_accepted = None
+        self._closer = util.Finalize(self, _close_spare, args=(self._spare,),
+                                     exitpriority=0)
+
+    def _connected_handle(self):
+        serving = self._spare[0]
+        if serving is None:
+            raise OSError('listener is closed')
+        self._spare[0] = _native.winpipe_create(self._address)
+        try:
+            _native.winpipe_accept(serving)
+        except BaseException:
+            _close_handle(serving)
+            raise
+        return serving
+
+    def accept(self):
+        return Connection(self._connected_handle())
+
+    def _accept_authenticated(self, authkey):
+        conn = self.accept()
+        try:
+            channel = _PipeDeadline(conn, HANDSHAKE_TIMEOUT)
+            deliver_challenge(channel, authkey)
+            answer_challenge(channel, authkey)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def close(self):
+        self._closer()
+
+
+class _PipeDeadline(object):
+    '''The handshake of an accepted pipe client within `seconds`: each
+    receive waits for the next message only until the deadline.'''
+
+    def __init__(self, conn, seconds):
+        self._conn = conn
+        self._seconds = seconds
+        self._end = None if seconds is None else time.monotonic() + seconds
+
+    def send_bytes(self, buf):
+        self._conn.send_bytes(buf)
+
+    def recv_bytes(self, maxlength=None):
+        if self._end is not None:
+            left = self._end - time.monotonic()
+            if left <= 0 or not self._conn.poll(left):
+                raise AuthenticationError(
+                    'authentication handshake timed out: the peer did not '
+                    'complete it within %g seconds' % self._seconds)
+        return self._conn.recv_bytes(maxlength)
+
+
+def PipeClient(address):
+    '''A Connection to the named pipe `address`, waiting up to
+    CONNECTION_TIMEOUT seconds while every instance is busy.'''
+    return Connection(_native.winpipe_connect(address,
+                                              timeout=CONNECTION_TIMEOUT))
+
+
 def _check_authkey_type(authkey):
     if authkey is not None and not isinstance(authkey, bytes):
         raise TypeError('authkey should be a byte string')
@@ -207,7 +305,10 @@ class Listener(object):
         address = address or arbitrary_address(family)
         _validate_family(family)
         _check_authkey_type(authkey)
-        self._listener = SocketListener(address, family, backlog)
+        if family == 'AF_PIPE':
+            self._listener = PipeListener(address, family, backlog)
+        else:
+            self._listener = SocketListener(address, family, backlog)
         self._authkey = authkey
 
     def _wants_auth(self):
@@ -227,6 +328,8 @@ class Listener(object):
             raise OSError('listener is closed')
         if not self._wants_auth():
             return self._listener.accept()
+        if isinstance(self._listener, PipeListener):
+            return self._listener._accept_authenticated(self._authkey)
         sock = self._listener._accept_socket()
         try:
             _authenticate_accepted(sock, self._authkey)
@@ -340,8 +443,9 @@ def _authenticate_accepted(sock, authkey):
 
 def Client(address, family=None, authkey=None):
     '''A Connection to the Listener at `address`.'''
-    _validate_family(family or address_type(address))
-    conn = SocketClient(address)
+    family = family or address_type(address)
+    _validate_family(family)
+    conn = PipeClient(address) if family == 'AF_PIPE' else SocketClient(address)
     try:
         _check_authkey_type(authkey)
         if authkey is not None:
@@ -543,13 +647,27 @@ if _WINDOWS:
     def rebuild_connection(ds, readable, writable):
         return Connection(ds.detach().detach(), readable, writable)
 
+    def _rebuild_pipe_end(dh, readable, writable):
+        return Connection(dh.detach(), readable, writable)
+
     def reduce_connection(conn):
+        import _winapi
+        handle = conn.fileno()
+        if _winapi.GetFileType(handle) == _winapi.FILE_TYPE_PIPE:
+            # a named pipe end (Pipe(), AF_PIPE): the handle itself is
+            # duplicated for the receiver, with the rights its use needs
+            rights = 0
+            if conn.readable:
+                rights |= _winapi.FILE_GENERIC_READ
+            if conn.writable:
+                rights |= _winapi.FILE_GENERIC_WRITE
+            return _rebuild_pipe_end, (reduction.DupHandle(handle, rights),
+                                       conn.readable, conn.writable)
         import socket
         from .resource_sharer import DupSocket
         # fromfd() works on a duplicate; the sharer keeps one more, for
         # the receiving process.
-        with socket.fromfd(conn.fileno(), socket.AF_INET,
-                           socket.SOCK_STREAM) as s:
+        with socket.fromfd(handle, socket.AF_INET, socket.SOCK_STREAM) as s:
             ds = DupSocket(s)
         return rebuild_connection, (ds, conn.readable, conn.writable)
 else:

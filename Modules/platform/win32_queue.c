@@ -1,10 +1,14 @@
 /* platform/win32_queue.c -- Windows implementation of platform/queue.h.
  *
- * A queue's handle is a connected SOCKET (what Pipe() gives there) or a
- * byte-mode pipe HANDLE (CreatePipe, or a named pipe opened without
- * FILE_FLAG_OVERLAPPED).  Neither can be asked not to block for one call
- * without changing a mode that every process holding the handle shares, so
- * every transfer here is sized from what the system says fits right now:
+ * A queue's handle is a connected SOCKET or a pipe HANDLE: the named
+ * pipes of Pipe() (message mode, opened FILE_FLAG_OVERLAPPED), or an
+ * anonymous pipe (CreatePipe, synchronous).  Every ReadFile/WriteFile gets
+ * an OVERLAPPED structure, which both kinds accept; on an overlapped
+ * handle a write that would wait is cancelled at once (CancelIoEx), and
+ * what went through before is counted.  A synchronous handle cannot be
+ * asked not to block for one call without changing a mode that every
+ * process holding the handle shares, so every transfer is sized from what
+ * the system says fits right now:
  *
  *  - sockets: select() for readiness, then at most CMP_WQ_SOCK_CHUNK bytes
  *    per send (a send of that size to a writable socket is buffered at
@@ -15,10 +19,11 @@
  *
  * Pipes have no readiness event, so waits on them poll with growing naps
  * (at most CMP_WQ_NAP_MAX_MS), bounded by the caller's short slices.
- * Windows has no signals that interrupt these calls: nothing here returns
- * CMP_QPIPE_INTR.
+ * Ctrl-C (the event of win32_npipe.c) ends a blocking write on an
+ * overlapped pipe and the polling waits with CMP_QPIPE_INTR.
  */
 #include "platform/queue.h"
+#include "platform/npipe.h"
 
 #ifdef CMP_WINDOWS
 #include <winsock2.h>
@@ -123,6 +128,82 @@ pipe_room(cmp_handle_t h, size_t *room, int *broken)
     return 0;
 }
 
+#define CMP_WQ_FILE_MODE_INFORMATION 16
+#define CMP_WQ_FILE_SYNCHRONOUS_IO 0x30   /* _ALERT | _NONALERT */
+
+/* Was `h` opened for overlapped I/O (FileModeInformation has neither
+   synchronous flag)?  0 when that cannot be told. */
+static int
+pipe_is_overlapped(cmp_handle_t h)
+{
+    cmp_wq_query_fn query = query_function();
+    cmp_wq_io_status iosb;
+    ULONG mode = 0;
+    if (query == NULL) {
+        return 0;
+    }
+    memset(&iosb, 0, sizeof(iosb));
+    if (query(h, &iosb, &mode, (ULONG)sizeof(mode),
+              CMP_WQ_FILE_MODE_INFORMATION) < 0) {
+        return 0;
+    }
+    return (mode & CMP_WQ_FILE_SYNCHRONOUS_IO) == 0;
+}
+
+/* One ReadFile or WriteFile of at most `len` bytes, with an OVERLAPPED
+   structure.  An operation that pends (overlapped handles only) is waited
+   for when `wait` (Ctrl-C ends the wait: CMP_QPIPE_INTR if nothing went
+   through), else cancelled at once.  *n receives the bytes transferred,
+   also those of a cancelled operation.  Part of a message
+   (ERROR_MORE_DATA) is a success. */
+static int
+pipe_op(cmp_handle_t h, int writing, void *buf, size_t len, int wait,
+        size_t *n)
+{
+    OVERLAPPED ov;
+    DWORD want = len > (size_t)0x7fffffff ? 0x7fffffff : (DWORD)len;
+    DWORD got = 0;
+    int err = 0;
+    *n = 0;
+    memset(&ov, 0, sizeof(ov));
+    ov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (ov.hEvent == NULL) {
+        return (int)GetLastError();
+    }
+    BOOL ok = writing ? WriteFile(h, buf, want, NULL, &ov)
+                      : ReadFile(h, buf, want, NULL, &ov);
+    DWORD e = ok ? 0 : GetLastError();
+    if (e == ERROR_IO_PENDING && wait) {
+        err = cmp_io_overlapped_wait(h, &ov, INFINITE, &got);
+        if (err == CMP_IO_INTERRUPTED) {
+            err = got > 0 ? 0 : CMP_QPIPE_INTR;
+        }
+    }
+    else if (e == ERROR_IO_PENDING) {
+        CancelIoEx(h, &ov);
+        if (!GetOverlappedResult(h, &ov, &got, TRUE)) {
+            err = (int)GetLastError();
+            if (err == ERROR_OPERATION_ABORTED) {
+                err = 0;
+            }
+        }
+    }
+    else if (e == 0 || e == ERROR_MORE_DATA) {
+        if (!GetOverlappedResult(h, &ov, &got, FALSE)) {
+            err = (int)GetLastError();
+        }
+    }
+    else {
+        err = (int)e;
+    }
+    if (err == ERROR_MORE_DATA) {
+        err = 0;
+    }
+    CloseHandle(ov.hEvent);
+    *n = (size_t)got;
+    return err;
+}
+
 /* Bytes waiting in pipe `h` (*avail); *eof when the writers are gone. */
 static int
 pipe_avail(cmp_handle_t h, size_t *avail, int *eof)
@@ -132,7 +213,7 @@ pipe_avail(cmp_handle_t h, size_t *avail, int *eof)
     *eof = 0;
     if (!PeekNamedPipe(h, NULL, 0, NULL, &n, NULL)) {
         DWORD err = GetLastError();
-        if (err == ERROR_BROKEN_PIPE) {
+        if (err == ERROR_BROKEN_PIPE || err == ERROR_PIPE_NOT_CONNECTED) {
             *eof = 1;
             return 0;
         }
@@ -142,17 +223,21 @@ pipe_avail(cmp_handle_t h, size_t *avail, int *eof)
     return 0;
 }
 
-/* One write to pipe `h` with its handle switched to PIPE_NOWAIT for the
-   call: a byte-mode pipe then takes what fits and returns at once (TRUE
-   with fewer bytes, possibly none).  Used when the write quota reads 0:
-   a full pipe, or a system that does not report the quota (wine).  The
-   wait mode is put back as it was. */
+/* One write to pipe `h` that must not block, used when the write quota
+   reads 0: a full pipe, or a system that does not report the quota
+   (wine).  On an overlapped handle: the write, cancelled if it has to
+   wait.  On a synchronous one: the handle is switched to PIPE_NOWAIT for
+   the call -- a byte-mode pipe then takes what fits and returns at once
+   (TRUE with fewer bytes, possibly none) -- and put back as it was. */
 static int
 pipe_write_nowait_mode(cmp_handle_t h, const void *base, size_t len,
                        size_t *done)
 {
     DWORD state = 0;
     *done = 0;
+    if (pipe_is_overlapped(h)) {
+        return pipe_op(h, 1, (void *)base, len, 0, done);
+    }
     if (!GetNamedPipeHandleStateW(h, &state, NULL, NULL, NULL, NULL, 0)) {
         return (int)GetLastError();
     }
@@ -265,15 +350,7 @@ first_piece(const cmp_qpipe_piece *pieces, int count)
 static int
 pipe_write(cmp_handle_t h, const void *base, size_t len, size_t *done)
 {
-    DWORD wrote = 0;
-    if (len > (size_t)0x7fffffff) {
-        len = 0x7fffffff;
-    }
-    if (!WriteFile(h, base, (DWORD)len, &wrote, NULL)) {
-        return (int)GetLastError();
-    }
-    *done = (size_t)wrote;
-    return CMP_QPIPE_OK;
+    return pipe_op(h, 1, (void *)base, len, 1, done);
 }
 
 int
@@ -419,17 +496,15 @@ cmp_qpipe_read_nowait(cmp_handle_t h, void *buf, size_t len, size_t *done)
     if (avail == 0) {
         return CMP_QPIPE_AGAIN;
     }
-    DWORD got = 0;
-    DWORD want = (DWORD)(avail < len ? avail : len);
-    if (!ReadFile(h, buf, want, &got, NULL)) {
-        DWORD e = GetLastError();
-        if (e == ERROR_BROKEN_PIPE) {
-            return CMP_QPIPE_EOF;
-        }
-        /* a message-mode pipe hands over part of a message */
-        if (e != ERROR_MORE_DATA) {
-            return (int)e;
-        }
+    size_t got = 0;
+    /* (no more than is there: the read cannot wait; a message-mode pipe
+       hands over part of a message) */
+    err = pipe_op(h, 0, buf, avail < len ? avail : len, 0, &got);
+    if (err == ERROR_BROKEN_PIPE || err == ERROR_PIPE_NOT_CONNECTED) {
+        return CMP_QPIPE_EOF;
+    }
+    if (err) {
+        return err;
     }
     if (got == 0) {
         return CMP_QPIPE_AGAIN;
@@ -474,7 +549,15 @@ cmp_qpipe_wait(cmp_handle_t h, int for_write, double seconds)
             return CMP_QPIPE_AGAIN;
         }
         DWORD left = (DWORD)(limit - spent);
-        Sleep(nap < left ? nap : left);
+        HANDLE ev = cmp_io_interrupt_event();
+        if (ev == NULL) {
+            Sleep(nap < left ? nap : left);
+        }
+        else if (WaitForSingleObject(ev, nap < left ? nap : left) ==
+                     WAIT_OBJECT_0 &&
+                 cmp_io_interrupt_pending()) {
+            return CMP_QPIPE_INTR;
+        }
         if (nap < CMP_WQ_NAP_MAX_MS) {
             nap *= 2;
         }

@@ -923,6 +923,88 @@ test_qpipe_socket(void)
     closesocket(s[1]);
 }
 
+/* A queue over the one-way named pipe pair that Pipe(duplex=False) makes
+   on Windows (overlapped, message mode). */
+static void
+test_qpipe_npipe(void)
+{
+    HANDLE e[2];
+    CHECK_EQ(cmp_npipe_pair(0, e), 0);
+    if (checks_failed) {
+        return;
+    }
+    HANDLE r = e[0], w = e[1];
+    char chunk[1000];
+    memset(chunk, 'n', sizeof(chunk));
+    cmp_qpipe_piece piece = {chunk, sizeof(chunk)};
+    char buf[3000];
+    size_t done = 0;
+    CHECK_EQ(cmp_qpipe_read_nowait(r, buf, sizeof(buf), &done),
+             CMP_QPIPE_AGAIN);
+    CHECK_EQ(cmp_qpipe_wait(r, 0, 0.02), CMP_QPIPE_AGAIN);
+
+    /* fill it without blocking: a write that would wait is cancelled */
+    size_t total = 0;
+    int rounds = 0;
+    for (; rounds < 10000; rounds++) {
+        CHECK_EQ(cmp_qpipe_write_nowait(w, &piece, 1, &done), CMP_QPIPE_OK);
+        total += done;
+        if (done < sizeof(chunk)) {
+            break;
+        }
+    }
+    CHECK(rounds < 10000);
+    CHECK(total >= 1000);
+    CHECK_EQ(cmp_qpipe_wait(r, 0, 0.0), CMP_QPIPE_OK);
+    /* drain it, in reads smaller and larger than the messages */
+    size_t back = 0;
+    size_t sizes[2] = {300, sizeof(buf)};
+    int rc, turn = 0;
+    while ((rc = cmp_qpipe_read_nowait(r, buf, sizes[turn++ % 2], &done)) ==
+           CMP_QPIPE_OK) {
+        for (size_t i = 0; i < done; i++) {
+            if (buf[i] != 'n') {
+                checks_failed++;
+                printf("    byte %zu is %d\n", back + i, buf[i]);
+                break;
+            }
+        }
+        back += done;
+    }
+    CHECK_EQ(rc, CMP_QPIPE_AGAIN);
+    CHECK_EQ(back, total);
+
+    /* a blocking gathered write (the first piece), then end of file */
+    cmp_qpipe_piece two[2] = {{"", 0}, {"xyz", 3}};
+    CHECK_EQ(cmp_qpipe_write_wait(w, two, 2, &done), CMP_QPIPE_OK);
+    CHECK_EQ(done, 3);
+    CHECK_EQ(cmp_qpipe_read_nowait(r, buf, sizeof(buf), &done), CMP_QPIPE_OK);
+    CHECK_EQ(done, 3);
+    CloseHandle(w);
+    CHECK_EQ(cmp_qpipe_wait(r, 0, 1.0), CMP_QPIPE_OK);
+    CHECK_EQ(cmp_qpipe_read_nowait(r, buf, sizeof(buf), &done),
+             CMP_QPIPE_EOF);
+    CloseHandle(r);
+}
+
+static void
+test_qpipe_npipe_interrupt(void)
+{
+    HANDLE e[2];
+    CHECK_EQ(cmp_npipe_pair(0, e), 0);
+    if (checks_failed) {
+        return;
+    }
+    HANDLE th = CreateThread(NULL, 0, interrupt_later, (LPVOID)50, 0, NULL);
+    CHECK_EQ(cmp_qpipe_wait(e[0], 0, 30.0), CMP_QPIPE_INTR);
+    WaitForSingleObject(th, INFINITE);
+    CloseHandle(th);
+    Sleep(250);
+    CHECK_EQ(cmp_io_interrupt_pending(), 0);
+    CloseHandle(e[0]);
+    CloseHandle(e[1]);
+}
+
 /* ---- across processes --------------------------------------------------- */
 
 static char self_path[MAX_PATH];
@@ -1054,6 +1136,8 @@ main(int argc, char **argv)
     run("queue.pipe", test_qpipe_pipe);
     run("queue.broken_writer", test_qpipe_broken_writer);
     run("queue.socket", test_qpipe_socket);
+    run("queue.named_pipe", test_qpipe_npipe);
+    run("queue.named_pipe_interrupt", test_qpipe_npipe_interrupt);
     run("process.sem_and_arena_in_child", test_child_process);
     printf("%d passed, %d failed\n", n_passed, n_failed);
     WSACleanup();
