@@ -10,6 +10,7 @@ import itertools
 import os
 import pickle
 import signal
+import struct
 import sys
 import threading
 import time
@@ -594,3 +595,102 @@ def test_workers_of_a_killed_pool_exit(method):
     while not all(map(_gone, pids)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(map(_gone, pids))
+
+
+# -- packed map() results ------------------------------------------------------
+
+class MyInt(int):
+    pass
+
+
+def mixed_result(x):
+    return x if x < 5 else str(x)
+
+
+def typed_result(x):
+    kinds = {0: True, 1: MyInt(7), 2: 2 ** 70, 3: -2 ** 63, 4: 2 ** 63 - 1,
+             5: float('-inf'), 6: -0.0}
+    return kinds.get(x, x)
+
+
+def halves(x):
+    return x / 2
+
+
+def identity(x):
+    return x
+
+
+def test_map_chunk_packs_only_exact_ints_or_floats():
+    from _cmultiprocessing import map_chunk, unpack_into
+    packed = map_chunk(square, range(5))
+    assert type(packed) is bytes
+    out = [None] * 7
+    unpack_into(packed, out, 1)
+    assert out == [None, 0, 1, 4, 9, 16, None]
+    assert all(type(v) is int for v in out[1:6])
+    floats = map_chunk(halves, [1, 2, -3])
+    out = [None] * 3
+    unpack_into(floats, out, 0)
+    assert out == [0.5, 1.0, -1.5] and all(type(v) is float for v in out)
+    # anything else comes back as the list itself, with exact types
+    assert map_chunk(mixed_result, range(7)) == [0, 1, 2, 3, 4, '5', '6']
+    assert map_chunk(square, []) == []
+    for items in ([1, 2.5], [2.5, 1], [1, True], [1, 2 ** 64], [MyInt(3)]):
+        got = map_chunk(identity, items)
+        assert got == items and type(got) is list
+        assert [type(v) for v in got] == [type(v) for v in items]
+    assert map_chunk(add, [(1, 2), [3, 4]], True) == \
+        b'q' + struct.pack('=2q', 3, 7)
+
+
+def test_map_chunk_and_unpack_into_reject_bad_input():
+    from _cmultiprocessing import map_chunk, unpack_into
+    with pytest.raises(TypeError, match='not callable'):
+        map_chunk(3, [1])
+    with pytest.raises(TypeError):
+        map_chunk(square, 5)
+    with pytest.raises(TypeError):
+        map_chunk(add, [1, 2], True)          # an item that is no sequence
+    with pytest.raises(ValueError, match='boom'):
+        map_chunk(fail, ['boom'])
+    with pytest.raises(TypeError):
+        map_chunk(square)
+    packed = map_chunk(square, range(3))
+    with pytest.raises(TypeError, match='must be a list'):
+        unpack_into(packed, (None,) * 3, 0)
+    for start in (-1, 1, 4):
+        with pytest.raises(ValueError, match='do not fit'):
+            unpack_into(packed, [None] * 3, start)
+    for bad in (b'', b'x' + bytes(8), b'q' + bytes(7), b'd' + bytes(9)):
+        with pytest.raises(ValueError, match='not a packed chunk'):
+            unpack_into(bad, [None] * 3, 0)
+    with pytest.raises(TypeError):
+        unpack_into('q', [None], 0)
+    target = [None] * 3
+    unpack_into(bytearray(packed), target, 0)     # any bytes-like object
+    assert target == [0, 1, 4]
+
+
+def test_map_results_keep_their_types(pool):
+    data = list(range(8))
+    expected = [typed_result(x) for x in data]
+    for size in (None, 1, 3, 8):
+        got = pool.map(typed_result, data, size)
+        assert got == expected
+        assert [type(v) for v in got] == [type(v) for v in expected]
+        assert str(got[6]) == '-0.0'
+    assert pool.map(halves, range(1000)) == [x / 2 for x in range(1000)]
+    assert pool.map(mixed_result, range(100), 7) == \
+        [mixed_result(x) for x in range(100)]
+    pairs = [(x, -x) for x in range(300)]
+    assert pool.starmap(add, pairs) == [0] * 300
+    got = []
+    pool.map_async(square, range(50), 6, callback=got.append).get(LONG)
+    assert got == [[x * x for x in range(50)]]
+
+
+def test_a_map_is_shared_among_the_workers(pool):
+    # every worker takes part in one map() of short tasks
+    pids = set(pool.map(slow_pid, [0.02] * 12, 1))
+    assert len(pids) == 3

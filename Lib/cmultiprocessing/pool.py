@@ -44,6 +44,9 @@ import traceback
 import types
 import warnings
 
+from _cmultiprocessing import map_chunk as _map_chunk
+from _cmultiprocessing import unpack_into as _unpack_into
+
 from . import util
 from .context import ProcessError, TimeoutError
 
@@ -74,6 +77,20 @@ def starmapstar(args):
     """Run one chunk of a starmap(): *args* is (func, argument tuples)."""
     func, items = args
     return list(itertools.starmap(func, items))
+
+
+def _packed_map(args):
+    """Run one chunk of a map() in a worker process: the results come
+    back as packed bytes when they are all ints or all floats (see
+    `MapResult._set`), else as a list."""
+    func, items = args
+    return _map_chunk(func, items)
+
+
+def _packed_starmap(args):
+    """The same for a starmap() chunk."""
+    func, items = args
+    return _map_chunk(func, items, True)
 
 
 # ---------------------------------------------------------------------------
@@ -381,12 +398,18 @@ class MapResult(ApplyResult):
 
     def _set(self, i, success_result):
         ok, value = success_result
-        if not ok:
-            if self._success:
-                self._success, self._value = False, value
-        elif self._success:
+        if ok and self._success:
             start = i * self._chunksize
-            self._value[start:start + self._chunksize] = value
+            if type(value) is bytes:
+                # a packed chunk (_packed_map)
+                try:
+                    _unpack_into(value, self._value, start)
+                except Exception as exc:
+                    ok, value = False, exc      # fail the map, not hang
+            else:
+                self._value[start:start + self._chunksize] = value
+        if not ok and self._success:
+            self._success, self._value = False, value
         self._number_left -= 1
         if self._number_left == 0:
             self._finish()
@@ -507,6 +530,25 @@ def _chunks(func, items, size):
         if not piece:
             return
         yield (func, piece)
+
+
+class _Counted(object):
+    """Iterator over the tasks of a map(), knowing how many are left, so
+    that the dispatcher can share them out evenly among the workers."""
+    __slots__ = ('_tasks', 'left', 'share')
+
+    def __init__(self, tasks, count):
+        self._tasks = tasks
+        self.left = count
+        self.share = None       # tasks a batch, fixed by the first batch
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        task = next(self._tasks)
+        self.left -= 1
+        return task
 
 
 _CLOSE = object()   # pending-queue marker: no more submissions
@@ -724,10 +766,22 @@ class _Engine(object):
         if estimate is None:
             return 1
         limit = int(_BATCH_SECONDS / estimate) if estimate > 0 else _BATCH_CAP
-        if self.source is None:
+        source = self.source
+        if source is None:
             # leave queued work for the other workers
             share = -(-(self.pending.qsize() + 1) // max(1, len(self.slots)))
             limit = min(limit, share)
+        else:
+            share = getattr(source, 'share', 0)
+            if share is None:
+                # every worker gets its part of a map() at once, in as
+                # many batches as it may hold (the results of the first
+                # travel back while the next one runs)
+                depth = 2 if estimate < _PREFETCH_BELOW else 1
+                room = max(1, len(self.slots)) * depth
+                share = source.share = -(-(max(source.left, 0) + 1) // room)
+            if share:
+                limit = min(limit, share)
         if self.maxtasks is not None:
             limit = min(limit, self.maxtasks - slot.sent)
         return max(1, min(limit, _BATCH_CAP))
@@ -1384,24 +1438,29 @@ class Pool(object):
         self._engine.submit((result._job, 0, func, args, kwds))
         return result
 
+    # how a map() / starmap() chunk runs in a worker
+    _mappers = (_packed_map, _packed_starmap)
+
     def map(self, func, iterable, chunksize=None):
         """list(map(func, iterable)), computed by the workers in chunks."""
-        return self._map_async(func, iterable, mapstar, chunksize).get()
+        return self._map_async(func, iterable, self._mappers[0],
+                               chunksize).get()
 
     def map_async(self, func, iterable, chunksize=None, callback=None,
                   error_callback=None):
         """Like map(), returning a MapResult."""
-        return self._map_async(func, iterable, mapstar, chunksize,
+        return self._map_async(func, iterable, self._mappers[0], chunksize,
                                callback, error_callback)
 
     def starmap(self, func, iterable, chunksize=None):
         """Like map(), but each item is a tuple of arguments."""
-        return self._map_async(func, iterable, starmapstar, chunksize).get()
+        return self._map_async(func, iterable, self._mappers[1],
+                               chunksize).get()
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None,
                       error_callback=None):
         """Like starmap(), returning a MapResult."""
-        return self._map_async(func, iterable, starmapstar, chunksize,
+        return self._map_async(func, iterable, self._mappers[1], chunksize,
                                callback, error_callback)
 
     def _map_async(self, func, iterable, mapper, chunksize=None,
@@ -1416,8 +1475,10 @@ class Pool(object):
             chunksize = -(-total // (len(self._pool) * 4 or 1))
         result = MapResult(self, chunksize, total, callback, error_callback)
         if chunksize:
-            self._engine.submit(_guarded(result._job, mapper,
-                                         _chunks(func, iterable, chunksize)))
+            self._engine.submit(_Counted(
+                _guarded(result._job, mapper,
+                         _chunks(func, iterable, chunksize)),
+                -(-total // chunksize)))
         return result
 
     def imap(self, func, iterable, chunksize=1):
@@ -1474,6 +1535,8 @@ class ThreadPool(Pool):
 
     _wrap_exception = False
     _engine_class = _ThreadEngine
+    # results are not pickled in a thread pool: nothing to gain by packing
+    _mappers = (mapstar, starmapstar)
 
     @staticmethod
     def Process(ctx, *args, **kwds):
