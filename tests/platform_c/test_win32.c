@@ -11,6 +11,7 @@
 #include "platform/platform.h"
 #include "platform/queue.h"
 #include "platform/npipe.h"
+#include "platform/winspawn.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -1005,6 +1006,142 @@ test_qpipe_npipe_interrupt(void)
     CloseHandle(e[1]);
 }
 
+/* ---- spawn through CreateProcessW (win32_spawn.c) ---------------------- */
+
+/* child_win32.exe, next to this program (wide, for CreateProcessW). */
+static int
+child_exe(wchar_t *out, size_t cap)
+{
+    wchar_t self[MAX_PATH];
+    DWORD n = GetModuleFileNameW(NULL, self, MAX_PATH);
+    if (n == 0 || n >= MAX_PATH) {
+        return -1;
+    }
+    wchar_t *slash = wcsrchr(self, L'\\');
+    if (slash == NULL) {
+        return -1;
+    }
+    slash[1] = L'\0';
+    return swprintf(out, cap, L"%lschild_win32.exe", self) < 0 ? -1 : 0;
+}
+
+static void
+test_spawn_inherit_one(void)
+{
+    wchar_t exe[MAX_PATH + 32];
+    CHECK_EQ(child_exe(exe, MAX_PATH + 32), 0);
+    HANDLE r, w, r2, w2;
+    CHECK(CreatePipe(&r, &w, NULL, 0));
+    /* a second pipe whose write end IS inheritable, but not listed */
+    SECURITY_ATTRIBUTES sa = {sizeof(sa), NULL, TRUE};
+    CHECK(CreatePipe(&r2, &w2, &sa, 0));
+    if (checks_failed) {
+        return;
+    }
+    wchar_t cmd[2 * MAX_PATH];
+    swprintf(cmd, 2 * MAX_PATH, L"\"%ls\" %llu %llu", exe,
+             (unsigned long long)(uintptr_t)w,
+             (unsigned long long)(uintptr_t)w2);
+    cmp_winspawn_request req = {exe, cmd, &w, 1, NULL, NULL};
+    HANDLE proc = NULL;
+    unsigned long pid = 0;
+    CHECK_EQ(cmp_winspawn(&req, &proc, &pid), 0);
+    /* the flag was set for the call only */
+    DWORD flags = 99;
+    CHECK(GetHandleInformation(w, &flags));
+    CHECK_EQ(flags & HANDLE_FLAG_INHERIT, 0);
+    CHECK(GetHandleInformation(w2, &flags));
+    CHECK_EQ(flags & HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT);
+    CloseHandle(w);
+    CloseHandle(w2);
+    if (proc != NULL) {
+        CHECK(pid != 0);
+        /* what the child wrote, then end of file once it has exited (its
+           copy of the write end was the last one) */
+        char buf[64] = {0};
+        size_t done = 0;
+        for (;;) {
+            size_t got = 0;
+            int err = cmp_io_read(r, CMP_IO_KIND_PIPE, buf + done,
+                                  sizeof(buf) - 1 - done, 0, &got);
+            CHECK_EQ(err, 0);
+            if (err != 0 || got == 0) {
+                break;
+            }
+            done += got;
+        }
+        CHECK(strcmp(buf, "hello from the child") == 0);
+        unsigned char flag = 0;
+        size_t n = 0;
+        CHECK_EQ(cmp_io_wait_many(&proc, 1, 20.0, &flag, &n), 0);
+        CHECK_EQ(n, 1);
+        DWORD code = 99;
+        CHECK(GetExitCodeProcess(proc, &code));
+        CHECK_EQ(code, 7);  /* 8: the unlisted handle leaked into it */
+        CloseHandle(proc);
+    }
+    CloseHandle(r);
+    CloseHandle(r2);
+}
+
+static void
+test_spawn_named_pipe_end(void)
+{
+    /* a Pipe() end (overlapped named pipe) handed to the child */
+    wchar_t exe[MAX_PATH + 32];
+    CHECK_EQ(child_exe(exe, MAX_PATH + 32), 0);
+    HANDLE e[2];
+    CHECK_EQ(cmp_npipe_pair(0, e), 0);
+    if (checks_failed) {
+        return;
+    }
+    wchar_t cmd[2 * MAX_PATH];
+    swprintf(cmd, 2 * MAX_PATH, L"\"%ls\" %llu", exe,
+             (unsigned long long)(uintptr_t)e[1]);
+    cmp_winspawn_request req = {NULL, cmd, &e[1], 1, NULL, NULL};
+    HANDLE proc = NULL;
+    unsigned long pid = 0;
+    CHECK_EQ(cmp_winspawn(&req, &proc, &pid), 0);
+    CloseHandle(e[1]);
+    if (proc != NULL) {
+        char buf[64] = {0};
+        CHECK_EQ(read_all(e[0], buf, 20), 0);
+        CHECK(strcmp(buf, "hello from the child") == 0);
+        CHECK_EQ(WaitForSingleObject(proc, 20000), WAIT_OBJECT_0);
+        DWORD code = 99;
+        CHECK(GetExitCodeProcess(proc, &code));
+        CHECK_EQ(code, 7);
+        CloseHandle(proc);
+        /* the child's end is gone with it: end of file */
+        size_t got = 9;
+        CHECK_EQ(cmp_io_read(e[0], CMP_IO_KIND_PIPE, buf, 8, 0, &got), 0);
+        CHECK_EQ(got, 0);
+    }
+    CloseHandle(e[0]);
+}
+
+static void
+test_spawn_errors(void)
+{
+    wchar_t cmd[] = L"\"C:\\no\\such\\program.exe\" 1";
+    cmp_winspawn_request req = {L"C:\\no\\such\\program.exe", cmd, NULL, 0,
+                                NULL, NULL};
+    HANDLE proc = NULL;
+    unsigned long pid = 0;
+    int err = cmp_winspawn(&req, &proc, &pid);
+    CHECK(err == ERROR_FILE_NOT_FOUND || err == ERROR_PATH_NOT_FOUND);
+    CHECK(proc == NULL);
+    /* a handle in the list that is not open: refused before starting */
+    wchar_t exe[MAX_PATH + 32];
+    CHECK_EQ(child_exe(exe, MAX_PATH + 32), 0);
+    wchar_t cmd2[2 * MAX_PATH];
+    swprintf(cmd2, 2 * MAX_PATH, L"\"%ls\" 1", exe);
+    HANDLE bogus = (HANDLE)(uintptr_t)0x7ff0;
+    cmp_winspawn_request bad = {exe, cmd2, &bogus, 1, NULL, NULL};
+    CHECK_EQ(cmp_winspawn(&bad, &proc, &pid), ERROR_INVALID_HANDLE);
+    CHECK(proc == NULL);
+}
+
 /* ---- across processes --------------------------------------------------- */
 
 static char self_path[MAX_PATH];
@@ -1139,6 +1276,9 @@ main(int argc, char **argv)
     run("queue.named_pipe", test_qpipe_npipe);
     run("queue.named_pipe_interrupt", test_qpipe_npipe_interrupt);
     run("process.sem_and_arena_in_child", test_child_process);
+    run("spawn.inherit_one_handle", test_spawn_inherit_one);
+    run("spawn.named_pipe_end", test_spawn_named_pipe_end);
+    run("spawn.errors", test_spawn_errors);
     printf("%d passed, %d failed\n", n_passed, n_failed);
     WSACleanup();
     return n_failed == 0 ? 0 : 1;
