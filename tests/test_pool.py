@@ -691,6 +691,18 @@ def test_map_results_keep_their_types(pool):
 
 
 def test_a_map_is_shared_among_the_workers(pool):
-    # every worker takes part in one map() of short tasks
+    # after tiny tasks (the pool then packs many tasks into one batch),
+    # every worker still takes part in one map()
+    pool.map(square, range(2000), 1)
     pids = set(pool.map(slow_pid, [0.02] * 12, 1))
     assert len(pids) == 3
+
+
+def test_a_chunk_that_cannot_be_unpacked_fails_the_map(pool, monkeypatch):
+    def broken(data, target, start):
+        raise ValueError('cannot unpack')
+    monkeypatch.setattr(mpool, '_unpack_into', broken)
+    with pytest.raises(ValueError, match='cannot unpack'):
+        pool.map(square, range(100), 10)
+    monkeypatch.undo()
+    assert pool.map(square, range(100), 10) == [x * x for x in range(100)]
