@@ -41,6 +41,13 @@ static void raise_queue_exception(cmp_state *st, int full);
 /* Frames at least this long are read in two steps so that a bytes
    payload lands directly in its final object. */
 #define QUEUE_DIRECT_READ 1024
+/* The first frame at least this long makes the producer ask for a pipe
+   buffer of QUEUE_PIPE_WANT bytes: with the default 64 KiB a 64 KiB
+   message does not fit, and every message costs the writer and the reader
+   a sleep and a wake-up each.  Queues of small messages keep the default
+   (the kernel counts pipe buffers against a per-user budget). */
+#define QUEUE_GROW_AT (16 << 10)
+#define QUEUE_PIPE_WANT (1 << 20)
 /* The feeder re-checks its state at least this often (microseconds). */
 #define FEED_IDLE_US 500000
 
@@ -936,6 +943,7 @@ typedef struct {
     PyObject *dumps, *loads;
     PyObject *recv_bytes, *poll; /* set: read through the Connection */
     int closed, ignore_epipe;
+    int pipe_grown; /* this process asked for the larger pipe buffer */
 } QueueObject;
 
 static PyObject *
@@ -1109,6 +1117,26 @@ ensure_feeder(QueueObject *q)
     return 0;
 }
 
+/* Before the first long frame: ask once (per process) for the larger
+   pipe buffer.  Best effort; nothing is reported. */
+static void
+grow_pipe_for(QueueObject *q, const qframe *f)
+{
+    FeedObject *fd = q->feed;
+    if (q->pipe_grown || frame_total(f) < QUEUE_GROW_AT ||
+        fd->send_bytes != NULL) {
+        return;
+    }
+    q->pipe_grown = 1;
+    cmp_handle_t h;
+    if (conn_handle(fd->w_fileno, &h) < 0) {
+        /* a closed writer: the write that follows reports it */
+        PyErr_Clear();
+        return;
+    }
+    (void)cmp_qpipe_grow(h, QUEUE_PIPE_WANT);
+}
+
 /* Write f now if the pipe takes it without blocking, else queue it for
    the feeder.  Consumes f. */
 static PyObject *
@@ -1117,6 +1145,7 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
     FeedObject *fd = q->feed;
     PyObject *res = NULL;
     fd->used = 1;
+    grow_pipe_for(q, f);
     if (fd->count == 0 && fd->send_bytes == NULL) {
         if (frame_total(f) > QUEUE_ATOMIC_WRITE && ensure_feeder(q) < 0) {
             goto fail_release_sem;
@@ -1286,21 +1315,25 @@ queue_put_acquired(PyObject *op, PyObject *obj)
 
 /* ---- reading ---- */
 
-/* Read exactly n bytes, waiting (GIL released, in slices) as needed.
-   `started` says whether part of the frame was already read (for the
-   end-of-file error). */
+/* Fill the slots completely, in order, waiting (GIL released, in slices)
+   as needed; each attempt is one scattered read of everything still
+   missing.  `started` says whether part of the frame was already read
+   (for the end-of-file error).  The slots array is consumed. */
 static int
-read_exact(cmp_handle_t h, char *buf, size_t n, int started)
+read_slots(cmp_handle_t h, cmp_qpipe_slot *slots, int count, int started)
 {
-    size_t got = 0;
-    while (got < n) {
+    int i = 0;
+    while (i < count && slots[i].len == 0) {
+        i++;
+    }
+    while (i < count) {
         size_t d = 0;
-        int r = cmp_qpipe_read_nowait(h, buf + got, n - got, &d);
+        int r = cmp_qpipe_readv_nowait(h, slots + i, count - i, &d);
         if (r == CMP_QPIPE_AGAIN) {
             Py_BEGIN_ALLOW_THREADS
             r = cmp_qpipe_wait(h, 0, CMP_WAIT_SLICE);
             if (r == CMP_QPIPE_OK) {
-                r = cmp_qpipe_read_nowait(h, buf + got, n - got, &d);
+                r = cmp_qpipe_readv_nowait(h, slots + i, count - i, &d);
             }
             Py_END_ALLOW_THREADS
             if (r == CMP_QPIPE_AGAIN || r == CMP_QPIPE_INTR) {
@@ -1311,7 +1344,15 @@ read_exact(cmp_handle_t h, char *buf, size_t n, int started)
             }
         }
         if (r == CMP_QPIPE_OK) {
-            got += d;
+            started = 1;
+            while (i < count && d >= slots[i].len) {
+                d -= slots[i].len;
+                i++;
+            }
+            if (i < count) {
+                slots[i].base = (char *)slots[i].base + d;
+                slots[i].len -= d;
+            }
             continue;
         }
         if (r == CMP_QPIPE_INTR) {
@@ -1321,7 +1362,7 @@ read_exact(cmp_handle_t h, char *buf, size_t n, int started)
             continue;
         }
         if (r == CMP_QPIPE_EOF) {
-            if (started || got > 0) {
+            if (started) {
                 PyErr_SetString(PyExc_OSError,
                                 "got end of file during message");
             }
@@ -1334,6 +1375,65 @@ read_exact(cmp_handle_t h, char *buf, size_t n, int started)
         return -1;
     }
     return 0;
+}
+
+/* Read exactly n bytes into buf (see read_slots). */
+static int
+read_exact(cmp_handle_t h, char *buf, size_t n, int started)
+{
+    cmp_qpipe_slot one;
+    one.base = buf;
+    one.len = n;
+    return read_slots(h, &one, 1, started);
+}
+
+/* The body of a long frame (len >= QUEUE_DIRECT_READ), read with one
+   scattered read where the pipe holds it all: the 7 bytes a long bytes
+   or str pickle starts with, the rest but the last byte straight into a
+   new bytes object, and the last byte.  A bytes payload is then that very
+   object and a str is decoded from it; anything else is reassembled for
+   pickle (*payload_out). */
+static PyObject *
+read_long_body(cmp_handle_t h, Py_ssize_t len, PyObject **payload_out)
+{
+    unsigned char pre[7];
+    char stop;
+    PyObject *b = PyBytes_FromStringAndSize(NULL, len - 8);
+    if (b == NULL) {
+        return NULL;
+    }
+    cmp_qpipe_slot slots[3] = {
+        {pre, 7}, {PyBytes_AS_STRING(b), (size_t)(len - 8)}, {&stop, 1}};
+    if (read_slots(h, slots, 3, 1) < 0) {
+        Py_DECREF(b);
+        return NULL;
+    }
+    if (pre[0] == OP_PROTO && pre[1] == DIRECT_PROTO &&
+        (unsigned char)stop == OP_STOP &&
+        (Py_ssize_t)get_le(pre + 3, 4) == len - 8) {
+        if (pre[2] == OP_BINBYTES) {
+            return b;
+        }
+        if (pre[2] == OP_BINSTR) {
+            PyObject *s = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(b), len - 8,
+                                               NULL);
+            if (s != NULL) {
+                Py_DECREF(b);
+                return s;
+            }
+            PyErr_Clear(); /* let pickle report it */
+        }
+    }
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, len);
+    if (payload != NULL) {
+        char *p = PyBytes_AS_STRING(payload);
+        memcpy(p, pre, 7);
+        memcpy(p + 7, PyBytes_AS_STRING(b), (size_t)(len - 8));
+        p[len - 1] = stop;
+    }
+    Py_DECREF(b);
+    *payload_out = payload;
+    return NULL;
 }
 
 /* Read one frame and turn it into the object. */
@@ -1384,53 +1484,7 @@ read_object(cmp_handle_t h, PyObject **payload_out)
         return NULL;
     }
     if (len >= QUEUE_DIRECT_READ) {
-        /* a long bytes object goes straight into its own buffer */
-        unsigned char pre[7];
-        if (read_exact(h, (char *)pre, 7, 1) < 0) {
-            return NULL;
-        }
-        PyObject *payload;
-        if (pre[0] == OP_PROTO && pre[1] == DIRECT_PROTO &&
-            pre[2] == OP_BINBYTES &&
-            (Py_ssize_t)get_le(pre + 3, 4) == len - 8) {
-            PyObject *b = PyBytes_FromStringAndSize(NULL, len - 8);
-            if (b == NULL) {
-                return NULL;
-            }
-            char stop;
-            if (read_exact(h, PyBytes_AS_STRING(b), (size_t)(len - 8), 1) <
-                    0 ||
-                read_exact(h, &stop, 1, 1) < 0) {
-                Py_DECREF(b);
-                return NULL;
-            }
-            if ((unsigned char)stop == OP_STOP) {
-                return b;
-            }
-            /* not what it looked like: let pickle judge the whole */
-            payload = PyBytes_FromStringAndSize(NULL, len);
-            if (payload != NULL) {
-                char *p = PyBytes_AS_STRING(payload);
-                memcpy(p, pre, 7);
-                memcpy(p + 7, PyBytes_AS_STRING(b), (size_t)(len - 8));
-                p[len - 1] = stop;
-            }
-            Py_DECREF(b);
-            *payload_out = payload;
-            return NULL;
-        }
-        payload = PyBytes_FromStringAndSize(NULL, len);
-        if (payload == NULL) {
-            return NULL;
-        }
-        memcpy(PyBytes_AS_STRING(payload), pre, 7);
-        if (read_exact(h, PyBytes_AS_STRING(payload) + 7, (size_t)(len - 7),
-                       1) < 0) {
-            Py_DECREF(payload);
-            return NULL;
-        }
-        *payload_out = payload;
-        return NULL;
+        return read_long_body(h, len, payload_out);
     }
     PyObject *payload = PyBytes_FromStringAndSize(NULL, len);
     if (payload == NULL) {
@@ -1657,6 +1711,7 @@ simple_put(PyObject *op, PyObject *obj)
         frame_clear(&f);
         return NULL;
     }
+    grow_pipe_for(q, &f);
     if (fd->wl_acquire != NULL && call_acquire(fd->wl_acquire, 1, NULL) < 0) {
         frame_clear(&f);
         return NULL;

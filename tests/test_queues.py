@@ -557,3 +557,119 @@ def test_bind_rejects_bad_arguments():
                     pickle.dumps, pickle.loads, True)
         q.put(1)                        # still bound as before
         assert q.get(timeout=LONG) == 1
+
+
+# --------------------------------------------------------------------------
+# long messages: the pipe buffer and the one-read body
+
+def _pipe_size(conn):
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("no F_GETPIPE_SZ here")
+    return fcntl.fcntl(conn.fileno(), fcntl.F_GETPIPE_SZ)
+
+
+def _pipe_max():
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            return int(f.read())
+    except OSError:
+        pytest.skip("no /proc/sys/fs/pipe-max-size")
+
+
+def _may_grow(want):
+    import fcntl
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, want)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.parametrize("kind", ["Queue", "SimpleQueue"])
+def test_long_message_grows_the_pipe_small_ones_do_not(kind):
+    want = min(1 << 20, _pipe_max())
+    small, big = getattr(CTX, kind)(), getattr(CTX, kind)()
+    try:
+        before = _pipe_size(small._writer)
+        for i in range(50):
+            small.put(i)
+        assert [small.get() for _ in range(50)] == list(range(50))
+        assert _pipe_size(small._writer) == before
+        blob = b"g" * 70000
+        big.put(blob)
+        assert big.get() == blob
+        # both ends see the one buffer, as large as asked for wherever this
+        # process may have a pipe that large (the per-user budget allows)
+        assert _pipe_size(big._reader) >= (want if _may_grow(want) else before)
+        # a long message now fits: several go in before anyone reads
+        # (in a thread: SimpleQueue.put waits while the pipe is full)
+        if _pipe_size(big._writer) >= 6 * 70100:
+            t = threading.Thread(target=lambda: [big.put(blob + bytes([i]))
+                                                 for i in range(5)],
+                                 daemon=True)
+            t.start()
+            t.join(LONG)
+            assert not t.is_alive()
+            if kind == "Queue":
+                assert big._feed.pending == 0      # no feeder was needed
+            assert [big.get() for _ in range(5)] == [blob + bytes([i])
+                                                      for i in range(5)]
+    finally:
+        for q in (small, big):
+            q.close()
+            if isinstance(q, queues.Queue):
+                q.join_thread()
+
+
+def _send_raw(q, payload):
+    # a frame from outside put(): take the unit of room get() gives back
+    assert q._sem.acquire(timeout=LONG)
+    q._writer.send_bytes(payload)
+
+
+def test_long_frames_read_in_one_piece_decode_like_pickle():
+    # long payloads of every shape the one-read path looks at: bytes and
+    # str written by put(), and frames written by other picklers or by
+    # hand that only look similar -- each must come out as pickle.loads
+    # makes it
+    n = 5000
+    utf8 = "é" * n
+    surrogates = "\udc80" * n
+    hand_str = (b"\x80\x04X" + (3 * n).to_bytes(4, "little") +
+                b"\xed\xb2\x80" * n + b".")      # surrogatepass UTF-8
+    hand_bytes_bad_len = (b"\x80\x04B" + (n + 1).to_bytes(4, "little") +
+                          b"b" * n + b".")        # not a valid pickle
+    q = CTX.Queue()
+    with closing(q):
+        for obj in (b"b" * n, utf8, surrogates, (1, b"t" * n), [utf8]):
+            q.put(obj)
+            assert q.get(timeout=LONG) == obj
+        for obj in (b"b" * n, utf8, bytearray(n)):
+            _send_raw(q, pickle.dumps(obj, protocol=5))
+            assert q.get(timeout=LONG) == obj
+        _send_raw(q, hand_str)
+        assert q.get(timeout=LONG) == pickle.loads(hand_str) == surrogates
+        with pytest.raises(Exception) as expected:
+            pickle.loads(hand_bytes_bad_len)
+        _send_raw(q, hand_bytes_bad_len)
+        with pytest.raises(expected.type):
+            q.get(timeout=LONG)
+        q.put("after")                           # the stream is still in step
+        assert q.get(timeout=LONG) == "after"
+
+
+def test_end_of_file_inside_a_long_frame():
+    q = CTX.Queue()
+    with closing(q):
+        frame = pickle.dumps(b"e" * 5000, protocol=4)
+        # a header that promises more than the writer sends before closing
+        os.write(q._writer.fileno(),
+                 len(frame).to_bytes(4, "big") + frame[:3000])
+        q._writer.close()
+        with pytest.raises(OSError, match="end of file"):
+            q.get(timeout=LONG)

@@ -11,6 +11,7 @@
 
 #ifdef CMP_POSIX
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
@@ -237,6 +238,103 @@ cmp_qpipe_read_nowait(cmp_handle_t h, void *buf, size_t len, size_t *done)
     }
     *done = (size_t)r;
     return CMP_QPIPE_OK;
+}
+
+int
+cmp_qpipe_readv_nowait(cmp_handle_t h, const cmp_qpipe_slot *slots,
+                       int count, size_t *done)
+{
+    struct iovec iov[CMP_QPIPE_MAX_PIECES];
+    size_t room = (size_t)SSIZE_MAX;
+    int n = 0;
+    *done = 0;
+    for (int i = 0; i < count && n < CMP_QPIPE_MAX_PIECES && room > 0; i++) {
+        size_t len = slots[i].len < room ? slots[i].len : room;
+        if (len == 0) {
+            continue;
+        }
+        iov[n].iov_base = slots[i].base;
+        iov[n].iov_len = len;
+        room -= len;
+        n++;
+    }
+    if (n == 0) {
+        return CMP_QPIPE_OK;
+    }
+    ssize_t r;
+#if defined(RWF_NOWAIT) && !defined(CMP_QPIPE_NO_NOWAIT_FLAG)
+    if (nowait_flag_works) {
+        r = preadv2(h, iov, n, -1, RWF_NOWAIT);
+        if (r > 0) {
+            *done = (size_t)r;
+            return CMP_QPIPE_OK;
+        }
+        if (r == 0) {
+            return CMP_QPIPE_EOF;
+        }
+        int err = errno;
+        if (err == EAGAIN) {
+            return CMP_QPIPE_AGAIN;
+        }
+        if (err == EINTR) {
+            return CMP_QPIPE_INTR;
+        }
+        if (!flag_refused(err)) {
+            return err;
+        }
+        nowait_flag_works = 0;
+    }
+#endif
+    /* Fallback: a readable pipe returns what it holds without blocking. */
+    int ready = ready_now(h, POLLIN, 0);
+    if (ready != CMP_QPIPE_OK) {
+        return ready;
+    }
+    r = readv(h, iov, n);
+    if (r < 0) {
+        return errno == EINTR ? CMP_QPIPE_INTR : errno;
+    }
+    if (r == 0) {
+        return CMP_QPIPE_EOF;
+    }
+    *done = (size_t)r;
+    return CMP_QPIPE_OK;
+}
+
+size_t
+cmp_qpipe_grow(cmp_handle_t h, size_t want)
+{
+#if defined(F_SETPIPE_SZ) && defined(F_GETPIPE_SZ)
+    /* Linux: the buffer is the pipe's, shared by both ends and every
+       process.  Unprivileged processes may go up to
+       /proc/sys/fs/pipe-max-size (1 MiB by default) and not past the
+       per-user page budget: on EPERM try half the size, down to what
+       the pipe already has. */
+    int now = fcntl(h, F_GETPIPE_SZ);
+    if (now < 0) {
+        return 0;
+    }
+    if (want > (size_t)INT_MAX) {
+        want = (size_t)INT_MAX;
+    }
+    while (want > (size_t)now) {
+        int got = fcntl(h, F_SETPIPE_SZ, (int)want);
+        if (got >= 0) {
+            return (size_t)got;
+        }
+        if (errno != EPERM) {
+            break;
+        }
+        want /= 2;
+    }
+    return (size_t)now;
+#else
+    /* no way to resize a pipe here (macOS: the kernel grows pipes by
+       itself up to 64 KiB) */
+    (void)h;
+    (void)want;
+    return 0;
+#endif
 }
 
 int

@@ -62,4 +62,56 @@ int cmp_qpipe_read_nowait(cmp_handle_t h, void *buf, size_t len,
    CMP_QPIPE_AGAIN on timeout, CMP_QPIPE_INTR or an error. */
 int cmp_qpipe_wait(cmp_handle_t h, int for_write, double seconds);
 
+/* One piece of a scattered read. */
+typedef struct {
+    void *base;
+    size_t len;
+} cmp_qpipe_slot;
+
+#ifndef CMP_WINDOWS
+/* Read into the slots, in order, as much as the pipe holds now (one
+   system call where the platform has a scattered read): as
+   cmp_qpipe_read_nowait, with *done counted over all the slots. */
+int cmp_qpipe_readv_nowait(cmp_handle_t h, const cmp_qpipe_slot *slots,
+                           int count, size_t *done);
+
+/* Ask for a pipe buffer of at least `want` bytes, best effort: the pipe
+   keeps its size where the platform cannot or may not change it (or it
+   is already that large).  Never fails: returns the size now in force
+   where the platform can tell, else 0. */
+size_t cmp_qpipe_grow(cmp_handle_t h, size_t want);
+#else
+/* win32_queue.c has no scattered read or resizable pipe buffer (yet):
+   the slots are read one call each, and the size stays as it is. */
+static inline int
+cmp_qpipe_readv_nowait(cmp_handle_t h, const cmp_qpipe_slot *slots,
+                       int count, size_t *done)
+{
+    *done = 0;
+    for (int i = 0; i < count; i++) {
+        size_t got = 0;
+        if (slots[i].len == 0) {
+            continue;
+        }
+        int r = cmp_qpipe_read_nowait(h, slots[i].base, slots[i].len, &got);
+        if (r != CMP_QPIPE_OK) {
+            return *done > 0 ? CMP_QPIPE_OK : r;
+        }
+        *done += got;
+        if (got < slots[i].len) {
+            break;
+        }
+    }
+    return CMP_QPIPE_OK;
+}
+
+static inline size_t
+cmp_qpipe_grow(cmp_handle_t h, size_t want)
+{
+    (void)h;
+    (void)want;
+    return 0;
+}
+#endif
+
 #endif /* CMP_PLATFORM_QUEUE_H */
