@@ -397,3 +397,129 @@ def test_manager_serves_past_stalled_and_wrong_key_clients():
         finally:
             for s in stalled:
                 s.close()
+
+
+# ------------------------------------------------------- fuzz corpus replay
+
+def test_fuzz_corpus_replays():
+    # The committed fuzz corpus through the fuzz targets' checks with this
+    # (unsanitized) build, in a fresh interpreter: fuzz_targets patches
+    # the module (fixed challenges, a recv() that refuses every global)
+    # before anything has cached the real loads.
+    import subprocess
+    import sys
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz")
+    out = subprocess.run(
+        [sys.executable, os.path.join(here, "fuzz_targets.py")],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    counts = dict(line.split(":") for line in out.stdout.splitlines())
+    for target in ("conn", "handshake"):
+        folder = os.path.join(here, "corpus", target)
+        assert counts["replayed " + target].split() == [
+            str(len(os.listdir(folder))), "inputs"]
+        assert len(os.listdir(folder)) > 20
+
+
+# ------------------------------------- handshake on an accepted Connection
+
+def test_authenticate_connection_silent_peer_times_out(family):
+    # What a manager's per-connection thread can use: the deadline on a
+    # Connection it already holds; the Connection stays open and usable.
+    with Listener(family=family) as l:
+        silent = raw_connect(l.address, family)
+        with silent, l.accept() as conn:
+            with pytest.raises(AuthenticationError, match="timed out"):
+                connection._authenticate_connection(conn, KEY)
+            assert not conn.closed
+            assert os.get_blocking(conn.fileno())
+            assert read_frame(silent).startswith(b"#CHALLENGE#")
+            silent.sendall(frame(b"still here"))
+            assert conn.recv_bytes() == b"still here"
+
+
+def test_authenticate_connection_good_and_wrong_clients(family):
+    with Listener(family=family) as l:
+        for key, ok in ((KEY, True), (b"wrong", False)):
+            r = Runner(Client, l.address, "AF_UNIX" if family == "AF_UNIX"
+                       else None, key)
+            r.start()
+            with l.accept() as conn:
+                if ok:
+                    connection._authenticate_connection(conn, KEY)
+                    conn.send_bytes(b"welcome")
+                else:
+                    with pytest.raises(AuthenticationError):
+                        connection._authenticate_connection(conn, KEY)
+            r.finish()
+            if ok:
+                assert r.error is None, r.error
+                with r.result as c:
+                    assert c.recv_bytes() == b"welcome"
+            else:
+                assert isinstance(r.error, AuthenticationError)
+
+
+def test_authenticate_connection_not_a_socket():
+    # A handle that is not a socket cannot take a deadline: the handshake
+    # then runs as before, over the object's own send/recv.
+    from cmultiprocessing.connection import Pipe
+    a, b = Pipe(duplex=True)
+    r_fd, w_fd = os.pipe()
+
+    class NotASocket:
+        fileno = staticmethod(lambda: r_fd)
+        send_bytes = a.send_bytes
+        recv_bytes = a.recv_bytes
+
+    r = Runner(lambda: (connection.answer_challenge(b, KEY),
+                        connection.deliver_challenge(b, KEY)))
+    r.start()
+    try:
+        connection._authenticate_connection(NotASocket(), KEY)
+        r.finish()
+        assert r.error is None, r.error
+        a.send_bytes(b"after")
+        assert b.recv_bytes() == b"after"
+    finally:
+        for fd in (r_fd, w_fd):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+def _manager_bounds_handshake():
+    import inspect
+    from cmultiprocessing import managers
+    return "_authenticate_connection" in inspect.getsource(
+        managers.Server._server_function)
+
+
+@pytest.mark.skipif(not _manager_bounds_handshake(),
+                    reason="managers.Server does not bound its handshake")
+def test_manager_drops_stalled_clients_after_deadline():
+    # Each connection gets a thread in the manager; a stalled client's
+    # thread ends once HANDSHAKE_TIMEOUT passes (the forked manager
+    # inherits the shortened value), so stalled clients cannot pile up.
+    import cmultiprocessing
+    ctx = cmultiprocessing.get_context("fork")
+
+    def threads(pid):
+        return len(os.listdir("/proc/%d/task" % pid))
+
+    with ctx.Manager() as m:
+        family = connection.address_type(m.address)
+        pid = m._process.pid
+        base = threads(pid)
+        stalled = [raw_connect(m.address, family) for _ in range(8)]
+        try:
+            for s in stalled:
+                # each was challenged: its thread exists by now
+                assert read_frame(s).startswith(b"#CHALLENGE#")
+            assert threads(pid) >= base + 8
+            for s in stalled:
+                assert drained_to_eof(s)       # closed after the deadline
+        finally:
+            for s in stalled:
+                s.close()
+        assert m.list([1, 2])[:] == [1, 2]

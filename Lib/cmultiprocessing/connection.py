@@ -441,6 +441,28 @@ def _authenticate_accepted(sock, authkey):
     sock.settimeout(None)
 
 
+def _authenticate_connection(conn, authkey):
+    '''The serving side's handshake on an already accepted Connection (a
+    manager authenticates in the thread it starts per connection), within
+    HANDSHAKE_TIMEOUT when the handle is a socket.  The Connection stays
+    open and blocking either way; on failure the caller closes it.'''
+    import socket
+    try:
+        sock = socket.socket(fileno=conn.fileno())
+    except OSError:
+        sock = None             # not a socket: no deadline to put on it
+    if sock is None:
+        deliver_challenge(conn, authkey)
+        answer_challenge(conn, authkey)
+        return
+    try:
+        _authenticate_accepted(sock, authkey)
+    finally:
+        # The handle stays the Connection's (and blocking).
+        sock.settimeout(None)
+        sock.detach()
+
+
 def Client(address, family=None, authkey=None):
     '''A Connection to the Listener at `address`.'''
     family = family or address_type(address)
