@@ -55,6 +55,7 @@
     X(QueueEmpty)                                                             \
     X(QueueFull)                                                              \
     X(PickleDumps)                                                            \
+    X(QueueSink_type)                                                         \
     /* end */
 
 typedef struct {

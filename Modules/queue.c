@@ -289,21 +289,335 @@ is_plain(PyObject *obj, int depth, Py_ssize_t *budget)
     return 0;
 }
 
-/* Fill f for obj: directly, through pickle.dumps() for plain containers,
-   or through the queue's dumps() (ForkingPickler).  -1 with an exception
-   set when the object cannot be pickled. */
+/* ------------------------------------------------------------------ */
+/* A pickler kept between puts                                         */
+
+/* Building a ForkingPickler (a BytesIO, the pickler, its dispatch-table
+   snapshot made in Python) costs more than pickling a small object, so a
+   queue keeps one, writing into a Sink, and only clears its memo between
+   messages.  It is rebuilt when the reducer tables it copied changed
+   (their sizes, or ForkingPickler._generation that register() bumps), and
+   is not used while busy: by another thread whose reducer let go of the
+   GIL, or by a put() made from inside a reducer.  Those calls, and queues
+   bound without a pickler class, go through dumps(). */
+
+/* The file the kept pickler writes into: it keeps what it is given. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *chunks; /* list of bytes */
+} SinkObject;
+
+static PyObject *
+sink_write(PyObject *op, PyObject *data)
+{
+    SinkObject *sk = (SinkObject *)op;
+    /* bytes as they are; anything else (a bytearray) copied now, as it
+       may change before the frame is written */
+    PyObject *b = PyBytes_CheckExact(data) ? Py_NewRef(data)
+                                           : PyBytes_FromObject(data);
+    if (b == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    int r = PyList_Append(sk->chunks, b);
+    Py_DECREF(b);
+    return r < 0 ? NULL : PyLong_FromSsize_t(n);
+}
+
 static int
-frame_encode(cmp_state *st, PyObject *dumps, PyObject *obj, qframe *f)
+sink_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(((SinkObject *)op)->chunks);
+    return 0;
+}
+
+static int
+sink_clear(PyObject *op)
+{
+    Py_CLEAR(((SinkObject *)op)->chunks);
+    return 0;
+}
+
+static void
+sink_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    (void)sink_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef sink_methods[] = {
+    {"write", sink_write, METH_O, "Keep one piece of the pickle."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot sink_slots[] = {
+    {Py_tp_doc, "Where a queue's kept pickler writes."},
+    {Py_tp_dealloc, sink_dealloc},
+    {Py_tp_traverse, sink_traverse},
+    {Py_tp_clear, sink_clear},
+    {Py_tp_methods, sink_methods},
+    {0, NULL},
+};
+
+static PyType_Spec sink_spec = {
+    .name = "_cmultiprocessing._QueueSink",
+    .basicsize = sizeof(SinkObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = sink_slots,
+};
+
+typedef struct {
+    PyObject *cls;          /* the pickler class; NULL: none is kept */
+    PyObject *copyreg;      /* the two reducer tables its instances copy */
+    PyObject *extra;
+    SinkObject *sink;
+    PyObject *dump;         /* bound methods of the kept pickler, or NULL */
+    PyObject *clear_memo;
+    long generation;        /* cls._generation when it was made */
+    Py_ssize_t copyreg_size, extra_size;
+    int busy;
+} qpickler;
+
+static int
+qpickler_traverse(qpickler *qp, visitproc visit, void *arg)
+{
+    Py_VISIT(qp->cls);
+    Py_VISIT(qp->copyreg);
+    Py_VISIT(qp->extra);
+    Py_VISIT(qp->sink);
+    Py_VISIT(qp->dump);
+    Py_VISIT(qp->clear_memo);
+    return 0;
+}
+
+static void
+qpickler_drop(qpickler *qp)
+{
+    Py_CLEAR(qp->dump);
+    Py_CLEAR(qp->clear_memo);
+}
+
+static void
+qpickler_clear(qpickler *qp)
+{
+    qpickler_drop(qp);
+    Py_CLEAR(qp->cls);
+    Py_CLEAR(qp->copyreg);
+    Py_CLEAR(qp->extra);
+    Py_CLEAR(qp->sink);
+    qp->busy = 0;
+}
+
+/* Keep picklers of class `cls` (None: none).  A class without the reducer
+   tables of cmultiprocessing.reduction.ForkingPickler is not kept: there
+   would be nothing to tell a stale one by. */
+static int
+qpickler_set_class(cmp_state *st, qpickler *qp, PyObject *cls)
+{
+    qpickler_clear(qp);
+    if (cls == Py_None) {
+        return 0;
+    }
+    PyObject *copyreg = PyObject_GetAttrString(cls, "_copyreg_dispatch_table");
+    PyObject *extra = copyreg ? PyObject_GetAttrString(cls, "_extra_reducers")
+                              : NULL;
+    if (extra == NULL || !PyDict_Check(copyreg) || !PyDict_Check(extra)) {
+        PyErr_Clear();
+        Py_XDECREF(copyreg);
+        Py_XDECREF(extra);
+        return 0;
+    }
+    PyTypeObject *tp = (PyTypeObject *)st->QueueSink_type;
+    SinkObject *sink = (SinkObject *)tp->tp_alloc(tp, 0);
+    if (sink == NULL) {
+        Py_DECREF(copyreg);
+        Py_DECREF(extra);
+        return -1;
+    }
+    sink->chunks = PyList_New(0);
+    if (sink->chunks == NULL) {
+        Py_DECREF(sink);
+        Py_DECREF(copyreg);
+        Py_DECREF(extra);
+        return -1;
+    }
+    qp->cls = Py_NewRef(cls);
+    qp->copyreg = copyreg;
+    qp->extra = extra;
+    qp->sink = sink;
+    return 0;
+}
+
+/* cls._generation, or -1 when it has none. */
+static long
+qpickler_generation(PyObject *cls)
+{
+    PyObject *g = PyObject_GetAttrString(cls, "_generation");
+    long v = -1;
+    if (g != NULL && PyLong_Check(g)) {
+        v = PyLong_AsLong(g);
+    }
+    Py_XDECREF(g);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        v = -1;
+    }
+    return v;
+}
+
+/* 1 when a current pickler is kept (made now if needed), else 0. */
+static int
+qpickler_ready(qpickler *qp)
+{
+    if (qp->cls == NULL || qp->busy) {
+        return 0;
+    }
+    long gen = qpickler_generation(qp->cls);
+    Py_ssize_t ncopy = PyDict_Size(qp->copyreg);
+    Py_ssize_t nextra = PyDict_Size(qp->extra);
+    if (gen == -1) {
+        qpickler_drop(qp);
+        return 0;
+    }
+    if (qp->dump != NULL && gen == qp->generation &&
+        ncopy == qp->copyreg_size && nextra == qp->extra_size) {
+        return 1;
+    }
+    qpickler_drop(qp);
+    PyObject *pickler = PyObject_CallOneArg(qp->cls, (PyObject *)qp->sink);
+    if (pickler == NULL) {
+        PyErr_Clear(); /* dumps() will make one and say what is wrong */
+        return 0;
+    }
+    qp->dump = PyObject_GetAttrString(pickler, "dump");
+    qp->clear_memo = qp->dump ? PyObject_GetAttrString(pickler, "clear_memo")
+                              : NULL;
+    Py_DECREF(pickler);
+    if (qp->clear_memo == NULL) {
+        PyErr_Clear();
+        qpickler_drop(qp);
+        return 0;
+    }
+    qp->generation = gen;
+    qp->copyreg_size = ncopy;
+    qp->extra_size = nextra;
+    return 1;
+}
+
+/* The sink's chunks as one bytes object; the sink is emptied. */
+static PyObject *
+qpickler_take_output(SinkObject *sink)
+{
+    PyObject *chunks = sink->chunks;
+    Py_ssize_t n = PyList_GET_SIZE(chunks);
+    PyObject *out;
+    if (n == 1) {
+        out = Py_NewRef(PyList_GET_ITEM(chunks, 0));
+    }
+    else {
+        Py_ssize_t total = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            total += PyBytes_GET_SIZE(PyList_GET_ITEM(chunks, i));
+        }
+        out = PyBytes_FromStringAndSize(NULL, total);
+        if (out != NULL) {
+            char *p = PyBytes_AS_STRING(out);
+            for (Py_ssize_t i = 0; i < n; i++) {
+                PyObject *c = PyList_GET_ITEM(chunks, i);
+                memcpy(p, PyBytes_AS_STRING(c), (size_t)PyBytes_GET_SIZE(c));
+                p += PyBytes_GET_SIZE(c);
+            }
+        }
+    }
+    (void)PyList_SetSlice(chunks, 0, n, NULL);
+    return out;
+}
+
+/* Forget what the kept pickler remembered (its memo keeps every object
+   pickled alive, and would make the next pickle refer back to them); a
+   pickler that cannot forget is not kept. */
+static void
+qpickler_forget(qpickler *qp)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+#endif
+    PyObject *r = qp->clear_memo ? PyObject_CallNoArgs(qp->clear_memo) : NULL;
+    if (r == NULL) {
+        PyErr_Clear();
+        qpickler_drop(qp);
+    }
+    Py_XDECREF(r);
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(t, v, tb);
+#endif
+}
+
+/* Pickle obj with the kept pickler, or with dumps() when none can be
+   used.  A new reference, or NULL with an exception set. */
+static PyObject *
+qpickler_dumps(qpickler *qp, PyObject *dumps, PyObject *obj)
+{
+    if (qp == NULL || !qpickler_ready(qp)) {
+        return PyObject_CallOneArg(dumps, obj);
+    }
+    qp->busy = 1;
+    /* held here: a reducer could rebind the queue while it runs */
+    PyObject *dump = Py_NewRef(qp->dump);
+    SinkObject *sink = (SinkObject *)Py_NewRef(qp->sink);
+    PyObject *r = PyObject_CallOneArg(dump, obj);
+    PyObject *out = NULL;
+    if (r != NULL) {
+        Py_DECREF(r);
+        out = qpickler_take_output(sink);
+    }
+    else {
+        /* what a failed dump wrote is of no use; nor, to be safe, is the
+           pickler itself */
+        (void)PyList_SetSlice(sink->chunks, 0, PyList_GET_SIZE(sink->chunks),
+                              NULL);
+    }
+    Py_DECREF(sink);
+    if (qp->dump == dump) {
+        qpickler_forget(qp);
+        if (out == NULL) {
+            qpickler_drop(qp);
+        }
+        qp->busy = 0;
+    }
+    Py_DECREF(dump);
+    return out;
+}
+
+/* Fill f for obj: directly, through pickle.dumps() for plain containers,
+   or through the queue's pickler (ForkingPickler: a kept one, or dumps()).
+   -1 with an exception set when the object cannot be pickled. */
+static int
+frame_encode(cmp_state *st, qpickler *qp, PyObject *dumps, PyObject *obj,
+             qframe *f)
 {
     memset(f, 0, sizeof(*f));
     if (encode_direct(obj, f)) {
         return 0;
     }
     Py_ssize_t budget = 64;
+    PyObject *payload;
     if (is_plain(obj, 3, &budget)) {
-        dumps = st->PickleDumps;
+        payload = PyObject_CallOneArg(st->PickleDumps, obj);
     }
-    PyObject *payload = PyObject_CallOneArg(dumps, obj);
+    else {
+        payload = qpickler_dumps(qp, dumps, obj);
+    }
     if (payload == NULL) {
         return -1;
     }
@@ -942,6 +1256,7 @@ typedef struct {
     PyObject *sem_acquire, *sem_release; /* NULL: no size semaphore */
     PyObject *dumps, *loads;
     PyObject *recv_bytes, *poll; /* set: read through the Connection */
+    qpickler pk;
     int closed, ignore_epipe;
     int pipe_grown; /* this process asked for the larger pipe buffer */
 } QueueObject;
@@ -979,7 +1294,7 @@ queue_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(q->loads);
     Py_VISIT(q->recv_bytes);
     Py_VISIT(q->poll);
-    return 0;
+    return qpickler_traverse(&q->pk, visit, arg);
 }
 
 static int
@@ -997,6 +1312,7 @@ queue_clear(PyObject *op)
     Py_CLEAR(q->loads);
     Py_CLEAR(q->recv_bytes);
     Py_CLEAR(q->poll);
+    qpickler_clear(&q->pk);
     return 0;
 }
 
@@ -1235,7 +1551,7 @@ static PyObject *
 put_acquired(QueueObject *q, PyObject *obj)
 {
     qframe f;
-    if (frame_encode(q->st, q->dumps, obj, &f) < 0) {
+    if (frame_encode(q->st, &q->pk, q->dumps, obj, &f) < 0) {
         frame_clear(&f);
         return report_send_error(q, obj);
     }
@@ -1707,7 +2023,7 @@ simple_put(PyObject *op, PyObject *obj)
     }
     FeedObject *fd = q->feed;
     qframe f;
-    if (frame_encode(q->st, q->dumps, obj, &f) < 0) {
+    if (frame_encode(q->st, &q->pk, q->dumps, obj, &f) < 0) {
         frame_clear(&f);
         return NULL;
     }
@@ -1797,9 +2113,9 @@ static PyObject *
 queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     QueueObject *q = (QueueObject *)op;
-    if (nargs != 8) {
+    if (nargs != 8 && nargs != 9) {
         PyErr_Format(PyExc_TypeError,
-                     "_bind() takes exactly 8 arguments (%zd given)", nargs);
+                     "_bind() takes 8 or 9 arguments (%zd given)", nargs);
         return NULL;
     }
     int framed = PyObject_IsTrue(args[7]);
@@ -1812,6 +2128,12 @@ queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     }
     if (args[2] == Py_None) {
         PyErr_SetString(PyExc_TypeError, "_bind(): a reader lock is needed");
+        return NULL;
+    }
+    PyObject *pickler_cls = nargs == 9 ? args[8] : Py_None;
+    if (pickler_cls != Py_None && !PyType_Check(pickler_cls)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_bind(): the pickler must be a class or None");
         return NULL;
     }
     FeedObject *fd = (FeedObject *)PyObject_CallNoArgs(
@@ -1873,6 +2195,11 @@ queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(q->loads, Py_NewRef(args[6]));
     Py_XSETREF(q->recv_bytes, recv_bytes);
     Py_XSETREF(q->poll, poll);
+    /* a fresh kept pickler too (a forked child must not find the parent's
+       marked busy) */
+    if (qpickler_set_class(q->st, &q->pk, pickler_cls) < 0) {
+        return NULL;
+    }
     Py_RETURN_NONE;
 
 error:
@@ -1940,7 +2267,9 @@ static PyMethodDef queue_methods[] = {
     {"_simple_get", simple_get, METH_NOARGS,
      "SimpleQueue.get: read one frame under the reader lock."},
     {"_bind", (PyCFunction)(void (*)(void))queue_bind, METH_FASTCALL,
-     "_bind(reader, writer, rlock, wlock, sem, dumps, loads, framed)"},
+     "_bind(reader, writer, rlock, wlock, sem, dumps, loads, framed"
+     "[, pickler])\n\npickler: a class whose instances may be kept and "
+     "reused in place of dumps() (ForkingPickler), or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2014,6 +2343,10 @@ cmp_queue_exec(PyObject *module)
     }
     st->QueueFeed_type = PyType_FromModuleAndSpec(module, &feed_spec, NULL);
     if (st->QueueFeed_type == NULL) {
+        return -1;
+    }
+    st->QueueSink_type = PyType_FromModuleAndSpec(module, &sink_spec, NULL);
+    if (st->QueueSink_type == NULL) {
         return -1;
     }
     st->Queue_type = PyType_FromModuleAndSpec(module, &queue_spec, NULL);

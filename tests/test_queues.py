@@ -464,7 +464,7 @@ def _child_puts_after_fork(q):
 def test_fork_does_not_resend_parent_buffer():
     q = CTX.Queue()
     with closing(q):
-        big = b"f" * 100000
+        big = b"f" * 3000000          # more than even a grown pipe holds
         q.put(big)                    # leaves frames pending in the feed
         for i in range(10):
             q.put(i)
@@ -673,3 +673,171 @@ def test_end_of_file_inside_a_long_frame():
         q._writer.close()
         with pytest.raises(OSError, match="end of file"):
             q.get(timeout=LONG)
+
+
+# --------------------------------------------------------------------------
+# the pickler a queue keeps between puts
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+    def __eq__(self, other):
+        return type(other) is Point and other.x == self.x
+
+
+class Tagged:
+    """Pickled as a (class, args) pair naming a module-level function."""
+    def __init__(self, tag):
+        self.tag = tag
+
+
+def _rebuild_tagged(tag):
+    return ("rebuilt", tag)
+
+
+def test_kept_pickler_sees_reducers_registered_later():
+    import copyreg
+    q = CTX.Queue()
+    with closing(q):
+        q.put(Point(1))                       # the pickler is made here
+        assert q.get(timeout=LONG) == Point(1)
+        cmp.reduction.ForkingPickler.register(
+            Tagged, lambda t: (_rebuild_tagged, (t.tag,)))
+        try:
+            q.put(Tagged("a"))
+            assert q.get(timeout=LONG) == ("rebuilt", "a")
+        finally:
+            del cmp.reduction.ForkingPickler._extra_reducers[Tagged]
+        copyreg.pickle(Tagged, lambda t: (_rebuild_tagged, ("c" + t.tag,)))
+        try:
+            q.put(Tagged("b"))
+            assert q.get(timeout=LONG) == ("rebuilt", "cb")
+        finally:
+            del copyreg.dispatch_table[Tagged]
+        q.put(Point(2))
+        assert q.get(timeout=LONG) == Point(2)
+
+
+def test_kept_pickler_forgets_each_object():
+    import gc
+    import weakref
+    q = CTX.Queue()
+    with closing(q):
+        p = Point([1, 2])
+        ref = weakref.ref(p)
+        q.put(p)
+        q.put(Point([1, 2]))                 # equal, not the same: no memo hit
+        del p
+        gc.collect()
+        assert ref() is None
+        assert q.get(timeout=LONG) == q.get(timeout=LONG) == Point([1, 2])
+
+
+class PutsWhilePickled:
+    """Its reducer puts another object on the same queue."""
+    def __init__(self, q, inner):
+        self.q, self.inner = q, inner
+
+    def __reduce__(self):
+        self.q.put(self.inner)
+        return (Point, ("outer",))
+
+
+def test_put_from_inside_a_reducer():
+    q = CTX.Queue()
+    with closing(q):
+        q.put(PutsWhilePickled(q, Point("inner")))
+        assert q.get(timeout=LONG) == Point("inner")
+        assert q.get(timeout=LONG) == Point("outer")
+        q.put(Point(3))                       # and the kept one still works
+        assert q.get(timeout=LONG) == Point(3)
+
+
+class SlowToReduce:
+    """Lets other threads run in the middle of its pickling."""
+    def __init__(self, k, i):
+        self.k, self.i = k, i
+
+    def __reduce__(self):
+        import time
+        time.sleep(0)
+        return (tuple, ((self.k, self.i),))
+
+
+def test_threads_pickling_at_once_exactly_once():
+    q = CTX.Queue()
+    with closing(q):
+        def work(k):
+            for i in range(300):
+                q.put(SlowToReduce(k, i))
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in ts:
+            t.start()
+        got = [q.get(timeout=LONG) for _ in range(1200)]
+        for t in ts:
+            t.join()
+        for k in range(4):
+            assert [i for kk, i in got if kk == k] == list(range(300))
+
+
+def test_failed_pickle_leaves_no_trace_in_the_next():
+    q = recording_queue()
+    with closing(q):
+        q.put(Point(1))
+        bad = Unpicklable()
+        q.put([Point(2), bad])                # fails half way through
+        q.put(Point(3))
+        assert q.get(timeout=LONG) == Point(1)
+        assert q.get(timeout=LONG) == Point(3)
+        assert [kind for kind, _ in RecordingQueue.reported] == [
+            AttributeError]
+
+
+def test_bind_pickler_argument():
+    q = CTX.Queue()
+    with closing(q):
+        fp = cmp.reduction.ForkingPickler
+        args = (q._reader, q._writer, q._rlock._semlock, q._wlock._semlock,
+                q._sem._semlock, fp.dumps, fp.loads, True)
+        with pytest.raises(TypeError):
+            q._bind(*args, "not a class")
+        with pytest.raises(TypeError):
+            q._bind(*args, fp, "one too many")
+        for pickler in (None, pickle.Pickler, fp):  # none kept / no tables / kept
+            q._bind(*args, pickler)
+            q.put(Point(pickler))
+            assert q.get(timeout=LONG) == Point(pickler)
+
+
+def test_one_pickler_for_many_puts():
+    fp = cmp.reduction.ForkingPickler
+
+    class Counting(fp):
+        made = 0
+
+        def __init__(self, *args, **kwds):
+            Counting.made += 1
+            super().__init__(*args, **kwds)
+
+        @classmethod
+        def dumps(cls, obj, protocol=None):
+            return super().dumps(obj, protocol)
+
+    q = CTX.Queue()
+    with closing(q):
+        q._bind(q._reader, q._writer, q._rlock._semlock, q._wlock._semlock,
+                q._sem._semlock, Counting.dumps, Counting.loads, True,
+                Counting)
+        for i in range(20):
+            q.put(Point(i))
+        assert [q.get(timeout=LONG) for _ in range(20)] == [
+            Point(i) for i in range(20)]
+        assert Counting.made == 1
+        fp.register(Tagged, lambda t: (_rebuild_tagged, (t.tag,)))
+        try:
+            q.put(Point(0))                   # tables changed: a new one
+            assert q.get(timeout=LONG) == Point(0)
+            assert Counting.made == 2
+        finally:
+            del fp._extra_reducers[Tagged]

@@ -63,12 +63,13 @@ def _native_lock(lock):
 
 
 def _connect(queue, sem):
-    """Bind queue's native part to its pipe ends, locks and pickler."""
+    """Bind queue's native part to its pipe ends, locks and pickler
+    (the native part keeps one ForkingPickler between puts)."""
     pickler = context.reduction.ForkingPickler
     queue._bind(queue._reader, queue._writer,
                 _native_lock(queue._rlock), _native_lock(queue._wlock),
                 _native_lock(sem), pickler.dumps, pickler.loads,
-                _FRAMED_PIPES)
+                _FRAMED_PIPES, pickler)
     queue._poll = queue._reader.poll
 
 
