@@ -53,6 +53,11 @@ int cmp_io_interrupt_pending(void);
    included, with *n set). */
 int cmp_io_overlapped_wait(HANDLE h, OVERLAPPED *ov, DWORD ms, DWORD *n);
 
+/* 1 if `h` was opened for overlapped I/O (FILE_FLAG_OVERLAPPED: neither
+   synchronous flag in its FileModeInformation), 0 if not or if that
+   cannot be told. */
+int cmp_io_is_overlapped(HANDLE h);
+
 /* Create one server instance of the pipe `name` (\\.\pipe\...). */
 int cmp_npipe_create(const wchar_t *name, int flags, HANDLE *server);
 

@@ -364,6 +364,122 @@ timeout_ms(double timeout)
     return ms >= (double)INFINITE ? INFINITE - 1 : (DWORD)ms;
 }
 
+/* Readiness of every handle now: ready[i], and how many (*nready). */
+static int
+scan_ready(const cmp_handle_t *handles, size_t count, unsigned char *ready,
+           size_t *nready)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++) {
+        int one = 0;
+        int err = ready_now(handles[i], &one);
+        if (err != 0) {
+            return err;
+        }
+        ready[i] = (unsigned char)one;
+        n += (size_t)one;
+    }
+    *nready = n;
+    return 0;
+}
+
+/* The wait of cmp_io_wait_many as one WaitForMultipleObjects, when every
+   handle has something to wait on: a process or event handle itself, an
+   overlapped pipe a zero-byte overlapped read (which completes when data
+   comes -- without taking it, in byte and in message mode -- or the
+   writer goes), plus the Ctrl-C event.  Sockets and synchronous pipes
+   have nothing of the kind: *handled = 0 then, and the caller polls. */
+static int
+wait_by_events(const cmp_handle_t *handles, size_t count, DWORD ms,
+               unsigned char *ready, size_t *nready, int *handled)
+{
+    HANDLE events[MAXIMUM_WAIT_OBJECTS];
+    OVERLAPPED ov[MAXIMUM_WAIT_OBJECTS];
+    unsigned char pending[MAXIMUM_WAIT_OBJECTS];
+    char dummy[1];
+    size_t k = 0;
+    int early = 0, err = 0;
+
+    *handled = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (is_socket(handles[i]) ||
+            (GetFileType(handles[i]) == FILE_TYPE_PIPE &&
+             !cmp_io_is_overlapped(handles[i]))) {
+            return 0;
+        }
+    }
+    *handled = 1;
+    err = scan_ready(handles, count, ready, nready);
+    if (err != 0 || *nready > 0) {
+        return err;
+    }
+    memset(pending, 0, sizeof(pending));
+    for (size_t i = 0; i < count && !early; i++) {
+        if (GetFileType(handles[i]) != FILE_TYPE_PIPE) {
+            events[k++] = handles[i];
+            continue;
+        }
+        memset(&ov[i], 0, sizeof(ov[i]));
+        ov[i].hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
+        if (ov[i].hEvent == NULL) {
+            err = (int)GetLastError();
+            break;
+        }
+        if (ReadFile(handles[i], dummy, 0, NULL, &ov[i]) ||
+            GetLastError() != ERROR_IO_PENDING) {
+            /* data, end of file or an error already: the scan below
+               tells which (the read of zero bytes took nothing) */
+            CloseHandle(ov[i].hEvent);
+            early = 1;
+            break;
+        }
+        pending[i] = 1;
+        events[k++] = ov[i].hEvent;
+    }
+    HANDLE interrupt = cmp_io_interrupt_event();
+    int interrupted = 0;
+    if (err == 0 && !early) {
+        if (interrupt != NULL) {
+            events[k++] = interrupt;
+        }
+        ULONGLONG start = GetTickCount64();
+        for (;;) {
+            DWORD left = ms;
+            if (ms != INFINITE) {
+                ULONGLONG spent = GetTickCount64() - start;
+                left = spent >= ms ? 0 : ms - (DWORD)spent;
+            }
+            DWORD w = WaitForMultipleObjects((DWORD)k, events, FALSE, left);
+            if (w == WAIT_FAILED) {
+                err = (int)GetLastError();
+            }
+            else if (interrupt != NULL && w == WAIT_OBJECT_0 + k - 1) {
+                interrupted = cmp_io_interrupt_pending();
+                if (!interrupted) {
+                    continue;   /* a stale Ctrl-C, now reset: wait on */
+                }
+            }
+            break;
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (pending[i]) {
+            DWORD n = 0;
+            CancelIoEx(handles[i], &ov[i]);
+            (void)GetOverlappedResult(handles[i], &ov[i], &n, TRUE);
+            CloseHandle(ov[i].hEvent);
+        }
+    }
+    if (err != 0) {
+        return err;
+    }
+    err = scan_ready(handles, count, ready, nready);
+    if (err == 0 && *nready == 0 && interrupted) {
+        return CMP_IO_INTERRUPTED;
+    }
+    return err;
+}
+
 int
 cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
                  unsigned char *ready, size_t *nready)
@@ -397,8 +513,16 @@ cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
         }
         return err;
     }
-    ULONGLONG start = GetTickCount64();
     DWORD limit = timeout_ms(timeout);
+    if (limit != 0 && count + 1 <= MAXIMUM_WAIT_OBJECTS) {
+        int handled = 0;
+        int err = wait_by_events(handles, count, limit, ready, nready,
+                                 &handled);
+        if (handled) {
+            return err;
+        }
+    }
+    ULONGLONG start = GetTickCount64();
     for (;;) {
         size_t n = 0;
         for (size_t i = 0; i < count; i++) {

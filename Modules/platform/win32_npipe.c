@@ -8,6 +8,7 @@
 #ifdef CMP_WINDOWS
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 /* ---- Ctrl-C --------------------------------------------------------------
 
@@ -137,6 +138,48 @@ cmp_io_overlapped_wait(HANDLE h, OVERLAPPED *ov, DWORD ms, DWORD *n)
         return cancelled_by;
     }
     return (int)err;
+}
+
+/* ---- the I/O mode of a handle ---------------------------------------------- */
+
+typedef struct {
+    union {
+        LONG Status;
+        PVOID Pointer;
+    } u;
+    ULONG_PTR Information;
+} cmp_np_io_status;
+
+typedef LONG(NTAPI *cmp_np_query_fn)(HANDLE, cmp_np_io_status *, PVOID, ULONG,
+                                     int);
+
+#define CMP_NP_FILE_MODE_INFORMATION 16
+#define CMP_NP_FILE_SYNCHRONOUS_IO 0x30   /* _ALERT | _NONALERT */
+
+int
+cmp_io_is_overlapped(HANDLE h)
+{
+    /* NtQueryInformationFile, looked up once (a race stores the same) */
+    static volatile LONG looked_up;
+    static cmp_np_query_fn query;
+    if (!looked_up) {
+        HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+        FARPROC p = ntdll ? GetProcAddress(ntdll, "NtQueryInformationFile")
+                          : NULL;
+        query = (cmp_np_query_fn)(void *)p;
+        looked_up = 1;
+    }
+    cmp_np_io_status iosb;
+    ULONG mode = 0;
+    if (query == NULL) {
+        return 0;
+    }
+    memset(&iosb, 0, sizeof(iosb));
+    if (query(h, &iosb, &mode, (ULONG)sizeof(mode),
+              CMP_NP_FILE_MODE_INFORMATION) < 0) {
+        return 0;
+    }
+    return (mode & CMP_NP_FILE_SYNCHRONOUS_IO) == 0;
 }
 
 /* ---- named pipes ----------------------------------------------------------- */

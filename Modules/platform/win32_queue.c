@@ -128,28 +128,6 @@ pipe_room(cmp_handle_t h, size_t *room, int *broken)
     return 0;
 }
 
-#define CMP_WQ_FILE_MODE_INFORMATION 16
-#define CMP_WQ_FILE_SYNCHRONOUS_IO 0x30   /* _ALERT | _NONALERT */
-
-/* Was `h` opened for overlapped I/O (FileModeInformation has neither
-   synchronous flag)?  0 when that cannot be told. */
-static int
-pipe_is_overlapped(cmp_handle_t h)
-{
-    cmp_wq_query_fn query = query_function();
-    cmp_wq_io_status iosb;
-    ULONG mode = 0;
-    if (query == NULL) {
-        return 0;
-    }
-    memset(&iosb, 0, sizeof(iosb));
-    if (query(h, &iosb, &mode, (ULONG)sizeof(mode),
-              CMP_WQ_FILE_MODE_INFORMATION) < 0) {
-        return 0;
-    }
-    return (mode & CMP_WQ_FILE_SYNCHRONOUS_IO) == 0;
-}
-
 /* One ReadFile or WriteFile of at most `len` bytes, with an OVERLAPPED
    structure.  An operation that pends (overlapped handles only) is waited
    for when `wait` (Ctrl-C ends the wait: CMP_QPIPE_INTR if nothing went
@@ -235,7 +213,7 @@ pipe_write_nowait_mode(cmp_handle_t h, const void *base, size_t len,
 {
     DWORD state = 0;
     *done = 0;
-    if (pipe_is_overlapped(h)) {
+    if (cmp_io_is_overlapped(h)) {
         return pipe_op(h, 1, (void *)base, len, 0, done);
     }
     if (!GetNamedPipeHandleStateW(h, &state, NULL, NULL, NULL, NULL, 0)) {

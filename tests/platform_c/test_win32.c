@@ -465,6 +465,14 @@ test_npipe_pair_frames(void)
     CHECK_EQ(kind, CMP_IO_KIND_PIPE);
     CHECK_EQ(cmp_io_kind(e[1], &kind), 0);
     CHECK_EQ(kind, CMP_IO_KIND_PIPE);
+    /* opened for overlapped I/O (so waits use zero-byte reads) */
+    CHECK_EQ(cmp_io_is_overlapped(e[0]), 1);
+    CHECK_EQ(cmp_io_is_overlapped(e[1]), 1);
+    HANDLE ar, aw;
+    CHECK(CreatePipe(&ar, &aw, NULL, 0));
+    CHECK_EQ(cmp_io_is_overlapped(ar), 0);
+    CloseHandle(ar);
+    CloseHandle(aw);
 
     /* a frame each way: header and payload gathered into one message,
        read back in two reads (the header first: ERROR_MORE_DATA inside) */
@@ -648,6 +656,14 @@ test_npipe_poll_eof(void)
 }
 
 static DWORD WINAPI
+close_later(LPVOID arg)
+{
+    Sleep(50);
+    CloseHandle((HANDLE)arg);
+    return 0;
+}
+
+static DWORD WINAPI
 interrupt_later(LPVOID arg)
 {
     Sleep((DWORD)(uintptr_t)arg);
@@ -699,6 +715,83 @@ test_npipe_cancelled_wait(void)
     CHECK_EQ(cmp_io_wait_readable(e[0], 0.1, &ready), 0);
     CHECK_EQ(ready, 0);
     CHECK(cmp_monotonic() - t0 >= 0.08);
+    cmp_io_close(e[0]);
+    cmp_io_close(e[1]);
+}
+
+typedef struct {
+    HANDLE h;
+    DWORD delay;
+    const char *text;
+} late_write;
+
+static DWORD WINAPI
+write_later(LPVOID arg)
+{
+    late_write *job = arg;
+    Sleep(job->delay);
+    cmp_iobuf piece = {job->text, strlen(job->text)};
+    return write_all(job->h, &piece, 1) == 0 ? 0 : 1;
+}
+
+static void
+test_npipe_wait_wakes(void)
+{
+    HANDLE e[2];
+    CHECK_EQ(cmp_npipe_pair(1, e), 0);
+    if (checks_failed) {
+        return;
+    }
+    /* the message comes while the wait waits: the wait says ready, and
+       the zero-byte read it waited with took nothing of the message */
+    late_write job = {e[1], 50, "a message that arrives late"};
+    HANDLE th = CreateThread(NULL, 0, write_later, &job, 0, NULL);
+    int ready = -1;
+    CHECK_EQ(cmp_io_wait_readable(e[0], 30.0, &ready), 0);
+    CHECK_EQ(ready, 1);
+    char buf[64] = {0};
+    size_t len = strlen(job.text);
+    CHECK_EQ(read_all(e[0], buf, len), 0);
+    CHECK(strcmp(buf, job.text) == 0);
+    WaitForSingleObject(th, INFINITE);
+    CloseHandle(th);
+
+    /* several pipes and a process-like handle (an event) at once: only
+       the one written to is ready */
+    HANDLE f[2];
+    CHECK_EQ(cmp_npipe_pair(1, f), 0);
+    HANDLE ev = CreateEventW(NULL, TRUE, FALSE, NULL);
+    late_write job2 = {f[0], 50, "xyz"};
+    th = CreateThread(NULL, 0, write_later, &job2, 0, NULL);
+    cmp_handle_t hs[3] = {e[0], ev, f[1]};
+    unsigned char flags[3] = {9, 9, 9};
+    size_t n = 0;
+    CHECK_EQ(cmp_io_wait_many(hs, 3, 30.0, flags, &n), 0);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(flags[0], 0);
+    CHECK_EQ(flags[1], 0);
+    CHECK_EQ(flags[2], 1);
+    CHECK_EQ(read_all(f[1], buf, 3), 0);
+    CHECK(memcmp(buf, "xyz", 3) == 0);
+    WaitForSingleObject(th, INFINITE);
+    CloseHandle(th);
+    /* the event set: ready too */
+    SetEvent(ev);
+    CHECK_EQ(cmp_io_wait_many(hs, 3, 30.0, flags, &n), 0);
+    CHECK_EQ(n, 1);
+    CHECK_EQ(flags[1], 1);
+    /* the peer goes away during the wait: ready (end of file) */
+    ResetEvent(ev);
+    HANDLE closer = CreateThread(NULL, 0, close_later, f[0], 0, NULL);
+    CHECK_EQ(cmp_io_wait_readable(f[1], 30.0, &ready), 0);
+    CHECK_EQ(ready, 1);
+    size_t got = 9;
+    CHECK_EQ(cmp_io_read(f[1], CMP_IO_KIND_PIPE, buf, 8, 0, &got), 0);
+    CHECK_EQ(got, 0);
+    WaitForSingleObject(closer, INFINITE);
+    CloseHandle(closer);
+    CloseHandle(ev);
+    cmp_io_close(f[1]);
     cmp_io_close(e[0]);
     cmp_io_close(e[1]);
 }
@@ -1269,6 +1362,7 @@ main(int argc, char **argv)
     run("npipe.big_message", test_npipe_big_message);
     run("npipe.poll_and_eof", test_npipe_poll_eof);
     run("npipe.cancelled_wait", test_npipe_cancelled_wait);
+    run("npipe.wait_wakes", test_npipe_wait_wakes);
     run("npipe.listener", test_npipe_listener);
     run("queue.pipe", test_qpipe_pipe);
     run("queue.broken_writer", test_qpipe_broken_writer);
