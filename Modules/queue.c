@@ -1631,6 +1631,16 @@ queue_put_acquired(PyObject *op, PyObject *obj)
 
 /* ---- reading ---- */
 
+/* One read without blocking into the slots (the plain call for one). */
+static int
+read_some(cmp_handle_t h, cmp_qpipe_slot *slots, int count, size_t *done)
+{
+    if (count == 1) {
+        return cmp_qpipe_read_nowait(h, slots[0].base, slots[0].len, done);
+    }
+    return cmp_qpipe_readv_nowait(h, slots, count, done);
+}
+
 /* Fill the slots completely, in order, waiting (GIL released, in slices)
    as needed; each attempt is one scattered read of everything still
    missing.  `started` says whether part of the frame was already read
@@ -1644,12 +1654,12 @@ read_slots(cmp_handle_t h, cmp_qpipe_slot *slots, int count, int started)
     }
     while (i < count) {
         size_t d = 0;
-        int r = cmp_qpipe_readv_nowait(h, slots + i, count - i, &d);
+        int r = read_some(h, slots + i, count - i, &d);
         if (r == CMP_QPIPE_AGAIN) {
             Py_BEGIN_ALLOW_THREADS
             r = cmp_qpipe_wait(h, 0, CMP_WAIT_SLICE);
             if (r == CMP_QPIPE_OK) {
-                r = cmp_qpipe_readv_nowait(h, slots + i, count - i, &d);
+                r = read_some(h, slots + i, count - i, &d);
             }
             Py_END_ALLOW_THREADS
             if (r == CMP_QPIPE_AGAIN || r == CMP_QPIPE_INTR) {

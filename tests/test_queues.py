@@ -841,3 +841,45 @@ def test_one_pickler_for_many_puts():
             assert Counting.made == 2
         finally:
             del fp._extra_reducers[Tagged]
+
+
+_EXIT_SCRIPT = r"""
+import sys
+import cmultiprocessing as cmp
+
+def consume(q, n, path, started):
+    got = [q.get(timeout=60)]
+    started.set()
+    got += [q.get(timeout=60) for _ in range(n - 1)]
+    ok = got == [(i, b"x" * 200000) for i in range(n)]
+    with open(path, "w") as f:
+        f.write("ok" if ok else "bad")
+
+if __name__ == "__main__":
+    ctx = cmp.get_context(sys.argv[1])
+    q = ctx.Queue()
+    started = ctx.Event()
+    p = ctx.Process(target=consume, args=(q, 40, sys.argv[2], started))
+    p.start()
+    for i in range(40):          # 8 MB: most of it still in this process
+        q.put((i, b"x" * 200000))
+    assert q._feed.pending > 0
+    # (a spawned child must have unpickled its arguments before this
+    # process exits and its semaphores go: so it is with the stdlib too)
+    assert started.wait(60)
+    # no close(), no join: the interpreter exits here
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_main_process_exit_flushes_what_put_buffered(tmp_path, method):
+    import subprocess
+    script = tmp_path / "main_exits.py"
+    script.write_text(_EXIT_SCRIPT)
+    result = tmp_path / "result"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, str(script), method, str(result)],
+                          env=env, timeout=LONG, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert result.read_text() == "ok"
