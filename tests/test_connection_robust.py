@@ -147,7 +147,8 @@ def test_silent_client_times_out(listener, family):
     serve_good_client(listener)
 
 
-def test_many_half_open_clients(listener, family):
+def test_many_half_open_clients(listener, family, monkeypatch):
+    monkeypatch.setattr(connection, "HANDSHAKE_TIMEOUT", 0.2)
     stalled = [raw_connect(listener.address, family) for _ in range(20)]
     try:
         runner = Runner(good_client, listener.address, b"ping")
