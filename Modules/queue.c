@@ -36,8 +36,16 @@ static void raise_queue_exception(cmp_state *st, int full);
 /* Frames no longer than this are written by one system call or not at
    all (the POSIX minimum of PIPE_BUF). */
 #define QUEUE_ATOMIC_WRITE 512
-/* At most this many bytes per gathered write of the feeder. */
-#define FEED_BATCH_BYTES (4 << 20)
+/* At most this many bytes per gathered write of the feeder.  The feeder
+   needs the GIL between two writes, and waits for it up to the switch
+   interval (5 ms) while the thread that puts is busy: each write should
+   keep the reader busy for about as long.  Pieces of frames up to
+   FEED_COALESCE bytes are copied into a staging buffer of
+   FEED_STAGE_BYTES, so that one write carries thousands of small
+   messages (else the 64 pieces of a write would be 21 messages). */
+#define FEED_BATCH_BYTES (16 << 20)
+#define FEED_COALESCE 1024
+#define FEED_STAGE_BYTES (128 << 10)
 /* Frames at least this long are read in two steps so that a bytes
    payload lands directly in its final object. */
 #define QUEUE_DIRECT_READ 1024
@@ -822,6 +830,7 @@ typedef struct {
     PyObject *send_bytes; /* not NULL: write through the Connection */
     PyObject *failed_obj; /* object of the frame the last error dropped */
     PyThread_type_lock wake;
+    unsigned char *stage; /* FEED_STAGE_BYTES for one write, or NULL */
     int sleeping, wake_posted, stop, started, writing;
     int used; /* put() was called with this feed */
 } FeedObject;
@@ -938,6 +947,7 @@ feed_dealloc(PyObject *op)
     PyObject_GC_UnTrack(op);
     (void)feed_clear(op);
     PyMem_Free(fd->ring);
+    PyMem_Free(fd->stage);
     if (fd->wake != NULL) {
         PyThread_free_lock(fd->wake);
     }
@@ -1052,13 +1062,37 @@ feed_write_batch(FeedObject *fd)
         return -1;
     }
     cmp_qpipe_piece pieces[CMP_QPIPE_MAX_PIECES];
-    unsigned char scratch[CMP_QPIPE_MAX_PIECES][29]; /* one per frame */
     int npieces = 0;
+    size_t staged = 0;
     Py_ssize_t nframes = 0, bytes = 0;
     while (nframes < fd->count && npieces + 3 <= CMP_QPIPE_MAX_PIECES &&
-           bytes < FEED_BATCH_BYTES) {
+           bytes < FEED_BATCH_BYTES &&
+           staged + FEED_COALESCE + 29 <= FEED_STAGE_BYTES) {
         qframe *f = feed_at(fd, nframes);
-        npieces += frame_pieces(f, pieces + npieces, scratch[nframes]);
+        cmp_qpipe_piece own[3];
+        unsigned char scratch[29];
+        int n = frame_pieces(f, own, scratch);
+        for (int k = 0; k < n; k++) {
+            if (own[k].len > FEED_COALESCE) {
+                pieces[npieces++] = own[k];
+                continue;
+            }
+            /* short pieces are copied together: a batch of small messages
+               is one long write, not a piece each */
+            unsigned char *at = fd->stage + staged;
+            memcpy(at, own[k].base, own[k].len);
+            staged += own[k].len;
+            cmp_qpipe_piece *last = npieces > 0 ? &pieces[npieces - 1] : NULL;
+            if (last != NULL &&
+                (const unsigned char *)last->base + last->len == at) {
+                last->len += own[k].len;
+            }
+            else {
+                pieces[npieces].base = at;
+                pieces[npieces].len = own[k].len;
+                npieces++;
+            }
+        }
         bytes += frame_total(f) - f->done;
         nframes++;
     }
@@ -1145,6 +1179,13 @@ static PyObject *
 feed_run(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     FeedObject *fd = (FeedObject *)op;
+    if (fd->stage == NULL) {
+        /* (made by put() before it starts the thread) */
+        fd->stage = PyMem_Malloc(FEED_STAGE_BYTES);
+        if (fd->stage == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
     for (;;) {
         if (fd->count == 0) {
             if (fd->stop) {
@@ -1422,6 +1463,14 @@ ensure_feeder(QueueObject *q)
     FeedObject *fd = q->feed;
     if (fd->started) {
         return 0;
+    }
+    if (fd->stage == NULL) {
+        /* the feeder's staging buffer, made before the thread runs */
+        fd->stage = PyMem_Malloc(FEED_STAGE_BYTES);
+        if (fd->stage == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
     }
     fd->started = 1;
     PyObject *r = PyObject_CallMethod((PyObject *)q, "_start_thread", NULL);

@@ -847,10 +847,10 @@ _EXIT_SCRIPT = r"""
 import sys
 import cmultiprocessing as cmp
 
-def consume(q, n, path, started):
-    got = [q.get(timeout=60)]
+def consume(q, n, path, started, go):
     started.set()
-    got += [q.get(timeout=60) for _ in range(n - 1)]
+    go.wait(60)
+    got = [q.get(timeout=60) for _ in range(n)]
     ok = got == [(i, b"x" * 200000) for i in range(n)]
     with open(path, "w") as f:
         f.write("ok" if ok else "bad")
@@ -858,15 +858,16 @@ def consume(q, n, path, started):
 if __name__ == "__main__":
     ctx = cmp.get_context(sys.argv[1])
     q = ctx.Queue()
-    started = ctx.Event()
-    p = ctx.Process(target=consume, args=(q, 40, sys.argv[2], started))
+    started, go = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=consume, args=(q, 40, sys.argv[2], started, go))
     p.start()
-    for i in range(40):          # 8 MB: most of it still in this process
-        q.put((i, b"x" * 200000))
-    assert q._feed.pending > 0
     # (a spawned child must have unpickled its arguments before this
     # process exits and its semaphores go: so it is with the stdlib too)
     assert started.wait(60)
+    for i in range(40):          # 8 MB: most of it still in this process
+        q.put((i, b"x" * 200000))
+    assert q._feed.pending > 0
+    go.set()
     # no close(), no join: the interpreter exits here
 """
 
@@ -883,3 +884,23 @@ def test_main_process_exit_flushes_what_put_buffered(tmp_path, method):
                           env=env, timeout=LONG, capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert result.read_text() == "ok"
+
+
+def test_feeder_batches_of_mixed_sizes_keep_order():
+    # the feeder copies short pieces together and writes long ones in
+    # place: sizes around the boundary, a backlog well past the pipe's size
+    # (so frames are cut at every place), all in order, exactly once
+    sizes = [0, 1, 255, 256, 1000, 1017, 1018, 1019, 1023, 1024, 1025,
+             1100, 5000, 70000, 300000]
+    expected = []
+    for i in range(1200):
+        n = sizes[i % len(sizes)]
+        obj = bytes([i % 251]) * n if i % 3 else (i, "s" * n)
+        expected.append(obj)
+    q = CTX.Queue()
+    with closing(q):
+        for obj in expected:
+            q.put(obj)
+        assert q._feed.pending > 0
+        assert [q.get(timeout=LONG) for _ in expected] == expected
+        assert q.empty()
