@@ -24,8 +24,12 @@ pytestmark = pytest.mark.timeout(BUILD_TIMEOUT * 3)
 
 
 def run(cmd, cwd=None, timeout=BUILD_TIMEOUT):
+    # Without PYTHONPATH: a development run's path (the work tree's Lib, with
+    # an egg-info left by a build there) would make pip think the package is
+    # installed already and skip the wheel under test.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
     if proc.returncode != 0:
         pytest.fail("command failed (%d): %s\n--- stdout\n%s\n--- stderr\n%s"
                     % (proc.returncode, " ".join(map(str, cmd)),
