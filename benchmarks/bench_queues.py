@@ -9,6 +9,14 @@ import multiprocessing as std_mp
 import cmultiprocessing as c_mp
 
 
+class Record:
+    """A small object of a user class: pickled by ForkingPickler (no fast
+    path), which the queue keeps between puts."""
+
+    def __init__(self, key, value):
+        self.key, self.value = key, value
+
+
 def _producer(q, n, payload, done_marker):
     for _ in range(n):
         q.put(payload)
@@ -47,7 +55,12 @@ CASES = [
     ("Queue, 1 producer, 64 KiB bytes", "queue", 1, 20_000, b"x" * 65536),
     ("SimpleQueue, 1 producer, small ints", "simple", 1, 200_000, 12345),
     ("Queue, 4 producers, small ints", "queue", 4, 50_000, 12345),
+    ("Queue, 4 producers, 64 KiB bytes", "queue", 4, 5_000, b"x" * 65536),
     ("Queue, 1 producer, small tuples", "queue", 1, 100_000, (1, "a", 2.0)),
+    ("Queue, 1 producer, small user objects", "queue", 1, 100_000,
+     Record(1, "a")),
+    ("SimpleQueue, 1 producer, 64 KiB bytes", "simple", 1, 20_000,
+     b"x" * 65536),
 ]
 
 
