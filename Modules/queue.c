@@ -56,6 +56,14 @@ static void raise_queue_exception(cmp_state *st, int full);
    (the kernel counts pipe buffers against a per-user budget). */
 #define QUEUE_GROW_AT (16 << 10)
 #define QUEUE_PIPE_WANT (1 << 20)
+/* The kernel counts pipe buffers against a per-user budget
+   (/proc/sys/fs/pipe-user-pages-soft, 64 MiB by default); past it, every
+   new pipe of the user gets a 8 KiB buffer.  So the queues of one process
+   grow their pipes by QUEUE_GROW_BUDGET at most in all, given back when
+   a queue object goes away (a C integer, not a Python object: it is the
+   process's budget, whatever the interpreter). */
+#define QUEUE_GROW_BUDGET ((size_t)16 << 20)
+static size_t pipe_growth_held = 0;
 /* The feeder re-checks its state at least this often (microseconds). */
 #define FEED_IDLE_US 500000
 
@@ -1300,6 +1308,7 @@ typedef struct {
     qpickler pk;
     int closed, ignore_epipe;
     int pipe_grown; /* this process asked for the larger pipe buffer */
+    size_t pipe_growth; /* what it counts against pipe_growth_held */
 } QueueObject;
 
 static PyObject *
@@ -1354,6 +1363,12 @@ queue_clear(PyObject *op)
     Py_CLEAR(q->recv_bytes);
     Py_CLEAR(q->poll);
     qpickler_clear(&q->pk);
+    if (q->pipe_growth > 0) {
+        pipe_growth_held -= q->pipe_growth < pipe_growth_held
+                                ? q->pipe_growth
+                                : pipe_growth_held;
+        q->pipe_growth = 0;
+    }
     return 0;
 }
 
@@ -1483,7 +1498,7 @@ ensure_feeder(QueueObject *q)
 }
 
 /* Before the first long frame: ask once (per process) for the larger
-   pipe buffer.  Best effort; nothing is reported. */
+   pipe buffer, within the budget.  Best effort; nothing is reported. */
 static void
 grow_pipe_for(QueueObject *q, const qframe *f)
 {
@@ -1499,7 +1514,14 @@ grow_pipe_for(QueueObject *q, const qframe *f)
         PyErr_Clear();
         return;
     }
-    (void)cmp_qpipe_grow(h, QUEUE_PIPE_WANT);
+    if (pipe_growth_held + QUEUE_PIPE_WANT > QUEUE_GROW_BUDGET) {
+        return;
+    }
+    size_t now = cmp_qpipe_grow(h, QUEUE_PIPE_WANT);
+    if (now > ((size_t)64 << 10)) {
+        q->pipe_growth = now;
+        pipe_growth_held += now;
+    }
 }
 
 /* Write f now if the pipe takes it without blocking, else queue it for

@@ -592,6 +592,8 @@ def _may_grow(want):
 
 @pytest.mark.parametrize("kind", ["Queue", "SimpleQueue"])
 def test_long_message_grows_the_pipe_small_ones_do_not(kind):
+    import gc
+    gc.collect()        # queues of earlier tests give back their budget
     want = min(1 << 20, _pipe_max())
     small, big = getattr(CTX, kind)(), getattr(CTX, kind)()
     try:
@@ -904,3 +906,48 @@ def test_feeder_batches_of_mixed_sizes_keep_order():
         assert q._feed.pending > 0
         assert [q.get(timeout=LONG) for _ in expected] == expected
         assert q.empty()
+
+
+_BUDGET_SCRIPT = r"""
+import fcntl, gc
+import cmultiprocessing as cmp
+
+def size(q):
+    return fcntl.fcntl(q._writer.fileno(), fcntl.F_GETPIPE_SZ)
+
+ctx = cmp.get_context("fork")
+blob = b"b" * 40000      # long enough to grow, short enough to fit
+queues = []
+for i in range(20):
+    q = ctx.SimpleQueue()
+    q.put(blob)
+    assert q.get() == blob
+    queues.append(q)
+grown = [size(q) > 65536 for q in queues]
+print(sum(grown), grown.index(False))
+for q in queues[:4]:
+    q.close()
+del q, queues[:4]
+gc.collect()
+late = ctx.SimpleQueue()
+late.put(blob)
+assert late.get() == blob
+print(size(late) > 65536)
+"""
+
+
+def test_pipes_grown_within_a_budget(tmp_path):
+    import subprocess
+    want = min(1 << 20, _pipe_max())
+    if want < (1 << 20) or not _may_grow(want):
+        pytest.skip("pipes cannot grow to 1 MiB here")
+    script = tmp_path / "budget.py"
+    script.write_text(_BUDGET_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, str(script)], env=env,
+                          timeout=LONG, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # 16 MiB for the pipes of one process: the first 16 grow, then none,
+    # until queues that grew theirs are gone
+    assert proc.stdout.split() == ["16", "16", "True"]
