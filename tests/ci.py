@@ -12,8 +12,9 @@ with pytest, then runs the interpreter's own multiprocessing suite against
 cmultiprocessing and against the stdlib for each start method, printing the
 tables side by side.  In CI it also runs the check inside LLDB's embedded
 Python (tests/lldb/), the cross-compile check for macOS and Windows
-(tools/crosscheck.sh) and the Windows platform layer's tests under wine
-(tests/platform_c/).
+(tools/crosscheck.sh), the Windows platform layer's tests under wine
+(tests/platform_c/) and a bounded libFuzzer run of the frame reader and the
+handshake (tools/fuzz.sh).
 
 It fails when a unit test fails, or when a suite's pass count falls below the
 committed ratchet (tests/ratchet.json).  The ratchet sits 3 tests below the
@@ -150,6 +151,34 @@ def run_platform_checks(failures):
             failures.append("%s failed (exit %d)" % (what, rc))
 
 
+def run_fuzz(failures, py, seconds):
+    """The frame reader and the handshake under libFuzzer (tools/fuzz.sh),
+    for a bounded time per target, with clang from Debian."""
+    log("fuzzing the frame reader and the handshake (%d s a target)" % seconds)
+    if not any(shutil.which("clang-%d" % v) for v in range(14, 20)):
+        for pkgs in (["clang-16", "libclang-rt-16-dev"],
+                     ["clang-14", "libclang-rt-14-dev"]):
+            rc = subprocess.run(["apt-get", "install", "-y", "-q"] + pkgs,
+                                stdin=subprocess.DEVNULL, timeout=1200,
+                                stdout=subprocess.DEVNULL).returncode
+            if rc != 0:
+                subprocess.run(["apt-get", "update", "-q"],
+                               stdin=subprocess.DEVNULL, timeout=600,
+                               stdout=subprocess.DEVNULL)
+                rc = subprocess.run(["apt-get", "install", "-y", "-q"] + pkgs,
+                                    stdin=subprocess.DEVNULL, timeout=1200,
+                                    stdout=subprocess.DEVNULL).returncode
+            if rc == 0:
+                break
+    env = dict(os.environ, PYTHON=py,
+               FUZZ_OUT=os.path.join(ROOT, "results", "fuzz"))
+    rc = subprocess.run(["sh", os.path.join(ROOT, "tools", "fuzz.sh"),
+                         str(seconds)], stdin=subprocess.DEVNULL, env=env,
+                        timeout=1800).returncode
+    if rc != 0:
+        failures.append("fuzzing failed (exit %d)" % rc)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,6 +207,9 @@ def main(argv=None):
                    default="auto", help="cross-compile for macOS/Windows and "
                    "run the Windows platform tests under wine (installs "
                    "ziglang, mingw-w64 and wine); auto: only in CI")
+    p.add_argument("--fuzz", type=int, default=None, metavar="SECONDS",
+                   help="fuzz each target for SECONDS (tools/fuzz.sh; "
+                   "installs clang with apt); default: 60 in CI, else none")
     p.add_argument("--update-ratchet", action="store_true",
                    help="raise tests/ratchet.json to today's pass counts")
     p.add_argument("pytest_args", nargs="*")
@@ -194,6 +226,11 @@ def main(argv=None):
     want_platforms = args.platforms == "yes" or (
         args.platforms == "auto" and os.environ.get("CI") == "true"
         and sys.platform.startswith("linux") and shutil.which("apt-get"))
+    fuzz_seconds = args.fuzz
+    if fuzz_seconds is None:
+        fuzz_seconds = 60 if (os.environ.get("CI") == "true"
+                              and sys.platform.startswith("linux")
+                              and shutil.which("apt-get")) else 0
     t0 = time.monotonic()
     versions = [v.strip() for v in args.pythons.split(",") if v.strip()]
     skipped = []
@@ -253,6 +290,8 @@ def main(argv=None):
             run_lldb_check(failures)
         if required and want_platforms:
             run_platform_checks(failures)
+        if required and fuzz_seconds > 0:
+            run_fuzz(failures, py, fuzz_seconds)
 
     if suite_rows:
         print("\n== stdlib suite: tests passed (cmultiprocessing / stdlib /"
