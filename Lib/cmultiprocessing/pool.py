@@ -55,6 +55,9 @@ INIT, RUN, CLOSE, TERMINATE = "INIT", "RUN", "CLOSE", "TERMINATE"
 
 # A batch is sized to hold about this many seconds of work.
 _BATCH_SECONDS = 0.002
+# ... or, for the chunks of a map(), this many (a batch is at most a
+# worker's share of the map)
+_MAP_BATCH_SECONDS = 0.02
 _BATCH_CAP = 4096
 # A worker running a long batch sends what it has after this long.
 _FLUSH_SECONDS = 0.005
@@ -765,23 +768,24 @@ class _Engine(object):
         estimate = self.task_seconds
         if estimate is None:
             return 1
-        limit = int(_BATCH_SECONDS / estimate) if estimate > 0 else _BATCH_CAP
         source = self.source
-        if source is None:
+        share = 0 if source is None else getattr(source, 'share', 0)
+        if share is None:
+            # every worker gets its part of a map() at once, in as many
+            # batches as it may hold (the results of the first travel back
+            # while the next one runs)
+            depth = 2 if estimate < _PREFETCH_BELOW else 1
+            room = max(1, len(self.slots)) * depth
+            share = source.share = -(-(max(source.left, 0) + 1) // room)
+        # a map()'s tasks are its chunks: its batches may hold more work
+        budget = _MAP_BATCH_SECONDS if share else _BATCH_SECONDS
+        limit = int(budget / estimate) if estimate > 0 else _BATCH_CAP
+        if share:
+            limit = min(limit, share)
+        elif source is None:
             # leave queued work for the other workers
             share = -(-(self.pending.qsize() + 1) // max(1, len(self.slots)))
             limit = min(limit, share)
-        else:
-            share = getattr(source, 'share', 0)
-            if share is None:
-                # every worker gets its part of a map() at once, in as
-                # many batches as it may hold (the results of the first
-                # travel back while the next one runs)
-                depth = 2 if estimate < _PREFETCH_BELOW else 1
-                room = max(1, len(self.slots)) * depth
-                share = source.share = -(-(max(source.left, 0) + 1) // room)
-            if share:
-                limit = min(limit, share)
         if self.maxtasks is not None:
             limit = min(limit, self.maxtasks - slot.sent)
         return max(1, min(limit, _BATCH_CAP))
