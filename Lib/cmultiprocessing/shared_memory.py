@@ -6,7 +6,6 @@ Opening, sizing and mapping a segment is one call into _cmultiprocessing
 (shm_segment); the mapping is exposed as a memoryview through `buf`.
 """
 
-import contextlib
 import operator
 import os
 import struct
@@ -110,9 +109,13 @@ class SharedMemory:
         return -1 if handle is None else handle.fd
 
     def __del__(self):
-        # Garbage collection must not fail on a segment that is gone.
-        with contextlib.suppress(OSError):
-            self.close()
+        # Garbage collection must not fail on a segment that is gone (and
+        # has nothing to do for one closed already).
+        if self._handle is not None or self._buf is not None:
+            try:
+                self.close()
+            except OSError:
+                pass
 
     def __repr__(self):
         return f'{type(self).__name__}({self.name!r}, size={self.size})'
