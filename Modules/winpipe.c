@@ -8,6 +8,8 @@
  *   winpipe_create(address, first=False, duplex=True) -> handle
  *   winpipe_accept(handle, timeout=None) -> bool
  *   winpipe_connect(address, duplex=True, timeout=None) -> handle
+ *   winspawn(executable, cmdline, handles=(), env=None, cwd=None)
+ *       -> (process handle, pid)
  *
  * Handles are plain ints, owned by the caller (a Connection takes them).
  * Every wait is made without the GIL in CMP_WAIT_SLICE steps, with the
@@ -15,6 +17,7 @@
  */
 #include "cmp.h"
 #include "platform/npipe.h"
+#include "platform/winspawn.h"
 
 int cmp_winpipe_exec(PyObject *module);   /* (module.c calls it) */
 
@@ -205,6 +208,134 @@ winpipe_connect(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     }
 }
 
+/* An optional str as a wide string (NULL for None; PyMem_Free it). */
+static int
+optional_wide(PyObject *obj, const char *what, wchar_t **out)
+{
+    *out = NULL;
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str or None, not %.100s",
+                     what, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    *out = PyUnicode_AsWideCharString(obj, NULL);
+    return *out == NULL ? -1 : 0;
+}
+
+/* The environment block: "name=value\0" entries, as a str; the closing
+   NUL is added here.  NULL for None. */
+static int
+environment_block(PyObject *obj, wchar_t **out)
+{
+    Py_ssize_t len = 0;
+    *out = NULL;
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "env must be a str or None, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    wchar_t *text = PyUnicode_AsWideCharString(obj, &len);
+    if (text == NULL) {
+        return -1;
+    }
+    if (len > 0 && text[len - 1] != L'\0') {
+        PyMem_Free(text);
+        PyErr_SetString(PyExc_ValueError,
+                        "env: every entry must end with a NUL character");
+        return -1;
+    }
+    wchar_t *block = PyMem_New(wchar_t, (size_t)len + 2);
+    if (block == NULL) {
+        PyMem_Free(text);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(block, text, (size_t)len * sizeof(wchar_t));
+    block[len] = L'\0';       /* the end of the block (an empty one: two) */
+    block[len + 1] = L'\0';
+    PyMem_Free(text);
+    *out = block;
+    return 0;
+}
+
+static PyObject *
+winpipe_spawn(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames)
+{
+    static const char *const names[] = {"executable", "cmdline", "handles",
+                                        "env", "cwd"};
+    static const cmp_argspec spec = CMP_ARGSPEC("winspawn", names, 2);
+    PyObject *a[5];
+    wchar_t *exe = NULL, *cmdline = NULL, *env = NULL, *cwd = NULL;
+    HANDLE *inherit = NULL;
+    PyObject *seq = NULL, *result = NULL;
+    Py_ssize_t n = 0;
+
+    (void)module;
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
+        return NULL;
+    }
+    if (!PyUnicode_Check(a[1])) {
+        PyErr_Format(PyExc_TypeError, "cmdline must be a str, not %.100s",
+                     Py_TYPE(a[1])->tp_name);
+        return NULL;
+    }
+    if (optional_wide(a[0], "executable", &exe) < 0 ||
+        (cmdline = PyUnicode_AsWideCharString(a[1], NULL)) == NULL ||
+        environment_block(a[3], &env) < 0 ||
+        optional_wide(a[4], "cwd", &cwd) < 0) {
+        goto done;
+    }
+    if (a[2] != NULL && a[2] != Py_None) {
+        seq = PySequence_Fast(a[2], "handles must be a sequence of ints");
+        if (seq == NULL) {
+            goto done;
+        }
+        n = PySequence_Fast_GET_SIZE(seq);
+        inherit = PyMem_New(HANDLE, (size_t)(n > 0 ? n : 1));
+        if (inherit == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (cmp_arg_handle(PySequence_Fast_GET_ITEM(seq, i),
+                               "invalid handle", &inherit[i]) < 0) {
+                goto done;
+            }
+        }
+    }
+    cmp_winspawn_request req = {exe, cmdline, inherit, (size_t)n, env, cwd};
+    HANDLE process = NULL;
+    unsigned long pid = 0;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = cmp_winspawn(&req, &process, &pid);
+    Py_END_ALLOW_THREADS
+    if (err != 0) {
+        cmp_raise_oserror(err);
+        goto done;
+    }
+    result = Py_BuildValue("(Nk)", cmp_handle_to_int(process), pid);
+    if (result == NULL) {
+        TerminateProcess(process, 1);
+        CloseHandle(process);
+    }
+done:
+    Py_XDECREF(seq);
+    PyMem_Free(inherit);
+    PyMem_Free(exe);
+    PyMem_Free(cmdline);
+    PyMem_Free(env);
+    PyMem_Free(cwd);
+    return result;
+}
+
 static PyMethodDef winpipe_functions[] = {
     {"winpipe_pair", (PyCFunction)(void (*)(void))winpipe_pair,
      METH_FASTCALL | METH_KEYWORDS,
@@ -226,6 +357,12 @@ static PyMethodDef winpipe_functions[] = {
      "winpipe_connect(address, duplex=True, timeout=None)\n--\n\n"
      "Open the client end of the named pipe `address`, waiting while every "
      "instance is busy (OSError ERROR_SEM_TIMEOUT after timeout)."},
+    {"winspawn", (PyCFunction)(void (*)(void))winpipe_spawn,
+     METH_FASTCALL | METH_KEYWORDS,
+     "winspawn(executable, cmdline, handles=(), env=None, cwd=None)\n--\n\n"
+     "Start a program with CreateProcessW; exactly `handles` are inherited "
+     "(under the same values).  env is a str of 'name=value\\0' entries.  "
+     "Returns (process handle, pid); the caller closes the handle."},
     {NULL, NULL, 0, NULL},
 };
 

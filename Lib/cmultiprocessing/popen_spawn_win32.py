@@ -1,9 +1,10 @@
 """Popen for the spawn start method on Windows (importable only there).
 
-The child is created with CreateProcess; it duplicates the read end of an
-anonymous pipe out of this process (see spawn.spawn_main) and reads its
-preparation data and process object from it.  The process handle is the
-sentinel.
+The child is created with CreateProcessW (the native winspawn, which
+inherits exactly the handles it is given: none here); it duplicates the
+read end of an anonymous pipe out of this process (see spawn.spawn_main)
+and reads its preparation data and process object from it.  The process
+handle is the sentinel.
 """
 
 import msvcrt
@@ -11,6 +12,8 @@ import os
 import signal
 import sys
 import _winapi
+
+import _cmultiprocessing as _native
 
 from . import spawn
 from . import util
@@ -42,6 +45,31 @@ def _quote(args):
     return ' '.join('"%s"' % arg for arg in args)
 
 
+def _environment_block(env):
+    """env (a mapping) as the NUL-separated str winspawn takes, names in
+    the case-blind order Windows keeps them in."""
+    if env is None:
+        return None
+    entries = []
+    for name in sorted(env, key=str.upper):
+        value = env[name]
+        if '\0' in name or '\0' in value or '=' in name[1:] or not name:
+            raise ValueError('illegal environment variable name or value: '
+                             '%r' % (name,))
+        entries.append('%s=%s\0' % (name, value))
+    return ''.join(entries)
+
+
+def _start_child(exe, cmdline, env):
+    """(process handle, pid) of a new child that inherits no handle."""
+    if hasattr(_native, 'winspawn'):
+        return _native.winspawn(exe, cmdline, (), _environment_block(env))
+    hp, ht, pid, _tid = _winapi.CreateProcess(
+        exe, cmdline, None, None, False, 0, env, None, None)
+    _winapi.CloseHandle(ht)
+    return hp, pid
+
+
 def _program_and_env(cmd):
     exe = spawn.get_executable()
     if WINENV and _same_path(exe, sys.executable):
@@ -63,12 +91,10 @@ class Popen(object):
         exe, env = _program_and_env(cmd)
         with open(wfd, 'wb', closefd=True) as to_child:
             try:
-                hp, ht, pid, _tid = _winapi.CreateProcess(
-                    exe, _quote(cmd), None, None, False, 0, env, None, None)
+                hp, pid = _start_child(exe, _quote(cmd), env)
             except BaseException:
                 _winapi.CloseHandle(rhandle)
                 raise
-            _winapi.CloseHandle(ht)
             self._adopt(hp, pid, rhandle)
             # Pickled now that the child exists: handles are duplicated
             # straight into it (duplicate_for_child).
