@@ -400,6 +400,8 @@ class _DeadlineChannel(object):
             try:
                 piece = self._sock.recv(min(n - len(got), self._CHUNK))
             except socket.timeout:
+                piece = None
+            if piece is None:
                 self._expired()
             if not piece:
                 if got or started:
@@ -428,8 +430,10 @@ class _DeadlineChannel(object):
         self._arm()
         try:
             self._sock.sendall(head + data)
+            return
         except socket.timeout:
-            self._expired()
+            pass
+        self._expired()
 
 
 def _authenticate_accepted(sock, authkey):
