@@ -1214,6 +1214,42 @@ test_spawn_named_pipe_end(void)
 }
 
 static void
+test_spawn_env_and_cwd(void)
+{
+    wchar_t exe[MAX_PATH + 32];
+    CHECK_EQ(child_exe(exe, MAX_PATH + 32), 0);
+    wchar_t dir[MAX_PATH];
+    DWORD n = GetSystemDirectoryW(dir, MAX_PATH);
+    CHECK(n > 0 && n < MAX_PATH);
+    if (checks_failed) {
+        return;
+    }
+    wchar_t cmd[3 * MAX_PATH];
+    swprintf(cmd, 3 * MAX_PATH, L"\"%ls\" env \"%ls\"", exe, dir);
+    /* the child sees exactly the block it is given, and starts in dir */
+    const wchar_t env[] = L"CMP_CHILD_EXIT=42\0OTHER=x\0";
+    cmp_winspawn_request req = {exe, cmd, NULL, 0, env, dir};
+    HANDLE proc = NULL;
+    unsigned long pid = 0;
+    CHECK_EQ(cmp_winspawn(&req, &proc, &pid), 0);
+    if (proc != NULL) {
+        CHECK_EQ(WaitForSingleObject(proc, 20000), WAIT_OBJECT_0);
+        DWORD code = 99;
+        CHECK(GetExitCodeProcess(proc, &code));
+        CHECK_EQ(code, 42);
+        CloseHandle(proc);
+    }
+    /* a working directory that does not exist: refused */
+    cmp_winspawn_request bad = {exe, cmd, NULL, 0, NULL,
+                                L"C:\\no\\such\\folder"};
+    proc = NULL;
+    int err = cmp_winspawn(&bad, &proc, &pid);
+    CHECK(err == ERROR_DIRECTORY || err == ERROR_PATH_NOT_FOUND ||
+          err == ERROR_FILE_NOT_FOUND);
+    CHECK(proc == NULL);
+}
+
+static void
 test_spawn_errors(void)
 {
     wchar_t cmd[] = L"\"C:\\no\\such\\program.exe\" 1";
@@ -1372,6 +1408,7 @@ main(int argc, char **argv)
     run("process.sem_and_arena_in_child", test_child_process);
     run("spawn.inherit_one_handle", test_spawn_inherit_one);
     run("spawn.named_pipe_end", test_spawn_named_pipe_end);
+    run("spawn.env_and_cwd", test_spawn_env_and_cwd);
     run("spawn.errors", test_spawn_errors);
     printf("%d passed, %d failed\n", n_passed, n_failed);
     WSACleanup();
