@@ -23,6 +23,7 @@
 enum {
     CMP_NPIPE_DUPLEX = 1,   /* both ways (else: server reads, client writes) */
     CMP_NPIPE_FIRST = 2,    /* FILE_FLAG_FIRST_PIPE_INSTANCE: fail if taken */
+    CMP_NPIPE_ONLY = 4,     /* one instance only (a pair's private pipe) */
 };
 
 /* The buffer size the stdlib gives its pipes. */
@@ -58,7 +59,8 @@ int cmp_io_overlapped_wait(HANDLE h, OVERLAPPED *ov, DWORD ms, DWORD *n);
    cannot be told. */
 int cmp_io_is_overlapped(HANDLE h);
 
-/* Create one server instance of the pipe `name` (\\.\pipe\...). */
+/* Create one server instance of the pipe `name` (\\.\pipe\...).  Remote
+   clients are refused (PIPE_REJECT_REMOTE_CLIENTS). */
 int cmp_npipe_create(const wchar_t *name, int flags, HANDLE *server);
 
 /* Wait at most `timeout` seconds (< 0: forever) for a client to connect to

@@ -207,9 +207,12 @@ cmp_npipe_create(const wchar_t *name, int flags, HANDLE *server)
     if (flags & CMP_NPIPE_FIRST) {
         open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
     }
-    HANDLE h = CreateNamedPipeW(
-        name, open_mode, PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE | PIPE_WAIT,
-        PIPE_UNLIMITED_INSTANCES, out_size, CMP_NPIPE_BUFSIZE, 0, NULL);
+    DWORD instances = (flags & CMP_NPIPE_ONLY) ? 1 : PIPE_UNLIMITED_INSTANCES;
+    HANDLE h = CreateNamedPipeW(name, open_mode,
+                                PIPE_TYPE_MESSAGE | PIPE_READMODE_MESSAGE |
+                                    PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                                instances, out_size, CMP_NPIPE_BUFSIZE, 0,
+                                NULL);
     if (h == INVALID_HANDLE_VALUE) {
         return (int)GetLastError();
     }
@@ -318,7 +321,8 @@ cmp_npipe_pair(int duplex, HANDLE ends[2])
 {
     static volatile LONG serial;
     wchar_t name[96];
-    int flags = CMP_NPIPE_FIRST | (duplex ? CMP_NPIPE_DUPLEX : 0);
+    int flags = CMP_NPIPE_FIRST | CMP_NPIPE_ONLY |
+                (duplex ? CMP_NPIPE_DUPLEX : 0);
     HANDLE server = INVALID_HANDLE_VALUE, client = INVALID_HANDLE_VALUE;
     int err = ERROR_PIPE_BUSY;
 
