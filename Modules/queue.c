@@ -838,6 +838,16 @@ typedef struct {
     PyObject *send_bytes; /* not NULL: write through the Connection */
     PyObject *failed_obj; /* object of the frame the last error dropped */
     PyThread_type_lock wake;
+    /* Hand-over of the GIL from a thread that puts to the feeder: the
+       feeder sets wants_gil (without the GIL) when a write is done and it
+       waits for the GIL; a put() that sees it lets go of the GIL and waits
+       on `handover` (held = nothing to report) until the feeder, with the
+       GIL, releases it -- instead of the feeder waiting out the switch
+       interval (5 ms) while the reader runs dry.  handover_waiting is only
+       touched with the GIL held. */
+    PyThread_type_lock handover;
+    volatile int wants_gil;
+    int handover_waiting;
     unsigned char *stage; /* FEED_STAGE_BYTES for one write, or NULL */
     int sleeping, wake_posted, stop, started, writing;
     int used; /* put() was called with this feed */
@@ -911,6 +921,12 @@ feed_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
     }
     /* held = "no wake-up posted" */
     PyThread_acquire_lock(fd->wake, WAIT_LOCK);
+    fd->handover = PyThread_allocate_lock();
+    if (fd->handover == NULL) {
+        Py_DECREF(fd);
+        return PyErr_NoMemory();
+    }
+    PyThread_acquire_lock(fd->handover, WAIT_LOCK);
     return (PyObject *)fd;
 }
 
@@ -959,8 +975,21 @@ feed_dealloc(PyObject *op)
     if (fd->wake != NULL) {
         PyThread_free_lock(fd->wake);
     }
+    if (fd->handover != NULL) {
+        PyThread_free_lock(fd->handover);
+    }
     tp->tp_free(op);
     Py_DECREF(tp);
+}
+
+/* The feeder has the GIL again: wake the put() waiting to hand it over. */
+static void
+feed_handed_over(FeedObject *fd)
+{
+    if (fd->handover_waiting) {
+        fd->handover_waiting = 0;
+        PyThread_release_lock(fd->handover);
+    }
 }
 
 /* Sleep until a frame is pushed, stop is asked, or FEED_IDLE_US pass. */
@@ -971,10 +1000,39 @@ feed_sleep(FeedObject *fd)
     PyLockStatus st;
     Py_BEGIN_ALLOW_THREADS
     st = PyThread_acquire_lock_timed(fd->wake, FEED_IDLE_US, 0);
+    fd->wants_gil = st == PY_LOCK_ACQUIRED; /* woken: frames to write */
     Py_END_ALLOW_THREADS
+    fd->wants_gil = 0;
+    feed_handed_over(fd);
     fd->sleeping = 0;
     if (st == PY_LOCK_ACQUIRED) {
         fd->wake_posted = 0;
+    }
+}
+
+/* Called by put() with the GIL, when it leaves frames to the feeder: if
+   the feeder is waiting for the GIL, let go of it until the feeder has
+   it (a millisecond at most). */
+static void
+feed_hand_over(FeedObject *fd)
+{
+    if (!fd->wants_gil || fd->handover_waiting) {
+        return;
+    }
+    fd->handover_waiting = 1;
+    PyLockStatus st;
+    Py_BEGIN_ALLOW_THREADS
+    st = PyThread_acquire_lock_timed(fd->handover, 1000, 0);
+    Py_END_ALLOW_THREADS
+    if (st == PY_LOCK_ACQUIRED) {
+        return; /* held again: nothing to report */
+    }
+    if (fd->handover_waiting) {
+        fd->handover_waiting = 0; /* the feeder did not get there */
+    }
+    else {
+        /* it released the lock after we stopped waiting: take it back */
+        (void)PyThread_acquire_lock(fd->handover, NOWAIT_LOCK);
     }
 }
 
@@ -1129,7 +1187,10 @@ feed_write_batch(FeedObject *fd)
             pieces[i].len -= done;
         }
     }
+    fd->wants_gil = 1;
     Py_END_ALLOW_THREADS
+    fd->wants_gil = 0;
+    feed_handed_over(fd);
     fd->writing = 0;
     /* the lock was held for the whole batch: it belongs to no frame now */
     feed_at(fd, 0)->holds_wlock = 0;
@@ -1606,6 +1667,9 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
     if (ensure_feeder(q) < 0) {
         return NULL;
     }
+    Py_INCREF(fd); /* the queue may be rebound while the GIL is let go */
+    feed_hand_over(fd);
+    Py_DECREF(fd);
     res = Py_NewRef(Py_None);
     return res;
 

@@ -951,3 +951,37 @@ def test_pipes_grown_within_a_budget(tmp_path):
     # 16 MiB for the pipes of one process: the first 16 grow, then none,
     # until queues that grew theirs are gone
     assert proc.stdout.split() == ["16", "16", "True"]
+
+
+def _drain_into(q, n, out):
+    out.put([(k, i, len(b)) for k, i, b in
+             (q.get(timeout=LONG) for _ in range(n))])
+
+
+def test_threads_putting_while_the_feeder_waits_for_the_gil():
+    # several threads put long messages while the feeder is behind: puts
+    # hand the GIL over to the feeder (one at a time), none is lost
+    q, out = CTX.Queue(), CTX.Queue()
+    blob = b"h" * 100000
+    reader = CTX.Process(target=_drain_into, args=(q, 600, out))
+    reader.start()
+    try:
+        def work(k):
+            for i in range(200):
+                q.put((k, i, blob))
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(LONG)
+        got = out.get(timeout=LONG)
+        for k in range(3):                # each thread's own order kept
+            assert [m for m in got if m[0] == k] == [
+                (k, i, len(blob)) for i in range(200)]
+        assert len(got) == 600
+    finally:
+        reader.join(LONG)
+        for qq in (q, out):
+            qq.close()
+            qq.join_thread()
+    assert reader.exitcode == 0
