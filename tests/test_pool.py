@@ -706,3 +706,38 @@ def test_a_chunk_that_cannot_be_unpacked_fails_the_map(pool, monkeypatch):
         pool.map(square, range(100), 10)
     monkeypatch.undo()
     assert pool.map(square, range(100), 10) == [x * x for x in range(100)]
+
+
+def square_or_die(x):
+    if x == 'die':
+        os._exit(3)
+    return x * x
+
+
+def test_a_map_in_paired_batches_survives_bad_tasks_and_lost_workers():
+    # after tiny tasks, an idle worker gets two batches of a map() in one
+    # message; a task that does not pickle, or a worker that dies, inside
+    # such a pair fails the map as it would alone, and the pool goes on
+    p = cmp.get_context('fork').Pool(2)
+    try:
+        warm = list(range(2000))
+        assert p.map(square, warm, 1) == [x * x for x in warm]
+        sent = []
+        for slot in list(p._engine.slots.values()):
+            real = slot.tasks.send
+            slot.tasks.send = (lambda msg, real=real:
+                               sent.append(type(msg)) or real(msg))
+        data = list(range(40))
+        assert p.map(square, data, 2) == [x * x for x in data]
+        assert tuple in sent            # the pairs were used
+        bad = data[:25] + [NoPickle()] + data[25:]
+        with pytest.raises(RuntimeError, match='cannot pickle NoPickle'):
+            p.map(identity, bad, 2)
+        assert p.map(square, data, 2) == [x * x for x in data]
+        doomed = data[:30] + ['die'] + data[30:]
+        with pytest.raises(mpool.WorkerLostError):
+            p.map_async(square_or_die, doomed, 2).get(LONG)
+        assert p.map(square, data, 2) == [x * x for x in data]
+    finally:
+        p.terminate()
+        p.join()

@@ -260,34 +260,37 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
     completed = batch_number = 0
     while maxtasks is None or completed < maxtasks:
         try:
-            batch = recv() if idle_until_orphaned() else None
+            message = recv() if idle_until_orphaned() else None
         except (EOFError, OSError):
-            batch = None        # the pool is gone
-        if batch is None:
+            message = None      # the pool is gone
+        if message is None:
             util.debug('pool worker: no more tasks -- exiting')
             break
-        out = []
-        flushed = clock()
-        batch_number += 1
-        stamp = batch_number << 32
-        for position, (job, index, func, args, kwds) in enumerate(batch):
-            if marks is not None:
-                marks[mark] = stamp | position
-            try:
-                out.append((job, index, True, func(*args, **kwds)))
-            except Exception as exc:
-                if wrap_exception and func is not _helper_reraises_exception:
-                    exc = ExceptionWithTraceback(exc, exc.__traceback__)
-                out.append((job, index, False, exc))
-            exc = func = args = kwds = None
-            completed += 1
-            if clock() - flushed > _FLUSH_SECONDS:
+        # a message is one batch, or a tuple of batches run in turn
+        for batch in (message if type(message) is tuple else (message,)):
+            out = []
+            flushed = clock()
+            batch_number += 1
+            stamp = batch_number << 32
+            for position, (job, index, func, args, kwds) in enumerate(batch):
+                if marks is not None:
+                    marks[mark] = stamp | position
+                try:
+                    out.append((job, index, True, func(*args, **kwds)))
+                except Exception as exc:
+                    if wrap_exception and \
+                            func is not _helper_reraises_exception:
+                        exc = ExceptionWithTraceback(exc, exc.__traceback__)
+                    out.append((job, index, False, exc))
+                exc = func = args = kwds = None
+                completed += 1
+                if clock() - flushed > _FLUSH_SECONDS:
+                    _ship(send, out)
+                    out = []
+                    flushed = clock()
+            if out:
                 _ship(send, out)
-                out = []
-                flushed = clock()
-        if out:
-            _ship(send, out)
-        batch = out = None
+        message = batch = out = None
     util.debug('pool worker exiting after %d tasks', completed)
 
 
@@ -839,22 +842,63 @@ class _Engine(object):
             if slot is None:
                 return False
             limit = self._batch_limit(slot)
-            while len(batch) < limit:
-                task = self._pull(block=False)
-                if task is None:
-                    break
-                batch.append(task)
+            self._fill(batch, limit)
+            # An idle worker given a map()'s share takes its second batch
+            # in the same message, so that it never waits for this thread
+            # (which the worker it wakes may well preempt) to send it.
+            extra = []
+            estimate = self.task_seconds
+            if (len(batch) == limit and not slot.batches
+                    and self.maxtasks is None and self._map_source()
+                    and estimate is not None and estimate < _PREFETCH_BELOW):
+                self._fill(extra, limit)
             with self.lock:
                 if self.halted:
                     return False
                 if slot.dead:
+                    batch += extra
                     continue
-                slot.numbered += 1
-                record = _Batch(batch, time.monotonic(), slot.numbered)
-                slot.batches.append(record)
-                slot.sent += len(batch)
-            self._send(slot, record)
+                records = []
+                for tasks in (batch, extra):
+                    if tasks:
+                        slot.numbered += 1
+                        records.append(_Batch(tasks, time.monotonic(),
+                                              slot.numbered))
+                        slot.sent += len(tasks)
+                slot.batches.extend(records)
+            if len(records) == 1 or not self._send_pair(slot, *records):
+                self._send(slot, records[0])
             return True
+
+    def _fill(self, batch, limit):
+        while len(batch) < limit:
+            task = self._pull(block=False)
+            if task is None:
+                break
+            batch.append(task)
+
+    def _map_source(self):
+        source = self.source
+        return source is not None and bool(getattr(source, 'share', 0))
+
+    def _send_pair(self, slot, first, second):
+        """Send two batches as one message.  False when some task would
+        not pickle: *second* is then merged into *first*, for `_send`."""
+        try:
+            slot.tasks.send((first.tasks, second.tasks))
+            return True
+        except OSError:
+            return True     # the worker is gone: the collector sees to it
+        except Exception:
+            pass
+        with self.lock:
+            # nothing was sent: one batch again, numbered as such
+            if second in slot.batches:
+                slot.batches.remove(second)
+                slot.numbered -= 1
+            first.tasks = first.tasks + second.tasks
+            first.waiting |= second.waiting
+        return False
 
     def _send(self, slot, record):
         try:
