@@ -26,6 +26,12 @@ is organised differently:
   milliseconds of work, so tiny tasks cost one pickle and one pipe write per
   batch rather than per task.  Long tasks always travel one by one.
 
+* A map() is shared out at once: every worker gets its share of the
+  chunks, an idle one both of its batches in one message.  A chunk runs in
+  a C loop (`_cmultiprocessing.map_chunk`); when its results are all ints
+  that fit 64 bits, or all floats, they travel back as one bytes object and
+  are unpacked straight into the result list (no pickle opcode per item).
+
 * The *collector* thread receives results, completes the result objects,
   watches worker exits (process sentinels) and starts replacement workers.
 """
