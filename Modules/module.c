@@ -113,7 +113,8 @@ cmp_exec(PyObject *module)
         cmp_shmem_exec(module) < 0 ||
         cmp_heap_exec(module) < 0 ||
         cmp_queue_exec(module) < 0 ||
-        cmp_pool_exec(module) < 0) {
+        cmp_pool_exec(module) < 0 ||
+        cmp_winpipe_exec(module) < 0) {
         return -1;
     }
     return 0;

@@ -1,6 +1,7 @@
 /* platform/posix_io.c -- POSIX implementation of platform/io.h: reads and
  * gathered writes on sockets and pipes, poll(2) waits, SCM_RIGHTS. */
 #include "platform/platform.h"
+#include "platform/darwin.h"
 
 #ifdef CMP_POSIX
 #include <errno.h>
@@ -52,6 +53,9 @@ cmp_io_kind(cmp_handle_t fd, int *kind)
         return errno;
     }
     *kind = S_ISSOCK(st.st_mode) ? CMP_IO_KIND_SOCKET : CMP_IO_KIND_OTHER;
+#ifdef CMP_DARWIN
+    (void)cmp_darwin_nosigpipe(fd);     /* EPIPE, not SIGPIPE */
+#endif
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* platform/posix_shm.c -- shared memory on POSIX systems (Linux, macOS):
    shm_open segments and memfd (or unlinked temporary file) arenas. */
 #include "platform/platform.h"
+#include "platform/darwin.h"
 
 #ifdef CMP_POSIX
 #include <errno.h>
@@ -93,12 +94,20 @@ cmp_shm_segment_open(const char *name, int flags, int mode,
             err = EFBIG;
             goto error;
         }
+#ifdef CMP_DARWIN
+        /* (macOS sizes a shared memory object once only) */
+        err = cmp_darwin_shm_resize(fd, truncate_to);
+        if (err) {
+            goto error;
+        }
+#else
         while (ftruncate(fd, (off_t)truncate_to) < 0) {
             if (errno != EINTR) {
                 err = errno;
                 goto error;
             }
         }
+#endif
     }
     else {
         struct stat st;
@@ -162,6 +171,12 @@ anonymous_fd(int *out)
     }
     if (errno != ENOSYS && errno != EPERM) {
         return errno;
+    }
+#endif
+#ifdef CMP_DARWIN
+    /* macOS: an unlinked POSIX shared memory object */
+    if (cmp_darwin_shm_anonymous(out) == 0) {
+        return 0;
     }
 #endif
     /* No memfd: a temporary file, removed at once, in a memory-backed
