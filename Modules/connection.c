@@ -312,7 +312,8 @@ conn_read_header(ConnObject *self, uint64_t *size)
 static int
 conn_check_length(ConnObject *self, uint64_t size)
 {
-    uint64_t mem = cmp_io_physical_memory();
+    /* (asking the system costs a system call: only for long frames) */
+    uint64_t mem = size > CONN_PROBE_SIZE ? cmp_io_physical_memory() : 0;
     if (size > (uint64_t)PY_SSIZE_T_MAX || (mem != 0 && size > mem)) {
         conn_bad_length(self, "bad message length: longer than this "
                               "machine's memory");

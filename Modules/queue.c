@@ -28,6 +28,7 @@
  */
 #include "cmp.h"
 #include "platform/queue.h"
+#include "spin.h"
 
 #include <string.h>
 
@@ -1370,6 +1371,7 @@ typedef struct {
     int closed, ignore_epipe;
     int pipe_grown; /* this process asked for the larger pipe buffer */
     size_t pipe_growth; /* what it counts against pipe_growth_held */
+    cmp_spin spin; /* before sleeping for the next message (spin.h) */
 } QueueObject;
 
 static PyObject *
@@ -1780,8 +1782,19 @@ read_some(cmp_handle_t h, cmp_qpipe_slot *slots, int count, size_t *done)
    as needed; each attempt is one scattered read of everything still
    missing.  `started` says whether part of the frame was already read
    (for the end-of-file error).  The slots array is consumed. */
+/* A spinning wait's check: does the pipe hold something to read? */
 static int
-read_slots(cmp_handle_t h, cmp_qpipe_slot *slots, int count, int started)
+qpipe_check_readable(void *arg, int *ready)
+{
+    int r = cmp_qpipe_wait(*(cmp_handle_t *)arg, 0, 0.0);
+    *ready = r == CMP_QPIPE_OK;
+    return (r == CMP_QPIPE_OK || r == CMP_QPIPE_AGAIN || r == CMP_QPIPE_INTR)
+           ? 0 : r;
+}
+
+static int
+read_slots(cmp_handle_t h, cmp_qpipe_slot *slots, int count, int started,
+           cmp_spin *spin)
 {
     int i = 0;
     while (i < count && slots[i].len == 0) {
@@ -1791,12 +1804,26 @@ read_slots(cmp_handle_t h, cmp_qpipe_slot *slots, int count, int started)
         size_t d = 0;
         int r = read_some(h, slots + i, count - i, &d);
         if (r == CMP_QPIPE_AGAIN) {
+            /* The wait for a frame's start spins first (spin.h). */
+            const double budget = spin != NULL ? cmp_spin_budget(spin) : 0.0;
+            int caught = 0;
             Py_BEGIN_ALLOW_THREADS
-            r = cmp_qpipe_wait(h, 0, CMP_WAIT_SLICE);
+            if (budget > 0.0 &&
+                cmp_spin_until(budget, qpipe_check_readable, (void *)&h,
+                               &caught) == 0 && caught) {
+                r = CMP_QPIPE_OK;
+            }
+            else {
+                r = cmp_qpipe_wait(h, 0, CMP_WAIT_SLICE);
+            }
             if (r == CMP_QPIPE_OK) {
                 r = read_some(h, slots + i, count - i, &d);
             }
             Py_END_ALLOW_THREADS
+            if (budget > 0.0) {
+                cmp_spin_result(spin, budget, caught);
+                spin = NULL;
+            }
             if (r == CMP_QPIPE_AGAIN || r == CMP_QPIPE_INTR) {
                 if (PyErr_CheckSignals() < 0) {
                     return -1;
@@ -1840,12 +1867,12 @@ read_slots(cmp_handle_t h, cmp_qpipe_slot *slots, int count, int started)
 
 /* Read exactly n bytes into buf (see read_slots). */
 static int
-read_exact(cmp_handle_t h, char *buf, size_t n, int started)
+read_exact(cmp_handle_t h, char *buf, size_t n, int started, cmp_spin *spin)
 {
     cmp_qpipe_slot one;
     one.base = buf;
     one.len = n;
-    return read_slots(h, &one, 1, started);
+    return read_slots(h, &one, 1, started, spin);
 }
 
 /* The body of a long frame (len >= QUEUE_DIRECT_READ), read with one
@@ -1865,7 +1892,7 @@ read_long_body(cmp_handle_t h, Py_ssize_t len, PyObject **payload_out)
     }
     cmp_qpipe_slot slots[3] = {
         {pre, 7}, {PyBytes_AS_STRING(b), (size_t)(len - 8)}, {&stop, 1}};
-    if (read_slots(h, slots, 3, 1) < 0) {
+    if (read_slots(h, slots, 3, 1, NULL) < 0) {
         Py_DECREF(b);
         return NULL;
     }
@@ -1899,11 +1926,11 @@ read_long_body(cmp_handle_t h, Py_ssize_t len, PyObject **payload_out)
 
 /* Read one frame and turn it into the object. */
 static PyObject *
-read_object(cmp_handle_t h, PyObject **payload_out)
+read_object(cmp_handle_t h, PyObject **payload_out, cmp_spin *spin)
 {
     unsigned char hdr[8];
     *payload_out = NULL;
-    if (read_exact(h, (char *)hdr, 4, 0) < 0) {
+    if (read_exact(h, (char *)hdr, 4, 0, spin) < 0) {
         return NULL;
     }
     int32_t n32 = (int32_t)(((uint32_t)hdr[0] << 24) |
@@ -1911,7 +1938,7 @@ read_object(cmp_handle_t h, PyObject **payload_out)
                             ((uint32_t)hdr[2] << 8) | hdr[3]);
     uint64_t n;
     if (n32 == -1) {
-        if (read_exact(h, (char *)hdr, 8, 1) < 0) {
+        if (read_exact(h, (char *)hdr, 8, 1, NULL) < 0) {
             return NULL;
         }
         n = 0;
@@ -1934,7 +1961,7 @@ read_object(cmp_handle_t h, PyObject **payload_out)
     Py_ssize_t len = (Py_ssize_t)n;
     unsigned char small[256];
     if (len <= (Py_ssize_t)sizeof(small)) {
-        if (read_exact(h, (char *)small, (size_t)len, 1) < 0) {
+        if (read_exact(h, (char *)small, (size_t)len, 1, NULL) < 0) {
             return NULL;
         }
         PyObject *obj = decode_direct(small, len);
@@ -1951,7 +1978,7 @@ read_object(cmp_handle_t h, PyObject **payload_out)
     if (payload == NULL) {
         return NULL;
     }
-    if (read_exact(h, PyBytes_AS_STRING(payload), (size_t)len, 1) < 0) {
+    if (read_exact(h, PyBytes_AS_STRING(payload), (size_t)len, 1, NULL) < 0) {
         Py_DECREF(payload);
         return NULL;
     }
@@ -1980,7 +2007,7 @@ receive_locked(QueueObject *q, PyObject **payload)
     if (conn_handle(q->r_fileno, &h) < 0) {
         return NULL;
     }
-    return read_object(h, payload);
+    return read_object(h, payload, &q->spin);
 }
 
 /* Wait until the reader is readable or the deadline passes: 1 / 0 / -1. */
