@@ -132,6 +132,9 @@ conn_would_block(int err)
     return err == CMP_IO_WOULDBLOCK;
 }
 
+/* Payloads longer than this are read as they stream in. */
+#define CONN_STREAM_MIN ((size_t)256 * 1024)
+
 /* A spinning wait's check: is the handle readable now? */
 static int
 conn_check_readable(void *arg, int *ready)
@@ -198,6 +201,10 @@ conn_read_exact(ConnObject *self, char *buf, size_t len, int sliced,
         self->waited = done < len;
     }
     double spin = (sliced && done == 0) ? cmp_spin_budget(&self->spin) : 0.0;
+    /* Long payloads on a socket are read as they stream in (see below),
+       where another CPU can be sending meanwhile. */
+    const int stream = !sliced && kind == CMP_IO_KIND_SOCKET &&
+                       len - done > CONN_STREAM_MIN && cmp_spin_possible();
     while (done < len) {
         int ready = 1, eof = 0, caught = 0;
         const double budget = spin;
@@ -217,7 +224,30 @@ conn_read_exact(ConnObject *self, char *buf, size_t len, int sliced,
         if (err == 0 && ready) {
             while (done < len) {
                 size_t got = 0;
-                err = cmp_io_read(fd, kind, buf + done, len - done, 0, &got);
+                if (stream) {
+                    /* The rest of a frame is on its way: take what has
+                       come, check for more for a while, and sleep only
+                       when the peer has really stopped. */
+                    err = cmp_io_read(fd, kind, buf + done, len - done, 1,
+                                      &got);
+                    if (err == CMP_IO_WOULDBLOCK) {
+                        int more = 0;
+                        err = cmp_spin_until(CMP_SPIN_MAX,
+                                             conn_check_readable,
+                                             (void *)&fd, &more);
+                        if (err == 0 && more) {
+                            continue;
+                        }
+                        if (err == 0) {
+                            err = cmp_io_read(fd, kind, buf + done,
+                                              len - done, 0, &got);
+                        }
+                    }
+                }
+                else {
+                    err = cmp_io_read(fd, kind, buf + done, len - done, 0,
+                                      &got);
+                }
                 if (err != 0) {
                     break;
                 }

@@ -4,13 +4,19 @@
 
 static int spin_cpus;           /* cmp_cpu_count(), read at the first wait */
 
-double
-cmp_spin_budget(cmp_spin *s)
+int
+cmp_spin_possible(void)
 {
     if (spin_cpus == 0) {
         spin_cpus = cmp_cpu_count();
     }
-    if (spin_cpus < 2) {
+    return spin_cpus > 1;
+}
+
+double
+cmp_spin_budget(cmp_spin *s)
+{
+    if (!cmp_spin_possible()) {
         return 0.0;
     }
     if (s->budget > 0.0f) {

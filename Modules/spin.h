@@ -32,6 +32,9 @@ typedef struct {
     unsigned char rest;         /* waits left before trying again */
 } cmp_spin;
 
+/* Whether spinning can help here at all (more than one CPU). */
+int cmp_spin_possible(void);
+
 /* The time to spin before the next wait, 0.0 for none.  GIL not needed. */
 double cmp_spin_budget(cmp_spin *s);
 
