@@ -112,16 +112,36 @@ for t in $targets; do
     mkdir -p "$work" "$arts"
     log="$out/fuzz-$t.log"
     rc=0
-    "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2560 \
+    # -timeout: an input takes milliseconds; 30 s rides out a stalled
+    # virtual machine (seen once: 20 s inside send() of 50 bytes, an input
+    # that replays in 0 ms) and still catches any real hang.
+    "$out/fuzz_$t" -max_total_time="$secs" -timeout=30 -rss_limit_mb=2560 \
         -max_len=4096 -print_final_stats=1 -artifact_prefix="$arts/" \
         "$work" "$here/tests/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
-    found=$(ls "$arts" | wc -l)
-    if [ "$rc" -ne 0 ] && [ "$found" -eq 0 ]; then
+    # A timeout is a hang only if it comes back: this shared virtual
+    # machine has stalled a whole process for 20-50 s inside one system
+    # call (send, poll) on inputs that replay in 0 ms.  Such a stall is
+    # reported and its input kept, the run is not failed for it.
+    stalls=0
+    for f in "$arts"/timeout-*; do
+        [ -e "$f" ] || continue
+        if timeout 120 "$out/fuzz_$t" -timeout=30 "$f" >"$f.replay.log" 2>&1; then
+            mv "$f" "$f.not-reproduced"
+            stalls=$((stalls + 1))
+        fi
+    done
+    found=$(ls "$arts" | grep -c -E '^(crash|leak|timeout|oom)-[0-9a-f]*$' || true)
+    if [ "$rc" -ne 0 ] && [ "$found" -eq 0 ] && [ "$stalls" -eq 0 ]; then
         found=1        # died without leaving an input (e.g. in start-up)
     fi
-    echo "fuzz $t: ${runs:-0} runs, corpus $(ls "$work" | wc -l), cov ${cov:-?}, $found crashes (log $log)"
+    if [ "$stalls" -ne 0 ] && [ "$found" -eq 0 ]; then
+        rc=0
+    fi
+    extra=""
+    [ "$stalls" -eq 0 ] || extra=" ($stalls machine stall(s) not reproduced, kept in $arts)"
+    echo "fuzz $t: ${runs:-0} runs, corpus $(ls "$work" | wc -l), cov ${cov:-?}, $found crashes$extra (log $log)"
     if [ "$rc" -ne 0 ] || [ "$found" -ne 0 ]; then
         status=1
         grep -E 'ERROR|SUMMARY|fuzz harness|Error' "$log" | head -20 >&2 || true
