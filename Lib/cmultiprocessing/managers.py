@@ -261,9 +261,9 @@ class Server(object):
     def _server_function(self, c):
         """Authenticate a new connection (both ways) and read which server
         function it asks for."""
-        for handshake in (connection.deliver_challenge,
-                          connection.answer_challenge):
-            handshake(c, self.authkey)
+        # both halves within connection.HANDSHAKE_TIMEOUT: a client that
+        # stalls does not keep this thread for ever
+        connection._authenticate_connection(c, self.authkey)
         request = c.recv()
         funcname = request[1]
         if funcname not in self.public:
