@@ -191,76 +191,11 @@ cmp_qpipe_write_wait(cmp_handle_t h, const cmp_qpipe_piece *pieces,
     return CMP_QPIPE_OK;
 }
 
-int
-cmp_qpipe_read_nowait(cmp_handle_t h, void *buf, size_t len, size_t *done)
+/* One read into the n pieces of iov that does not block (see
+   cmp_qpipe_read_nowait). */
+static int
+read_iov_nowait(cmp_handle_t h, struct iovec *iov, int n, size_t *done)
 {
-    ssize_t r;
-    *done = 0;
-    if (len > (size_t)SSIZE_MAX) {
-        len = (size_t)SSIZE_MAX;
-    }
-#if defined(RWF_NOWAIT) && !defined(CMP_QPIPE_NO_NOWAIT_FLAG)
-    if (nowait_flag_works) {
-        struct iovec iov;
-        iov.iov_base = buf;
-        iov.iov_len = len;
-        r = preadv2(h, &iov, 1, -1, RWF_NOWAIT);
-        if (r >= 0) {
-            if (r == 0) {
-                return CMP_QPIPE_EOF;
-            }
-            *done = (size_t)r;
-            return CMP_QPIPE_OK;
-        }
-        int err = errno;
-        if (err == EAGAIN) {
-            return CMP_QPIPE_AGAIN;
-        }
-        if (err == EINTR) {
-            return CMP_QPIPE_INTR;
-        }
-        if (!flag_refused(err)) {
-            return err;
-        }
-        nowait_flag_works = 0;
-    }
-#endif
-    int ready = ready_now(h, POLLIN, 0);
-    if (ready != CMP_QPIPE_OK) {
-        return ready;
-    }
-    r = read(h, buf, len);
-    if (r < 0) {
-        return errno == EINTR ? CMP_QPIPE_INTR : errno;
-    }
-    if (r == 0) {
-        return CMP_QPIPE_EOF;
-    }
-    *done = (size_t)r;
-    return CMP_QPIPE_OK;
-}
-
-int
-cmp_qpipe_readv_nowait(cmp_handle_t h, const cmp_qpipe_slot *slots,
-                       int count, size_t *done)
-{
-    struct iovec iov[CMP_QPIPE_MAX_PIECES];
-    size_t room = (size_t)SSIZE_MAX;
-    int n = 0;
-    *done = 0;
-    for (int i = 0; i < count && n < CMP_QPIPE_MAX_PIECES && room > 0; i++) {
-        size_t len = slots[i].len < room ? slots[i].len : room;
-        if (len == 0) {
-            continue;
-        }
-        iov[n].iov_base = slots[i].base;
-        iov[n].iov_len = len;
-        room -= len;
-        n++;
-    }
-    if (n == 0) {
-        return CMP_QPIPE_OK;
-    }
     ssize_t r;
 #if defined(RWF_NOWAIT) && !defined(CMP_QPIPE_NO_NOWAIT_FLAG)
     if (nowait_flag_works) {
@@ -290,7 +225,7 @@ cmp_qpipe_readv_nowait(cmp_handle_t h, const cmp_qpipe_slot *slots,
     if (ready != CMP_QPIPE_OK) {
         return ready;
     }
-    r = readv(h, iov, n);
+    r = n == 1 ? read(h, iov[0].iov_base, iov[0].iov_len) : readv(h, iov, n);
     if (r < 0) {
         return errno == EINTR ? CMP_QPIPE_INTR : errno;
     }
@@ -299,6 +234,40 @@ cmp_qpipe_readv_nowait(cmp_handle_t h, const cmp_qpipe_slot *slots,
     }
     *done = (size_t)r;
     return CMP_QPIPE_OK;
+}
+
+int
+cmp_qpipe_read_nowait(cmp_handle_t h, void *buf, size_t len, size_t *done)
+{
+    struct iovec one;
+    *done = 0;
+    one.iov_base = buf;
+    one.iov_len = len > (size_t)SSIZE_MAX ? (size_t)SSIZE_MAX : len;
+    return read_iov_nowait(h, &one, 1, done);
+}
+
+int
+cmp_qpipe_readv_nowait(cmp_handle_t h, const cmp_qpipe_slot *slots,
+                       int count, size_t *done)
+{
+    struct iovec iov[CMP_QPIPE_MAX_PIECES];
+    size_t room = (size_t)SSIZE_MAX;
+    int n = 0;
+    *done = 0;
+    for (int i = 0; i < count && n < CMP_QPIPE_MAX_PIECES && room > 0; i++) {
+        size_t len = slots[i].len < room ? slots[i].len : room;
+        if (len == 0) {
+            continue;
+        }
+        iov[n].iov_base = slots[i].base;
+        iov[n].iov_len = len;
+        room -= len;
+        n++;
+    }
+    if (n == 0) {
+        return CMP_QPIPE_OK;
+    }
+    return read_iov_nowait(h, iov, n, done);
 }
 
 size_t
