@@ -59,6 +59,12 @@ int cmp_io_overlapped_wait(HANDLE h, OVERLAPPED *ov, DWORD ms, DWORD *n);
    cannot be told. */
 int cmp_io_is_overlapped(HANDLE h);
 
+/* NtQueryInformationFile(h) of class `info_class` into `info` (`size`
+   bytes): 0, ERROR_NOT_SUPPORTED where the call is missing, or
+   ERROR_INVALID_HANDLE when the handle cannot answer it. */
+int cmp_win32_query_file(HANDLE h, void *info, unsigned long size,
+                         int info_class);
+
 /* Create one server instance of the pipe `name` (\\.\pipe\...).  Remote
    clients are refused (PIPE_REJECT_REMOTE_CLIENTS). */
 int cmp_npipe_create(const wchar_t *name, int flags, HANDLE *server);

@@ -524,18 +524,11 @@ cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
     }
     ULONGLONG start = GetTickCount64();
     for (;;) {
-        size_t n = 0;
-        for (size_t i = 0; i < count; i++) {
-            int one = 0;
-            int err = ready_now(handles[i], &one);
-            if (err != 0) {
-                return err;
-            }
-            ready[i] = (unsigned char)one;
-            n += (size_t)one;
+        int err = scan_ready(handles, count, ready, nready);
+        if (err != 0) {
+            return err;
         }
-        *nready = n;
-        if (n > 0 || (limit != INFINITE &&
+        if (*nready > 0 || (limit != INFINITE &&
                       GetTickCount64() - start >= (ULONGLONG)limit)) {
             return 0;
         }

@@ -157,7 +157,7 @@ typedef LONG(NTAPI *cmp_np_query_fn)(HANDLE, cmp_np_io_status *, PVOID, ULONG,
 #define CMP_NP_FILE_SYNCHRONOUS_IO 0x30   /* _ALERT | _NONALERT */
 
 int
-cmp_io_is_overlapped(HANDLE h)
+cmp_win32_query_file(HANDLE h, void *info, unsigned long size, int info_class)
 {
     /* NtQueryInformationFile, looked up once (a race stores the same) */
     static volatile LONG looked_up;
@@ -166,17 +166,28 @@ cmp_io_is_overlapped(HANDLE h)
         HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
         FARPROC p = ntdll ? GetProcAddress(ntdll, "NtQueryInformationFile")
                           : NULL;
+        /* FARPROC to a function pointer of another type: through void* */
         query = (cmp_np_query_fn)(void *)p;
         looked_up = 1;
     }
     cmp_np_io_status iosb;
-    ULONG mode = 0;
     if (query == NULL) {
-        return 0;
+        return ERROR_NOT_SUPPORTED;
     }
     memset(&iosb, 0, sizeof(iosb));
-    if (query(h, &iosb, &mode, (ULONG)sizeof(mode),
-              CMP_NP_FILE_MODE_INFORMATION) < 0) {
+    if (query(h, &iosb, info, (ULONG)size, info_class) < 0) {
+        /* not a handle of that kind, or not one we may query */
+        return ERROR_INVALID_HANDLE;
+    }
+    return 0;
+}
+
+int
+cmp_io_is_overlapped(HANDLE h)
+{
+    ULONG mode = 0;
+    if (cmp_win32_query_file(h, &mode, (unsigned long)sizeof(mode),
+                             CMP_NP_FILE_MODE_INFORMATION) != 0) {
         return 0;
     }
     return (mode & CMP_NP_FILE_SYNCHRONOUS_IO) == 0;

@@ -68,57 +68,22 @@ typedef struct {
     ULONG NamedPipeEnd;
 } cmp_wq_pipe_local_info;
 
-typedef struct {
-    union {
-        LONG Status;
-        PVOID Pointer;
-    } u;
-    ULONG_PTR Information;
-} cmp_wq_io_status;
-
-typedef LONG(NTAPI *cmp_wq_query_fn)(HANDLE, cmp_wq_io_status *, PVOID,
-                                     ULONG, int);
-
 #define CMP_WQ_FILE_PIPE_LOCAL_INFORMATION 24
 #define CMP_WQ_PIPE_CLOSING_STATE 4
-
-static cmp_wq_query_fn
-query_function(void)
-{
-    /* Looked up once; two threads racing store the same pointer. */
-    static volatile LONG looked_up;
-    static cmp_wq_query_fn fn;
-    if (!looked_up) {
-        HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
-        FARPROC p = ntdll ? GetProcAddress(ntdll, "NtQueryInformationFile")
-                          : NULL;
-        /* FARPROC to a function pointer of another type: through void* */
-        fn = (cmp_wq_query_fn)(void *)p;
-        looked_up = 1;
-    }
-    return fn;
-}
 
 /* Bytes a write to pipe `h` takes now without blocking (*room), and
    whether the reading end is gone (*broken). */
 static int
 pipe_room(cmp_handle_t h, size_t *room, int *broken)
 {
-    cmp_wq_query_fn query = query_function();
     cmp_wq_pipe_local_info info;
-    cmp_wq_io_status iosb;
     *room = 0;
     *broken = 0;
-    if (query == NULL) {
-        return ERROR_NOT_SUPPORTED;
-    }
     memset(&info, 0, sizeof(info));
-    memset(&iosb, 0, sizeof(iosb));
-    LONG status = query(h, &iosb, &info, (ULONG)sizeof(info),
-                        CMP_WQ_FILE_PIPE_LOCAL_INFORMATION);
-    if (status < 0) {
-        /* the handle is not a pipe, or not one we may query */
-        return ERROR_INVALID_HANDLE;
+    int err = cmp_win32_query_file(h, &info, (unsigned long)sizeof(info),
+                                   CMP_WQ_FILE_PIPE_LOCAL_INFORMATION);
+    if (err != 0) {
+        return err;
     }
     if (info.NamedPipeState == CMP_WQ_PIPE_CLOSING_STATE) {
         *broken = 1;
