@@ -15,8 +15,9 @@
  *
  * Every operation first tries once with the GIL held and without blocking
  * (MSG_DONTWAIT on sockets, FIONREAD on pipes); only when that cannot
- * finish does it release the GIL.  Waits for the start of a message are
- * sliced (CMP_WAIT_SLICE) so that signal handlers run.
+ * finish does it release the GIL.  Waits for the start of a message spin
+ * briefly first (spin.h), then are sliced (CMP_WAIT_SLICE) so that signal
+ * handlers run; long payloads on sockets are read as they stream in.
  */
 #include "cmp.h"
 #include "spin.h"

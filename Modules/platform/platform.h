@@ -38,6 +38,12 @@ typedef int cmp_handle_t;
 /* Monotonic clock in seconds, for deadlines. */
 double cmp_monotonic(void);
 
+#ifdef CMP_WINDOWS
+/* A timeout in seconds as the milliseconds Windows waits take: INFINITE
+   for a negative one, rounded up, capped just below INFINITE. */
+DWORD cmp_win32_wait_ms(double timeout);
+#endif
+
 /* How many CPUs this process can run on now (at least 1).  Waits spin
    before they sleep only where another CPU can be producing meanwhile. */
 int cmp_cpu_count(void);

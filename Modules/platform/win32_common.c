@@ -2,6 +2,8 @@
    concern: the monotonic clock behind every deadline. */
 #include "platform/platform.h"
 
+#include <math.h>
+
 #ifdef CMP_WINDOWS
 
 /* QueryPerformanceCounter never goes backwards and is not moved by clock
@@ -30,6 +32,16 @@ cmp_monotonic(void)
        sub-microsecond digits in the double */
     return (double)(now.QuadPart / freq) +
            (double)(now.QuadPart % freq) / (double)freq;
+}
+
+DWORD
+cmp_win32_wait_ms(double timeout)
+{
+    if (timeout < 0.0) {
+        return INFINITE;
+    }
+    double ms = ceil(timeout * 1000.0);
+    return ms >= (double)INFINITE ? INFINITE - 1 : (DWORD)ms;
 }
 
 int

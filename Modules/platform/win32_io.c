@@ -19,7 +19,6 @@
 
 #ifdef CMP_WINDOWS
 #include <winsock2.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -354,16 +353,6 @@ ready_now(cmp_handle_t h, int *ready)
     return 0;
 }
 
-static DWORD
-timeout_ms(double timeout)
-{
-    if (timeout < 0.0) {
-        return INFINITE;
-    }
-    double ms = ceil(timeout * 1000.0);
-    return ms >= (double)INFINITE ? INFINITE - 1 : (DWORD)ms;
-}
-
 /* Readiness of every handle now: ready[i], and how many (*nready). */
 static int
 scan_ready(const cmp_handle_t *handles, size_t count, unsigned char *ready,
@@ -499,7 +488,7 @@ cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
             p[i].events = POLLRDNORM;
             p[i].revents = 0;
         }
-        DWORD ms = timeout_ms(timeout);
+        DWORD ms = cmp_win32_wait_ms(timeout);
         int r = WSAPoll(p, (ULONG)count, ms == INFINITE ? -1 : (INT)ms);
         int err = r == SOCKET_ERROR ? WSAGetLastError() : 0;
         size_t n = 0;
@@ -513,7 +502,7 @@ cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
         }
         return err;
     }
-    DWORD limit = timeout_ms(timeout);
+    DWORD limit = cmp_win32_wait_ms(timeout);
     if (limit != 0 && count + 1 <= MAXIMUM_WAIT_OBJECTS) {
         int handled = 0;
         int err = wait_by_events(handles, count, limit, ready, nready,

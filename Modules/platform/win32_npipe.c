@@ -6,7 +6,6 @@
 #include "platform/npipe.h"
 
 #ifdef CMP_WINDOWS
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -195,16 +194,6 @@ cmp_io_is_overlapped(HANDLE h)
 
 /* ---- named pipes ----------------------------------------------------------- */
 
-static DWORD
-to_ms(double timeout)
-{
-    if (timeout < 0.0) {
-        return INFINITE;
-    }
-    double ms = ceil(timeout * 1000.0);
-    return ms >= (double)INFINITE ? INFINITE - 1 : (DWORD)ms;
-}
-
 int
 cmp_npipe_create(const wchar_t *name, int flags, HANDLE *server)
 {
@@ -256,7 +245,8 @@ cmp_npipe_accept(HANDLE server, double timeout, int *connected)
         }
         else {
             DWORD n = 0;
-            err = cmp_io_overlapped_wait(server, &ov, to_ms(timeout), &n);
+            err = cmp_io_overlapped_wait(server, &ov,
+                                         cmp_win32_wait_ms(timeout), &n);
             if (err == 0 || err == ERROR_NO_DATA) {
                 *connected = 1;
                 err = 0;
@@ -285,7 +275,7 @@ cmp_npipe_connect(const wchar_t *name, int flags, double timeout,
 {
     DWORD access = (flags & CMP_NPIPE_DUPLEX) ? GENERIC_READ | GENERIC_WRITE
                                               : GENERIC_WRITE;
-    DWORD limit = to_ms(timeout);
+    DWORD limit = cmp_win32_wait_ms(timeout);
     ULONGLONG start = GetTickCount64();
     for (;;) {
         HANDLE h = CreateFileW(name, access, 0, NULL, OPEN_EXISTING,
