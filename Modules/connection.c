@@ -1078,6 +1078,15 @@ Conn_close(ConnObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* Stop managing the handle without closing it (its owner closes it). */
+static PyObject *
+Conn_detach(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+    self->fd = CMP_INVALID_HANDLE;
+    self->kind = CMP_IO_KIND_UNKNOWN;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 Conn_enter(ConnObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1219,6 +1228,8 @@ static PyMethodDef Conn_methods[] = {
     {"fileno", (PyCFunction)Conn_fileno, METH_NOARGS,
      "File descriptor of the connection."},
     {"close", (PyCFunction)Conn_close, METH_NOARGS, "Close the connection."},
+    {"_detach", (PyCFunction)Conn_detach, METH_NOARGS,
+     "Stop managing the underlying file descriptor or handle."},
     {"__enter__", (PyCFunction)Conn_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)(void (*)(void))Conn_exit, METH_FASTCALL, NULL},
     {"__reduce__", (PyCFunction)Conn_reduce, METH_NOARGS, NULL},

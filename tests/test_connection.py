@@ -993,3 +993,15 @@ def test_handshake_with_other_version_client(key, ok):
         finally:
             proc.stdout.close()
             assert proc.wait(LONG) == 0
+
+
+def test_detach_leaves_the_descriptor_open():
+    a, b = socket.socketpair()
+    with b:
+        conn = Connection(a.fileno())
+        conn._detach()
+        assert conn.closed
+        del conn                    # nothing closed on the way out
+        a.sendall(b"still open")
+        assert b.recv(64) == b"still open"
+        a.close()
