@@ -82,8 +82,91 @@ def test_default_start_method_and_all_methods():
     methods = cmultiprocessing.get_all_start_methods()
     assert methods == stdlib_mp.get_all_start_methods()
     if sys.platform.startswith('linux'):
-        assert methods[0] == 'fork'
-        assert context._default_context._default_context._name == 'fork'
+        # 3.14 moved Linux to the forkserver (gh-84559)
+        default = 'forkserver' if sys.version_info >= (3, 14) else 'fork'
+        assert methods[0] == default
+        assert context._default_context._default_context._name == default
+
+
+def _fresh_interpreter(code, **env):
+    """stdout lines of `code` run by a new interpreter of this one, with
+    this sys.path (and `env` added to the environment)."""
+    code = 'import sys; sys.path[:0] = %r\n' % (sys.path,) + \
+        textwrap.dedent(code)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, **env))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_import_is_lazy_and_fixes_no_start_method():
+    # Importing the package neither imports tempfile/shutil/subprocess nor
+    # decides the default method (3.14's probe of the temporary folder).
+    got = _fresh_interpreter('''
+        import cmultiprocessing as mp
+        late = {'tempfile', 'shutil', 'subprocess'} & set(sys.modules)
+        print(sorted(late) or 'none', mp.get_start_method(allow_none=True))
+        print(mp.get_start_method(), mp.get_all_start_methods()[0])
+    ''')
+    assert got[:2] == ['none', 'None']
+    assert got[2] == got[3]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14) or os.name != 'posix'
+                    or os.geteuid() == 0,
+                    reason='3.14+ POSIX rule; root can write anywhere')
+def test_unwritable_tempdir_defaults_to_spawn(tmp_path):
+    tmpdir = tmp_path / 'ro'
+    tmpdir.mkdir(mode=0o500)
+    got = _fresh_interpreter('''
+        import os, tempfile
+        tempfile.tempdir = os.environ['TMPDIR']
+        import cmultiprocessing as mp
+        print(mp.get_start_method(), mp.get_all_start_methods()[0])
+    ''', TMPDIR=str(tmpdir))
+    assert got == ['spawn', 'spawn']
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14), reason='3.14+ rule')
+def test_default_method_probe_reads_the_tempdir(monkeypatch):
+    from cmultiprocessing import util
+    monkeypatch.setattr(util, '_has_writeable_tempdir', lambda: False)
+    if sys.platform.startswith('linux'):
+        assert context._platform_default_method() == 'spawn'
+    monkeypatch.setattr(util, '_has_writeable_tempdir', lambda: True)
+    if sys.platform.startswith('linux'):
+        assert context._platform_default_method() == 'forkserver'
+    fresh = context.DefaultContext()
+    assert fresh.get_start_method(allow_none=True) is None
+    assert fresh.get_all_start_methods()[0] == fresh.get_start_method()
+    patched = context.DefaultContext()       # assignable before first use
+    patched._default_context = context._concrete_contexts['spawn']
+    assert patched.get_all_start_methods()[0] == 'spawn'
+    assert patched.get_start_method() == 'spawn'
+
+
+def test_socket_paths_fit_sockaddr():
+    from cmultiprocessing import connection, util
+    path = connection.arbitrary_address('AF_UNIX')
+    assert path.startswith(util.get_temp_dir() + os.sep)
+    if util._SUN_PATH_MAX is not None and sys.version_info >= (3, 14):
+        assert os.path.basename(path).startswith('sock-')
+        assert len(path) < util._SUN_PATH_MAX
+
+
+@pytest.mark.skipif(sys.version_info < (3, 14) or
+                    not sys.platform.startswith('linux'), reason='3.14+')
+def test_long_tmpdir_falls_back_to_system_tmp(tmp_path):
+    deep = tmp_path / ('d' * 100)
+    deep.mkdir()
+    got = _fresh_interpreter('''
+        import tempfile
+        from cmultiprocessing import util
+        print(util.get_temp_dir().startswith(tempfile.gettempdir()))
+        print(util._socket_base_dir(tempfile))
+    ''', TMPDIR=str(deep))
+    assert got[0] == 'False'
+    assert got[1] in ('/tmp', '/var/tmp', '/usr/tmp')
 
 
 def test_process_of_default_context_follows_start_method():
@@ -173,6 +256,21 @@ def test_spawning_popen_is_per_thread():
 
 def test_freeze_support_is_noop_here():
     assert cmultiprocessing.freeze_support() is None
+
+
+def test_freeze_support_fixes_no_start_method(monkeypatch):
+    # gh-140814 (3.14): asking whether to run a frozen child must not fix
+    # the default start method.
+    default = context._default_context
+    monkeypatch.setattr(default, '_actual_context', None)
+    monkeypatch.setattr(sys, 'frozen', True, raising=False)
+    ran = []
+    from cmultiprocessing import spawn
+    monkeypatch.setattr(spawn, 'freeze_support', lambda: ran.append(1))
+    cmultiprocessing.freeze_support()
+    assert default.get_start_method(allow_none=True) is None
+    expect = sys.version_info >= (3, 14) or sys.platform == 'win32'
+    assert ran == ([1] if expect else [])
 
 
 def test_logger_functions():

@@ -6,6 +6,7 @@ import os
 import pickle
 import socket
 import sys
+import threading
 
 import pytest
 
@@ -99,12 +100,42 @@ def test_abstract_reducer_names():
 
 # ----------------------------------------------------------- fd passing
 
+def sending(func, *args):
+    """Run func(*args) in a thread, returned for joining: from 3.14 on the
+    sender waits for the receiver's one-byte acknowledgement."""
+    t = threading.Thread(target=func, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def test_receiver_acknowledges_from_314():
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        native.sendfds(a.fileno(), [r], bytes((1,)))     # no waiting here
+        for fd in reduction.recvfds(b, 1):
+            os.close(fd)
+        a.settimeout(0.5)
+        expect_ack = sys.version_info >= (3, 14) or sys.platform == "darwin"
+        if expect_ack:
+            assert a.recv(1) == b"A"
+        else:
+            with pytest.raises(socket.timeout):
+                a.recv(1)
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
 def test_sendfds_recvfds():
     a, b = socket.socketpair()
     r, w = os.pipe()
     try:
-        reduction.sendfds(a, [r, w])
+        t = sending(reduction.sendfds, a, [r, w])
         got = reduction.recvfds(b, 2)
+        t.join(30)
         assert len(got) == 2 and set(got).isdisjoint({r, w})
         os.write(got[1], b"via copy")
         assert os.read(r, 100) == b"via copy"
@@ -122,8 +153,9 @@ def test_send_recv_handle_over_connection():
     c1, c2 = Pipe()
     r, w = os.pipe()
     try:
-        reduction.send_handle(c1, w, os.getpid())
+        t = sending(reduction.send_handle, c1, w, os.getpid())
         fd = reduction.recv_handle(c2)
+        t.join(30)
         os.write(fd, b"ok")
         os.close(fd)
         assert os.read(r, 10) == b"ok"
@@ -156,9 +188,10 @@ def test_too_many_fds_are_closed_not_leaked():
     r, w = os.pipe()
     before = open_fds()
     try:
-        reduction.sendfds(a, [r, w, r])
+        t = sending(reduction.sendfds, a, [r, w, r])
         with pytest.raises(RuntimeError):
             reduction.recvfds(b, 1)
+        t.join(30)
         assert open_fds() == before
     finally:
         os.close(r)

@@ -21,7 +21,10 @@ from . import reduction
 
 _ForkingPickler = reduction.ForkingPickler
 
-BUFSIZE = 8192
+# 3.14 reads in pieces of the usual pipe buffer's size; names of listener
+# sockets and pipes come from os.urandom there instead of tempfile.
+_RANDOM_NAMES = sys.version_info >= (3, 14)
+BUFSIZE = 64 * 1024 if _RANDOM_NAMES else 8192
 # Local connections are quick: this is a generous bound.
 CONNECTION_TIMEOUT = 20.
 
@@ -63,14 +66,22 @@ def _check_timeout(t):
 
 def arbitrary_address(family):
     '''A fresh address nobody listens on yet, for `family`.'''
-    import tempfile
     if family == 'AF_INET':
         return ('localhost', 0)
     if family == 'AF_UNIX':
+        if _RANDOM_NAMES:
+            # bind() reports the (unlikely) clash as EADDRINUSE; the folder
+            # is private to this process.
+            return os.path.join(util.get_temp_dir(), util._SOCKET_PREFIX +
+                                os.urandom(util._SOCKET_SUFFIX_HEX // 2).hex())
+        import tempfile
         return tempfile.mktemp(prefix='listener-', dir=util.get_temp_dir())
     if family == 'AF_PIPE':
-        return tempfile.mktemp(prefix=r'\\.\pipe\pyc-%d-%d-'
-                               % (os.getpid(), next(_pipe_serial)), dir='')
+        prefix = r'\\.\pipe\pyc-%d-%d-' % (os.getpid(), next(_pipe_serial))
+        if _RANDOM_NAMES:
+            return prefix + os.urandom(8).hex()
+        import tempfile
+        return tempfile.mktemp(prefix=prefix, dir='')
     raise ValueError('unrecognized family')
 
 
@@ -302,9 +313,9 @@ class Listener(object):
     def __init__(self, address=None, family=None, backlog=1, authkey=None):
         family = (family or (address and address_type(address))
                   or default_family)
-        address = address or arbitrary_address(family)
         _validate_family(family)
         _check_authkey_type(authkey)
+        address = address or arbitrary_address(family)
         if family == 'AF_PIPE':
             self._listener = PipeListener(address, family, backlog)
         else:

@@ -15,6 +15,7 @@ from . import process, reduction
 __all__ = ()
 
 _PACKAGE = __name__.rpartition('.')[0]
+_PY314 = sys.version_info >= (3, 14)
 
 
 def _sibling(module, attr):
@@ -141,10 +142,18 @@ class BaseContext(object):
     # -- configuration and logging -----------------------------------------
 
     def freeze_support(self):
-        """In a frozen Windows executable started as a child process, run
-        the child's code and exit; otherwise do nothing."""
-        if sys.platform == 'win32' and getattr(sys, 'frozen', False):
-            _sibling('spawn', 'freeze_support')()
+        """In a frozen executable started as a child process, run the
+        child's code and exit; otherwise do nothing."""
+        if not getattr(sys, 'frozen', False):
+            return
+        if _PY314:
+            # Any platform whose method is (or will default to) spawn; the
+            # question must not fix the default method (gh-140814).
+            if self.get_start_method(allow_none=True) not in ('spawn', None):
+                return
+        elif sys.platform != 'win32':
+            return
+        _sibling('spawn', 'freeze_support')()
 
     def get_logger(self):
         """Return package logger -- if it does not already exist then
@@ -218,8 +227,21 @@ class Process(process.BaseProcess):
 class DefaultContext(BaseContext):
     Process = Process
 
-    def __init__(self, context):
-        self._default_context, self._actual_context = context, None
+    def __init__(self, context=None):
+        if context is not None:
+            self._default_context = context
+        self._actual_context = None
+
+    def __getattr__(self, name):
+        # _default_context is found on first use, not at import: from 3.14
+        # on that probes the temporary directory (importing tempfile), and
+        # importing the package must stay cheap.  Once found it is a plain
+        # attribute (assign, delete or patch it as one).
+        if name != '_default_context':
+            raise AttributeError(name)
+        found = _concrete_contexts[_platform_default_method()]
+        self._default_context = found
+        return found
 
     def _resolve(self):
         if self._actual_context is None:
@@ -244,6 +266,9 @@ class DefaultContext(BaseContext):
 
     def get_all_start_methods(self):
         """Returns a list of the supported start methods, default first."""
+        if _PY314:
+            first = self._default_context._name
+            return [first] + [m for m in _concrete_contexts if m != first]
         if sys.platform == 'win32':
             return ['spawn']
         found = ['fork', 'spawn']
@@ -293,7 +318,6 @@ def _make_context_class(name, method, process_class, check=None):
 
 if sys.platform == 'win32':
     _METHODS = (('spawn', 'Spawn', 'popen_spawn_win32', True, None),)
-    _DEFAULT_METHOD = 'spawn'
 else:
     _METHODS = (
         ('fork', 'Fork', 'popen_fork', False, None),
@@ -301,8 +325,21 @@ else:
         ('forkserver', 'ForkServer', 'popen_forkserver', False,
          _forkserver_check),
     )
-    # macOS: code run after fork() is unreliable since 10.14 (bpo-33725).
-    _DEFAULT_METHOD = 'spawn' if sys.platform == 'darwin' else 'fork'
+
+
+def _platform_default_method():
+    """The start method a program gets unless it chooses one."""
+    if sys.platform in ('win32', 'darwin'):
+        # macOS: code run after fork() is unreliable since 10.14 (bpo-33725).
+        return 'spawn'
+    if not _PY314:
+        return 'fork'
+    # 3.14 moved every platform off fork (gh-84559): to the forkserver where
+    # it can pass fds and make its socket in a writable temporary directory
+    # (gh-155717), else to spawn.
+    if _have_send_handle() and _sibling('util', '_has_writeable_tempdir')():
+        return 'forkserver'
+    return 'spawn'
 
 _concrete_contexts = {}
 for _method, _stem, _module, _spawned, _check in _METHODS:
@@ -315,7 +352,8 @@ for _method, _stem, _module, _spawned, _check in _METHODS:
     _concrete_contexts[_method] = _ctx_cls()
 del _method, _stem, _module, _spawned, _check, _proc_cls, _ctx_cls
 
-_default_context = DefaultContext(_concrete_contexts[_DEFAULT_METHOD])
+_default_context = DefaultContext(
+    None if _PY314 else _concrete_contexts[_platform_default_method()])
 
 
 def _force_start_method(method):

@@ -123,6 +123,11 @@ def _reset_after_fork():
     util._run_after_forkers()
 
 
+_PY314 = sys.version_info >= (3, 14)
+# The default of BaseProcess(kwargs=...): None from 3.14 on, {} before.
+_NO_KWARGS = None if _PY314 else {}
+
+
 class BaseProcess(object):
     """Activity run in a separate process; the API of threading.Thread."""
 
@@ -131,8 +136,8 @@ class BaseProcess(object):
     def _Popen(self):
         raise NotImplementedError
 
-    def __init__(self, group=None, target=None, name=None, args=(), kwargs={},
-                 *, daemon=None):
+    def __init__(self, group=None, target=None, name=None, args=(),
+                 kwargs=_NO_KWARGS, *, daemon=None):
         assert group is None, 'group argument must be None for now'
         creator = _current_process
         ident = (*creator._identity, next(_process_counter))
@@ -140,7 +145,8 @@ class BaseProcess(object):
         self._parent_pid, self._parent_name = os.getpid(), creator.name
         self._popen, self._closed = None, False
         self._target, self._args, self._kwargs = \
-            target, tuple(args), dict(kwargs)
+            target, tuple(args), \
+            (dict(kwargs) if kwargs or not _PY314 else {})
         self._name = name or '%s-%s' % (type(self).__name__,
                                         ':'.join(map(str, ident)))
         _dangling.add(self)
@@ -198,6 +204,11 @@ class BaseProcess(object):
     def _signal(self, how):
         self._check_closed()
         getattr(self._popen, how)()
+
+    if _PY314:
+        def interrupt(self):
+            """Interrupt the child (SIGINT: KeyboardInterrupt in Python)."""
+            self._signal('interrupt')
 
     def terminate(self):
         """Ask the child to stop (SIGTERM)."""

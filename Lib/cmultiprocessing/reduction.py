@@ -171,7 +171,9 @@ else:
 
     # macOS may drop descriptors still in flight when the sender closes
     # them: there the receiver confirms each batch (bpo-14669).
-    ACKNOWLEDGE = sys.platform == 'darwin'
+    # The receiver acknowledges with one byte: on macOS always (an old bug
+    # lost fds otherwise), everywhere from 3.14 on.
+    ACKNOWLEDGE = sys.platform == 'darwin' or sys.version_info >= (3, 14)
 
     def sendfds(sock, fds):
         '''Send the descriptors `fds` over the AF_UNIX socket `sock`.'''

@@ -382,7 +382,10 @@ def get_preparation_data(name):
         'sys_argv': list(getattr(sys, 'argv', [])),
         'orig_dir': origin,
         'dir': os.getcwd(),
-        'start_method': get_start_method(),
+        # 3.14+: a child of a program that never chose a method does not
+        # choose one either (gh-109263).
+        'start_method': get_start_method(
+            allow_none=sys.version_info >= (3, 14)),
     }
     logger = getattr(util, '_logger', None)
     if logger is not None:

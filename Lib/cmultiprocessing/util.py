@@ -16,6 +16,9 @@ __all__ = ('sub_debug debug info sub_warning get_logger log_to_stderr '
            'get_temp_dir register_after_fork is_exiting Finalize '
            'ForkAwareThreadLock ForkAwareLocal close_all_fds_except '
            'SUBDEBUG SUBWARNING').split()
+_PY314 = sys.version_info >= (3, 14)
+if _PY314:
+    __all__.insert(4, 'warn')
 
 # ---------------------------------------------------------------------------
 # Logging: nothing is logged until get_logger() or log_to_stderr() is called.
@@ -56,6 +59,13 @@ def info(msg, *args):
 
 def sub_warning(msg, *args):
     _emit(SUBWARNING, msg, args)
+
+
+if _PY314:
+    WARNING = 30
+
+    def warn(msg, *args):
+        _emit(WARNING, msg, args)
 
 
 def _logging_module_lock(logging):
@@ -139,6 +149,57 @@ def _remove_temp_dir(rmtree, tempdir):
         config['tempdir'] = None
 
 
+# From 3.14 on, the folder must leave room for the listener sockets made in
+# it: "<base>/pymp-XXXXXXXX/sock-<12 hex>" has to fit a sockaddr_un path
+# (with its NUL).  A base too long for that is replaced by a system-wide
+# one.  (AF_UNIX sockets are not made on Windows.)
+_TEMPDIR_PREFIX = 'pymp-'
+_SOCKET_PREFIX = 'sock-'
+_SOCKET_SUFFIX_HEX = 12
+_SUN_PATH_MAX = (108 if sys.platform == 'linux' else
+                 104 if sys.platform.startswith(('openbsd', 'freebsd')) else
+                 None if os.name == 'nt' else 92)
+# separator + prefix + mkdtemp's 8 random characters + separator + the name
+_SOCKET_PATH_TAIL = (len(os.sep) + len(_TEMPDIR_PREFIX) + 8 + len(os.sep) +
+                     len(_SOCKET_PREFIX) + _SOCKET_SUFFIX_HEX)
+
+
+def _socket_base_dir(tempfile):
+    """The folder to make the private temporary directory in (3.14+):
+    tempfile's, unless socket paths under it would be too long; then the
+    first usable of /tmp, /var/tmp, /usr/tmp (with a logged warning)."""
+    if _SUN_PATH_MAX is None:
+        return None
+    base = tempfile.gettempdir()
+    if len(base) + _SOCKET_PATH_TAIL < _SUN_PATH_MAX:
+        return base
+    fallbacks = ['/tmp', '/var/tmp', '/usr/tmp']
+    try:
+        system = tempfile._get_default_tempdir(fallbacks)
+    except FileNotFoundError:
+        warn("Process-wide temporary directory %s will not be usable for "
+             "creating socket files and no usable system-wide temporary "
+             "directory was found in %s", base, fallbacks)
+        return base
+    warn("Ignoring user-defined temporary directory: %s", base)
+    return system
+
+
+def _has_writeable_tempdir():
+    """Whether a file can really be made where get_temp_dir() would go (the
+    forkserver needs one; 3.14+ picks spawn as the default otherwise)."""
+    import tempfile
+    try:
+        base = _socket_base_dir(tempfile)
+        if base is None:
+            return False
+        # Try it: permission bits do not tell about read-only mounts.
+        with tempfile.NamedTemporaryFile(dir=base):
+            return True
+    except OSError:
+        return False
+
+
 def get_temp_dir():
     """Path of a private temporary directory, created on first use and
     removed when the process exits."""
@@ -148,7 +209,8 @@ def get_temp_dir():
         return path
     import shutil
     import tempfile
-    path = tempfile.mkdtemp(prefix='pymp-')
+    where = _socket_base_dir(tempfile) if _PY314 else None
+    path = tempfile.mkdtemp(prefix=_TEMPDIR_PREFIX, dir=where)
     info('created temp directory %s', path)
     # shutil.rmtree is bound now: at shutdown the module may be gone.
     Finalize(None, _remove_temp_dir, args=(shutil.rmtree, path),

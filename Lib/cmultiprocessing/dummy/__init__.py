@@ -14,6 +14,7 @@ from threading import (Barrier, BoundedSemaphore, Condition, Event, Lock,
                        RLock, Semaphore)
 
 from .connection import Pipe
+from .. import process as _process
 
 __all__ = [
     'Process', 'current_process', 'active_children', 'freeze_support',
@@ -44,7 +45,7 @@ class DummyProcess(_threading.Thread):
     an exit code (0 once it has run, None before or while it runs)."""
 
     def __init__(self, group=None, target=None, name=None, args=(),
-                 kwargs={}):
+                 kwargs=_process._NO_KWARGS):
         super().__init__(group, target, name, args, kwargs)
         self._parent = current_process()
         self._start_called = False
