@@ -1,26 +1,33 @@
 #!/usr/bin/env python3
 """The project's test run: what `.ci/run` and the README's test command do.
 
-    python3 tests/ci.py                     # unit tests, then the stdlib suite
-    python3 tests/ci.py --pythons 3.12 --methods fork
-    python3 tests/ci.py --update-ratchet    # raise tests/ratchet.json
+    python3 tests/ci.py                       # everything (about an hour here)
+    python3 tests/ci.py --pythons 3.12 --methods fork --no-extras
+    python3 tests/ci.py --pythons 3.14 --compare   # also re-run the stdlib
 
-For each interpreter (3.12 first, then 3.11 and 3.13 while the time budget
-lasts) it makes a virtual environment under .ci-venvs/, installs the package
-with its test extra (the C extension built with -Werror), runs the unit tests
-with pytest, then runs the interpreter's own multiprocessing suite against
-cmultiprocessing and against the stdlib for each start method, printing the
-tables side by side.  In CI it also runs the check inside LLDB's embedded
-Python (tests/lldb/), the cross-compile check for macOS and Windows
+For each interpreter it makes a virtual environment under .ci-venvs/,
+installs the package with its test extra (the C extension built with
+-Werror), runs the unit tests with pytest, then runs that interpreter's own
+multiprocessing suite (test/_test_multiprocessing.py) against
+cmultiprocessing: under every start method on 3.12 and 3.14, under the
+version's default method on 3.11, 3.13 and 3.15.  3.11-3.13 come from pyenv
+(or PATH); 3.14 and 3.15 from a Debian sid chroot made and reused by
+tools/sid-pythons.sh (about two minutes the first time).
+
+The suite is not re-run for the stdlib in CI: each row is compared with the
+stdlib's own result for the same interpreter, committed in
+tests/stdlib_results.json (which tests the stdlib passes).  `--compare` runs
+the stdlib beside ours instead, `--record-stdlib` writes that file from such
+runs.  After the first interpreter, CI also runs the check inside LLDB's
+embedded Python (tests/lldb/), the cross-compile check for macOS and Windows
 (tools/crosscheck.sh), the Windows platform layer's tests under wine
-(tests/platform_c/) and a bounded libFuzzer run of the frame reader and the
-handshake (tools/fuzz.sh).
+(tests/platform_c/) and a bounded libFuzzer run (tools/fuzz.sh).
 
-It fails when a unit test fails, or when a suite's pass count falls below the
-committed ratchet (tests/ratchet.json).  The ratchet sits 3 tests below the
-counts of the last clean-clone run (which equalled the stdlib's), to absorb
-the suite's timing flakes on a loaded 2-core machine; raise it with
---update-ratchet as more passes.
+Every run has a time limit.  The run fails when a unit test fails, when a
+suite row passes fewer tests than the committed ratchet (tests/ratchet.json,
+a few below the last clean-clone counts, to absorb timing flakes on a loaded
+2-core machine), or when a planned row did not run (no interpreter, no time
+left).  It ends with the suite table and a table of every stage's time.
 """
 import argparse
 import glob
@@ -34,15 +41,105 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATCHET = os.path.join(ROOT, "tests", "ratchet.json")
+STDLIB_RESULTS = os.path.join(ROOT, "tests", "stdlib_results.json")
 VENVS = os.path.join(ROOT, ".ci-venvs")
 RESULTS = os.path.join(ROOT, "results")
+SID = os.path.join(ROOT, "tools", "sid-pythons.sh")
+
+# The versions Debian sid provides for this project (tools/sid-pythons.sh).
+SID_VERSIONS = ("3.14", "3.15")
+DEFAULT_PYTHONS = "3.12,3.14,3.11,3.13,3.15"
+ALL_METHODS_ON = "3.12,3.14"
+METHODS = ("fork", "spawn", "forkserver")
 
 
 def log(msg):
     print("[ci %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
 
 
-def find_python(version):
+def default_method(version):
+    """The start method that version's stdlib picks on this platform."""
+    if sys.platform in ("win32", "darwin"):
+        return "spawn"
+    return "forkserver" if tuple(map(int, version.split("."))) >= (3, 14) \
+        else "fork"
+
+
+class Stages:
+    """Wall-clock time of each stage, printed as a table at the end."""
+
+    def __init__(self):
+        self.rows = []
+
+    def run(self, name, func, *args, **kwargs):
+        t0 = time.monotonic()
+        status = "ok"
+        try:
+            result = func(*args, **kwargs)
+            if result is False:
+                status = "FAILED"
+            return result
+        except subprocess.TimeoutExpired:
+            status = "TIMED OUT"
+            raise
+        except BaseException:
+            status = "ERROR"
+            raise
+        finally:
+            self.rows.append((name, time.monotonic() - t0, status))
+
+    def note(self, name, status):
+        self.rows.append((name, 0.0, status))
+
+    def print(self, total):
+        print("\n== stage times ==")
+        for name, secs, status in self.rows:
+            print("  %-52s %7.0f s  %s" % (name, secs, status))
+        print("  %-52s %7.0f s" % ("total", total))
+
+
+class Interpreter:
+    """A Python X.Y to test with: on this machine, or in the sid chroot
+    (then every command runs through tools/sid-pythons.sh run)."""
+
+    def __init__(self, version, base, in_sid):
+        self.version, self.base, self.in_sid = version, base, in_sid
+        self.venv = os.path.join(VENVS, "py" + version)
+        self.python = os.path.join(self.venv, "bin", "python")
+
+    def cmd(self, args):
+        return (["bash", SID, "run"] + args) if self.in_sid else args
+
+    def run(self, args, timeout=None, check=False, **kwargs):
+        """subprocess.run in a session of its own: a time-out kills the
+        whole group (in the chroot, the wrapper's children too)."""
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        with subprocess.Popen(self.cmd(args), start_new_session=True,
+                              **kwargs) as proc:
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired as e:
+                kill_group(proc)
+                out, _ = proc.communicate()
+                e.output = out
+                raise
+            except BaseException:
+                kill_group(proc)
+                raise
+        if check and proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, args)
+        return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def kill_group(proc):
+    import signal
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def find_host_python(version):
     """An interpreter of the given X.Y version: pyenv's, or one on PATH."""
     candidates = []
     for root in filter(None, [os.environ.get("PYENV_ROOT"),
@@ -65,141 +162,218 @@ def find_python(version):
     return None
 
 
-def make_venv(version):
-    base = find_python(version)
-    if base is None:
-        raise SystemExit("no Python %s found (pyenv or PATH)" % version)
-    venv = os.path.join(VENVS, "py" + version)
-    py = os.path.join(venv, "bin", "python")
-    if not os.path.exists(py):
-        log("creating venv for %s from %s" % (version, base))
-        subprocess.run([base, "-m", "venv", venv], check=True)
+def find_interpreter(version, stages):
+    """Interpreter for version, or None (the reason is logged)."""
+    base = find_host_python(version)
+    if base is not None:
+        return Interpreter(version, base, False)
+    if version not in SID_VERSIONS or not sys.platform.startswith("linux"):
+        log("no Python %s found (pyenv or PATH)" % version)
+        return None
+    if not os.path.exists(os.path.join(_sid_dir(), ".cmp-sid-ready")) or \
+            not os.path.exists(os.path.join(_sid_dir(), "usr", "bin",
+                                            "python" + version)):
+        rc = stages.run("sid chroot (tools/sid-pythons.sh setup)",
+                        lambda: subprocess.run(
+                            ["bash", SID, "setup"], stdin=subprocess.DEVNULL,
+                            timeout=1800).returncode == 0)
+        if not rc:
+            log("the sid chroot for Python %s could not be made" % version)
+            return None
+    return Interpreter(version, "python" + version, True)
+
+
+def _sid_dir():
+    return subprocess.run(["bash", SID, "path"], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def make_venv(interp):
     env = dict(os.environ, CMP_WERROR="1")
-    log("installing cmultiprocessing[test] into %s" % venv)
-    subprocess.run([py, "-m", "pip", "install", "-q", "--upgrade", "pip",
-                    "setuptools", "wheel"], check=True, env=env)
-    subprocess.run([py, "-m", "pip", "install", "-q", "--force-reinstall",
-                    "--no-deps", ROOT], check=True, env=env)
-    subprocess.run([py, "-m", "pip", "install", "-q", ROOT + "[test]"],
-                   check=True, env=env)
-    return py
+    if not os.path.exists(interp.python):
+        log("creating venv for %s from %s%s" % (
+            interp.version, interp.base, " (sid chroot)" if interp.in_sid
+            else ""))
+        interp.run([interp.base, "-m", "venv", interp.venv], check=True,
+                   timeout=600)
+    log("installing cmultiprocessing[test] into %s" % interp.venv)
+    py = interp.python
+    interp.run(["env", "CMP_WERROR=1", py, "-m", "pip", "install", "-q",
+                "--upgrade", "pip", "setuptools", "wheel"], check=True,
+               env=env, timeout=900)
+    interp.run(["env", "CMP_WERROR=1", py, "-m", "pip", "install", "-q",
+                "--force-reinstall", "--no-deps", ROOT], check=True, env=env,
+               timeout=900)
+    interp.run(["env", "CMP_WERROR=1", py, "-m", "pip", "install", "-q",
+                ROOT + "[test]"], check=True, env=env, timeout=900)
+    return True
 
 
-def run_pytest(py, version, extra):
-    log("unit tests on Python %s" % version)
-    junit = os.path.join(RESULTS, "pytest-%s.xml" % version)
+def run_pytest(interp, extra, timeout):
+    log("unit tests on Python %s" % interp.version)
+    junit = os.path.join(RESULTS, "pytest-%s.xml" % interp.version)
     # Run from outside the tree so that the installed package is tested.
-    cmd = [py, "-m", "pytest", "-q", "-rfEs", "--timeout=300",
-           "--junitxml", junit, os.path.join(ROOT, "tests")] + extra
-    proc = subprocess.run(cmd, cwd=RESULTS, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-    sys.stdout.write(proc.stdout)
+    cmd = [interp.python, "-m", "pytest", "-q", "-rfEs", "--timeout=300",
+           "-p", "no:cacheprovider", "--junitxml", junit,
+           os.path.join(ROOT, "tests")] + extra
+    try:
+        proc = interp.run(cmd, cwd=RESULTS, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+        output, rc = proc.stdout, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        output = (e.output or b"").decode("utf-8", "replace") \
+            if isinstance(e.output, bytes) else (e.output or "")
+        output += "\nunit tests stopped after %d s\n" % timeout
+        rc = -1
+    sys.stdout.write(output)
     counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
-    tail = proc.stdout.strip().splitlines()[-1:] or [""]
+    tail = output.strip().splitlines()[-1:] or [""]
     for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)",
                               tail[0]):
         counts["errors" if word.startswith("error") else word] += int(n)
-    ok = proc.returncode in (0, 5) and counts["failed"] == 0 \
-        and counts["errors"] == 0
+    ok = rc in (0, 5) and counts["failed"] == 0 and counts["errors"] == 0
     return ok, counts
 
 
-def run_suite(py, version, method, timeout, test_timeout, compare=True):
-    out = os.path.join(RESULTS, "stdlib-suite-%s-%s.json" % (version, method))
-    cmd = [py, os.path.join(ROOT, "tests", "stdlib_suite.py"),
+def run_suite(interp, method, timeout, test_timeout, compare):
+    out = os.path.join(RESULTS, "stdlib-suite-%s-%s.json"
+                       % (interp.version, method))
+    if os.path.exists(out):
+        os.unlink(out)
+    cmd = [interp.python, os.path.join(ROOT, "tests", "stdlib_suite.py"),
            "--start-method", method, "--json", out,
            "--timeout", str(timeout), "--test-timeout", str(test_timeout)]
     if compare:
         cmd.append("--compare")
-    log("stdlib suite on Python %s, %s (cmultiprocessing and stdlib)"
-        % (version, method))
-    subprocess.run(cmd, cwd=RESULTS, timeout=2 * timeout + 600)
+    log("stdlib suite on Python %s, %s (cmultiprocessing%s), limit %d s"
+        % (interp.version, method, " and stdlib" if compare else "",
+           timeout))
+    try:
+        interp.run(cmd, cwd=RESULTS,
+                   timeout=(2 if compare else 1) * timeout + 300)
+    except subprocess.TimeoutExpired:
+        log("the suite runner itself overran its limit")
+    if not os.path.exists(out):
+        return None
     with open(out, encoding="utf-8") as f:
         return json.load(f)
 
 
-def load_ratchet():
-    if os.path.exists(RATCHET):
-        with open(RATCHET, encoding="utf-8") as f:
+def load_json(path):
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     return {}
 
 
-def run_lldb_check(failures):
+def write_json(path, data):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
+def stdlib_reference(data, recorded, version, method):
+    """(python version string, set of test ids the stdlib passed) for this
+    row: from this run when it also ran the stdlib, else as committed."""
+    if data and data.get("stdlib"):
+        ref = data["stdlib"]
+        return ref["python"], {t for t, o in ref["tests"].items()
+                               if o == "passed"}, "this run"
+    entry = recorded.get(version, {}).get(method)
+    if not entry:
+        return None, None, "none recorded"
+    return entry["python"], set(entry["passed"]), "recorded"
+
+
+def run_lldb_check():
     log("cmultiprocessing inside LLDB's embedded Python")
-    rc = subprocess.run(["sh", os.path.join(ROOT, "tests", "lldb",
-                                            "run_lldb_check.sh")],
-                        stdin=subprocess.DEVNULL, timeout=1800).returncode
-    if rc != 0:
-        failures.append("the LLDB check failed (exit %d)" % rc)
+    return subprocess.run(["sh", os.path.join(ROOT, "tests", "lldb",
+                                              "run_lldb_check.sh")],
+                          stdin=subprocess.DEVNULL,
+                          timeout=1800).returncode == 0
 
 
-def run_platform_checks(failures):
-    """The code paths of the platforms that do not run here: every C file
-    cross-compiled for macOS arm64 and Windows x64 with -Werror (and linked
-    against their system libraries), and the Windows platform layer's C
-    tests built with MinGW-w64 and run under wine."""
-    for what, script in (("cross-compile check", ["bash", os.path.join(
-                              ROOT, "tools", "crosscheck.sh")]),
-                         ("Windows platform tests under wine", ["bash",
-                          os.path.join(ROOT, "tests", "platform_c",
-                                       "run.sh")])):
-        log(what)
-        rc = subprocess.run(script, stdin=subprocess.DEVNULL,
-                            timeout=1800).returncode
-        if rc != 0:
-            failures.append("%s failed (exit %d)" % (what, rc))
+def run_script(what, argv, timeout=1800, env=None):
+    log(what)
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, env=env,
+                          timeout=timeout).returncode == 0
 
 
-def run_fuzz(failures, py, seconds):
-    """The frame reader and the handshake under libFuzzer (tools/fuzz.sh),
-    for a bounded time per target, with clang from Debian."""
-    log("fuzzing the frame reader and the handshake (%d s a target)" % seconds)
-    if not any(shutil.which("clang-%d" % v) for v in range(14, 20)):
-        for pkgs in (["clang-16", "libclang-rt-16-dev"],
-                     ["clang-14", "libclang-rt-14-dev"]):
-            rc = subprocess.run(["apt-get", "install", "-y", "-q"] + pkgs,
-                                stdin=subprocess.DEVNULL, timeout=1200,
-                                stdout=subprocess.DEVNULL).returncode
-            if rc != 0:
+def ensure_clang():
+    if any(shutil.which("clang-%d" % v) for v in range(14, 20)):
+        return
+    for pkgs in (["clang-16", "libclang-rt-16-dev"],
+                 ["clang-14", "libclang-rt-14-dev"]):
+        for attempt in range(2):
+            if attempt:
                 subprocess.run(["apt-get", "update", "-q"],
                                stdin=subprocess.DEVNULL, timeout=600,
                                stdout=subprocess.DEVNULL)
-                rc = subprocess.run(["apt-get", "install", "-y", "-q"] + pkgs,
-                                    stdin=subprocess.DEVNULL, timeout=1200,
-                                    stdout=subprocess.DEVNULL).returncode
-            if rc == 0:
-                break
+            if subprocess.run(["apt-get", "install", "-y", "-q"] + pkgs,
+                              stdin=subprocess.DEVNULL, timeout=1200,
+                              stdout=subprocess.DEVNULL).returncode == 0:
+                return
+
+
+def run_fuzz(py, seconds):
+    """The frame reader and the handshake under libFuzzer (tools/fuzz.sh),
+    for a bounded time per target, with clang from Debian."""
+    ensure_clang()
     env = dict(os.environ, PYTHON=py,
                FUZZ_OUT=os.path.join(ROOT, "results", "fuzz"))
-    rc = subprocess.run(["sh", os.path.join(ROOT, "tools", "fuzz.sh"),
-                         str(seconds)], stdin=subprocess.DEVNULL, env=env,
-                        timeout=1800).returncode
-    if rc != 0:
-        failures.append("fuzzing failed (exit %d)" % rc)
+    return run_script("fuzzing the frame reader and the handshake (%d s a "
+                      "target)" % seconds,
+                      ["sh", os.path.join(ROOT, "tools", "fuzz.sh"),
+                       str(seconds)], env=env)
+
+
+def plan_rows(versions, methods_arg, all_methods_on):
+    """[(version, [methods])] in the order they run."""
+    plan = []
+    for v in versions:
+        if methods_arg:
+            methods = [m for m in methods_arg.split(",") if m]
+        elif v in all_methods_on:
+            methods = list(METHODS)
+        else:
+            methods = [default_method(v)]
+        plan.append((v, methods))
+    return plan
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pythons",
-                   default=os.environ.get("CMP_PYTHONS", "3.12,3.11,3.13"),
-                   help="comma-separated X.Y versions, the first one "
-                   "required, the others run while the time budget lasts "
-                   "(default 3.12,3.11,3.13)")
-    p.add_argument("--budget", type=int, default=4500,
-                   help="seconds the whole run may take; runs for the "
-                   "optional versions that would not fit are skipped and "
-                   "reported (default 4500)")
-    p.add_argument("--methods", default="fork,spawn,forkserver")
-    p.add_argument("--no-suite", action="store_true",
-                   help="unit tests only")
-    p.add_argument("--no-unit", action="store_true",
-                   help="stdlib suite only")
+                   default=os.environ.get("CMP_PYTHONS", DEFAULT_PYTHONS),
+                   help="comma-separated X.Y versions, in the order they run "
+                   "(default %s)" % DEFAULT_PYTHONS)
+    p.add_argument("--all-methods-on", default=ALL_METHODS_ON,
+                   help="versions whose suite runs under every start method; "
+                   "the others run their default method (default %s)"
+                   % ALL_METHODS_ON)
+    p.add_argument("--methods", default="",
+                   help="run these start methods on every version instead")
+    p.add_argument("--budget", type=int, default=4800,
+                   help="seconds the whole run may take; a row that would "
+                   "start past it is not run, and the run fails (4800)")
+    p.add_argument("--no-suite", action="store_true", help="unit tests only")
+    p.add_argument("--no-unit", action="store_true", help="stdlib suite only")
+    p.add_argument("--unit-timeout", type=int, default=1200,
+                   help="time limit for one interpreter's unit tests")
     p.add_argument("--suite-timeout", type=int, default=900,
                    help="time limit for one suite run, seconds")
     p.add_argument("--test-timeout", type=int, default=90,
                    help="time limit for one suite test, seconds")
+    p.add_argument("--compare", action="store_true",
+                   help="run the stdlib's suite beside ours in each row "
+                   "instead of using tests/stdlib_results.json")
+    p.add_argument("--record-stdlib", action="store_true",
+                   help="with --compare: write the stdlib's results of the "
+                   "rows run into tests/stdlib_results.json")
+    p.add_argument("--no-extras", action="store_true",
+                   help="no LLDB, cross-compile, wine or fuzzing stages")
     p.add_argument("--lldb", choices=["auto", "yes", "no"], default="auto",
                    help="run the check inside LLDB's embedded Python "
                    "(installs lldb with apt); auto: only in CI on Linux")
@@ -214,99 +388,94 @@ def main(argv=None):
                    help="raise tests/ratchet.json to today's pass counts")
     p.add_argument("pytest_args", nargs="*")
     args = p.parse_args(argv)
+    if args.record_stdlib:
+        args.compare = True
 
+    t0 = time.monotonic()
     os.makedirs(RESULTS, exist_ok=True)
-    ratchet = load_ratchet()
+    ratchet = load_json(RATCHET)
+    recorded = load_json(STDLIB_RESULTS)
+    stages = Stages()
     failures = []
     unit_totals = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
     suite_rows = []
-    want_lldb = args.lldb == "yes" or (
-        args.lldb == "auto" and os.environ.get("CI") == "true"
-        and sys.platform.startswith("linux") and shutil.which("apt-get"))
-    want_platforms = args.platforms == "yes" or (
-        args.platforms == "auto" and os.environ.get("CI") == "true"
-        and sys.platform.startswith("linux") and shutil.which("apt-get"))
-    fuzz_seconds = args.fuzz
-    if fuzz_seconds is None:
-        fuzz_seconds = 60 if (os.environ.get("CI") == "true"
-                              and sys.platform.startswith("linux")
-                              and shutil.which("apt-get")) else 0
-    t0 = time.monotonic()
-    versions = [v.strip() for v in args.pythons.split(",") if v.strip()]
-    skipped = []
+    in_ci = os.environ.get("CI") == "true" and \
+        sys.platform.startswith("linux") and bool(shutil.which("apt-get"))
+
+    def wanted(flag):
+        return not args.no_extras and (flag == "yes" or
+                                       (flag == "auto" and in_ci))
+    fuzz_seconds = args.fuzz if args.fuzz is not None else \
+        (60 if in_ci else 0)
+    if args.no_extras:
+        fuzz_seconds = 0
 
     def left():
         return args.budget - (time.monotonic() - t0)
 
-    for index, version in enumerate(versions):
-        required = index == 0
-        # an optional version needs room for its unit tests and one slow
-        # suite run per start method, ours and the stdlib's
-        if not required and left() < 600 + 2 * 240 * len(
-                args.methods.split(",")):
-            skipped.append("Python %s (time budget)" % version)
+    versions = [v.strip() for v in args.pythons.split(",") if v.strip()]
+    plan = plan_rows(versions, args.methods,
+                     [v.strip() for v in args.all_methods_on.split(",")])
+    for index, (version, methods) in enumerate(plan):
+        def not_run(why, methods=methods, version=version):
+            for m in (methods if not args.no_suite else ["unit tests"]):
+                suite_rows.append(dict(version=version, method=m,
+                                       not_run=why))
+            failures.append("Python %s not run: %s" % (version, why))
+        if left() < 300:
+            not_run("time budget spent")
             continue
-        if not required and find_python(version) is None:
-            skipped.append("Python %s (not installed)" % version)
+        interp = find_interpreter(version, stages)
+        if interp is None:
+            not_run("no interpreter")
             continue
-        py = make_venv(version)
+        try:
+            stages.run("venv + install, %s" % version, make_venv, interp)
+        except (subprocess.CalledProcessError,
+                subprocess.TimeoutExpired) as e:
+            not_run("install failed (%s)" % e)
+            continue
         if not args.no_unit:
-            ok, counts = run_pytest(py, version, args.pytest_args)
+            ok, counts = stages.run("unit tests, %s" % version, run_pytest,
+                                    interp, args.pytest_args,
+                                    min(args.unit_timeout, max(60, left())))
             for k in unit_totals:
                 unit_totals[k] += counts[k]
             if not ok:
                 failures.append("unit tests failed on %s" % version)
-        if args.no_suite:
-            continue
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        for done, method in enumerate(methods):
-            timeout = args.suite_timeout
-            if not required:
-                # share what is left of the budget between the runs to go
-                # (ours and the stdlib's for each remaining start method)
-                runs_left = 2 * (len(methods) - done)
-                timeout = int(max(120, min(timeout,
-                                           (left() - 60) / runs_left)))
-            data = run_suite(py, version, method, timeout,
-                             args.test_timeout)
-            ours, ref = data["result"], data["stdlib"]
-            passed = ours["totals"]["passed"]
-            floor = ratchet.get(version, {}).get(method, 0)
-            ref_passed = ref["totals"]["passed"] if ref else None
-            missing = None
-            if ref:
-                missing = sum(1 for tid, o in ref["tests"].items()
-                              if o == "passed"
-                              and ours["tests"].get(tid) != "passed")
-            suite_rows.append((version, method, passed, ref_passed, floor,
-                               missing))
-            if passed < floor:
-                failures.append("stdlib suite %s/%s: %d passed, below the "
-                                "ratchet's %d" % (version, method, passed,
-                                                  floor))
-            if args.update_ratchet and passed > floor:
-                ratchet.setdefault(version, {})[method] = passed
-        if required and want_lldb:
-            run_lldb_check(failures)
-        if required and want_platforms:
-            run_platform_checks(failures)
-        if required and fuzz_seconds > 0:
-            run_fuzz(failures, py, fuzz_seconds)
+        if not args.no_suite:
+            for method in methods:
+                if left() < 120:
+                    suite_rows.append(dict(version=version, method=method,
+                                           not_run="time budget spent"))
+                    failures.append("suite %s/%s not run: time budget"
+                                    % (version, method))
+                    continue
+                limit = int(min(args.suite_timeout, max(120, left() - 60)))
+                data = stages.run("suite %s %s" % (version, method),
+                                  run_suite, interp, method, limit,
+                                  args.test_timeout, args.compare)
+                row = record_row(data, recorded, ratchet, version, method,
+                                 failures, args.update_ratchet)
+                suite_rows.append(row)
+                if args.record_stdlib and data and data.get("stdlib"):
+                    ref = data["stdlib"]
+                    recorded.setdefault(version, {})[method] = {
+                        "python": ref["python"],
+                        "passed": sorted(t for t, o in ref["tests"].items()
+                                         if o == "passed")}
+        if index == 0:
+            run_extras(stages, failures, interp, wanted(args.lldb),
+                       wanted(args.platforms), fuzz_seconds)
 
-    if suite_rows:
-        print("\n== stdlib suite: tests passed (cmultiprocessing / stdlib /"
-              " ratchet; passed by the stdlib but not by cmultiprocessing) ==")
-        for version, method, ours_n, std_n, floor, missing in suite_rows:
-            print("  Python %-5s %-11s %4d / %4s / %4d; %s" % (
-                version, method, ours_n, "-" if std_n is None else std_n,
-                floor, "-" if missing is None else missing))
+    print_suite_table(suite_rows)
     if args.update_ratchet:
-        with open(RATCHET, "w", encoding="utf-8") as f:
-            json.dump(ratchet, f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_json(RATCHET, ratchet)
         log("ratchet written: %s" % RATCHET)
-    for what in skipped:
-        log("not run: " + what)
+    if args.record_stdlib:
+        write_json(STDLIB_RESULTS, recorded)
+        log("stdlib results written: %s" % STDLIB_RESULTS)
+    stages.print(time.monotonic() - t0)
     for f in failures:
         log("FAILED: " + f)
     if not args.no_unit:
@@ -315,6 +484,88 @@ def main(argv=None):
             unit_totals["failed"] + unit_totals["errors"],
             unit_totals["skipped"]))
     return 1 if failures else 0
+
+
+def run_extras(stages, failures, interp, lldb, platforms, fuzz_seconds):
+    checks = []
+    if lldb:
+        checks.append(("LLDB check", run_lldb_check, ()))
+    if platforms:
+        checks.append(("cross-compile check", run_script, (
+            "cross-compile check", ["bash", os.path.join(
+                ROOT, "tools", "crosscheck.sh")])))
+        checks.append(("Windows platform tests under wine", run_script, (
+            "Windows platform tests under wine", ["bash", os.path.join(
+                ROOT, "tests", "platform_c", "run.sh")])))
+    if fuzz_seconds > 0 and not interp.in_sid:
+        checks.append(("fuzzing (%d s a target)" % fuzz_seconds, run_fuzz,
+                       (interp.python, fuzz_seconds)))
+    for name, func, fargs in checks:
+        try:
+            ok = stages.run(name, func, *fargs)
+        except subprocess.TimeoutExpired:
+            ok = False
+        if not ok:
+            failures.append("%s failed" % name)
+
+
+def record_row(data, recorded, ratchet, version, method, failures,
+               update_ratchet):
+    floor = ratchet.get(version, {}).get(method, 0)
+    if data is None:
+        failures.append("suite %s/%s: no result (the runner failed)"
+                        % (version, method))
+        return dict(version=version, method=method, not_run="runner failed")
+    ours = data["result"]
+    passed_ids = {t for t, o in ours["tests"].items() if o == "passed"}
+    not_applicable = {t for t, o in ours["tests"].items() if o == "n/a"}
+    std_python, std_passed, source = stdlib_reference(data, recorded,
+                                                      version, method)
+    missing = None
+    if std_passed is not None:
+        missing = sorted(std_passed - passed_ids - not_applicable)
+    row = dict(version=version, method=method, python=ours["python"],
+               passed=len(passed_ids), floor=floor,
+               hung=ours["totals"]["hung"], na=len(not_applicable),
+               stdlib=None if std_passed is None else len(std_passed),
+               stdlib_python=std_python, source=source, missing=missing,
+               seconds=ours["seconds"], stopped=ours.get("stopped"))
+    if len(passed_ids) < floor:
+        failures.append("stdlib suite %s/%s: %d passed, below the ratchet's "
+                        "%d" % (version, method, len(passed_ids), floor))
+    if update_ratchet and len(passed_ids) > floor:
+        ratchet.setdefault(version, {})[method] = len(passed_ids)
+    return row
+
+
+def print_suite_table(rows):
+    if not rows:
+        return
+    print("\n== stdlib suite: tests passed by cmultiprocessing, by the stdlib "
+          "(same interpreter), the ratchet, and those the stdlib passes but "
+          "cmultiprocessing does not ==")
+    print("  %-7s %-11s %6s %7s %7s %5s %4s %7s  %s" % (
+        "Python", "method", "ours", "stdlib", "ratchet", "hung", "n/a",
+        "seconds", "passed by the stdlib, not by us"))
+    for r in rows:
+        if r.get("not_run"):
+            print("  %-7s %-11s NOT RUN: %s" % (r["version"], r["method"],
+                                                r["not_run"]))
+            continue
+        std = "-" if r["stdlib"] is None else str(r["stdlib"])
+        missing = r["missing"]
+        gap = "-" if missing is None else str(len(missing))
+        print("  %-7s %-11s %6d %7s %7d %5d %4d %7.0f  %s" % (
+            r["python"], r["method"], r["passed"], std, r["floor"],
+            r["hung"], r["na"], r["seconds"], gap))
+        if r["stdlib_python"] and r["stdlib_python"] != r["python"]:
+            print("      (stdlib result %s on Python %s)"
+                  % (r["source"], r["stdlib_python"]))
+        for tid in (missing or [])[:15]:
+            print("      not passed: %s" % tid)
+        if r.get("stopped"):
+            print("      STOPPED: %s" % r["stopped"])
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
