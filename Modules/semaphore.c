@@ -1105,7 +1105,20 @@ condcore_event_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     return event_run((CondCoreObject *)op, EV_WAIT, has_timeout, seconds);
 }
 
+/* A bound method of the core (Event.wait, Condition.notify, ...) pickled
+   for a new child: the core travels as its semaphores, which pickle only
+   while a child is being spawned, as the Event or Condition itself. */
+static PyObject *
+condcore_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    CondCoreObject *c = (CondCoreObject *)op;
+    return Py_BuildValue("O(OOOOO)", (PyObject *)Py_TYPE(op), c->lock,
+                         c->sleeping, c->woken, c->waiting,
+                         c->flag ? (PyObject *)c->flag : Py_None);
+}
+
 static PyMethodDef condcore_methods[] = {
+    {"__reduce__", condcore_reduce, METH_NOARGS, NULL},
     {"wait", (PyCFunction)(void (*)(void))condcore_wait,
      METH_FASTCALL | METH_KEYWORDS,
      "wait(timeout=None) -> bool: Condition.wait (lock held)."},

@@ -793,3 +793,37 @@ def test_objects_reach_a_spawned_child():
     del lock, sem, event, cond
     gc.collect()
     assert not any(os.path.exists(sem_file(n)) for n in names)
+
+
+# --------------------------------------------------------------------------
+# bound methods of Event and Condition as a child's target
+
+@posix_only
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_event_wait_as_target_of_a_new_child(method):
+    # Event.wait is a method of the native core: it travels to a spawned
+    # child as the core's semaphores (3.14's suite starts children with
+    # target=event.wait).
+    c = ctx(method)
+    event = c.Event()
+    p = c.Process(target=event.wait, args=(30,))
+    p.start()
+    event.set()
+    p.join(60)
+    assert p.exitcode == 0
+
+
+def test_core_methods_pickle_only_while_spawning():
+    c = ctx("spawn")
+    event, cond = c.Event(), c.Condition()
+    for bound in (event.wait, event.set, cond.notify_all):
+        with pytest.raises(RuntimeError, match="inheritance"):
+            pickle.dumps(bound)
+
+
+@posix_only
+def test_fork_context_core_refused_for_spawned_child():
+    event = ctx("fork").Event()
+    p = ctx("spawn").Process(target=event.wait, args=(1,))
+    with pytest.raises(RuntimeError, match="fork context"):
+        p.start()
