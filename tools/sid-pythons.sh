@@ -9,7 +9,7 @@
 # The chroot lives in $CMP_SID_DIR (default /var/tmp/cmultiprocessing-sid), outside the
 # clone, so CI runs and later sessions on the same machine reuse it; `setup` only adds
 # packages that are missing.  `run` enters a private mount namespace (unshare -m), binds
-# /proc, /sys, /dev, /dev/shm and this repository (at the same path, so paths printed
+# /proc, /sys, /dev, /dev/pts, /dev/shm and this repository (at the same path, so paths printed
 # inside mean the same outside) and chroots; the mounts vanish with the namespace, so
 # nothing stays mounted after the command.  Needs root, debootstrap (installed with apt
 # when missing) and the Debian mirror this machine's apt already uses.
@@ -74,7 +74,7 @@ in_chroot() {
     local cwd=$PWD
     unshare -m --propagation private -- /bin/sh -ec '
         dir=$1; root=$2; cwd=$3; shift 3
-        for d in proc sys dev dev/shm; do
+        for d in proc sys dev dev/pts dev/shm; do
             mkdir -p "$dir/$d"; mount --bind "/$d" "$dir/$d"
         done
         mkdir -p "$dir$root"; mount --bind "$root" "$dir$root"
