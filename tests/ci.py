@@ -372,6 +372,10 @@ def main(argv=None):
     p.add_argument("--record-stdlib", action="store_true",
                    help="with --compare: write the stdlib's results of the "
                    "rows run into tests/stdlib_results.json")
+    p.add_argument("--record-stdlib-from", nargs="+", metavar="JSON",
+                   help="write tests/stdlib_results.json from these files of "
+                   "`tests/stdlib_suite.py --stdlib --json FILE` runs, and "
+                   "stop")
     p.add_argument("--no-extras", action="store_true",
                    help="no LLDB, cross-compile, wine or fuzzing stages")
     p.add_argument("--lldb", choices=["auto", "yes", "no"], default="auto",
@@ -390,6 +394,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.record_stdlib:
         args.compare = True
+    if args.record_stdlib_from:
+        return record_stdlib_from(args.record_stdlib_from)
 
     t0 = time.monotonic()
     os.makedirs(RESULTS, exist_ok=True)
@@ -459,11 +465,8 @@ def main(argv=None):
                                  failures, args.update_ratchet)
                 suite_rows.append(row)
                 if args.record_stdlib and data and data.get("stdlib"):
-                    ref = data["stdlib"]
-                    recorded.setdefault(version, {})[method] = {
-                        "python": ref["python"],
-                        "passed": sorted(t for t, o in ref["tests"].items()
-                                         if o == "passed")}
+                    recorded.setdefault(version, {})[method] = \
+                        stdlib_entry(data["stdlib"])
         if index == 0:
             run_extras(stages, failures, interp, wanted(args.lldb),
                        wanted(args.platforms), fuzz_seconds)
@@ -484,6 +487,30 @@ def main(argv=None):
             unit_totals["failed"] + unit_totals["errors"],
             unit_totals["skipped"]))
     return 1 if failures else 0
+
+
+def stdlib_entry(result):
+    return {"python": result["python"],
+            "passed": sorted(t for t, o in result["tests"].items()
+                             if o == "passed")}
+
+
+def record_stdlib_from(paths):
+    recorded = load_json(STDLIB_RESULTS)
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        result = data.get("stdlib") or data["result"]
+        if result["implementation"] != "stdlib":
+            raise SystemExit("%s: not a run of the stdlib" % path)
+        version = ".".join(result["python"].split(".")[:2])
+        entry = stdlib_entry(result)
+        recorded.setdefault(version, {})[result["start_method"]] = entry
+        log("%s %s: the stdlib passed %d (%s)" % (
+            result["python"], result["start_method"], len(entry["passed"]),
+            path))
+    write_json(STDLIB_RESULTS, recorded)
+    return 0
 
 
 def run_extras(stages, failures, interp, lldb, platforms, fuzz_seconds):

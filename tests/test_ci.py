@@ -1,0 +1,116 @@
+"""Unit tests of the test command's own logic (tests/ci.py): which suite rows
+it plans, how a row is judged against the committed stdlib results and the
+ratchet, and that a row that did not run is reported and fails the run."""
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def ci():
+    spec = importlib.util.spec_from_file_location(
+        "_cmp_ci", os.path.join(_HERE, "ci.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")
+def test_default_methods_per_version(ci):
+    assert ci.default_method("3.11") == "fork"
+    assert ci.default_method("3.13") == "fork"
+    assert ci.default_method("3.14") == "forkserver"
+    assert ci.default_method("3.15") == "forkserver"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux")
+def test_plan_every_method_on_two_versions_default_elsewhere(ci):
+    plan = dict(ci.plan_rows(ci.DEFAULT_PYTHONS.split(","), "",
+                             ci.ALL_METHODS_ON.split(",")))
+    assert set(plan) == {"3.11", "3.12", "3.13", "3.14", "3.15"}
+    assert plan["3.12"] == plan["3.14"] == ["fork", "spawn", "forkserver"]
+    assert plan["3.11"] == plan["3.13"] == ["fork"]
+    assert plan["3.15"] == ["forkserver"]
+    forced = dict(ci.plan_rows(["3.11"], "spawn", []))
+    assert forced == {"3.11": ["spawn"]}
+
+
+def _suite_data(passed, failed=(), na=(), hung=0):
+    tests = {t: "passed" for t in passed}
+    tests.update({t: "failed" for t in failed})
+    tests.update({t: "n/a" for t in na})
+    return {"result": {"python": "3.14.10", "tests": tests,
+                       "totals": {"hung": hung}, "seconds": 1.0,
+                       "stopped": None},
+            "stdlib": None}
+
+
+def test_row_compares_with_recorded_stdlib(ci):
+    recorded = {"3.14": {"fork": {"python": "3.14.10",
+                                  "passed": ["A.a", "A.b", "A.c", "A.d"]}}}
+    failures = []
+    row = ci.record_row(_suite_data(["A.a", "A.b"], failed=["A.c"],
+                                    na=["A.d"]),
+                        recorded, {"3.14": {"fork": 2}}, "3.14", "fork",
+                        failures, False)
+    assert row["passed"] == 2 and row["stdlib"] == 4
+    assert row["missing"] == ["A.c"]          # n/a is listed apart
+    assert row["na"] == 1
+    assert failures == []                     # at the ratchet: not below
+
+
+def test_row_below_ratchet_fails_and_update_raises_it(ci):
+    failures, ratchet = [], {"3.12": {"spawn": 5}}
+    ci.record_row(_suite_data(["A.a"]), {}, ratchet, "3.12", "spawn",
+                  failures, True)
+    assert len(failures) == 1 and "below the ratchet" in failures[0]
+    failures = []
+    ci.record_row(_suite_data(["A.%d" % i for i in range(7)]), {}, ratchet,
+                  "3.12", "spawn", failures, True)
+    assert failures == [] and ratchet["3.12"]["spawn"] == 7
+
+
+def test_row_without_result_is_a_failure(ci, capsys):
+    failures = []
+    row = ci.record_row(None, {}, {}, "3.15", "forkserver", failures, False)
+    assert row["not_run"] and failures
+    ci.print_suite_table([row])
+    assert "NOT RUN" in capsys.readouterr().out
+
+
+def test_record_stdlib_from_files(ci, tmp_path, monkeypatch):
+    target = tmp_path / "stdlib_results.json"
+    monkeypatch.setattr(ci, "STDLIB_RESULTS", str(target))
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"result": {
+        "implementation": "stdlib", "python": "3.15.2",
+        "start_method": "spawn",
+        "tests": {"B.x": "passed", "B.y": "skipped", "A.z": "passed"}},
+        "stdlib": None}))
+    assert ci.record_stdlib_from([str(run)]) == 0
+    data = json.loads(target.read_text())
+    assert data == {"3.15": {"spawn": {"python": "3.15.2",
+                                       "passed": ["A.z", "B.x"]}}}
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps({"result": {
+        "implementation": "cmultiprocessing", "python": "3.15.2",
+        "start_method": "spawn", "tests": {}}, "stdlib": None}))
+    with pytest.raises(SystemExit):
+        ci.record_stdlib_from([str(ours)])
+
+
+def test_committed_stdlib_results_cover_the_default_plan(ci):
+    recorded = ci.load_json(ci.STDLIB_RESULTS)
+    if not sys.platform.startswith("linux"):
+        pytest.skip("recorded on Linux")
+    for version, methods in ci.plan_rows(ci.DEFAULT_PYTHONS.split(","), "",
+                                         ci.ALL_METHODS_ON.split(",")):
+        for method in methods:
+            entry = recorded[version][method]
+            assert entry["python"].startswith(version + ".")
+            assert len(entry["passed"]) > 300
