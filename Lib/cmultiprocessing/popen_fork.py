@@ -37,6 +37,29 @@ else:
         return process_obj._bootstrap(parent_sentinel=parent_sentinel)
 
 
+if sys.version_info >= (3, 14):
+    _TRACKER_MODULE = __name__.rpartition('.')[0] + '.resource_tracker'
+
+    def _fork():
+        # Tell the resource tracker's at-fork handler that this child is a
+        # Process: it keeps the tracker's pipe and uses the parent's tracker
+        # (a bare os.fork() child lets go of it).  A program that never
+        # loaded the tracker has none to keep.
+        tracker = sys.modules.get(_TRACKER_MODULE)
+        if tracker is None:
+            return _native.fork_with_sentinels()
+        intent = tracker._fork_intent
+        intent.preserve_fd = True
+        try:
+            return _native.fork_with_sentinels()
+        finally:
+            # In the parent and the child alike: a later bare fork in this
+            # thread is not a Process.
+            intent.preserve_fd = False
+else:
+    _fork = _native.fork_with_sentinels
+
+
 def _child_main(process_obj, parent_sentinel):
     """Run in the new child; never returns."""
     code = 1
@@ -99,7 +122,7 @@ class Popen(object):
 
     def _launch(self, process_obj):
         util._prepare_stdin_spare()
-        pid, sentinel, keepalive = _native.fork_with_sentinels()
+        pid, sentinel, keepalive = _fork()
         if pid == 0:
             _child_main(process_obj, sentinel)
         self.pid, self.sentinel = pid, sentinel
