@@ -10,7 +10,7 @@ import os, sys
 
 # The signal numbers straight from the built-in module the interpreter
 # loaded at start-up: `signal` itself would import enum into every child.
-from _signal import SIGKILL, SIGTERM
+from _signal import SIGINT, SIGKILL, SIGTERM
 
 import _cmultiprocessing as _native
 
@@ -111,6 +111,11 @@ class Popen(object):
             # e.g. EPERM: fine if the child turns out to be over.
             if self.wait(timeout=0.1) is None:
                 raise
+
+    if sys.version_info >= (3, 14):
+        def interrupt(self):
+            """Send SIGINT to the child (nothing if it is over)."""
+            self._send_signal(SIGINT)
 
     def terminate(self):
         """Send SIGTERM to the child (nothing if it is over)."""
