@@ -111,7 +111,8 @@ def test_tracker_reports_bad_lines_and_goes_on():
         os.write(rt.getfd(), b'FROB:x:noop\\n')
         os.write(rt.getfd(), b'{not json\\n')
         os.write(rt.getfd(), b'{"cmd": 1, "rtype": "noop"}\\n')
-        os.write(rt.getfd(), b'{"cmd":"PROBE","rtype":"noop","base64_name":"A"}\\n')
+        os.write(rt.getfd(),
+                 b'{"cmd":"PROBE","rtype":"noop","base64_name":"A"}\\n')
         time.sleep(0.3)
         assert rt._resource_tracker._check_alive()
         rt._resource_tracker._stop()
@@ -256,7 +257,7 @@ def test_broken_pipe_restarts_tracker_and_resends(tmp_path):
             pytest.fail("the resent registration did not reach the tracker")
 
 
-# ---- the two line forms ------------------------------------------------------
+# ---- the two line forms -----------------------------------------------------
 
 NAMES = ["/psm_plain", "a:b", "::double::colons::", "ends:", ":starts",
          "name\nwith\nnewlines", "colons:and\nnewlines", "caf\u00e9",
@@ -341,7 +342,7 @@ def test_names_with_colons_and_newlines_end_to_end(simple):
     assert "resource_tracker: %r: [Errno 2]" % leak in res.stderr
 
 
-# ---- signals, reentrancy -----------------------------------------------------
+# ---- signals, reentrancy ----------------------------------------------------
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"),
                     reason="no pthread_sigmask")
@@ -389,7 +390,7 @@ def test_reentrant_message_is_queued_or_refused():
         "REGISTER", "x", "dummy")
 
 
-# ---- stopping ----------------------------------------------------------------
+# ---- stopping ---------------------------------------------------------------
 
 @pytest.mark.skipif(not V314, reason="3.14's _stop(wait_timeout=)")
 def test_stop_gives_up_while_someone_holds_the_pipe():
@@ -472,7 +473,8 @@ def test_dropping_the_tracker_object_stops_its_process():
 
 def test_exit_is_not_held_up_by_a_child_holding_the_pipe(tmp_path):
     # gh-146313: a forked child keeps a copy of the pipe and runs on; the
-    # parent still exits (3.14 waits at most a second for its tracker).
+    # parent still exits (were the tracker object collected, 3.14's __del__
+    # would wait at most a second for the tracker).
     script = textwrap.dedent("""
         import os, signal, sys
         from cmultiprocessing import resource_tracker as rt
@@ -505,7 +507,7 @@ def test_exit_is_not_held_up_by_a_child_holding_the_pipe(tmp_path):
     assert returncode == 0, output
 
 
-# ---- fork ----------------------------------------------------------------------
+# ---- fork -------------------------------------------------------------------
 
 def test_bare_fork_child_lets_go_of_the_pipe_from_314():
     res = _python("""
