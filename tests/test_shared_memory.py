@@ -428,6 +428,18 @@ def test_shareable_list_basics(lists):
     assert sl.shm.name in repr(sl)
 
 
+def test_shareable_list_index_error_text_per_version(lists):
+    # 3.14 stopped showing the missing value in the message.
+    sl = sm.ShareableList([1, 'two'])
+    lists.append(sl)
+    with pytest.raises(ValueError) as info:
+        sl.index('absent')
+    if sys.version_info >= (3, 14):
+        assert str(info.value) == "ShareableList.index(x): x not in list"
+    else:
+        assert str(info.value) == "'absent' not in this container"
+
+
 def test_shareable_list_bad_indexes(lists):
     sl = sm.ShareableList([1, 2, 3])
     lists.append(sl)

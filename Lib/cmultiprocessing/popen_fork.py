@@ -10,7 +10,7 @@ import os, sys
 
 # The signal numbers straight from the built-in module the interpreter
 # loaded at start-up: `signal` itself would import enum into every child.
-from _signal import SIGKILL, SIGTERM
+from _signal import SIGINT, SIGKILL, SIGTERM
 
 import _cmultiprocessing as _native
 
@@ -35,6 +35,29 @@ if sys.version_info >= (3, 13):
 else:
     def _run_child(process_obj, parent_sentinel):
         return process_obj._bootstrap(parent_sentinel=parent_sentinel)
+
+
+if sys.version_info >= (3, 14):
+    _TRACKER_MODULE = __name__.rpartition('.')[0] + '.resource_tracker'
+
+    def _fork():
+        # Tell the resource tracker's at-fork handler that this child is a
+        # Process: it keeps the tracker's pipe and uses the parent's tracker
+        # (a bare os.fork() child lets go of it).  A program that never
+        # loaded the tracker has none to keep.
+        tracker = sys.modules.get(_TRACKER_MODULE)
+        if tracker is None:
+            return _native.fork_with_sentinels()
+        intent = tracker._fork_intent
+        intent.preserve_fd = True
+        try:
+            return _native.fork_with_sentinels()
+        finally:
+            # In the parent and the child alike: a later bare fork in this
+            # thread is not a Process.
+            intent.preserve_fd = False
+else:
+    _fork = _native.fork_with_sentinels
 
 
 def _child_main(process_obj, parent_sentinel):
@@ -89,6 +112,11 @@ class Popen(object):
             if self.wait(timeout=0.1) is None:
                 raise
 
+    if sys.version_info >= (3, 14):
+        def interrupt(self):
+            """Send SIGINT to the child (nothing if it is over)."""
+            self._send_signal(SIGINT)
+
     def terminate(self):
         """Send SIGTERM to the child (nothing if it is over)."""
         self._send_signal(SIGTERM)
@@ -99,7 +127,7 @@ class Popen(object):
 
     def _launch(self, process_obj):
         util._prepare_stdin_spare()
-        pid, sentinel, keepalive = _native.fork_with_sentinels()
+        pid, sentinel, keepalive = _fork()
         if pid == 0:
             _child_main(process_obj, sentinel)
         self.pid, self.sentinel = pid, sentinel

@@ -29,6 +29,9 @@ _O_CREX = os.O_CREAT | os.O_EXCL
 # SharedMemory(track=...) appeared in 3.13.
 _HAS_TRACK_PARAMETER = sys.version_info >= (3, 13)
 
+# ShareableList.index() stopped showing the value it did not find in 3.14.
+_INDEX_ERROR_IS_GENERIC = sys.version_info >= (3, 14)
+
 
 def _make_filename():
     "A random name for a new segment (prefix + hex digits)."
@@ -410,6 +413,8 @@ class ShareableList:
         for i, item in enumerate(self):
             if item == value:
                 return i
+        if _INDEX_ERROR_IS_GENERIC:
+            raise ValueError("ShareableList.index(x): x not in list")
         raise ValueError(f"{value!r} not in this container")
 
     __class_getitem__ = classmethod(types.GenericAlias)
