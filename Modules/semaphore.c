@@ -1105,6 +1105,21 @@ condcore_event_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     return event_run((CondCoreObject *)op, EV_WAIT, has_timeout, seconds);
 }
 
+/* Pickled as a new core over the same semaphores, so that a bound method
+   (event.wait, cond.notify_all, ...) can be a spawned Process's target.
+   Only a spawning child gets one: the semaphores refuse to be pickled
+   otherwise. */
+static PyObject *
+condcore_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    CondCoreObject *self = (CondCoreObject *)op;
+    PyObject *flag = self->flag != NULL ? (PyObject *)self->flag : Py_None;
+    return Py_BuildValue("O(OOOOO)", (PyObject *)Py_TYPE(op),
+                         (PyObject *)self->lock, (PyObject *)self->sleeping,
+                         (PyObject *)self->woken, (PyObject *)self->waiting,
+                         flag);
+}
+
 static PyMethodDef condcore_methods[] = {
     {"wait", (PyCFunction)(void (*)(void))condcore_wait,
      METH_FASTCALL | METH_KEYWORDS,
@@ -1118,6 +1133,8 @@ static PyMethodDef condcore_methods[] = {
     {"clear", condcore_clear_flag, METH_NOARGS, "Event.clear."},
     {"event_wait", (PyCFunction)(void (*)(void))condcore_event_wait,
      METH_FASTCALL | METH_KEYWORDS, "event_wait(timeout=None): Event.wait."},
+    {"__reduce__", condcore_reduce, METH_NOARGS,
+     "A new core over the same semaphores (for a spawned child)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -885,3 +885,29 @@ def test_reprs_follow_get_value_and_is_zero():
         # the "free" test of the Lock/RLock reprs is _is_zero(), not the
         # count: a semaphore above 1 is still "owner=None"
         assert synchronize.Lock.__repr__(sem) == "<Odd(owner=None)>"
+
+
+def test_bound_condition_and_event_methods_as_spawned_targets():
+    """event.set / event.wait / cond.notify_all are bound methods of the
+    native core: they pickle for a spawned child (as a core over the same
+    semaphores), and refuse outside spawning as the objects do."""
+    c = ctx("spawn")
+    event, go = c.Event(), c.Event()
+    with pytest.raises(RuntimeError, match="inheritance"):
+        pickle.dumps(event.wait)
+    waiter = c.Process(target=go.wait, args=(60,))
+    setter = c.Process(target=event.set)
+    waiter.start()
+    setter.start()
+    try:
+        assert event.wait(60)
+        go.set()
+    finally:
+        setter.join(60)
+        waiter.join(60)
+    assert (setter.exitcode, waiter.exitcode) == (0, 0)
+    cond = c.Condition()
+    p = c.Process(target=cond.notify_all)      # lock not held: it fails
+    p.start()
+    p.join(60)
+    assert p.exitcode == 1
