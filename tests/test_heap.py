@@ -426,3 +426,15 @@ def test_big_blocks_are_not_touched_before_use():
     view = memoryview(b)
     assert view[0] == 0 and view[-1] == 0
     del view, b
+
+
+def test_bad_size_messages():
+    """The stdlib's texts (3.15 checks in Heap.malloc only, with the same
+    outcome for BufferWrapper)."""
+    with pytest.raises(ValueError, match=r"^Size -1 out of range$"):
+        heap.BufferWrapper(-1)
+    with pytest.raises(OverflowError, match=r"^Size %d too large$"
+                       % sys.maxsize):
+        heap.BufferWrapper(sys.maxsize)
+    with pytest.raises(OverflowError, match=r"^Size %d too large$" % 2**64):
+        heap.BufferWrapper(2**64)

@@ -6,11 +6,13 @@ start reports why in the caller.
 """
 import copy
 import errno
+import gc
 import os
 import pickle
 import queue as pyqueue
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -352,3 +354,99 @@ def test_manager_of_a_killed_parent_does_not_live_on():
     while not _gone(manager_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(manager_pid)
+
+
+# ---------------------------------------------------------------------------
+# The surface that depends on the Python version (3.14 added it)
+
+PY314 = sys.version_info >= (3, 14)
+py314_only = pytest.mark.skipif(not PY314, reason='new in 3.14')
+
+
+@py314_only
+def test_lock_proxies_have_locked(manager):
+    for make in (manager.Lock, manager.RLock, manager.Condition):
+        lock = make()
+        assert lock.locked() is False
+        with lock:
+            assert lock.locked() is True
+        assert lock.locked() is False
+    # exposed, but a threading.Semaphore has no locked(): the manager
+    # answers with its traceback, as the stdlib's does
+    with pytest.raises(RemoteError, match='locked'):
+        manager.Semaphore().locked()
+
+
+@py314_only
+def test_list_and_dict_proxies_3_14(manager):
+    import collections.abc
+    lst = manager.list([3, 1])
+    assert isinstance(lst, collections.abc.MutableSequence)
+    copied = lst.copy()
+    assert type(copied) is list and copied == [3, 1]
+    lst.clear()
+    assert len(lst) == 0
+    d = manager.dict(foo=5)
+    assert isinstance(d, collections.abc.MutableMapping)
+    same = d
+    d |= {'bar': 6}
+    assert d is same and dict(d) == {'foo': 5, 'bar': 6}
+    assert type(d | {'baz': 7}) is dict
+    assert {'bar': 7, 'baz': 7} | d == {'foo': 5, 'bar': 6, 'baz': 7}
+    assert list(reversed(d)) == ['bar', 'foo']
+    assert d.fromkeys(['x'], 1) == {'x': 1}
+
+
+@py314_only
+def test_set_proxy(manager):
+    import collections.abc
+    s = manager.set('abc')
+    assert isinstance(s, managers.SetProxy)
+    # what the stdlib registers it as (not MutableSet)
+    assert isinstance(s, collections.abc.MutableMapping)
+    assert not isinstance(s, collections.abc.MutableSet)
+    same = s
+    for op, other, expect in (('|=', {'d'}, set('abcd')),
+                              ('-=', {'a'}, set('bcd')),
+                              ('^=', {'d', 'e'}, set('bce')),
+                              ('&=', {'b', 'e', 'x'}, set('be'))):
+        if op == '|=':
+            s |= other
+        elif op == '-=':
+            s -= other
+        elif op == '^=':
+            s ^= other
+        else:
+            s &= other
+        assert s is same and set(s) == expect, op
+    assert {'q'} | s == set('beq') and s - {'b'} == {'e'}
+    assert s < set('bez') and s >= {'b'} and 'b' in s and len(s) == 2
+    assert managers.SetProxy[str] is not None
+    with pytest.raises(RemoteError):
+        manager.set(1234)
+
+
+@pytest.mark.skipif(PY314, reason='3.11-3.13 surface')
+def test_no_3_14_surface_before_3_14(manager):
+    assert not hasattr(SyncManager, 'set')
+    assert not hasattr(managers, 'SetProxy')
+    assert not hasattr(manager.Lock(), 'locked')
+    assert not hasattr(manager.list(), 'clear')
+    assert not hasattr(manager.dict(), 'fromkeys')
+
+
+def test_proxies_of_one_referent_have_distinct_serials(manager):
+    """Each proxy counts once in its process's reference set, even when
+    several stand for the same referent; when one dies the others keep
+    the thread's connection."""
+    lst = manager.list()
+    twin = managers.RebuildProxy(*lst.__reduce__()[1])
+    assert twin._id == lst._id and twin._serial != lst._serial
+    assert {lst._serial, twin._serial} <= lst._all_serials
+    lst.append(1)
+    conn = lst._tls.connection
+    del lst
+    gc.collect()
+    assert twin._serial in twin._all_serials
+    assert twin[:] == [1]
+    assert twin._tls.connection is conn    # not closed and reopened

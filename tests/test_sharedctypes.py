@@ -2,6 +2,7 @@
 locks, and passing them to child processes."""
 import ctypes
 import pickle
+import sys
 
 import pytest
 
@@ -207,3 +208,29 @@ def test_failed_access_releases_the_lock():
         t.join()
     assert got == [True, True, True]
     assert v.value == 1 and p.x == 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda: sc.Value("x", None), lambda: sc.RawValue("x", None),
+    lambda: sc.Array("x", []), lambda: sc.RawArray("x", []),
+    lambda: sc.RawArray("x", 3), lambda: sc.Value(5),
+])
+def test_bad_typecode_message(make):
+    """3.15 names the typecodes it accepts (and chains ctypes' error);
+    earlier versions let ctypes.sizeof()'s TypeError through."""
+    with pytest.raises(TypeError) as info:
+        make()
+    if sys.version_info >= (3, 15):
+        assert str(info.value) == (
+            "bad typecode (must be a ctypes type or one of c, b, B, u, h, "
+            "H, i, I, l, L, q, Q, f or d)")
+        assert isinstance(info.value.__cause__, TypeError)
+    else:
+        assert "bad typecode" not in str(info.value)
+
+
+def test_bad_typecode_is_reported_before_a_bad_lock():
+    with pytest.raises(TypeError):
+        sc.Value("x", None, lock=object())
+    with pytest.raises(AttributeError, match="acquire"):
+        sc.Value("i", 1, lock=object())

@@ -827,3 +827,118 @@ def test_fork_context_core_refused_for_spawned_child():
     p = ctx("spawn").Process(target=event.wait, args=(1,))
     with pytest.raises(RuntimeError, match="fork context"):
         p.start()
+# version-dependent surface: locked() and the reprs of 3.14
+
+PY314 = sys.version_info >= (3, 14)
+
+
+@pytest.mark.skipif(not PY314, reason="locked() is new in 3.14")
+def test_locked_on_3_14():
+    c = ctx()
+    for make in (c.Lock, c.RLock):
+        lock = make()
+        assert lock.locked() is False
+        with lock as entered:
+            assert entered is True and lock.locked() is True
+        assert lock.locked() is False
+    rlock = c.RLock()
+    rlock.acquire()
+    rlock.acquire()
+    rlock.release()
+    assert rlock.locked() is True        # still held once
+    rlock.release()
+    assert rlock.locked() is False
+    sem = c.Semaphore(1)                 # on SemLock: semaphores have it too
+    assert sem.locked() is False
+    sem.acquire()
+    assert sem.locked() is True
+    sem.release()
+    assert c.BoundedSemaphore(0).locked() is True
+    # a C method: no Python frame on the call
+    from cmultiprocessing import synchronize
+    assert type(synchronize.Lock.locked).__name__ == "method_descriptor"
+
+
+@pytest.mark.skipif(not PY314, reason="locked() is new in 3.14")
+@posix_only
+def test_locked_seen_from_another_process():
+    c = ctx()
+    for make in (c.Lock, c.RLock):
+        lock, taken = make(), c.Semaphore(0)
+
+        def child():
+            lock.acquire()
+            ok = lock.locked()
+            taken.release()
+            return 0 if ok else 1
+        assert fork_child(child) == 0
+        assert taken.acquire(True, 30)
+        # the child exited holding it: taken for this process too
+        assert lock.locked() is True
+        assert lock.acquire(False) is False
+
+
+@pytest.mark.skipif(PY314, reason="3.11-3.13 have no locked()")
+def test_no_locked_before_3_14():
+    c = ctx()
+    for obj in (c.Lock(), c.RLock(), c.Semaphore(), c.BoundedSemaphore()):
+        assert not hasattr(obj, "locked")
+    from cmultiprocessing import synchronize
+    assert synchronize.Semaphore.get_value.__doc__ is None
+
+
+def test_reprs_follow_get_value_and_is_zero():
+    """3.14 reads counts through get_value() (so a subclass's override
+    shows in the repr) and asks _is_zero() whether a lock is free; earlier
+    versions read the native _get_value()."""
+    from cmultiprocessing import synchronize
+    c = ctx()
+
+    class Odd(synchronize.Semaphore):
+        __slots__ = ()
+
+        def get_value(self):
+            return 42
+    sem = Odd(3, ctx=c)
+    assert repr(sem) == ("<Odd(value=42)>" if PY314 else "<Odd(value=3)>")
+
+    class Blind(synchronize.Semaphore):
+        __slots__ = ()
+
+        def get_value(self):
+            raise NotImplementedError
+    assert repr(Blind(ctx=c)) == ("<Blind(value=unknown)>" if PY314
+                                  else "<Blind(value=1)>")
+    cond = c.Condition()
+    assert repr(cond) == "<Condition(<RLock(None, 0)>, 0)>"
+    if PY314:
+        assert "macOS" in synchronize.Semaphore.get_value.__doc__
+        # the "free" test of the Lock/RLock reprs is _is_zero(), not the
+        # count: a semaphore above 1 is still "owner=None"
+        assert synchronize.Lock.__repr__(sem) == "<Odd(owner=None)>"
+
+
+def test_bound_condition_and_event_methods_as_spawned_targets():
+    """event.set / event.wait / cond.notify_all are bound methods of the
+    native core: they pickle for a spawned child (as a core over the same
+    semaphores), and refuse outside spawning as the objects do."""
+    c = ctx("spawn")
+    event, go = c.Event(), c.Event()
+    with pytest.raises(RuntimeError, match="inheritance"):
+        pickle.dumps(event.wait)
+    waiter = c.Process(target=go.wait, args=(60,))
+    setter = c.Process(target=event.set)
+    waiter.start()
+    setter.start()
+    try:
+        assert event.wait(60)
+        go.set()
+    finally:
+        setter.join(60)
+        waiter.join(60)
+    assert (setter.exitcode, waiter.exitcode) == (0, 0)
+    cond = c.Condition()
+    p = c.Process(target=cond.notify_all)      # lock not held: it fails
+    p.start()
+    p.join(60)
+    assert p.exitcode == 1

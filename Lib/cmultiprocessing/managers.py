@@ -20,6 +20,7 @@ stdlib manager and back.  The code is organised differently:
 """
 
 import array
+import collections.abc
 import contextlib
 import os
 import queue
@@ -49,6 +50,9 @@ if HAS_SHMEM:
     __all__.append('SharedMemoryManager')
 
 _PY313 = sys.version_info >= (3, 13)
+# 3.14: SyncManager.set, locked() on lock proxies, more list/dict methods,
+# and the list/dict/set proxies registered with collections.abc
+_PY314 = sys.version_info >= (3, 14)
 
 
 # ---------------------------------------------------------------------------
@@ -768,6 +772,11 @@ class BaseProxy(object):
 
     _address_to_local = {}
     _mutex = util.ForkAwareThreadLock()
+    # Numbers the proxies of this process.  A referent's id cannot stand for
+    # a proxy in the per-process set below: two proxies of one referent
+    # share it (the first to die would take the entry of both), and ids are
+    # reused.  A serial never is.
+    _next_serial = 1
 
     def __init__(self, token, serializer, manager=None, authkey=None,
                  exposed=None, incref=True, manager_owned=False):
@@ -776,9 +785,12 @@ class BaseProxy(object):
             if shared is None:
                 shared = (util.ForkAwareLocal(), ProcessLocalSet())
                 BaseProxy._address_to_local[token.address] = shared
-        # per thread: the connection to this manager; per process: the ids
-        # of the referents this process holds references to
-        self._tls, self._idset = shared
+            self._serial = BaseProxy._next_serial
+            BaseProxy._next_serial += 1
+        # per thread: the connection to this manager; per process: the
+        # serials of the proxies holding a reference in that manager (when
+        # none is left, the thread's connection is closed)
+        self._tls, self._all_serials = shared
         self._token = token
         self._id = token.id
         self._manager = manager
@@ -871,17 +883,17 @@ class BaseProxy(object):
     def _hold(self):
         """Hold a server reference to the referent until this proxy dies
         (or the process exits)."""
-        self._idset.add(self._id)
+        self._all_serials.add(self._serial)
         state = None if self._manager is None else self._manager._state
         self._close = util.Finalize(
             self, BaseProxy._decref,
-            args=(self._token, self._authkey, state, self._tls,
-                  self._idset, self._Client),
+            args=(self._token, self._serial, self._authkey, state,
+                  self._tls, self._all_serials, self._Client),
             exitpriority=10)
 
     @staticmethod
-    def _decref(token, authkey, state, tls, idset, _Client):
-        idset.discard(token.id)
+    def _decref(token, serial, authkey, state, tls, serials, _Client):
+        serials.discard(serial)
         if state is not None and state.value != State.STARTED:
             util.debug('DECREF %r -- manager already shutdown', token.id)
         else:
@@ -891,7 +903,7 @@ class BaseProxy(object):
                              (token.id,))
             except Exception as exc:
                 util.debug('... decref failed %s', exc)
-        if idset:
+        if serials:
             return
         # this process holds nothing more from that manager
         conn = getattr(tls, 'connection', None)
@@ -1046,9 +1058,13 @@ class IteratorProxy(BaseProxy):
         return self
 
 
+# threading's locks answer locked() on 3.14 (RLock and Condition too)
+_LOCKED = ('locked',) if _PY314 else ()
+
+
 class AcquirerProxy(BaseProxy):
     """Proxy of a lock or semaphore."""
-    _exposed_ = ('acquire', 'release')
+    _exposed_ = ('acquire', 'release', *_LOCKED)
 
     def acquire(self, blocking=True, timeout=None):
         # threading locks take no None timeout: leave it out
@@ -1064,7 +1080,8 @@ class AcquirerProxy(BaseProxy):
 
 class ConditionProxy(AcquirerProxy):
     """Proxy of a threading.Condition."""
-    _exposed_ = ('acquire', 'release', 'wait', 'notify', 'notify_all')
+    _exposed_ = ('acquire', 'release', *_LOCKED, 'wait', 'notify',
+                 'notify_all')
 
     def wait_for(self, predicate, timeout=None):
         """Wait until predicate() is true or *timeout* has passed; return
@@ -1132,7 +1149,7 @@ class ValueProxy(BaseProxy):
 
 
 for _cls, _names in ((IteratorProxy, IteratorProxy._exposed_),
-                     (AcquirerProxy, ('release',)),
+                     (AcquirerProxy, ('release', *_LOCKED)),
                      (ConditionProxy, ('wait', 'notify', 'notify_all')),
                      (EventProxy, EventProxy._exposed_),
                      (BarrierProxy, ('wait', 'abort', 'reset')),
@@ -1145,7 +1162,8 @@ ValueProxy.value = property(ValueProxy.get, ValueProxy.set)
 BaseListProxy = MakeProxyType('BaseListProxy', """
     __add__ __contains__ __delitem__ __getitem__ __len__ __mul__
     __reversed__ __rmul__ __setitem__ append count extend index insert pop
-    remove reverse sort __imul__""".split())
+    remove reverse sort __imul__""".split() + (
+    ['clear', 'copy'] if _PY314 else []))
 
 
 def _in_place(methodname):
@@ -1165,17 +1183,55 @@ class ListProxy(BaseListProxy):
         __class_getitem__ = classmethod(types.GenericAlias)
 
 
-_BaseDictProxy = MakeProxyType('DictProxy', """
-    __contains__ __delitem__ __getitem__ __iter__ __len__ __setitem__ clear
-    copy get items keys pop popitem setdefault update values""".split())
+if _PY314:
+    _BaseDictProxy = MakeProxyType('_BaseDictProxy', """
+        __contains__ __delitem__ __getitem__ __ior__ __iter__ __len__
+        __or__ __reversed__ __ror__ __setitem__ clear copy fromkeys get
+        items keys pop popitem setdefault update values""".split())
+else:
+    _BaseDictProxy = MakeProxyType('DictProxy', """
+        __contains__ __delitem__ __getitem__ __iter__ __len__ __setitem__
+        clear copy get items keys pop popitem setdefault update
+        values""".split())
 _BaseDictProxy._method_to_typeid_ = {'__iter__': 'Iterator'}
 
-if _PY313:
+if _PY314:
+    class DictProxy(_BaseDictProxy):
+        """Proxy of a dict; |= changes the referent in place."""
+        __ior__ = _in_place('__ior__')
+        __class_getitem__ = classmethod(types.GenericAlias)
+elif _PY313:
     class DictProxy(_BaseDictProxy):
         """Proxy of a dict."""
         __class_getitem__ = classmethod(types.GenericAlias)
 else:
     DictProxy = _BaseDictProxy
+
+
+if _PY314:
+    _BaseSetProxy = MakeProxyType('_BaseSetProxy', """
+        __and__ __class_getitem__ __contains__ __iand__ __ior__ __isub__
+        __iter__ __ixor__ __len__ __or__ __rand__ __ror__ __rsub__ __rxor__
+        __sub__ __xor__ __ge__ __gt__ __le__ __lt__ add clear copy
+        difference difference_update discard intersection
+        intersection_update isdisjoint issubset issuperset pop remove
+        symmetric_difference symmetric_difference_update union
+        update""".split())
+
+    class SetProxy(_BaseSetProxy):
+        """Proxy of a set; the augmented assignments (|= &= ^= -=) change
+        the referent in place."""
+        __ior__ = _in_place('__ior__')
+        __iand__ = _in_place('__iand__')
+        __ixor__ = _in_place('__ixor__')
+        __isub__ = _in_place('__isub__')
+        __class_getitem__ = classmethod(types.GenericAlias)
+
+    collections.abc.MutableSequence.register(BaseListProxy)
+    collections.abc.MutableMapping.register(_BaseDictProxy)
+    # As the stdlib does (3.14, 3.15): the set proxy is registered as a
+    # MutableMapping too, not as a MutableSet.
+    collections.abc.MutableMapping.register(_BaseSetProxy)
 
 
 ArrayProxy = MakeProxyType('ArrayProxy',
@@ -1204,8 +1260,8 @@ class PoolProxy(BasePoolProxy):
 
 class SyncManager(BaseManager):
     """A manager sharing the threading synchronization types, queues,
-    list, dict, Namespace, Value, Array and Pool.  `cmultiprocessing.
-    Manager()` returns a started one."""
+    list, dict (and set, from 3.14), Namespace, Value, Array and Pool.
+    `cmultiprocessing.Manager()` returns a started one."""
 
 
 for _typeid, _maker, _proxy in (
@@ -1221,6 +1277,7 @@ for _typeid, _maker, _proxy in (
         ('Pool', pool.Pool, PoolProxy),
         ('list', list, ListProxy),
         ('dict', dict, DictProxy),
+        *((('set', set, SetProxy),) if _PY314 else ()),
         ('Value', Value, ValueProxy),
         ('Array', Array, ArrayProxy),
         ('Namespace', Namespace, NamespaceProxy)):

@@ -3,6 +3,7 @@ Array (behind a lock), and the wrappers that take the lock around every
 access.  The bytes come from the native heap (see heap.py)."""
 
 import ctypes
+import sys
 import weakref
 
 from . import heap
@@ -23,6 +24,14 @@ typecode_to_type = {
 
 # ctypes types whose instances ForkingPickler already knows how to send.
 _picklable_types = set()
+
+# 3.15 names the accepted typecodes when given something without a size
+# (earlier versions let ctypes.sizeof()'s own TypeError through).
+if sys.version_info >= (3, 15):
+    _BAD_TYPECODE = ('bad typecode (must be a ctypes type or one of '
+                     'c, b, B, u, h, H, i, I, l, L, q, Q, f or d)')
+else:
+    _BAD_TYPECODE = None
 
 
 def _ctype(typecode_or_type):
@@ -47,7 +56,13 @@ def _on_block(type_, wrapper, block):
 def _zeroed(type_):
     "A zero-filled instance of ctypes `type_` in shared memory."
     # _on_block() inlined: this is the allocation fast path.
-    wrapper = heap.BufferWrapper(ctypes.sizeof(type_))
+    try:
+        size = ctypes.sizeof(type_)
+    except TypeError as exc:
+        if _BAD_TYPECODE is None:
+            raise
+        raise TypeError(_BAD_TYPECODE) from exc
+    wrapper = heap.BufferWrapper(size)
     if type_ not in _picklable_types:
         _make_picklable(type_)
     obj = type_.from_buffer(wrapper._block)
@@ -80,7 +95,9 @@ def RawArray(typecode_or_type, size_or_initializer):
 
 def _guard_for(lock, ctx):
     """The lock Value() and Array() wrap their object with: a new RLock for
-    True or None, `lock` itself if it is a lock, None for False."""
+    True or None, `lock` itself if it is a lock, None for False.  (Asked
+    after the object is made, as in the stdlib: a bad typecode is reported
+    before a bad lock.)"""
     if lock is False:
         return None
     if lock in (True, None):
@@ -94,8 +111,8 @@ def Value(typecode_or_type, *args, lock=True, ctx=None):
     '''
     Return a synchronization wrapper for a Value
     '''
-    guard = _guard_for(lock, ctx)
     obj = RawValue(typecode_or_type, *args)
+    guard = _guard_for(lock, ctx)
     return obj if guard is None else synchronized(obj, guard, ctx=ctx)
 
 
@@ -103,8 +120,8 @@ def Array(typecode_or_type, size_or_initializer, *, lock=True, ctx=None):
     '''
     Return a synchronization wrapper for a RawArray
     '''
-    guard = _guard_for(lock, ctx)
     obj = RawArray(typecode_or_type, size_or_initializer)
+    guard = _guard_for(lock, ctx)
     return obj if guard is None else synchronized(obj, guard, ctx=ctx)
 
 

@@ -38,6 +38,10 @@ RECURSIVE_MUTEX = _cmultiprocessing.RECURSIVE_MUTEX
 SEMAPHORE = _cmultiprocessing.SEMAPHORE
 SEM_VALUE_MAX = _cmultiprocessing.SemLock.SEM_VALUE_MAX
 
+# 3.14: Lock/RLock/Semaphore gain locked(); the reprs ask the semaphore
+# whether it is taken (_is_zero) and read counts through get_value().
+_PY314 = sys.version_info >= (3, 14)
+
 _NAME_ATTEMPTS = 100
 _FORK_CTX_MESSAGE = (
     'A SemLock created in a fork context is being shared with a process in '
@@ -145,6 +149,11 @@ class SemLock(_cmultiprocessing.SemLock):
         # semaphore by name (or takes the duplicated handle on Windows).
         return (type(self)._rebuild, self.__getstate__())
 
+    if _PY314:
+        # The native method itself (no Python frame): True while the count
+        # is zero, that is while a lock is held by anyone, anywhere.
+        locked = _cmultiprocessing.SemLock._is_zero
+
 
 class Semaphore(SemLock):
     """A counting semaphore: ``Semaphore(value=1)``."""
@@ -158,11 +167,24 @@ class Semaphore(SemLock):
     def get_value(self):
         return self._get_value()
 
-    def _value_for_repr(self):
-        try:
-            return self._get_value()
-        except Exception:
-            return 'unknown'
+    if _PY314:
+        get_value.__doc__ = (
+            """The semaphore's current count.
+
+            NotImplementedError where the OS cannot read a semaphore's
+            count (macOS has no working sem_getvalue()).""")
+
+        def _value_for_repr(self):
+            try:
+                return self.get_value()
+            except Exception:
+                return 'unknown'
+    else:
+        def _value_for_repr(self):
+            try:
+                return self._get_value()
+            except Exception:
+                return 'unknown'
 
     def __repr__(self):
         return '<%s(value=%s)>' % (type(self).__name__,
@@ -187,7 +209,7 @@ def _describe_holder(lock):
     """(owner, count) as the Lock/RLock reprs show them."""
     if lock._is_mine():
         return _caller_label(), lock._count()
-    if lock._get_value() == 1:
+    if (not lock._is_zero()) if _PY314 else lock._get_value() == 1:
         return 'None', 0
     if lock._count() > 0:
         return 'SomeOtherThread', 'nonzero'
@@ -302,8 +324,12 @@ class Condition(object):
 
     def __repr__(self):
         try:
-            waiters = (self._sleeping_count._get_value() -
-                       self._woken_count._get_value())
+            if _PY314:
+                waiters = (self._sleeping_count.get_value() -
+                           self._woken_count.get_value())
+            else:
+                waiters = (self._sleeping_count._get_value() -
+                           self._woken_count._get_value())
         except Exception:
             waiters = 'unknown'
         return '<%s(%s, %s)>' % (type(self).__name__, self._lock, waiters)
