@@ -9,8 +9,8 @@ The suite is the running interpreter's ``test/_test_multiprocessing.py``.  For
 cmultiprocessing it is copied into a scratch folder with the module names
 rewritten (``multiprocessing`` -> ``cmultiprocessing``, ``_multiprocessing`` ->
 ``_cmultiprocessing``, and its own name); nothing else in it changes.  The
-helper scripts it runs (``mp_fork_bomb.py``, ``mp_preload.py``) are rewritten
-beside it.
+helper scripts it runs (``mp_fork_bomb.py``, ``mp_preload*.py``: every
+``mp_*.py`` of the test package) are rewritten beside it.
 
 The tests run in a worker process that reports every test's start and outcome
 as it goes.  A test that runs longer than ``--test-timeout`` is killed with a
@@ -33,7 +33,9 @@ import time
 # The copy keeps "test_multiprocessing.py" in its file name: some tests look
 # for it in tracebacks.
 SUITE_MODULE = "_cmp_test_multiprocessing"
-HELPER_SCRIPTS = ("mp_fork_bomb.py", "mp_preload.py")
+# The scripts the suite runs from its own folder (3.14 added mp_preload_main,
+# mp_preload_flush, mp_preload_sysargv and mp_preload_large_sysargv).
+HELPER_SCRIPT_PREFIX = "mp_"
 
 # Tests that cannot apply to a package outside the standard library, with the
 # reason.  They are not run and count as not passed.
@@ -82,9 +84,10 @@ def prepare_suite(folder, stdlib):
     with open(os.path.join(folder, SUITE_MODULE + ".py"), "w",
               encoding="utf-8") as f:
         f.write(rewrite_names(text))
-    for script in HELPER_SCRIPTS:
+    for script in sorted(os.listdir(src_dir)):
         path = os.path.join(src_dir, script)
-        if os.path.exists(path):
+        if script.startswith(HELPER_SCRIPT_PREFIX) and \
+                script.endswith(".py") and os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 text = f.read()
             with open(os.path.join(folder, script), "w",
