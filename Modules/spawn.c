@@ -8,6 +8,12 @@
  *       A failed exec raises OSError (with the child's errno) in the caller.
  *   compile_main(source, filename) -> code
  *       compile() of a spawned child's main script, minus the AST classes.
+ *   forkserver_send(address, fds, handshake=None)
+ *   forkserver_serve(listener_fd, alive_fd, max_fds, handshake=None,
+ *                    timeout=None)
+ *       The two ends of a forkserver request.  The loop is native; only
+ *       the handshake on each request connection (authentication, see
+ *       forkserver.py) calls back into Python, with the GIL held.
  *
  * The OS work is in platform/posix_spawn.c (darwin_spawn.c on macOS).
  */
@@ -20,57 +26,6 @@
 #include <string.h>
 
 #ifdef CMP_POSIX
-
-/* A small positional-or-keyword parser for METH_FASTCALL|METH_KEYWORDS:
-   every parameter is required.  Fills out[0..n-1] with borrowed refs. */
-static int
-take_args(const char *fname, const char *const *names, Py_ssize_t n,
-          PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-          PyObject **out)
-{
-    if (nargs > n) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() takes %zd positional arguments but %zd were given",
-                     fname, n, nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        out[i] = i < nargs ? args[i] : NULL;
-    }
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t slot = -1;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) {
-                slot = i;
-                break;
-            }
-        }
-        if (slot < 0) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got an unexpected keyword argument '%U'",
-                         fname, key);
-            return -1;
-        }
-        if (out[slot] != NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() got multiple values for argument '%s'",
-                         fname, names[slot]);
-            return -1;
-        }
-        out[slot] = args[nargs + k];
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (out[i] == NULL) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() missing required argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 static int
 compare_ints(const void *a, const void *b)
@@ -148,6 +103,7 @@ spawnv_passfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                PyObject *kwnames)
 {
     static const char *const names[] = {"path", "args", "passfds"};
+    static const cmp_argspec spec = CMP_ARGSPEC("spawnv_passfds", names, 3);
     PyObject *a[3];
     PyObject *path = NULL, *seq = NULL, *argbytes = NULL, *result = NULL;
     char **argv = NULL;
@@ -155,7 +111,7 @@ spawnv_passfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     size_t nfds = 0;
     (void)module;
 
-    if (take_args("spawnv_passfds", names, 3, args, nargs, kwnames, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
     if (!PyUnicode_FSConverter(a[0], &path)) {
@@ -220,21 +176,6 @@ done:
 
 /* ---- forkserver ---- */
 
-/* int(obj) as a C int (PyLong_AsInt is public only from 3.13 on). */
-static int
-as_int(PyObject *obj)
-{
-    long v = PyLong_AsLong(obj);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < INT_MIN || v > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "int too large for a C int");
-        return -1;
-    }
-    return (int)v;
-}
-
 /* A str or bytes address -> bytes kept in *holder; abstract addresses
    (leading NUL) are allowed, so no NUL check as with paths. */
 static int
@@ -255,57 +196,109 @@ address_bytes(PyObject *address, PyObject **holder)
     return *holder == NULL ? -1 : 0;
 }
 
-#define FS_MAX_FDS 260
+/* A sequence of at most CMP_FS_MAX_FDS non-negative ints -> fds[], *n. */
+static int
+request_fds(PyObject *obj, int *fds, Py_ssize_t *n)
+{
+    PyObject *seq = PySequence_Fast(obj, "fds must be a sequence of ints");
+    if (seq == NULL) {
+        return -1;
+    }
+    *n = PySequence_Fast_GET_SIZE(seq);
+    if (*n > CMP_FS_MAX_FDS) {
+        PyErr_SetString(PyExc_ValueError, "too many fds");
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        if (cmp_arg_int(PySequence_Fast_GET_ITEM(seq, i), "fd", &fds[i]) < 0) {
+            goto error;
+        }
+        if (fds[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "negative file descriptor");
+            goto error;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+error:
+    Py_DECREF(seq);
+    return -1;
+}
 
+/* handshake(fd) for a request connection, unless handshake is None:
+   1 when it returned a true value, 0 for a false one, -1 when it raised. */
+static int
+call_handshake(PyObject *handshake, int fd)
+{
+    if (handshake == Py_None) {
+        return 1;
+    }
+    PyObject *num = PyLong_FromLong(fd);
+    if (num == NULL) {
+        return -1;
+    }
+    PyObject *res = PyObject_CallOneArg(handshake, num);
+    Py_DECREF(num);
+    if (res == NULL) {
+        return -1;
+    }
+    int ok = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    return ok;
+}
+
+/* forkserver_send(address, fds, handshake=None)
+   Connect to the server, let handshake(fd) talk over the connection (it
+   raises to give up), then send the fds and close. */
 static PyObject *
 forkserver_send(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
-    static const char *const names[] = {"address", "fds"};
-    PyObject *a[2], *addr = NULL, *seq = NULL;
-    int fds[FS_MAX_FDS];
+    static const char *const names[] = {"address", "fds", "handshake"};
+    static const cmp_argspec spec = CMP_ARGSPEC("forkserver_send", names, 2);
+    PyObject *a[3], *addr = NULL;
+    int fds[CMP_FS_MAX_FDS];
+    Py_ssize_t n = 0;
+    int sock = -1, err;
     (void)module;
 
-    if (take_args("forkserver_send", names, 2, args, nargs, kwnames, a) < 0 ||
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
         address_bytes(a[0], &addr) < 0) {
         return NULL;
     }
-    seq = PySequence_Fast(a[1], "fds must be a sequence of ints");
-    if (seq == NULL) {
+    PyObject *handshake = a[2] != NULL ? a[2] : Py_None;
+    if (handshake != Py_None && !PyCallable_Check(handshake)) {
+        PyErr_SetString(PyExc_TypeError, "handshake must be callable or None");
         goto error;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n > FS_MAX_FDS) {
-        PyErr_SetString(PyExc_ValueError, "too many fds");
+    if (request_fds(a[1], fds, &n) < 0) {
         goto error;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int fd = as_int(PySequence_Fast_GET_ITEM(seq, i));
-        if (fd == -1 && PyErr_Occurred()) {
-            goto error;
-        }
-        if (fd < 0) {
-            PyErr_SetString(PyExc_ValueError, "negative file descriptor");
-            goto error;
-        }
-        fds[i] = fd;
-    }
-    int err;
     const char *raw = PyBytes_AS_STRING(addr);
     size_t rawlen = (size_t)PyBytes_GET_SIZE(addr);
     Py_BEGIN_ALLOW_THREADS
-    err = cmp_fs_send_request(raw, rawlen, fds, (size_t)n);
+    err = cmp_fs_connect(raw, rawlen, &sock);
     Py_END_ALLOW_THREADS
     if (err != 0) {
         errno = err;
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, a[0]);
         goto error;
     }
-    Py_DECREF(seq);
+    if (call_handshake(handshake, sock) < 0) {
+        goto error;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    err = cmp_fs_send_fds(sock, fds, (size_t)n);
+    Py_END_ALLOW_THREADS
+    if (err != 0) {
+        cmp_raise_oserror(err);
+        goto error;
+    }
+    cmp_fs_close_fds(&sock, 1);
     Py_DECREF(addr);
     Py_RETURN_NONE;
 error:
-    Py_XDECREF(seq);
+    cmp_fs_close_fds(&sock, 1);
     Py_XDECREF(addr);
     return NULL;
 }
@@ -410,34 +403,83 @@ fs_child_result(const int *fds, size_t n)
     return Py_BuildValue("(iN)", fds[0], rest);
 }
 
-/* forkserver_serve(listener_fd, alive_fd, max_fds)
-   Serve fork requests until alive_fd reaches EOF (returns None).  In each
-   forked child it returns (data_fd, [fds]) instead: the child's end of its
-   data pipe and the fds its client sent after the two pipe ends. */
+/* One request on an accepted connection: the handshake, then its fds.
+   *n = 0 when the request is dropped (the client sees its connection
+   closed); -1 with an exception set when the handshake raised or a signal
+   handler did. */
+static int
+fs_take_request(int conn, PyObject *handshake, int *req, size_t max,
+                size_t *n)
+{
+    *n = 0;
+    int ok = call_handshake(handshake, conn);
+    if (ok <= 0) {
+        return ok;
+    }
+    for (;;) {
+        int err;
+        Py_BEGIN_ALLOW_THREADS
+        err = cmp_fs_recv_fds(conn, req, max, n);
+        Py_END_ALLOW_THREADS
+        if (err != EINTR) {
+            if (err != 0) {
+                *n = 0;     /* malformed, vanished or too slow */
+            }
+            return 0;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+/* forkserver_serve(listener_fd, alive_fd, max_fds, handshake=None,
+                    timeout=None)
+   Serve fork requests until alive_fd reaches EOF (returns None).  Each
+   accepted connection is first given to handshake(fd) (when not None),
+   which returns true to go on with the request and false to drop it; an
+   exception from it ends the loop.  With a timeout, every read on the
+   connection (the handshake's and the fds') gives up after that many
+   seconds: a client that stops talking is dropped.  In each forked child this
+   returns (data_fd, [fds]) instead: the child's end of its data pipe and
+   the fds its client sent after the two pipe ends. */
 static PyObject *
 forkserver_serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames)
 {
-    static const char *const names[] = {"listener_fd", "alive_fd",
-                                        "max_fds"};
-    PyObject *a[3];
+    static const char *const names[] = {"listener_fd", "alive_fd", "max_fds",
+                                        "handshake", "timeout"};
+    static const cmp_argspec spec = CMP_ARGSPEC("forkserver_serve", names, 3);
+    PyObject *a[5];
     fs_table table = {NULL, 0, 0};
-    int sig_r = -1;
-    int req[FS_MAX_FDS + 1];
+    int sig_r = -1, listener, alive, max_fds;
+    int req[CMP_FS_MAX_FDS];
     (void)module;
 
-    if (take_args("forkserver_serve", names, 3, args, nargs, kwnames, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        cmp_arg_int(a[0], "listener_fd", &listener) < 0 ||
+        cmp_arg_int(a[1], "alive_fd", &alive) < 0 ||
+        cmp_arg_int(a[2], "max_fds", &max_fds) < 0) {
         return NULL;
     }
-    int listener = as_int(a[0]);
-    int alive = as_int(a[1]);
-    long max_fds = PyLong_AsLong(a[2]);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
-    if (listener < 0 || alive < 0 || max_fds < 2 || max_fds > FS_MAX_FDS) {
+    if (listener < 0 || alive < 0 || max_fds < 2 ||
+        max_fds > CMP_FS_MAX_FDS - 1) {
         PyErr_SetString(PyExc_ValueError, "bad forkserver_serve arguments");
         return NULL;
+    }
+    PyObject *handshake = a[3] != NULL ? a[3] : Py_None;
+    if (handshake != Py_None && !PyCallable_Check(handshake)) {
+        PyErr_SetString(PyExc_TypeError, "handshake must be callable or None");
+        return NULL;
+    }
+    int has_timeout = 0;
+    double timeout = -1.0;
+    if (a[4] != NULL &&
+        cmp_parse_timeout(a[4], &has_timeout, &timeout) < 0) {
+        return NULL;
+    }
+    if (!has_timeout) {
+        timeout = -1.0;
     }
     int err = cmp_fs_sigchld_start(&sig_r);
     if (err != 0) {
@@ -469,13 +511,22 @@ forkserver_serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         if (!ready[2]) {
             continue;
         }
-        size_t n = 0;
+        int conn = -1;
         Py_BEGIN_ALLOW_THREADS
-        err = cmp_fs_recv_request(listener, req, (size_t)max_fds + 1, &n);
+        err = cmp_fs_accept(listener, timeout, &conn);
         Py_END_ALLOW_THREADS
-        if (err != 0 || n < 2 || n > (size_t)max_fds) {
-            /* A malformed or vanished request: the client sees EOF. */
-            cmp_fs_close_fds(req, n);
+        if (err != 0) {
+            continue;   /* gone before we got to it: nothing to do */
+        }
+        size_t n = 0;
+        int taken = fs_take_request(conn, handshake, req,
+                                    (size_t)max_fds + 1, &n);
+        cmp_fs_close_fds(&conn, 1);
+        if (taken < 0) {
+            goto error;
+        }
+        if (n < 2 || n > (size_t)max_fds) {
+            cmp_fs_close_fds(req, n);   /* the client sees EOF */
             continue;
         }
         long pid = -1;
@@ -568,13 +619,17 @@ static PyMethodDef spawn_methods[] = {
      "OSError with the child's errno if the program cannot be executed."},
     {"forkserver_send", (PyCFunction)(void (*)(void))forkserver_send,
      METH_FASTCALL | METH_KEYWORDS,
-     "forkserver_send(address, fds)\n\n"
-     "Send a fork request carrying fds to the forkserver at address."},
+     "forkserver_send(address, fds, handshake=None)\n\n"
+     "Send a fork request carrying fds to the forkserver at address;\n"
+     "handshake(fd), when given, talks over the connection first."},
     {"forkserver_serve", (PyCFunction)(void (*)(void))forkserver_serve,
      METH_FASTCALL | METH_KEYWORDS,
-     "forkserver_serve(listener_fd, alive_fd, max_fds)\n\n"
-     "The forkserver's request loop.  Returns None when alive_fd reaches\n"
-     "EOF; returns (data_fd, fds) in each child it forks."},
+     "forkserver_serve(listener_fd, alive_fd, max_fds, handshake=None,\n"
+     "                 timeout=None)\n\n"
+     "The forkserver's request loop.  handshake(fd) vets each request\n"
+     "connection; a read on it waits at most timeout seconds.  Returns\n"
+     "None when alive_fd reaches EOF; returns (data_fd, fds) in each child\n"
+     "it forks."},
 #endif
     {NULL, NULL, 0, NULL},
 };

@@ -174,10 +174,20 @@ class BaseContext(object):
         children (useful when Python is embedded)."""
         _sibling('spawn', 'set_executable')(executable)
 
-    def set_forkserver_preload(self, module_names):
-        """Modules the fork server should try to import up front (a
-        hint)."""
-        _sibling('forkserver', 'set_forkserver_preload')(module_names)
+    if sys.version_info >= (3, 15):
+        def set_forkserver_preload(self, module_names, *, on_error='ignore'):
+            """Modules the fork server should try to import up front.
+
+            on_error: what a failed import does in the server -- "ignore"
+            (the default), "warn" (an ImportWarning) or "fail" (the server
+            stops, so starting a process fails)."""
+            _sibling('forkserver', 'set_forkserver_preload')(
+                module_names, on_error=on_error)
+    else:
+        def set_forkserver_preload(self, module_names):
+            """Modules the fork server should try to import up front (a
+            hint)."""
+            _sibling('forkserver', 'set_forkserver_preload')(module_names)
 
     # -- start methods -----------------------------------------------------
 

@@ -50,16 +50,23 @@ class Popen(popen_fork.Popen):
 
     def _launch(self, process_obj):
         payload = spawn._pickle_for_child(self, process_obj)
-        self.sentinel, data_w = forkserver.connect_to_new_process(self._fds)
-        # The child watches the data pipe for EOF to learn that we died:
-        # keep a copy of its write end open as long as we live.
-        keep = os.dup(data_w)
-        self.finalizer = util.Finalize(self, util.close_fds,
-                                       (keep, self.sentinel))
         try:
-            spawn._write_all(data_w, payload)
+            self.sentinel, data_w = forkserver.connect_to_new_process(
+                self._fds)
+            # The child watches the data pipe for EOF to learn that we
+            # died: keep a copy of its write end open as long as we live.
+            keep = os.dup(data_w)
+            self.finalizer = util.Finalize(self, util.close_fds,
+                                           (keep, self.sentinel))
+            try:
+                spawn._write_all(data_w, payload)
+            finally:
+                os.close(data_w)
         finally:
-            os.close(data_w)
+            # payload is a view of a BytesIO: let go of it now, not when a
+            # traceback holding both is collected (which would find the
+            # BytesIO still exported).
+            payload.release()
         self.pid = forkserver.read_signed(self.sentinel)
 
     def poll(self, flag=os.WNOHANG):

@@ -297,6 +297,7 @@ cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out)
    ====================================================================== */
 #ifdef CMP_POSIX
 
+#include "platform/io.h"
 #include "platform/spawn.h"
 
 #include <errno.h>
@@ -306,6 +307,7 @@ cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out)
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -339,11 +341,29 @@ set_cloexec(int fd)
     return 0;
 }
 
+/* The outcome of a connect() that a signal interrupted. */
+static int
+finish_connect(int sock)
+{
+    struct pollfd p = {.fd = sock, .events = POLLOUT, .revents = 0};
+    while (poll(&p, 1, -1) < 0) {
+        if (errno != EINTR) {
+            return errno;
+        }
+    }
+    int soerr = 0;
+    socklen_t size = sizeof(soerr);
+    if (getsockopt(sock, SOL_SOCKET, SO_ERROR, &soerr, &size) < 0) {
+        return errno;
+    }
+    return soerr;
+}
+
 int
-cmp_fs_send_request(const char *addr, size_t addrlen, const int *fds,
-                    size_t nfds)
+cmp_fs_connect(const char *addr, size_t addrlen, int *sock_out)
 {
     struct sockaddr_un sun;
+    *sock_out = -1;
     if (addrlen == 0 || addrlen >= sizeof(sun.sun_path)) {
         return ENAMETOOLONG;
     }
@@ -357,46 +377,34 @@ cmp_fs_send_request(const char *addr, size_t addrlen, const int *fds,
         return errno;
     }
     int err = set_cloexec(sock);
+    if (err == 0 && connect(sock, (struct sockaddr *)&sun, len) < 0) {
+        /* A connect interrupted by a signal goes on in the background;
+           wait for its outcome rather than starting it again. */
+        err = errno;
+        if (err == EINTR) {
+            err = finish_connect(sock);
+        }
+    }
     if (err != 0) {
         close(sock);
         return err;
     }
-    while (connect(sock, (struct sockaddr *)&sun, len) < 0) {
-        if (errno != EINTR) {
-            err = errno;
-            close(sock);
-            return err;
-        }
-    }
-    size_t space = CMSG_SPACE(nfds * sizeof(int));
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * 260)];
-    } control;
-    if (nfds > 260) {
-        close(sock);
+    *sock_out = sock;
+    return 0;
+}
+
+int
+cmp_fs_send_fds(int sock, const int *fds, size_t nfds)
+{
+    if (nfds > CMP_FS_MAX_FDS) {
         return E2BIG;
     }
-    memset(&control, 0, sizeof(control));
     unsigned char count = (unsigned char)(nfds % 256);
-    struct iovec iov = {.iov_base = &count, .iov_len = 1};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (nfds > 0) {
-        msg.msg_control = control.buf;
-        msg.msg_controllen = (socklen_t)space;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-        memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+    size_t sent = 0;
+    int err;
+    while ((err = cmp_io_sendfds(sock, fds, nfds, &count, 1, &sent)) ==
+           EINTR) {
     }
-    ssize_t sent;
-    while ((sent = sendmsg(sock, &msg, 0)) < 0 && errno == EINTR) {
-    }
-    err = sent < 0 ? errno : 0;
     if (err == 0 && CMP_FS_ACK) {
         char ack = 0;
         ssize_t got;
@@ -406,85 +414,72 @@ cmp_fs_send_request(const char *addr, size_t addrlen, const int *fds,
             err = got < 0 ? errno : EPIPE;
         }
     }
-    close(sock);
     return err;
 }
 
-int
-cmp_fs_recv_request(int listener, int *fds, size_t max, size_t *nfds)
+/* SO_RCVTIMEO and SO_SNDTIMEO of sock: timeout seconds. */
+static int
+set_io_timeout(int sock, double timeout)
 {
-    *nfds = 0;
+    struct timeval tv;
+    tv.tv_sec = (time_t)timeout;
+    tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
+    if (tv.tv_sec == 0 && tv.tv_usec == 0) {
+        tv.tv_usec = 1;     /* zero would mean no limit */
+    }
+    if (setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+        setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) {
+        return errno;
+    }
+    return 0;
+}
+
+int
+cmp_fs_accept(int listener, double timeout, int *conn_out)
+{
+    *conn_out = -1;
     int conn = accept(listener, NULL, NULL);
     if (conn < 0) {
         return errno;
     }
-    (void)set_cloexec(conn);
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * 260)];
-    } control;
-    if (max > 260) {
-        max = 260;
-    }
-    unsigned char count = 0;
-    struct iovec iov = {.iov_base = &count, .iov_len = 1};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = (socklen_t)CMSG_SPACE(max * sizeof(int));
-    ssize_t got;
-#ifdef MSG_CMSG_CLOEXEC
-    int flags = MSG_CMSG_CLOEXEC;
-#else
-    int flags = 0;
-#endif
-    while ((got = recvmsg(conn, &msg, flags)) < 0 && errno == EINTR) {
-    }
-    int err = got < 0 ? errno : 0;
-    size_t n = 0;
-    if (got > 0) {
-        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL;
-             cm = CMSG_NXTHDR(&msg, cm)) {
-            if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) {
-                continue;
-            }
-            size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-                if (n < max) {
-                    fds[n++] = fd;
-                }
-                else {
-                    close(fd);
-                    err = EBADMSG;
-                }
-            }
-        }
-        if (CMP_FS_ACK) {
-            char ack = 'A';
-            (void)send(conn, &ack, 1, 0);
-        }
-    }
-    else if (got == 0) {
-        err = EBADMSG;      /* the client went away before sending */
-    }
-    close(conn);
-    if (err == 0 &&
-        ((msg.msg_flags & MSG_CTRUNC) || count != (unsigned char)(n % 256))) {
-        err = EBADMSG;
-    }
-    for (size_t i = 0; i < n && err == 0; i++) {
-        err = set_cloexec(fds[i]);
+    int err = set_cloexec(conn);
+    if (err == 0 && timeout >= 0) {
+        err = set_io_timeout(conn, timeout);
     }
     if (err != 0) {
+        close(conn);
+        return err;
+    }
+    *conn_out = conn;
+    return 0;
+}
+
+int
+cmp_fs_recv_fds(int conn, int *fds, size_t max, size_t *nfds)
+{
+    *nfds = 0;
+    if (max > CMP_FS_MAX_FDS) {
+        max = CMP_FS_MAX_FDS;
+    }
+    unsigned char count = 0;
+    size_t n = 0, got = 0;
+    int truncated = 0;
+    int err = cmp_io_recvfds(conn, fds, max, &n, &count, 1, &got,
+                             &truncated);
+    if (err != 0) {
+        return err;
+    }
+    if (got == 0 || truncated || count != (unsigned char)(n % 256)) {
+        /* the client went away before sending, or sent a broken request */
         cmp_fs_close_fds(fds, n);
-        n = 0;
+        return EBADMSG;
+    }
+    if (CMP_FS_ACK) {
+        char ack = 'A';
+        (void)send(conn, &ack, 1, 0);
     }
     *nfds = n;
-    return err;
+    return 0;
 }
 
 /* The write end of the SIGCHLD self-pipe: a C int only the handler and

@@ -31,19 +31,35 @@ int cmp_spawn_check_fd(int fd);
 
 /* ---- the forkserver's wire and loop (POSIX) ----
 
-   A request is one connection to the server's AF_UNIX listener carrying
-   one data byte (the number of fds, modulo 256) and the fds themselves as
-   SCM_RIGHTS. */
+   A request is one connection to the server's AF_UNIX listener.  The two
+   sides may first talk over it (the package authenticates the client
+   there); then the client sends one data byte (the number of fds, modulo
+   256) with the fds themselves attached as SCM_RIGHTS, and both sides close
+   it. */
 
-/* Connect to the listener at addr (addrlen bytes; a leading NUL byte means
-   Linux's abstract namespace), send fds, close the connection. */
-int cmp_fs_send_request(const char *addr, size_t addrlen, const int *fds,
-                        size_t nfds);
+/* The most fds one request may carry. */
+#define CMP_FS_MAX_FDS 260
 
-/* Accept one connection on listener and receive its fds into fds[0..max-1]
-   (*nfds of them).  EBADMSG: malformed request (its fds are closed);
-   EAGAIN/ECONNABORTED/EINTR: nothing to do this time. */
-int cmp_fs_recv_request(int listener, int *fds, size_t max, size_t *nfds);
+/* Connect a new close-on-exec stream socket to the listener at addr
+   (addrlen bytes; a leading NUL byte means Linux's abstract namespace);
+   the socket is stored in *sock. */
+int cmp_fs_connect(const char *addr, size_t addrlen, int *sock);
+
+/* Send the request's fds on a connected socket (E2BIG above
+   CMP_FS_MAX_FDS).  EINTR is retried (the call does not wait: the data
+   byte fits any socket buffer).  The caller closes sock. */
+int cmp_fs_send_fds(int sock, const int *fds, size_t nfds);
+
+/* Accept one connection on listener, close-on-exec, into *conn; with a
+   timeout >= 0 every blocking read or write on it gives up (EAGAIN) after
+   that many seconds.  EAGAIN/ECONNABORTED/EINTR: nothing to do this time. */
+int cmp_fs_accept(int listener, double timeout, int *conn);
+
+/* Receive a request's fds (close-on-exec) into fds[0..max-1], *nfds of
+   them, from an accepted connection.  EBADMSG: the client closed without
+   sending, or sent a malformed request (its fds are closed); EAGAIN: the
+   accept timeout passed; EINTR: try again.  The caller closes conn. */
+int cmp_fs_recv_fds(int conn, int *fds, size_t max, size_t *nfds);
 
 /* SIGCHLD -> one byte on a non-blocking self-pipe, whose read end is
    stored in *rfd.  cmp_fs_sigchld_stop() puts the previous action back
