@@ -3,12 +3,18 @@
 Every .c file under Modules/ is compiled; the platform layer's files that do
 not apply to the target compile to nothing.  Warnings are errors when
 CMP_WERROR=1 is set in the environment (CI sets it).
+
+The same build makes the child launcher, Modules/launcher/ (a program, not
+a module: see launcher.h), with the same compiler and this Python's
+headers, and puts it in the package as cmultiprocessing/_cmp_launcher
+(.exe on Windows), so that it is in every wheel.
 """
 import glob
 import os
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,13 +49,58 @@ def link_args():
 
 def libraries():
     if sys.platform.startswith("linux"):
-        return ["rt", "pthread"]
+        return ["rt", "pthread", "dl"]
     if sys.platform == "win32":
         return ["ws2_32", "advapi32"]
     return []
 
 
+LAUNCHER = "_cmp_launcher"
+
+
+def launcher_libraries():
+    # dlopen() is in libc from glibc 2.34 on; older ones need libdl.
+    return ["dl"] if sys.platform.startswith("linux") else []
+
+
+class BuildWithLauncher(build_ext):
+    """build_ext, then the launcher program next to the package's modules."""
+
+    def run(self):
+        super().run()
+        self.build_launcher()
+
+    def launcher_dir(self):
+        if self.inplace:
+            return os.path.join(HERE, "Lib", "cmultiprocessing")
+        return os.path.join(self.build_lib, "cmultiprocessing")
+
+    def launcher_file(self):
+        return os.path.join(self.launcher_dir(),
+                            self.compiler.executable_filename(LAUNCHER))
+
+    def build_launcher(self):
+        sources = sorted(glob.glob(os.path.join("Modules", "launcher", "*.c")))
+        if not sources:
+            raise RuntimeError("no launcher sources in Modules/launcher/")
+        args = [a for a in compile_args() if not a.startswith(
+            ("-fvisibility", "-fsanitize", "-O1", "-g", "-fno-omit"))]
+        objects = self.compiler.compile(
+            sources, output_dir=os.path.join(self.build_temp, "launcher"),
+            include_dirs=self.include_dirs, extra_postargs=args,
+            debug=self.debug)
+        os.makedirs(self.launcher_dir(), exist_ok=True)
+        self.compiler.link_executable(
+            objects, LAUNCHER, output_dir=self.launcher_dir(),
+            libraries=launcher_libraries(),
+            library_dirs=self.library_dirs, debug=self.debug)
+
+    def get_outputs(self):
+        return super().get_outputs() + [self.launcher_file()]
+
+
 setup(
+    cmdclass={"build_ext": BuildWithLauncher},
     ext_modules=[
         Extension(
             "_cmultiprocessing",

@@ -605,7 +605,48 @@ compile_main(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_CompileStringObject(text, filename, Py_file_input, NULL, -1);
 }
 
+/* runtime_library() -> str or None
+   The shared library this interpreter runs from (libpython, the Python
+   framework, pythonXY.dll), which the child launcher can load to start a
+   child on the same runtime; None when the runtime is linked into the
+   program itself. */
+static PyObject *
+runtime_library(PyObject *module, PyObject *unused)
+{
+    /* Enough for Windows' longest path in UTF-8, and for any POSIX one. */
+    const size_t size = 32768 * 3 + 1;
+    char *buf;
+    int err, in_program = 0;
+    PyObject *result = NULL;
+    (void)module;
+    (void)unused;
+    buf = PyMem_Malloc(size);
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    err = cmp_spawn_library_of((const void *)&Py_Initialize, buf, size,
+                               &in_program);
+    if (err != 0) {
+        cmp_raise_oserror(err);
+    }
+    else if (in_program) {
+        result = Py_NewRef(Py_None);
+    }
+    else {
+        /* POSIX file-system bytes; UTF-8 on Windows, which is also the
+           file-system encoding there. */
+        result = PyUnicode_DecodeFSDefault(buf);
+    }
+    PyMem_Free(buf);
+    return result;
+}
+
 static PyMethodDef spawn_methods[] = {
+    {"runtime_library", runtime_library, METH_NOARGS,
+     "runtime_library() -> str or None\n\n"
+     "The path of the shared library holding this interpreter's runtime\n"
+     "(libpython, the Python framework, pythonXY.dll); None when the\n"
+     "runtime is linked into the program statically."},
     {"compile_main", (PyCFunction)(void (*)(void))compile_main, METH_FASTCALL,
      "compile_main(source, filename) -> code\n\n"
      "compile(source, filename, 'exec', dont_inherit=True) for a source\n"

@@ -98,6 +98,9 @@ SMOKE = textwrap.dedent("""
     for mod in (cmultiprocessing, _cmultiprocessing):
         where = os.path.realpath(mod.__file__)
         assert where.startswith(prefix), (mod.__name__, where, prefix)
+    from cmultiprocessing import spawn
+    launcher = spawn._launcher_file()
+    assert os.path.isfile(launcher) and os.access(launcher, os.X_OK), launcher
 
     def work(q, n):
         q.put(sum(range(n)))
@@ -147,6 +150,14 @@ def test_wheel_from_the_tree_installs_and_runs(project, builder, tmp_path):
     assert any(n.startswith("_cmultiprocessing") for n in names), names
     assert "cmultiprocessing/__init__.py" in names
     assert "cmultiprocessing/dummy/__init__.py" in names
+    # the child launcher, built with the extension, executable
+    launcher = "cmultiprocessing/_cmp_launcher" + (
+        ".exe" if sys.platform == "win32" else "")
+    assert launcher in names, names
+    if sys.platform != "win32":
+        with zipfile.ZipFile(wheel) as zf:
+            mode = zf.getinfo(launcher).external_attr >> 16
+        assert mode & 0o111, oct(mode)
     # no sources, tests or tools in the wheel
     assert not [n for n in names if n.startswith(("Modules/", "tests/",
                                                   "tools/"))]

@@ -167,6 +167,8 @@ def fresh_interpreter_choice(monkeypatch):
     monkeypatch.setattr(spawn._Interpreter, "explicit", None)
     monkeypatch.setattr(spawn._Interpreter, "found", None)
     monkeypatch.setattr(spawn._Interpreter, "probed", {})
+    monkeypatch.setattr(spawn._Interpreter, "launch", ())
+    monkeypatch.setattr(spawn._Interpreter, "why", None)
     yield
 
 
@@ -223,8 +225,11 @@ def test_discovery_failure_says_set_executable(monkeypatch, tmp_path,
         monkeypatch.setattr(sys, attr, str(tmp_path))
     monkeypatch.setattr(sys, "executable", "")
     monkeypatch.setattr(sys, "_base_executable", "", raising=False)
-    with pytest.raises(RuntimeError, match="set_executable"):
+    # no shared libpython either, so the child launcher cannot help
+    monkeypatch.setattr(_cmultiprocessing, "runtime_library", lambda: None)
+    with pytest.raises(RuntimeError, match="set_executable") as info:
         spawn.get_executable()
+    assert "linked statically" in str(info.value)
     # and a start fails with that error too, leaving nothing behind
     ctx = cmultiprocessing.get_context("spawn")
     p = ctx.Process(target=print)

@@ -193,11 +193,11 @@ class ForkServer(object):
             argv_tail = data['sys_argv']
             if self._preload_on_error != 'ignore':
                 options['on_error'] = self._preload_on_error
-        exe = spawn.get_executable()
+        start = spawn._interpreter_argv()
         code = spawn._child_code(_SERVER_CMD % (
             listener_fd, alive_fd, self._preload_modules, options))
-        return exe, [exe, *util._args_from_interpreter_flags(), '-c', code,
-                     *argv_tail]
+        return start[0], [*start, *util._args_from_interpreter_flags(),
+                          '-c', code, *argv_tail]
 
     def _launch(self):
         listener, address = _bound_listener()

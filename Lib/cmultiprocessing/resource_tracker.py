@@ -310,11 +310,12 @@ class ResourceTracker(object):
             inherited.append(sys.stderr.fileno())
         except Exception:
             pass
-        exe = spawn.get_executable()
+        start = spawn._interpreter_argv()
+        exe = start[0]
         r, w = os.pipe()
         try:
             inherited.append(r)
-            argv = [exe] + util._args_from_interpreter_flags() + [
+            argv = start + util._args_from_interpreter_flags() + [
                 '-c', spawn._child_code(
                     'from cmultiprocessing.resource_tracker import main;'
                     'main(%d)' % r)]

@@ -11,16 +11,23 @@ everything but ``os`` and ``sys`` is imported where it is first needed.
 
 Choosing the interpreter is the part that differs most from the standard
 library: in an embedded interpreter (LLDB, editors, ...) ``sys.executable``
-may be empty, the host program, or some other Python found on PATH, so
-``get_executable`` looks for an interpreter of this very version and
-installation and refuses to guess.
+may be empty, the host program, or some other Python found on PATH, and
+there may be no python program of this version at all.  ``get_executable``
+chooses, in this order: the interpreter given to ``set_executable``; a
+python program of this very version and installation; the child launcher
+shipped in the package (``_cmp_launcher``), which loads the same shared
+libpython this process runs on and gives it this process's prefixes and
+``sys.path``; and otherwise raises a RuntimeError that says what it tried.
+It never guesses: a child does not run on another interpreter.
+``describe_executable()`` says which one is in use and why.
 """
 
 import os
 import sys
 
 __all__ = ['_main', 'freeze_support', 'set_executable', 'get_executable',
-           'get_preparation_data', 'get_command_line', 'import_main_path']
+           'get_preparation_data', 'get_command_line', 'import_main_path',
+           'describe_executable']
 
 WINDOWS = sys.platform == 'win32'
 WINEXE = bool(WINDOWS and getattr(sys, 'frozen', False))
@@ -43,7 +50,12 @@ class _Interpreter:
 
     explicit = None      # set_executable()'s argument, normalised
     found = None         # the result of discovery, once made
+    launch = ()          # the launcher's options, when found is the launcher
+    why = None           # how found was chosen
     probed = {}          # path -> whether it answered as this interpreter
+
+
+LAUNCHER = '_cmp_launcher.exe' if WINDOWS else '_cmp_launcher'
 
 
 def _as_path(exe):
@@ -60,18 +72,41 @@ def set_executable(exe):
 
 
 def get_executable():
-    """The interpreter the children run on.
+    """The program the children run on.
 
-    Raises RuntimeError when no interpreter of this version and installation
-    can be found; set_executable() then tells which one to use.
+    That is a python program of this version and installation, or else the
+    child launcher of this package over the libpython this process runs
+    on.  Raises RuntimeError when neither can be used; set_executable()
+    then tells which interpreter to use.
     """
     if _Interpreter.explicit is not None:
         return _Interpreter.explicit
     if getattr(sys, 'frozen', False):
         return _as_path(sys.executable)
     if _Interpreter.found is None:
-        _Interpreter.found = _as_path(_discover_interpreter())
+        _discover()
     return _Interpreter.found
+
+
+def describe_executable():
+    """Which program the children run on, and why: one sentence."""
+    if _Interpreter.explicit is not None:
+        return '%s, given to set_executable()' % (
+            os.fsdecode(_Interpreter.explicit),)
+    if getattr(sys, 'frozen', False):
+        return '%s, the frozen program itself' % (sys.executable,)
+    get_executable()
+    return _Interpreter.why
+
+
+def _interpreter_argv():
+    """The start of a child's command line up to the interpreter's own
+    arguments: the program, then the launcher's options if it is the
+    launcher."""
+    exe = get_executable()
+    if _Interpreter.explicit is None and exe is _Interpreter.found:
+        return [exe, *_Interpreter.launch]
+    return [exe]
 
 
 def _version_tag():
@@ -135,19 +170,62 @@ def _identity():
     return '%s\n%s' % (sys.version, sys.prefix)
 
 
+def _run_briefly(argv, timeout=30):
+    """(exit status, stdout and stderr as text) of argv, with no input;
+    (None, why) when it cannot be started or does not end in time.  No
+    subprocess module: it would import _posixsubprocess."""
+    if WINDOWS:
+        import subprocess
+        try:
+            done = subprocess.run(argv, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, timeout=timeout)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return None, str(exc)
+        return done.returncode, done.stdout.decode('utf-8', 'replace')
+    import select
+    import time
+    r, w = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[
+            (os.POSIX_SPAWN_DUP2, devnull, 0),
+            (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+    except OSError as exc:
+        os.close(r)
+        return None, str(exc)
+    finally:
+        os.close(w)
+        os.close(devnull)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return None, 'no answer in %d seconds' % timeout
+            data = os.read(r, 65536)
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(r)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    return status, b''.join(chunks).decode('utf-8', 'replace')
+
+
+_IDENTITY_PROBE = 'import sys; sys.stdout.write(sys.version + "\\n" + sys.prefix)'
+
+
 def _answers_as_us(path):
     """Ask path itself (once per process) whether it is this interpreter."""
     known = _Interpreter.probed.get(path)
     if known is not None:
         return known
-    import subprocess
-    probe = 'import sys; sys.stdout.write(sys.version + "\\n" + sys.prefix)'
-    try:
-        out = subprocess.run([path, '-I', '-c', probe], capture_output=True,
-                             stdin=subprocess.DEVNULL, timeout=30).stdout
-        ok = out.decode('utf-8', 'replace') == _identity()
-    except (OSError, subprocess.SubprocessError):
-        ok = False
+    status, out = _run_briefly([path, '-I', '-c', _IDENTITY_PROBE])
+    ok = status == 0 and out == _identity()
     _Interpreter.probed[path] = ok
     return ok
 
@@ -164,22 +242,101 @@ def _usable(path):
     return _answers_as_us(path)
 
 
-def _discover_interpreter():
+class _LauncherUnusable(Exception):
+    """Why the child launcher cannot start this interpreter."""
+
+
+def _launcher_file():
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), LAUNCHER)
+
+
+def _launcher_options(library):
+    """The launcher's options that make its interpreter this one."""
+    options = ['--libpython=' + library]
+    for name, value in (
+            ('executable', sys.executable),
+            ('base-executable', getattr(sys, '_base_executable', None)),
+            ('prefix', sys.prefix), ('exec-prefix', sys.exec_prefix),
+            ('base-prefix', sys.base_prefix),
+            ('base-exec-prefix', sys.base_exec_prefix),
+            ('stdlib-dir', getattr(sys, '_stdlib_dir', None)),
+            ('platlibdir', getattr(sys, 'platlibdir', None))):
+        if value:
+            options.append('--%s=%s' % (name, value))
+    for entry in sys.path:
+        if entry and isinstance(entry, str):
+            options.append('--path=' + entry)
+    options.append('--')
+    return options
+
+
+def _launcher():
+    """(launcher, its options) for this interpreter, checked by running it
+    once; raises _LauncherUnusable saying why it cannot be used."""
+    import _cmultiprocessing
+    library = _cmultiprocessing.runtime_library()
+    if library is None:
+        raise _LauncherUnusable(
+            'Python is linked statically into this program, so there is no '
+            'shared libpython for the launcher to load')
+    launcher = _launcher_file()
+    if not os.path.isfile(launcher):
+        raise _LauncherUnusable('the launcher %s is missing' % launcher)
+    if not os.access(launcher, os.X_OK):
+        raise _LauncherUnusable('the launcher %s is not executable'
+                                % launcher)
+    options = _launcher_options(library)
+    status, out = _run_briefly([launcher, *options, '-I', '-c',
+                                _IDENTITY_PROBE])
+    if status != 0 or out != _identity():
+        detail = out.strip()
+        if len(detail) > 2000:
+            detail = '...' + detail[-2000:]
+        raise _LauncherUnusable(
+            'the launcher %s over %s %s%s' % (
+                launcher, library,
+                'failed' if status is None else
+                'did not start this interpreter' if status == 0 else
+                'exited with status %d' % status,
+                ': ' + detail if detail else ''))
+    return launcher, options, library
+
+
+def _discover():
     tried = []
     for path in _interpreter_candidates():
         if not path or path in tried:
             continue
         tried.append(path)
         if _usable(path):
-            return path
-    raise RuntimeError(
-        'cmultiprocessing cannot find a Python %s interpreter for child '
-        'processes: sys.executable is %r and none of %s is this '
-        'interpreter.  Call cmultiprocessing.set_executable(path) with the '
-        'path of the python%d.%d program of this installation (prefix %r).'
-        % (sys.version.split()[0], getattr(sys, 'executable', None),
-           ', '.join(map(repr, tried[1:])) or 'the usual places',
-           sys.version_info[0], sys.version_info[1], sys.prefix))
+            _Interpreter.found = _as_path(path)
+            _Interpreter.launch = ()
+            _Interpreter.why = (
+                '%s, a Python %s program of this installation' % (
+                    path, sys.version.split()[0]))
+            return
+    looked = ', '.join(map(repr, tried[1:])) or 'the usual places'
+    try:
+        launcher, options, library = _launcher()
+    except _LauncherUnusable as exc:
+        raise RuntimeError(
+            'cmultiprocessing cannot find a Python %s interpreter for child '
+            'processes: sys.executable is %r and none of %s is this '
+            'interpreter, and the child launcher cannot be used: %s.  Call '
+            'cmultiprocessing.set_executable(path) with the path of the '
+            'python%d.%d program of this installation (prefix %r).'
+            % (sys.version.split()[0], getattr(sys, 'executable', None),
+               looked, exc, sys.version_info[0], sys.version_info[1],
+               sys.prefix)) from None
+    _Interpreter.found = _as_path(launcher)
+    _Interpreter.launch = tuple(options)
+    _Interpreter.why = (
+        '%s, the child launcher over %s (no Python %s program of this '
+        'installation: sys.executable is %r, and none of %s is one)' % (
+            launcher, library, sys.version.split()[0],
+            getattr(sys, 'executable', None), looked))
+    from . import util
+    util.info('children run on %s', _Interpreter.why)
 
 
 # ---------------------------------------------------------------------------
@@ -216,7 +373,7 @@ def get_command_line(**kwds):
     prog = _child_code(
         'from cmultiprocessing.spawn import spawn_main; spawn_main(%s)'
         % ', '.join(pairs))
-    return ([get_executable()] + util._args_from_interpreter_flags() +
+    return (_interpreter_argv() + util._args_from_interpreter_flags() +
             ['-c', prog, FORK_FLAG])
 
 

@@ -17,6 +17,10 @@
 #include <spawn.h>
 #include <unistd.h>
 
+#include <dlfcn.h>
+#include <mach-o/dyld.h>
+#include <string.h>
+
 extern char **environ;
 
 int
@@ -73,6 +77,32 @@ cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out)
         *pid_out = (long)pid;
     }
     return err;
+}
+
+/* The image holding addr: the Python framework's binary or a libpython
+   dylib, unless it is the main program's own image (index 0). */
+int
+cmp_spawn_library_of(const void *addr, char *buf, size_t size,
+                     int *in_program)
+{
+    *in_program = 0;
+    if (size > 0) {
+        buf[0] = '\0';
+    }
+    Dl_info info;
+    if (dladdr(addr, &info) == 0 || info.dli_fname == NULL ||
+        info.dli_fname[0] == '\0') {
+        return ENOENT;   /* not in any loaded image: cannot happen */
+    }
+    if (info.dli_fbase == (void *)_dyld_get_image_header(0)) {
+        *in_program = 1;
+        return 0;
+    }
+    if (strlen(info.dli_fname) >= size) {
+        return ENAMETOOLONG;
+    }
+    strcpy(buf, info.dli_fname);
+    return 0;
 }
 
 #endif /* CMP_DARWIN */

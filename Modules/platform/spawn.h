@@ -26,6 +26,16 @@ typedef struct {
    has already been reaped.  Call without the GIL. */
 int cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out);
 
+/* The file of the shared library that holds the code at addr (a function
+   of the Python runtime: the libpython, or macOS's Python framework, or
+   pythonXY.dll), NUL-terminated into buf of size bytes: file-system bytes
+   on POSIX, UTF-8 on Windows.  *in_program is set to 1 (and buf left
+   empty) when addr lies in the main program, the runtime being linked
+   into it statically.  ENAMETOOLONG: buf is too small.  Works on every
+   platform (the child launcher loads that file). */
+int cmp_spawn_library_of(const void *addr, char *buf, size_t size,
+                         int *in_program);
+
 /* 0 if fd is an open descriptor, else an error code (EBADF). */
 int cmp_spawn_check_fd(int fd);
 

@@ -2,6 +2,7 @@
  * (platform/winspawn.h).
  */
 #include "platform/winspawn.h"
+#include "platform/spawn.h"
 
 #ifdef CMP_WINDOWS
 #include <stdlib.h>
@@ -116,6 +117,42 @@ cmp_winspawn(const cmp_winspawn_request *req, HANDLE *process,
     CloseHandle(pi.hThread);
     *process = pi.hProcess;
     *pid = (unsigned long)pi.dwProcessId;
+    return 0;
+}
+
+/* The DLL holding addr (pythonXY.dll), unless it is the program's own
+   module; its path as UTF-8. */
+int
+cmp_spawn_library_of(const void *addr, char *buf, size_t size,
+                     int *in_program)
+{
+    *in_program = 0;
+    if (size > 0) {
+        buf[0] = '\0';
+    }
+    HMODULE module = NULL;
+    wchar_t path[32768];
+    DWORD n;
+    int written;
+    if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS |
+                            GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                            (LPCWSTR)addr, &module)) {
+        return (int)GetLastError();
+    }
+    if (module == GetModuleHandleW(NULL)) {
+        *in_program = 1;
+        return 0;
+    }
+    n = GetModuleFileNameW(module, path, 32768);
+    if (n == 0 || n >= 32768) {
+        return n == 0 ? (int)GetLastError() : ERROR_INSUFFICIENT_BUFFER;
+    }
+    written = WideCharToMultiByte(CP_UTF8, 0, path, -1, buf,
+                                  size > 0x7fffffff ? 0x7fffffff : (int)size,
+                                  NULL, NULL);
+    if (written == 0) {
+        return (int)GetLastError();
+    }
     return 0;
 }
 
