@@ -421,6 +421,26 @@ def start_bench(method):
     return run
 
 
+def b_start_launcher(impl, n):
+    """spawn start+join with cmultiprocessing's children run by its child
+    launcher over this process's libpython (what a host with no python
+    program gets); the other libraries run the python program as usual."""
+    if impl.label != "cmultiprocessing":
+        return start_bench("spawn")(impl, n)
+    sp = impl.submodule("spawn")
+    try:
+        launcher, options, _library = sp._launcher()
+    except sp._LauncherUnusable as exc:
+        raise NotAvailable(str(exc))
+    state = sp._Interpreter
+    saved = state.found, state.launch
+    state.found, state.launch = os.fsencode(launcher), tuple(options)
+    try:
+        return start_bench("spawn")(impl, n)
+    finally:
+        state.found, state.launch = saved
+
+
 def b_shared_memory(impl, n):
     SharedMemory = impl.submodule("shared_memory").SharedMemory
     t0 = time.perf_counter()
@@ -497,6 +517,8 @@ def all_benches():
         Bench("Process start+join, fork", start_bench("fork"), 20, 60),
         Bench("Process start+join, spawn", start_bench("spawn"), 3, 8),
         Bench("Process start+join, forkserver", start_bench("forkserver"), 10, 30),
+        Bench("Process start+join, spawn via launcher", b_start_launcher, 3, 8,
+              peers=()),
         Bench("SharedMemory create+close+unlink", b_shared_memory, 200, 800),
         Bench("RawArray('d', 10000) alloc+free", b_rawarray, 2000, 8000),
         Bench("Manager dict set+get", b_manager_dict, 300, 1200),

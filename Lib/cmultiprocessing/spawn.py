@@ -170,10 +170,15 @@ def _identity():
     return '%s\n%s' % (sys.version, sys.prefix)
 
 
-def _run_briefly(argv, timeout=30):
+_PROBE_TIMEOUT = 30     # seconds an interpreter or the launcher may take to answer
+
+
+def _run_briefly(argv, timeout=None):
     """(exit status, stdout and stderr as text) of argv, with no input;
     (None, why) when it cannot be started or does not end in time.  No
     subprocess module: it would import _posixsubprocess."""
+    if timeout is None:
+        timeout = _PROBE_TIMEOUT
     if WINDOWS:
         import subprocess
         try:

@@ -147,9 +147,13 @@ take_api(void *lib, const cmpl_char *path, cmpl_api *api)
     TAKE(raw_free, "PyMem_RawFree");
     version = cmpl_symbol(lib, "Py_Version");
     if (version == NULL) {
-        cmpl_error("this library has no Py_Version (a Python before "
-                   "3.11?): ", path);
-        return -1;
+        char text[160];
+        snprintf(text, sizeof(text),
+                 "the library is a Python before 3.11 (it has no "
+                 "Py_Version), this launcher is for Python %d.%d: ",
+                 PY_MAJOR_VERSION, PY_MINOR_VERSION);
+        cmpl_error(text, path);
+        return 1;
     }
     api->version = (const unsigned long *)version;
     /* Major and minor must be those of the headers the launcher was built

@@ -19,7 +19,7 @@ cmpl_load(const char *path)
 {
     /* RTLD_GLOBAL: extension modules are not linked against libpython and
        find its symbols in the global scope. */
-    void *lib = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+    void *lib = dlopen(path, RTLD_LAZY | RTLD_GLOBAL);
     if (lib == NULL) {
         const char *why = dlerror();
         cmpl_error("cannot load libpython: ", why ? why : path);
