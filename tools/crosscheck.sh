@@ -10,8 +10,9 @@
 # installed into .ci-venvs/zig (git-ignored) when missing.  Python.h comes
 # from the CPython 3.12 headers (CMP_PYINC to override) with the small
 # per-target pyconfig.h of tools/cross/<target>/ in place of the host's.
-# Objects go to a temporary directory that is removed at exit: nothing is
-# left in the tree.  Prints one line per file and target, then the link
+# The child launcher (Modules/launcher/) is compiled the same way and
+# linked as an executable of each target.  Objects go to a temporary
+# directory that is removed at exit: nothing is left in the tree.  Prints one line per file and target, then the link
 # check per target, then "N passed, N failed"; exits 1 on any failure.
 set -u
 
@@ -139,6 +140,55 @@ real_link() { # $1 target, then objects
     esac
 }
 
+# The child launcher (Modules/launcher/): a program of its own, built with
+# the same headers.  Its files compile for the target; it uses nothing of
+# Python's C API but types and macros (every function comes from the
+# library named by --libpython=, through dlsym/GetProcAddress), so no Py*
+# symbol may be left undefined; and it links as the target's executable
+# (wmain: -municode on Windows).
+check_launcher() { # $1 target, $2 include dir, then the extra flags
+    local t=$1 inc=$2; shift 2
+    local dir="$work/launcher-$t" src obj lobjs=() used exe
+    mkdir -p "$dir"
+    for src in Modules/launcher/*.c; do
+        obj="$dir/$(basename "$src" .c).o"
+        if zigcc -target "$t" -c -o "$obj" -O2 -fno-sanitize=undefined \
+                -Wall -Wextra -Werror "$@" \
+                -IModules -I"$inc" "$src" >"$dir/log" 2>&1; then
+            pass "$t" "$src"
+            lobjs+=("$obj")
+        else
+            fail "$t" "$src"
+            grep -E 'error:' "$dir/log" | head -n 8 | sed 's/^/        /'
+        fi
+    done
+    if [ ${#lobjs[@]} -eq 0 ] ||
+       [ ${#lobjs[@]} -ne "$(ls Modules/launcher/*.c | wc -l)" ]; then
+        fail "$t" "launcher: link skipped, some files did not compile"
+        return
+    fi
+    if [ -n "$nm_tool" ]; then
+        used=$(python_symbols "$t" "${lobjs[@]}")
+        if [ -z "$used" ]; then
+            pass "$t" "launcher: no Python C API function linked"
+        else
+            fail "$t" "launcher: uses Python's C API directly: $(echo $used)"
+        fi
+    fi
+    case $t in
+        *windows*) exe="$dir/_cmp_launcher.exe"
+                   set -- -municode ;;
+        *)         exe="$dir/_cmp_launcher"
+                   set -- ;;
+    esac
+    if zigcc -target "$t" "$@" -o "$exe" "${lobjs[@]}" >"$dir/link.log" 2>&1; then
+        pass "$t" "launcher: link of the executable"
+    else
+        fail "$t" "launcher: link of the executable"
+        grep -iE 'error|undefined' "$dir/link.log" | head -n 15 | sed 's/^/        /'
+    fi
+}
+
 for t in "${targets[@]}"; do
     if [ ! -f "tools/cross/$t/pyconfig.h" ]; then
         fail "$t" "no tools/cross/$t/pyconfig.h"
@@ -162,6 +212,8 @@ for t in "${targets[@]}"; do
             grep -E 'error:' "$log" | head -n 8 | sed 's/^/        /'
         fi
     done
+
+    check_launcher "$t" "$inc" "${extra[@]}"
 
     # Link check: every cmp_* function a file of this target calls must be
     # defined by some file of this target, and the init function must exist.

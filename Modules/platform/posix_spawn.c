@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -290,6 +291,61 @@ cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out)
         return code != 0 ? code : ECHILD;
     }
     *pid_out = (long)pid;
+    return 0;
+}
+
+/* ---- the library holding the Python runtime ---- */
+
+typedef struct {
+    uintptr_t addr;
+    int visited;
+    int in_program;
+} program_probe;
+
+/* dl_iterate_phdr() visits the main program first: is addr inside one of
+   its loaded segments? */
+static int
+probe_main_program(struct dl_phdr_info *info, size_t size, void *data)
+{
+    program_probe *p = data;
+    (void)size;
+    if (p->visited++) {
+        return 1;
+    }
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t start = (uintptr_t)info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && p->addr >= start &&
+            p->addr < start + ph->p_memsz) {
+            p->in_program = 1;
+        }
+    }
+    return 1;
+}
+
+int
+cmp_spawn_library_of(const void *addr, char *buf, size_t size,
+                     int *in_program)
+{
+    *in_program = 0;
+    if (size > 0) {
+        buf[0] = '\0';
+    }
+    Dl_info info;
+    program_probe probe = {(uintptr_t)addr, 0, 0};
+    if (dladdr(addr, &info) == 0 || info.dli_fname == NULL ||
+        info.dli_fname[0] == '\0') {
+        return ENOENT;   /* not in any loaded image: cannot happen */
+    }
+    dl_iterate_phdr(probe_main_program, &probe);
+    if (probe.in_program) {
+        *in_program = 1;
+        return 0;
+    }
+    if (strlen(info.dli_fname) >= size) {
+        return ENAMETOOLONG;
+    }
+    strcpy(buf, info.dli_fname);
     return 0;
 }
 
@@ -627,61 +683,6 @@ cmp_fs_write_signed(int fd, long long value)
         p += n;
         left -= (size_t)n;
     }
-    return 0;
-}
-
-/* ---- the library holding the Python runtime ---- */
-
-typedef struct {
-    uintptr_t addr;
-    int visited;
-    int in_program;
-} program_probe;
-
-/* dl_iterate_phdr() visits the main program first: is addr inside one of
-   its loaded segments? */
-static int
-probe_main_program(struct dl_phdr_info *info, size_t size, void *data)
-{
-    program_probe *p = data;
-    (void)size;
-    if (p->visited++) {
-        return 1;
-    }
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        uintptr_t start = (uintptr_t)info->dlpi_addr + ph->p_vaddr;
-        if (ph->p_type == PT_LOAD && p->addr >= start &&
-            p->addr < start + ph->p_memsz) {
-            p->in_program = 1;
-        }
-    }
-    return 1;
-}
-
-int
-cmp_spawn_library_of(const void *addr, char *buf, size_t size,
-                     int *in_program)
-{
-    *in_program = 0;
-    if (size > 0) {
-        buf[0] = '\0';
-    }
-    Dl_info info;
-    program_probe probe = {(uintptr_t)addr, 0, 0};
-    if (dladdr(addr, &info) == 0 || info.dli_fname == NULL ||
-        info.dli_fname[0] == '\0') {
-        return ENOENT;   /* not in any loaded image: cannot happen */
-    }
-    dl_iterate_phdr(probe_main_program, &probe);
-    if (probe.in_program) {
-        *in_program = 1;
-        return 0;
-    }
-    if (strlen(info.dli_fname) >= size) {
-        return ENAMETOOLONG;
-    }
-    strcpy(buf, info.dli_fname);
     return 0;
 }
 

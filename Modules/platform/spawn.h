@@ -31,8 +31,9 @@ int cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out);
    pythonXY.dll), NUL-terminated into buf of size bytes: file-system bytes
    on POSIX, UTF-8 on Windows.  *in_program is set to 1 (and buf left
    empty) when addr lies in the main program, the runtime being linked
-   into it statically.  ENAMETOOLONG: buf is too small.  Works on every
-   platform (the child launcher loads that file). */
+   into it statically.  ENAMETOOLONG (ERROR_INSUFFICIENT_BUFFER on
+   Windows): buf is too small.  Works on every platform (the child
+   launcher loads that file). */
 int cmp_spawn_library_of(const void *addr, char *buf, size_t size,
                          int *in_program);
 

@@ -9,8 +9,10 @@
 # nothing, as in the real build) with the test program, into a temporary
 # directory removed at exit, with -Wall -Wextra -Werror.  Wine gets a prefix
 # of its own under ${XDG_CACHE_HOME:-~/.cache} unless WINEPREFIX is set.
-# The test program prints "N passed, N failed"; the script exits non-zero
-# when a test failed or nothing could be run.
+# The test program prints "N passed, N failed"; then launcher.sh tests the
+# child launcher (Modules/launcher/) and cmp_spawn_library_of against a
+# fake python DLL, with its own "N passed, N failed".  The script exits
+# non-zero when a test failed or nothing could be run.
 set -u
 
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -65,12 +67,19 @@ fi
 # (Windows programs end their lines with CR LF)
 timeout 300 "$runner" "$exe" 2>"$work/wine.err" | tr -d '\r' | tee "$work/out.txt"
 status=${PIPESTATUS[0]}
-# stop the wine server of this prefix, so no process is left behind
-command -v wineserver >/dev/null 2>&1 && wineserver -k 2>/dev/null
+finished=1
 if ! grep -qE '^[0-9]+ passed, [0-9]+ failed$' "$work/out.txt"; then
     echo "platform_c: the test program did not finish (status $status):"
     tail -n 20 "$work/wine.err"
     echo "0 passed, 1 failed"
-    exit 1
+    finished=0
 fi
-exit "$status"
+
+# The child launcher and cmp_spawn_library_of, against a fake python DLL.
+mkdir -p "$work/launcher"
+CMP_WINE=$runner bash tests/platform_c/launcher.sh "$work/launcher"
+launcher_status=$?
+
+# stop the wine server of this prefix, so no process is left behind
+command -v wineserver >/dev/null 2>&1 && wineserver -k 2>/dev/null
+[ "$finished" -eq 1 ] && [ "$status" -eq 0 ] && [ "$launcher_status" -eq 0 ]
