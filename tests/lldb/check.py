@@ -181,7 +181,9 @@ def table(label, path):
         print('%-40s %-19s %-4s  %d results from %d children (%s), '
               'run on %s' % (
                   label, name, 'FAIL' if entry['problems'] else 'ok',
-                  len(seen), len(pids), _launcher_or_program(report),
+                  len(seen), len(pids),
+                  'forked' if entry.get('method') == 'fork' else
+                  _launcher_or_program(report),
                   ', '.join(sorted({got[0].split()[0] for _, got in seen}))))
         for text in entry['problems']:
             print('%-40s %-19s       %s' % (label, '', text))

@@ -30,8 +30,20 @@ fi
 
 if [ "${CMP_PYTHONS_HIDDEN:-}" != "$$" ]; then
     command -v unshare >/dev/null || { echo "hide_pythons: no unshare" >&2; exit 70; }
+    # In a chroot "/" is no mount point, so --propagation private fails
+    # there; a namespace whose mounts are all private already (that of
+    # tools/sid-pythons.sh run) is as good.  Never hide in a shared one:
+    # the mounts would reach the rest of the machine.
+    if unshare -m --propagation private true 2>/dev/null; then
+        propagation=private
+    elif ! grep -q ' shared:' /proc/self/mountinfo; then
+        propagation=unchanged
+    else
+        echo "hide_pythons: cannot make a private mount namespace" >&2
+        exit 70
+    fi
     # The inner shell's pid is ours after exec: it knows it is the inner one.
-    exec unshare -m --propagation private -- \
+    exec unshare -m --propagation $propagation -- \
         sh -c 'CMP_PYTHONS_HIDDEN=$$ exec sh "$0" "$@"' "$0" "$@"
 fi
 unset CMP_PYTHONS_HIDDEN
