@@ -14,6 +14,7 @@ Shared by tests/lldb/run_lldb_check.sh and tests/embed/run_embed_check.sh.
 Importing this module does nothing else, so spawned children can import it
 to find the worker functions.
 
+Under spawn a child also starts a spawn child of its own (a grandchild).
 Every child reports its sys.version, sys.prefix, pid and whether the
 standard library's ``multiprocessing`` is in its sys.modules.  Version and
 prefix must equal the parent's (the embedded interpreter's): a child that
@@ -40,6 +41,26 @@ def put_identity(queue):
     queue.put(identity())
 
 
+def put_grandchild_identity(queue):
+    """In a spawn child (on the launcher when no python program is left):
+    start a spawn child of its own, which must run on the same interpreter."""
+    import cmultiprocessing as mp
+    ctx = mp.get_context('spawn')
+    inner = ctx.Queue()
+    proc = ctx.Process(target=put_identity, args=(inner,))
+    proc.start()
+    try:
+        got = inner.get(timeout=TIMEOUT)
+    finally:
+        proc.join(TIMEOUT)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join(10)
+    inner.close()
+    inner.join_thread()
+    queue.put(got)
+
+
 def _check_method(mp, method):
     ctx = mp.get_context(None if method == 'default' else method)
     seen = []
@@ -55,6 +76,19 @@ def _check_method(mp, method):
             proc.join(10)
     if proc.exitcode != 0:
         raise RuntimeError('Process exit code %r' % (proc.exitcode,))
+    if method == 'spawn':
+        proc = ctx.Process(target=put_grandchild_identity, args=(queue,))
+        proc.start()
+        try:
+            seen.append(['grandchild', list(queue.get(timeout=TIMEOUT))])
+        finally:
+            proc.join(TIMEOUT)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join(10)
+        if proc.exitcode != 0:
+            raise RuntimeError('grandchild Process exit code %r'
+                               % (proc.exitcode,))
     queue.close()
     queue.join_thread()
     with ctx.Pool(2) as pool:
