@@ -19,7 +19,8 @@ stdlib's own result for the same interpreter, committed in
 tests/stdlib_results.json (which tests the stdlib passes).  `--compare` runs
 the stdlib beside ours instead, `--record-stdlib` writes that file from such
 runs.  After the first interpreter, CI also runs the check inside LLDB's
-embedded Python (tests/lldb/), the cross-compile check for macOS and Windows
+embedded Python (tests/lldb/: lldb-16 here, lldb-21 in the sid chroot), the
+C embedding host on every version (tests/embed/), the cross-compile check for macOS and Windows
 (tools/crosscheck.sh), the Windows platform layer's tests under wine
 (tests/platform_c/) and a bounded libFuzzer run (tools/fuzz.sh).
 
@@ -294,6 +295,46 @@ def run_lldb_check():
                           timeout=1800).returncode == 0
 
 
+def run_embed_check(versions):
+    """tests/embed/: a C program embedding each version's libpython, with
+    no python program to be found (pyenv's here, sid's in the chroot)."""
+    script = os.path.join(ROOT, "tests", "embed", "run_embed_check.sh")
+    ok = True
+    for version in versions:
+        log("cmultiprocessing in a C program embedding Python %s" % version)
+        base = find_host_python(version)
+        if base is not None:
+            argv = ["sh", script, base]
+        elif version in SID_VERSIONS and os.path.exists(
+                os.path.join(_sid_dir(), ".cmp-sid-ready")):
+            argv = ["bash", SID, "run", "sh", script, "python" + version]
+        else:
+            log("embed check %s: no Python %s" % (version, version))
+            ok = False
+            continue
+        try:
+            rc = subprocess.run(argv, stdin=subprocess.DEVNULL,
+                                timeout=900).returncode
+        except subprocess.TimeoutExpired:
+            log("embed check %s: stopped after 900 s" % version)
+            rc = 1
+        ok = ok and rc == 0
+    return ok
+
+
+def run_lldb21_sid_check():
+    """The LLDB check with lldb-21 (it embeds Python 3.14) in the chroot."""
+    log("cmultiprocessing inside LLDB 21's embedded Python (sid chroot)")
+    if subprocess.run(["bash", SID, "--lldb", "setup"],
+                      stdin=subprocess.DEVNULL, timeout=1800).returncode:
+        return False
+    return subprocess.run(["bash", SID, "run", "sh",
+                           os.path.join(ROOT, "tests", "lldb",
+                                        "run_lldb_check.sh"), "21"],
+                          stdin=subprocess.DEVNULL,
+                          timeout=1800).returncode == 0
+
+
 def run_script(what, argv, timeout=1800, env=None):
     log(what)
     return subprocess.run(argv, stdin=subprocess.DEVNULL, env=env,
@@ -379,8 +420,10 @@ def main(argv=None):
     p.add_argument("--no-extras", action="store_true",
                    help="no LLDB, cross-compile, wine or fuzzing stages")
     p.add_argument("--lldb", choices=["auto", "yes", "no"], default="auto",
-                   help="run the check inside LLDB's embedded Python "
-                   "(installs lldb with apt); auto: only in CI on Linux")
+                   help="run the checks inside LLDB's embedded Python "
+                   "(lldb-16 with apt, lldb-21 in the sid chroot) and in a C "
+                   "program embedding each version; auto: only in CI on "
+                   "Linux")
     p.add_argument("--platforms", choices=["auto", "yes", "no"],
                    default="auto", help="cross-compile for macOS/Windows and "
                    "run the Windows platform tests under wine (installs "
@@ -469,7 +512,7 @@ def main(argv=None):
                         stdlib_entry(data["stdlib"])
         if index == 0:
             run_extras(stages, failures, interp, wanted(args.lldb),
-                       wanted(args.platforms), fuzz_seconds)
+                       wanted(args.platforms), fuzz_seconds, versions)
 
     print_suite_table(suite_rows)
     if args.update_ratchet:
@@ -513,10 +556,15 @@ def record_stdlib_from(paths):
     return 0
 
 
-def run_extras(stages, failures, interp, lldb, platforms, fuzz_seconds):
+def run_extras(stages, failures, interp, lldb, platforms, fuzz_seconds,
+               versions=()):
     checks = []
     if lldb:
         checks.append(("LLDB check", run_lldb_check, ()))
+        if versions:
+            checks.append(("embed check", run_embed_check, (versions,)))
+        if sys.platform.startswith("linux"):
+            checks.append(("LLDB 21 check (sid)", run_lldb21_sid_check, ()))
     if platforms:
         checks.append(("cross-compile check", run_script, (
             "cross-compile check", ["bash", os.path.join(

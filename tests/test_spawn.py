@@ -230,6 +230,9 @@ def test_discovery_failure_says_set_executable(monkeypatch, tmp_path,
     with pytest.raises(RuntimeError, match="set_executable") as info:
         spawn.get_executable()
     assert "linked statically" in str(info.value)
+    # every place looked at is named, the first one too
+    assert repr(os.path.join(str(tmp_path), "bin", "python%d.%d"
+                             % sys.version_info[:2])) in str(info.value)
     # and a start fails with that error too, leaving nothing behind
     ctx = cmultiprocessing.get_context("spawn")
     p = ctx.Process(target=print)

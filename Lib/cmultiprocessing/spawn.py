@@ -320,7 +320,10 @@ def _discover():
                 '%s, a Python %s program of this installation' % (
                     path, sys.version.split()[0]))
             return
-    looked = ', '.join(map(repr, tried[1:])) or 'the usual places'
+    # sys.executable is named on its own in the messages below.
+    executable = getattr(sys, 'executable', None)
+    looked = ', '.join(repr(p) for p in tried if p != executable) or \
+        'the usual places'
     try:
         launcher, options, library = _launcher()
     except _LauncherUnusable as exc:
