@@ -7,8 +7,11 @@ Checks that the package and its native core import from the environment
 (not from a source tree), that the stdlib's multiprocessing stays out, and
 that a child started by every start method the platform has gets an argument
 and sends a result back through a Queue, with a Lock and a Value shared on
-the way.  Prints one line per check and "N passed, N failed"; exits 1 on
-any failure.
+the way.  Then the child launcher: it is in the wheel and executable, and
+where this Python runs from a shared library (python3XY.dll on Windows, the
+framework on macOS; not the static manylinux interpreters) a spawn child is
+started through it, as in a host with no python program.  Prints one line
+per check and "N passed, N failed"; exits 1 on any failure.
 """
 import os
 import sys
@@ -59,6 +62,32 @@ def check_method(method):
     return "child %d ok" % pid
 
 
+def check_launcher_installed():
+    from cmultiprocessing import spawn
+
+    path = spawn._launcher_file()
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise AssertionError("no executable launcher at %s" % path)
+    return path
+
+
+def check_launcher_start():
+    import _cmultiprocessing
+    from cmultiprocessing import spawn
+
+    library = _cmultiprocessing.runtime_library()
+    if library is None:
+        return "skipped: Python is linked into %s statically" % sys.executable
+    # As in a host with no python program: the launcher is the only choice.
+    spawn._interpreter_candidates = lambda: iter(())
+    spawn._Interpreter.found = None
+    detail = check_method("spawn")
+    why = spawn.describe_executable()
+    if "child launcher" not in why:
+        raise AssertionError("children did not use the launcher: %s" % why)
+    return "%s over %s" % (detail, library)
+
+
 def main():
     results = []
 
@@ -78,6 +107,8 @@ def main():
 
         for method in cmultiprocessing.get_all_start_methods():
             attempt("start method %s" % method, check_method, method)
+        attempt("launcher installed", check_launcher_installed)
+        attempt("spawn through the launcher", check_launcher_start)
     stdlib = "multiprocessing" in sys.modules
     results.append(not stdlib)
     print("%s  stdlib multiprocessing %s" % (
