@@ -384,6 +384,14 @@ def plan_rows(versions, methods_arg, all_methods_on):
 
 
 def main(argv=None):
+    # Started as a background job (`cmd &` in a script), this process and
+    # so every test would inherit SIGINT ignored, and the suite's signal
+    # tests (Process.interrupt, SIGINT to a manager...) would fail for
+    # reasons of the launch, not of the code.  A handled signal goes back
+    # to its default action in each program exec'd from here.
+    import signal
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pythons",
