@@ -335,3 +335,31 @@ def test_children_run_through_the_launcher(tmp_path):
         assert got == parent and code == 0
         assert "child launcher" in why
         assert report[method + " exit"] == 0
+
+
+# -- a child program that ends before it reads its data ----------------------
+
+def _big(data):
+    return len(data)
+
+
+@posix_only
+def test_child_that_dies_before_reading_names_itself(tmp_path):
+    """The stdlib's BrokenPipeError, with the program and its exit status
+    (the data is larger than a pipe holds, so the write notices)."""
+    import cmultiprocessing
+    from cmultiprocessing import resource_tracker
+    resource_tracker.ensure_running()    # on this interpreter, not on dies
+    dies = tmp_path / "python3-that-exits"
+    dies.write_text("#!/bin/sh\nexit 3\n")
+    dies.chmod(0o755)
+    ctx = cmultiprocessing.get_context("spawn")
+    spawn.set_executable(str(dies))
+    try:
+        p = ctx.Process(target=_big, args=(b"x" * (4 << 20),))
+        with pytest.raises(BrokenPipeError) as info:
+            p.start()
+    finally:
+        spawn.set_executable(None)
+    text = str(info.value)
+    assert str(dies) in text and "exited with status 3" in text, text

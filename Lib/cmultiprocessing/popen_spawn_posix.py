@@ -1,6 +1,7 @@
 """Popen for the spawn start method on POSIX: a fresh interpreter started by
 _cmultiprocessing.spawnv_passfds, fed its process object over a pipe."""
 
+import errno
 import os
 
 from . import popen_fork
@@ -51,4 +52,19 @@ class Popen(popen_fork.Popen):
             self.sentinel = exit_r
         finally:
             util.close_fds(feed_r, exit_w)
-        spawn._write_all(feed_w, payload)
+        try:
+            spawn._write_all(feed_w, payload)
+        except BrokenPipeError:
+            # The new program ended before reading its data (a message
+            # that fits the pipe is written anyway, and the exit code
+            # tells): say which program, and how it ended.
+            code = self.wait(5)
+            how = ('is still running' if code is None else
+                   'exited with status %d' % code if code >= 0 else
+                   'was killed by signal %d' % -code)
+            raise BrokenPipeError(
+                errno.EPIPE, 'the new process (pid %d, %s) %s before it '
+                'read its data; its own messages, if any, went to stderr'
+                % (self.pid, os.fsdecode(argv[0]), how)) from None
+        finally:
+            payload.release()
