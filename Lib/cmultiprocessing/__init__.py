@@ -19,6 +19,26 @@ globals().update({name: getattr(context._default_context, name)
 SUBDEBUG = 5
 SUBWARNING = 25
 
+
+
+def install():
+    """From now on `import multiprocessing` (and each `multiprocessing.X`,
+    and `_multiprocessing`) gives this package's modules, in this process
+    and in the children it starts under every start method.  RuntimeError,
+    with nothing changed, where the standard library's multiprocessing is
+    already imported.  `python -m cmultiprocessing SCRIPT` runs a program
+    with it installed."""
+    import _cmultiprocessing_alias
+    _cmultiprocessing_alias.install()
+
+
+def uninstall():
+    """Undo install(): `import multiprocessing` finds the standard
+    library's package again (in children started from now on too)."""
+    import _cmultiprocessing_alias
+    _cmultiprocessing_alias.uninstall()
+
+
 # Children bootstrapped by spawn replace this alias with their own main.
 if '__main__' in sys.modules:
     sys.modules['__mp_main__'] = sys.modules['__main__']

@@ -552,6 +552,7 @@ def get_preparation_data(name):
     logger = getattr(util, '_logger', None)
     if logger is not None:
         data['log_level'] = logger.getEffectiveLevel()
+    data['alias'] = _alias_installed()
     main_source = _main_module_source()
     if main_source is not None:
         data[main_source[0]] = main_source[1]
@@ -595,6 +596,22 @@ def _main_code_for_children(path):
     return found
 
 
+def _alias_installed():
+    """True where cmultiprocessing.install() holds in this process."""
+    alias = sys.modules.get('_cmultiprocessing_alias')
+    return alias is not None and alias.installed()
+
+
+def _set_alias(value):
+    # First of the steps: the main module and everything unpickled after
+    # may import multiprocessing.
+    from . import install, uninstall
+    if value:
+        install()
+    elif _alias_installed():
+        uninstall()     # a fork server's child, after the parent's uninstall
+
+
 def _set_name(value):
     from . import process
     process.current_process().name = value
@@ -636,6 +653,7 @@ def _set_start_method(value):
 
 # Applied in this order; the main module comes last, once paths are right.
 _PREPARE_STEPS = (
+    ('alias', _set_alias),
     ('name', _set_name),
     ('authkey', _set_authkey),
     ('log_to_stderr', _set_stderr_logging),
