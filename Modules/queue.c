@@ -1594,12 +1594,16 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
 {
     FeedObject *fd = q->feed;
     PyObject *res = NULL;
+    /* The feeder starts at the first put, as the stdlib's does, although
+       this put may go straight into the pipe: a thread that cannot be
+       started (interpreter shutdown, gh-109047) fails put() itself, and
+       concurrent.futures counts on that to break its pool. */
+    if (ensure_feeder(q) < 0) {
+        goto fail_release_sem;
+    }
     fd->used = 1;
     grow_pipe_for(q, f);
     if (fd->count == 0 && fd->send_bytes == NULL) {
-        if (frame_total(f) > QUEUE_ATOMIC_WRITE && ensure_feeder(q) < 0) {
-            goto fail_release_sem;
-        }
         int locked = 1;
         if (fd->wl_acquire != NULL) {
             locked = call_acquire(fd->wl_acquire, 0, NULL);
