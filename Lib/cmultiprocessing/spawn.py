@@ -790,9 +790,15 @@ class _SpawningAs:
 
     def __enter__(self):
         self.context.set_spawning_popen(self.popen)
+        stdlib = self.context._stdlib_module('context')
+        if stdlib is not None:
+            stdlib.set_spawning_popen(self.popen)
 
     def __exit__(self, *exc_info):
         self.context.set_spawning_popen(None)
+        stdlib = self.context._stdlib_module('context')
+        if stdlib is not None:
+            stdlib.set_spawning_popen(None)
 
 
 def _pickle_for_child(popen, process_obj):
