@@ -375,6 +375,45 @@ def test_environment_variable_in_a_sub_interpreter(tmp_path):
     assert proc.stdout.split() == ["0", "cmultiprocessing"]
 
 
+@needs_hook
+@pytest.mark.timeout(TIMEOUT)
+def test_environment_variable_in_an_isolated_sub_interpreter(tmp_path):
+    # an interpreter with a GIL of its own (InterpreterPoolExecutor's): the
+    # hook runs there, and the package loads and works there
+    if sys.version_info < (3, 12):
+        pytest.skip("isolated sub-interpreters are 3.12+")
+    inner = textwrap.dedent("""
+        import os
+        import multiprocessing, _multiprocessing
+        a, b = multiprocessing.Pipe()
+        a.send([1, 'two'])
+        got = b.recv()
+        os.write(W, ('%s %s %r' % (multiprocessing.__name__,
+                                   _multiprocessing.__name__, got)).encode())
+    """)
+    code = textwrap.dedent("""
+        import os
+        try:
+            import _interpreters as interpreters
+        except ImportError:
+            import _xxsubinterpreters as interpreters
+        r, w = os.pipe()
+        iid = interpreters.create()
+        try:
+            interpreters.run_string(iid, %r.replace('W', str(w)))
+        finally:
+            interpreters.destroy(iid)
+        os.close(w)
+        print(os.read(r, 4096).decode())
+    """) % inner
+    proc = run_python(["-c", code], tmp_path, clean_env(**{ENV_VAR: "1"}))
+    if "No module named" in proc.stderr and "interpreters" in proc.stderr:
+        pytest.skip("no sub-interpreter module")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == \
+        "cmultiprocessing _cmultiprocessing [1, 'two']"
+
+
 # --------------------------------------------------------------------------
 # concurrent.futures on top
 
