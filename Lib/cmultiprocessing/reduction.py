@@ -86,7 +86,13 @@ class ForkingPickler(_Pickler):
     loads = staticmethod(_loads)
 
     def __init__(self, *args, **kwds):
-        super().__init__(*args, **kwds)
+        if kwds:
+            super().__init__(*args, **kwds)
+        else:
+            # Keywords, even none, take _pickle's keyword parser, which
+            # 3.12 keeps per process: freed by an interpreter with a GIL of
+            # its own, it crashes the process at exit ("double free").
+            super().__init__(*args)
         self.dispatch_table = _dispatch_snapshot(type(self))
 
 
