@@ -138,8 +138,13 @@ def already_imported_message(names):
 
 
 def install():
-    """Install the alias (see the module's docstring).  Installing twice is
-    harmless; RuntimeError where the stdlib's package is already imported."""
+    """cmultiprocessing.install(): from now on `import multiprocessing`
+    (and each `multiprocessing.X`, and `_multiprocessing`) gives
+    cmultiprocessing's modules, in this process and in the children it
+    starts under every start method.  Installing twice is harmless.
+    RuntimeError, with nothing changed, where the standard library's
+    multiprocessing is already imported.  `python -m cmultiprocessing
+    SCRIPT` runs a program with it installed."""
     with _lock:
         foreign = foreign_modules()
         if foreign:
@@ -154,9 +159,10 @@ def install():
 
 
 def uninstall():
-    """Remove the alias: the finder, the second names of our modules, and
-    the environment variable (so that children started from now on do not
-    get it).  The stdlib's package can be imported again after this."""
+    """cmultiprocessing.uninstall(): remove the alias -- the finder, the
+    second names of our modules, and the environment variable (so that
+    children started from now on do not get it).  `import multiprocessing`
+    finds the standard library's package again."""
     with _lock:
         while _finder in sys.meta_path:
             sys.meta_path.remove(_finder)

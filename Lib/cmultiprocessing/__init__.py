@@ -20,23 +20,14 @@ SUBDEBUG = 5
 SUBWARNING = 25
 
 
-
-def install():
-    """From now on `import multiprocessing` (and each `multiprocessing.X`,
-    and `_multiprocessing`) gives this package's modules, in this process
-    and in the children it starts under every start method.  RuntimeError,
-    with nothing changed, where the standard library's multiprocessing is
-    already imported.  `python -m cmultiprocessing SCRIPT` runs a program
-    with it installed."""
-    import _cmultiprocessing_alias
-    _cmultiprocessing_alias.install()
-
-
-def uninstall():
-    """Undo install(): `import multiprocessing` finds the standard
-    library's package again (in children started from now on too)."""
-    import _cmultiprocessing_alias
-    _cmultiprocessing_alias.uninstall()
+def __getattr__(name):
+    # install() and uninstall() (see _cmultiprocessing_alias) are the
+    # package's own, not the stdlib's API: they stay out of __all__ and
+    # dir(), and their module loads only when one is asked for.
+    if name in ('install', 'uninstall'):
+        import _cmultiprocessing_alias
+        return getattr(_cmultiprocessing_alias, name)
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))
 
 
 # Children bootstrapped by spawn replace this alias with their own main.

@@ -13,6 +13,8 @@ sys.argv[0] its path and the rest of the arguments after it.
 import os
 import sys
 
+__all__ = ['main']
+
 USAGE = __doc__.split('\n\n')[0]
 
 
