@@ -522,6 +522,9 @@ def main(argv=None):
                    "stop")
     p.add_argument("--no-cf", action="store_true",
                    help="no test_concurrent_futures stage")
+    p.add_argument("--no-mp-suite", action="store_true",
+                   help="no multiprocessing suite rows (the unit tests and "
+                   "test_concurrent_futures still run)")
     p.add_argument("--cf-timeout", type=int, default=900,
                    help="time limit for one test_concurrent_futures run")
     p.add_argument("--record-cf-from", nargs="+", metavar="JSON",
@@ -605,7 +608,7 @@ def main(argv=None):
                 unit_totals[k] += counts[k]
             if not ok:
                 failures.append("unit tests failed on %s" % version)
-        if not args.no_suite:
+        if not args.no_suite and not args.no_mp_suite:
             for method in methods:
                 if left() < 120:
                     suite_rows.append(dict(version=version, method=method,
