@@ -406,9 +406,17 @@ def main(listener_fd, alive_r, preload, main_path=None, sys_path=None, *,
     import signal
     if alias:
         # the parent runs with cmultiprocessing.install(): so do the
-        # preloaded modules and every child forked from here
-        from . import install
-        install()
+        # preloaded modules (found on the parent's sys.path, given with
+        # them).  Best effort: each child installs it again in prepare(),
+        # and says so if it cannot.
+        if sys_path is not None:
+            sys.path[:] = sys_path
+        try:
+            import _cmultiprocessing_alias
+        except ImportError:
+            pass
+        else:
+            _cmultiprocessing_alias.install()
     authkey = None if authkey_r is None else _read_authkey(authkey_r)
     _handle_preload(preload, main_path, sys_path, sys_argv, on_error)
     util._close_stdin()

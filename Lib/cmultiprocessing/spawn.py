@@ -603,13 +603,21 @@ def _alias_installed():
 
 
 def _set_alias(value):
-    # First of the steps: the main module and everything unpickled after
-    # may import multiprocessing.
-    from . import install, uninstall
+    # After sys.path is the parent's (the alias's module is found where the
+    # parent found it), before the main module: it, and everything
+    # unpickled after, may import multiprocessing.
     if value:
-        install()
+        try:
+            import _cmultiprocessing_alias
+        except ImportError as exc:
+            raise ImportError(
+                'the parent runs with cmultiprocessing.install(), but this '
+                'child cannot import its module, _cmultiprocessing_alias '
+                '(sys.path: %r)' % (sys.path,)) from exc
+        _cmultiprocessing_alias.install()
     elif _alias_installed():
-        uninstall()     # a fork server's child, after the parent's uninstall
+        # a fork server's child, after the parent's uninstall()
+        sys.modules['_cmultiprocessing_alias'].uninstall()
 
 
 def _set_name(value):
@@ -653,7 +661,6 @@ def _set_start_method(value):
 
 # Applied in this order; the main module comes last, once paths are right.
 _PREPARE_STEPS = (
-    ('alias', _set_alias),
     ('name', _set_name),
     ('authkey', _set_authkey),
     ('log_to_stderr', _set_stderr_logging),
@@ -663,6 +670,7 @@ _PREPARE_STEPS = (
     ('dir', os.chdir),
     ('orig_dir', _set_orig_dir),
     ('start_method', _set_start_method),
+    ('alias', _set_alias),
 )
 
 
