@@ -256,8 +256,10 @@ def run_suite(stdlib, only=None, timeout=1800, test_timeout=180, log=None):
         logf.close()
         with open(log_path, "rb") as f:
             text = f.read().decode("utf-8", "replace")
-        warnings = [line.strip() for line in text.splitlines()
-                    if WARNING_PATTERNS.search(line)]
+        # from where the warning starts: tests print timings without a
+        # newline, and a warning often shares their line
+        warnings = [line[m.start():].strip() for line in text.splitlines()
+                    for m in [WARNING_PATTERNS.search(line)] if m]
         kept_log = log
         if log is None:
             kept_log = os.path.join(tempfile.gettempdir(), "cmp-cf-%s-%s.log"

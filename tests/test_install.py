@@ -236,6 +236,48 @@ def test_uninstalled_children_get_the_stdlib(tmp_path):
     assert got == ["cmultiprocessing", "multiprocessing"]
 
 
+@pytest.mark.timeout(TIMEOUT)
+def test_child_that_cannot_import_the_alias_says_so(tmp_path):
+    # the parent found _cmultiprocessing_alias on a path its spawned child
+    # does not get: the child fails in its preparation, naming the module,
+    # and the parent sees it exit (no hang)
+    import shutil
+    import _cmultiprocessing
+    import _cmultiprocessing_alias
+    pkg, alias = tmp_path / "pkg", tmp_path / "alias"
+    shutil.copytree(os.path.dirname(cmultiprocessing.__file__),
+                    pkg / "cmultiprocessing",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(_cmultiprocessing.__file__, pkg)
+    alias.mkdir()
+    shutil.copy2(_cmultiprocessing_alias.__file__, alias)
+    script = tmp_path / "host.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        sys.path[:0] = [%r, %r]
+        import cmultiprocessing
+        cmultiprocessing.install()
+        sys.path.remove(%r)
+
+        def work():
+            pass
+
+        if __name__ == '__main__':
+            p = cmultiprocessing.get_context('spawn').Process(target=work)
+            p.start()
+            p.join(60)
+            print(p.exitcode)
+    """ % (str(pkg), str(alias), str(alias))))
+    env = clean_env()
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-S", str(script)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"
+    assert "cannot import its module, _cmultiprocessing_alias" in proc.stderr
+
+
 # --------------------------------------------------------------------------
 # python -m cmultiprocessing, and the environment variable
 
@@ -448,6 +490,22 @@ POOL_CHECKS = textwrap.dedent("""
         except BrokenProcessPool:
             out['broken'] = True
         ex.shutdown(wait=True)
+        if hasattr(ProcessPoolExecutor, 'terminate_workers'):   # 3.14+
+            with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+                out['buffered'] = list(ex.map(double, range(6),
+                                              buffersize=2))
+                ex.submit(time.sleep, 30)
+                ex.terminate_workers()
+            with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+                ex.submit(time.sleep, 30)
+                ex.kill_workers()
+            out['stopped'] = True
+        with ProcessPoolExecutor(1, mp_context=ctx) as ex:
+            blocker = ex.submit(time.sleep, 0.5)
+            later = [ex.submit(double, i) for i in range(20)]
+            ex.shutdown(wait=True, cancel_futures=True)
+            out['cancelled'] = any(f.cancelled() for f in later)
+            out['blocker'] = blocker.result() is None
         if ctx.get_start_method() != 'fork':
             # one at a time, as CPython's test does (map() with
             # max_tasks_per_child can hang on the stdlib too)
@@ -481,5 +539,9 @@ def test_process_pool_executor(tmp_path, method, through):
     assert got["broken"] is True
     if method != "fork":
         assert got["pids"] == 3     # a new worker every two tasks
+    assert got["cancelled"] is True and got["blocker"] is True
+    if sys.version_info >= (3, 14):
+        assert got["buffered"] == [0, 2, 4, 6, 8, 10]
+        assert got["stopped"] is True
     if through == "alias":
         assert got["stdlib"] == []
