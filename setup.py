@@ -15,6 +15,7 @@ import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -99,8 +100,35 @@ class BuildWithLauncher(build_ext):
         return super().get_outputs() + [self.launcher_file()]
 
 
+# The start-up hook of the alias: site runs this line in every interpreter
+# that starts with this site-packages (children and sub-interpreters
+# included); it costs one dictionary look-up unless CMULTIPROCESSING_ALIAS
+# is set, and then installs only the finder (nothing of the package is
+# imported before the program imports multiprocessing).
+ALIAS_PTH = "cmultiprocessing-alias.pth"
+ALIAS_PTH_LINE = (
+    "import os; os.environ.get('CMULTIPROCESSING_ALIAS', '') not in "
+    "('', '0') and __import__('_cmultiprocessing_alias')"
+    ".install_from_environment()\n")
+
+
+class BuildWithAliasHook(build_py):
+    """build_py, then the .pth hook at the top of the build (so that the
+    wheel puts it in site-packages itself)."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, ALIAS_PTH)
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(ALIAS_PTH_LINE)
+
+    def get_outputs(self, include_bytecode=1):
+        return super().get_outputs(include_bytecode) + [
+            os.path.join(self.build_lib, ALIAS_PTH)]
+
+
 setup(
-    cmdclass={"build_ext": BuildWithLauncher},
+    cmdclass={"build_ext": BuildWithLauncher, "build_py": BuildWithAliasHook},
     ext_modules=[
         Extension(
             "_cmultiprocessing",

@@ -148,7 +148,14 @@ cmp_free(void *module)
 
 static PyModuleDef_Slot cmp_slots[] = {
     {Py_mod_exec, cmp_exec},
-#ifdef Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED
+#if defined(Py_MOD_PER_INTERPRETER_GIL_SUPPORTED)
+    /* State per module object, heap types, no Python object in a C
+       global; the C values the interpreters share are behind
+       cmp_process_lock().  So interpreters with a GIL of their own
+       (concurrent.futures.InterpreterPoolExecutor's) can load it, and the
+       alias gives them cmultiprocessing as it gives the main one. */
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#elif defined(Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED)
     {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
 #endif
 #ifdef Py_MOD_GIL_USED

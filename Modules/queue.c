@@ -62,7 +62,8 @@ static void raise_queue_exception(cmp_state *st, int full);
    new pipe of the user gets a 8 KiB buffer.  So the queues of one process
    grow their pipes by QUEUE_GROW_BUDGET at most in all, given back when
    a queue object goes away (a C integer, not a Python object: it is the
-   process's budget, whatever the interpreter). */
+   process's budget, whatever the interpreter; cmp_process_lock() guards
+   it, interpreters with a GIL of their own sharing it). */
 #define QUEUE_GROW_BUDGET ((size_t)16 << 20)
 static size_t pipe_growth_held = 0;
 /* The feeder re-checks its state at least this often (microseconds). */
@@ -1427,9 +1428,11 @@ queue_clear(PyObject *op)
     Py_CLEAR(q->poll);
     qpickler_clear(&q->pk);
     if (q->pipe_growth > 0) {
+        cmp_process_lock();
         pipe_growth_held -= q->pipe_growth < pipe_growth_held
                                 ? q->pipe_growth
                                 : pipe_growth_held;
+        cmp_process_unlock();
         q->pipe_growth = 0;
     }
     return 0;
@@ -1577,14 +1580,24 @@ grow_pipe_for(QueueObject *q, const qframe *f)
         PyErr_Clear();
         return;
     }
-    if (pipe_growth_held + QUEUE_PIPE_WANT > QUEUE_GROW_BUDGET) {
+    /* reserve the room first: the system call runs without the lock */
+    cmp_process_lock();
+    int room = pipe_growth_held + QUEUE_PIPE_WANT <= QUEUE_GROW_BUDGET;
+    if (room) {
+        pipe_growth_held += QUEUE_PIPE_WANT;
+    }
+    cmp_process_unlock();
+    if (!room) {
         return;
     }
     size_t now = cmp_qpipe_grow(h, QUEUE_PIPE_WANT);
+    cmp_process_lock();
+    pipe_growth_held -= QUEUE_PIPE_WANT;
     if (now > ((size_t)64 << 10)) {
         q->pipe_growth = now;
         pipe_growth_held += now;
     }
+    cmp_process_unlock();
 }
 
 /* Write f now if the pipe takes it without blocking, else queue it for
@@ -1594,12 +1607,16 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
 {
     FeedObject *fd = q->feed;
     PyObject *res = NULL;
+    /* The feeder starts at the first put, as the stdlib's does, although
+       this put may go straight into the pipe: a thread that cannot be
+       started (interpreter shutdown, gh-109047) fails put() itself, and
+       concurrent.futures counts on that to break its pool. */
+    if (ensure_feeder(q) < 0) {
+        goto fail_release_sem;
+    }
     fd->used = 1;
     grow_pipe_for(q, f);
     if (fd->count == 0 && fd->send_bytes == NULL) {
-        if (frame_total(f) > QUEUE_ATOMIC_WRITE && ensure_feeder(q) < 0) {
-            goto fail_release_sem;
-        }
         int locked = 1;
         if (fd->wl_acquire != NULL) {
             locked = call_acquire(fd->wl_acquire, 0, NULL);

@@ -18,9 +18,20 @@ The suite is not re-run for the stdlib in CI: each row is compared with the
 stdlib's own result for the same interpreter, committed in
 tests/stdlib_results.json (which tests the stdlib passes).  `--compare` runs
 the stdlib beside ours instead, `--record-stdlib` writes that file from such
-runs.  After the first interpreter, CI also runs the check inside LLDB's
-embedded Python (tests/lldb/: lldb-16 here, lldb-21 in the sid chroot), the
-C embedding host on every version (tests/embed/), the cross-compile check for macOS and Windows
+runs.
+
+Then, on each interpreter, CPython's test_concurrent_futures runs on
+cmultiprocessing through the alias (tests/cf_suite.py: the worker is
+`python -m cmultiprocessing`), compared with the stdlib's own results for
+the same interpreter, committed in tests/stdlib_cf_results.json
+(`--record-cf-from` writes it from `tests/cf_suite.py --stdlib --json`
+runs); the row fails on a test the stdlib passes and we do not, a hang, a
+leak warning the stdlib's run does not have, or a module of the stdlib's
+multiprocessing loaded under the alias.  Interpreters without that suite
+(the pyenv builds of 3.11 and 3.12 here) say so in the table.  After the
+first interpreter, CI also runs the check inside LLDB's embedded Python
+(tests/lldb/: lldb-16 here, lldb-21 in the sid chroot), the C embedding host
+on every version (tests/embed/), the cross-compile check for macOS and Windows
 (tools/crosscheck.sh), the Windows platform layer's tests under wine
 (tests/platform_c/) and a bounded libFuzzer run (tools/fuzz.sh).
 
@@ -43,6 +54,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATCHET = os.path.join(ROOT, "tests", "ratchet.json")
 STDLIB_RESULTS = os.path.join(ROOT, "tests", "stdlib_results.json")
+CF_RESULTS = os.path.join(ROOT, "tests", "stdlib_cf_results.json")
 VENVS = os.path.join(ROOT, ".ci-venvs")
 RESULTS = os.path.join(ROOT, "results")
 SID = os.path.join(ROOT, "tools", "sid-pythons.sh")
@@ -261,6 +273,138 @@ def run_suite(interp, method, timeout, test_timeout, compare):
         return json.load(f)
 
 
+def run_cf(interp, timeout, test_timeout):
+    """CPython's test_concurrent_futures on cmultiprocessing (through the
+    alias); the result dict, or None where the runner failed."""
+    out = os.path.join(RESULTS, "cf-suite-%s.json" % interp.version)
+    if os.path.exists(out):
+        os.unlink(out)
+    cmd = [interp.python, os.path.join(ROOT, "tests", "cf_suite.py"),
+           "--json", out, "--timeout", str(timeout),
+           "--test-timeout", str(test_timeout)]
+    log("test_concurrent_futures on Python %s (cmultiprocessing through "
+        "the alias), limit %d s" % (interp.version, timeout))
+    try:
+        interp.run(cmd, cwd=RESULTS, timeout=timeout + 300)
+    except subprocess.TimeoutExpired:
+        log("the test_concurrent_futures runner overran its limit")
+    if not os.path.exists(out):
+        return None
+    with open(out, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _tracker_warnings(lines):
+    """The resource tracker's leak reports among the warning lines, each
+    reduced to its kind and count ("6 leaked semaphore")."""
+    found = []
+    for line in lines:
+        m = re.search(r"There appear to be (\d+) leaked (\w+)", line)
+        if m:
+            found.append("%s leaked %s" % m.groups())
+    return sorted(found)
+
+
+def record_cf_row(data, recorded, version, failures):
+    """A table row for test_concurrent_futures on version, judged against
+    the stdlib's committed result."""
+    if data is None:
+        failures.append("test_concurrent_futures %s: no result (the runner "
+                        "failed)" % version)
+        return dict(version=version, not_run="runner failed")
+    if data.get("absent"):
+        return dict(version=version, python=data["python"],
+                    not_run="this Python has no test_concurrent_futures")
+    ours = data["result"]
+    passed = {t for t, o in ours["tests"].items() if o == "passed"}
+    entry = recorded.get(version)
+    std = None if not entry or entry.get("absent") else set(entry["passed"])
+    missing = None if std is None else sorted(std - passed)
+    leaks = _tracker_warnings(ours["warnings"])
+    std_leaks = None if not entry else sorted(entry.get("leaks", []))
+    extra_leaks = [w for w in leaks if std_leaks is None or
+                   leaks.count(w) > std_leaks.count(w)]
+    row = dict(version=version, python=ours["python"], passed=len(passed),
+               stdlib=None if std is None else len(std),
+               stdlib_python=entry and entry.get("python"),
+               missing=missing, hung=ours["totals"]["hung"],
+               leaks=leaks, stdlib_leaks=std_leaks,
+               stdlib_modules=ours["stdlib_modules"],
+               seconds=ours["seconds"], stopped=ours.get("stopped"))
+    if missing:
+        failures.append("test_concurrent_futures %s: %d tests the stdlib "
+                        "passes did not pass" % (version, len(missing)))
+    if std is None:
+        failures.append("test_concurrent_futures %s: no stdlib result "
+                        "recorded in %s" % (version, CF_RESULTS))
+    if ours["totals"]["hung"] or ours.get("stopped"):
+        failures.append("test_concurrent_futures %s: hung or stopped"
+                        % version)
+    if extra_leaks:
+        failures.append("test_concurrent_futures %s: leak warnings the "
+                        "stdlib's run does not give: %s"
+                        % (version, extra_leaks))
+    if ours["stdlib_modules"]:
+        failures.append("test_concurrent_futures %s: the stdlib's "
+                        "multiprocessing was loaded: %s"
+                        % (version, ours["stdlib_modules"]))
+    return row
+
+
+def print_cf_table(rows):
+    if not rows:
+        return
+    print("\n== CPython's test_concurrent_futures through the alias: tests "
+          "passed by cmultiprocessing, by the stdlib (same interpreter), "
+          "leak warnings (ours / the stdlib's) ==")
+    print("  %-8s %6s %7s %5s %7s  %s" % ("Python", "ours", "stdlib", "hung",
+                                         "seconds", "leak warnings"))
+    for r in rows:
+        if r.get("not_run"):
+            print("  %-8s NOT RUN: %s" % (r.get("python", r["version"]),
+                                          r["not_run"]))
+            continue
+        std = "-" if r["stdlib"] is None else str(r["stdlib"])
+        print("  %-8s %6d %7s %5d %7.0f  %s / %s" % (
+            r["python"], r["passed"], std, r["hung"], r["seconds"],
+            ", ".join(r["leaks"]) or "none",
+            "-" if r["stdlib_leaks"] is None else
+            (", ".join(r["stdlib_leaks"]) or "none")))
+        for tid in (r["missing"] or [])[:15]:
+            print("      not passed: %s" % tid)
+        if r["stdlib_modules"]:
+            print("      STDLIB MODULES LOADED: %s" % r["stdlib_modules"])
+        if r.get("stopped"):
+            print("      STOPPED: %s" % r["stopped"])
+    sys.stdout.flush()
+
+
+def record_cf_from(paths):
+    """tests/stdlib_cf_results.json from `cf_suite.py --stdlib --json`
+    files (a file of an interpreter without the suite records that)."""
+    recorded = load_json(CF_RESULTS)
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("absent"):
+            version = ".".join(data["python"].split(".")[:2])
+            recorded[version] = {"python": data["python"], "absent": True}
+            log("%s: no test_concurrent_futures" % data["python"])
+            continue
+        result = data.get("stdlib") or data["result"]
+        if result["implementation"] != "stdlib":
+            raise SystemExit("%s: not a run of the stdlib" % path)
+        version = ".".join(result["python"].split(".")[:2])
+        passed = sorted(t for t, o in result["tests"].items()
+                        if o == "passed")
+        recorded[version] = {"python": result["python"], "passed": passed,
+                             "leaks": _tracker_warnings(result["warnings"])}
+        log("%s: the stdlib passed %d of test_concurrent_futures (%s)"
+            % (result["python"], len(passed), path))
+    write_json(CF_RESULTS, recorded)
+    return 0
+
+
 def load_json(path):
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
@@ -425,6 +569,17 @@ def main(argv=None):
                    help="write tests/stdlib_results.json from these files of "
                    "`tests/stdlib_suite.py --stdlib --json FILE` runs, and "
                    "stop")
+    p.add_argument("--no-cf", action="store_true",
+                   help="no test_concurrent_futures stage")
+    p.add_argument("--no-mp-suite", action="store_true",
+                   help="no multiprocessing suite rows (the unit tests and "
+                   "test_concurrent_futures still run)")
+    p.add_argument("--cf-timeout", type=int, default=900,
+                   help="time limit for one test_concurrent_futures run")
+    p.add_argument("--record-cf-from", nargs="+", metavar="JSON",
+                   help="write tests/stdlib_cf_results.json from these files "
+                   "of `tests/cf_suite.py --stdlib --json FILE` runs, and "
+                   "stop")
     p.add_argument("--no-extras", action="store_true",
                    help="no LLDB, cross-compile, wine or fuzzing stages")
     p.add_argument("--lldb", choices=["auto", "yes", "no"], default="auto",
@@ -447,11 +602,15 @@ def main(argv=None):
         args.compare = True
     if args.record_stdlib_from:
         return record_stdlib_from(args.record_stdlib_from)
+    if args.record_cf_from:
+        return record_cf_from(args.record_cf_from)
 
     t0 = time.monotonic()
     os.makedirs(RESULTS, exist_ok=True)
     ratchet = load_json(RATCHET)
     recorded = load_json(STDLIB_RESULTS)
+    recorded_cf = load_json(CF_RESULTS)
+    cf_rows = []
     stages = Stages()
     failures = []
     unit_totals = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
@@ -500,7 +659,7 @@ def main(argv=None):
                 unit_totals[k] += counts[k]
             if not ok:
                 failures.append("unit tests failed on %s" % version)
-        if not args.no_suite:
+        if not args.no_suite and not args.no_mp_suite:
             for method in methods:
                 if left() < 120:
                     suite_rows.append(dict(version=version, method=method,
@@ -518,11 +677,24 @@ def main(argv=None):
                 if args.record_stdlib and data and data.get("stdlib"):
                     recorded.setdefault(version, {})[method] = \
                         stdlib_entry(data["stdlib"])
+        if not args.no_suite and not args.no_cf:
+            if left() < 120:
+                cf_rows.append(dict(version=version,
+                                    not_run="time budget spent"))
+                failures.append("test_concurrent_futures %s not run: time "
+                                "budget" % version)
+            else:
+                limit = int(min(args.cf_timeout, max(120, left() - 60)))
+                data = stages.run("test_concurrent_futures %s" % version,
+                                  run_cf, interp, limit, args.test_timeout)
+                cf_rows.append(record_cf_row(data, recorded_cf, version,
+                                             failures))
         if index == 0:
             run_extras(stages, failures, interp, wanted(args.lldb),
                        wanted(args.platforms), fuzz_seconds, versions)
 
     print_suite_table(suite_rows)
+    print_cf_table(cf_rows)
     if args.update_ratchet:
         write_json(RATCHET, ratchet)
         log("ratchet written: %s" % RATCHET)

@@ -114,3 +114,46 @@ def test_committed_stdlib_results_cover_the_default_plan(ci):
             entry = recorded[version][method]
             assert entry["python"].startswith(version + ".")
             assert len(entry["passed"]) > 300
+
+
+def _cf_data(passed, failed=(), warnings=(), stdlib_modules=(), hung=0):
+    tests = {t: "passed" for t in passed}
+    tests.update({t: "failed" for t in failed})
+    return {"result": {"python": "3.14.10", "tests": tests,
+                       "totals": {"hung": hung}, "seconds": 1.0,
+                       "stopped": None, "warnings": list(warnings),
+                       "stdlib_modules": list(stdlib_modules)},
+            "stdlib": None}
+
+
+LEAK = ("resource_tracker: There appear to be 6 leaked semaphore objects "
+        "to clean up at shutdown")
+
+
+def test_cf_row_compares_with_recorded_stdlib(ci):
+    recorded = {"3.14": {"python": "3.14.10", "passed": ["m.A.a", "m.A.b"],
+                         "leaks": ["6 leaked semaphore"]}}
+    failures = []
+    row = ci.record_cf_row(_cf_data(["m.A.a", "m.A.b"], warnings=[LEAK]),
+                           recorded, "3.14", failures)
+    assert failures == []          # the stdlib's own leak is not ours
+    assert row["passed"] == row["stdlib"] == 2 and row["missing"] == []
+    row = ci.record_cf_row(_cf_data(["m.A.a"], failed=["m.A.b"],
+                                    warnings=[LEAK, LEAK]),
+                           recorded, "3.14", failures)
+    assert row["missing"] == ["m.A.b"]
+    assert len(failures) == 2      # a missing test, a leak of our own
+    failures = []
+    ci.record_cf_row(_cf_data(["m.A.a", "m.A.b"],
+                              stdlib_modules=["multiprocessing"]),
+                     recorded, "3.14", failures)
+    assert failures and "stdlib's multiprocessing" in failures[0]
+
+
+def test_cf_row_of_an_interpreter_without_the_suite(ci):
+    failures = []
+    row = ci.record_cf_row({"absent": True, "python": "3.12.1"}, {}, "3.12",
+                           failures)
+    assert failures == [] and "no test_concurrent_futures" in row["not_run"]
+    row = ci.record_cf_row(None, {}, "3.13", failures)
+    assert row["not_run"] == "runner failed" and len(failures) == 1

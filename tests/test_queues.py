@@ -985,3 +985,69 @@ def test_threads_putting_while_the_feeder_waits_for_the_gil():
             qq.close()
             qq.join_thread()
     assert reader.exitcode == 0
+
+
+# -- put() when no thread can start; failed pickles and reference cycles ----
+
+@pytest.mark.timeout(60)
+def test_put_raises_when_the_feeder_cannot_start(monkeypatch):
+    # gh-109047: at interpreter shutdown a thread cannot start; the stdlib's
+    # put() starts its feeder and so raises, and concurrent.futures breaks
+    # its pool on that.  Ours raises too, though the pipe has room, and
+    # keeps nothing of the message.
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+    q = CTX.Queue(1)
+    with monkeypatch.context() as m:
+        m.setattr(threading.Thread, "start", refuse)
+        with pytest.raises(RuntimeError, match="interpreter shutdown"):
+            q.put("lost")
+    with closing(q):
+        assert q.empty()
+        q.put("kept", timeout=LONG)  # the size unit came back: no Full
+        assert q.get(timeout=LONG) == "kept"
+
+
+@pytest.mark.timeout(60)
+def test_failed_pickle_makes_no_reference_cycle():
+    # concurrent.futures' hook gives the exception to the work item's
+    # future, which the frame calling put() holds: the exception must not
+    # lead back to that frame, or the queue's semaphores wait for the
+    # cyclic collector.  Everything here is freed by reference counting.
+    import gc
+    import traceback
+    import weakref
+
+    class Holder:
+        exc = None
+
+    def caller():
+        q = CTX.Queue()
+        holder = Holder()           # the work item, held by this frame
+        pending = {"item": holder}  # the hook finds it as the pool's does
+
+        def hook(e, obj):
+            item = pending.pop("item")
+            item.exc = e
+            item.text = "".join(traceback.format_exception(e))
+        q._on_queue_feeder_error = hook
+        q.put(Unpicklable())
+        frames = [f.f_code.co_name
+                  for f, _ in traceback.walk_tb(holder.exc.__traceback__)]
+        refs = [weakref.ref(x) for x in (q, q._sem, q._wlock, holder)]
+        with closing(q):
+            pass
+        return refs, frames, holder.text
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        refs, frames, text = caller()
+        alive = [r() is not None for r in refs]
+    finally:
+        if enabled:
+            gc.enable()
+    # the hook saw the exception with the frames that failed to pickle
+    assert "__reduce__" in frames
+    assert "no pickling for you" in text
+    assert alive == [False, False, False, False]

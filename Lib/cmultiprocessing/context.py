@@ -383,6 +383,24 @@ class _SpawningState(_ThreadLocal):
 _spawning = _SpawningState()
 
 
+def _stdlib_module(name):
+    """The standard library's multiprocessing.<name> where this process
+    has loaded it itself (never imported here), else None.
+
+    Without the alias a program may use both: concurrent.futures given
+    mp_context=cmultiprocessing.get_context(...) builds its call queue on
+    the stdlib's Queue class with our locks, and our spawn and forkserver
+    children must receive it.  For that the stdlib's pickling hooks have to
+    see our Popen as the spawning one (its assert_spawning and DupFd), and
+    our pickler has to know the reducers the stdlib registered (its
+    Connection)."""
+    full = 'multiprocessing.' + name
+    module = sys.modules.get(full)
+    if module is None or getattr(module, '__name__', None) != full:
+        return None     # not loaded, or it is ours through the alias
+    return module
+
+
 def get_spawning_popen():
     return _spawning.popen
 

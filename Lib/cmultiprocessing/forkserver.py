@@ -185,6 +185,8 @@ class ForkServer(object):
         if authkey_fd is not None:
             options['authkey_r'] = authkey_fd
         argv_tail = []
+        if spawn._alias_installed():
+            options['alias'] = True
         if self._preload_modules:
             data = spawn.get_preparation_data('ignore')
             options['sys_path'] = data['sys_path']
@@ -399,9 +401,22 @@ def _server_handshake(authkey):
 
 
 def main(listener_fd, alive_r, preload, main_path=None, sys_path=None, *,
-         sys_argv=None, authkey_r=None, on_error='ignore'):
+         sys_argv=None, authkey_r=None, on_error='ignore', alias=False):
     '''Run the fork server (in its own interpreter).'''
     import signal
+    if alias:
+        # the parent runs with cmultiprocessing.install(): so do the
+        # preloaded modules (found on the parent's sys.path, given with
+        # them).  Best effort: each child installs it again in prepare(),
+        # and says so if it cannot.
+        if sys_path is not None:
+            sys.path[:] = sys_path
+        try:
+            import _cmultiprocessing_alias
+        except ImportError:
+            pass
+        else:
+            _cmultiprocessing_alias.install()
     authkey = None if authkey_r is None else _read_authkey(authkey_r)
     _handle_preload(preload, main_path, sys_path, sys_argv, on_error)
     util._close_stdin()

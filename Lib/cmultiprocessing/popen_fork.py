@@ -60,6 +60,33 @@ else:
     _fork = _native.fork_with_sentinels
 
 
+# 3.12+: os.fork() in a process with other threads warns in the parent
+# (gh-100228); the native fork does what os.fork does, the warning too.
+_WARNS_ABOUT_THREADS = sys.version_info >= (3, 12)
+
+
+def _thread_count():
+    """The threads of this process, counted as os.fork() counts them: the
+    kernel's count where /proc has it, else threading's."""
+    try:
+        with open('/proc/self/stat', 'rb') as f:
+            stat = f.read()
+        return int(stat[stat.rfind(b')') + 2:].split()[17])
+    except (OSError, ValueError, IndexError):
+        threading = sys.modules.get('threading')
+        if threading is None:
+            return 1
+        return len(threading._active) + len(threading._limbo)
+
+
+def _warn_if_threaded(name):
+    if _thread_count() > 1:
+        import warnings
+        warnings.warn('This process (pid=%d) is multi-threaded, use of %s() '
+                      'may lead to deadlocks in the child.'
+                      % (os.getpid(), name), DeprecationWarning, stacklevel=2)
+
+
 def _child_main(process_obj, parent_sentinel):
     """Run in the new child; never returns."""
     code = 1
@@ -130,6 +157,8 @@ class Popen(object):
         pid, sentinel, keepalive = _fork()
         if pid == 0:
             _child_main(process_obj, sentinel)
+        if _WARNS_ABOUT_THREADS:
+            _warn_if_threaded('fork')
         self.pid, self.sentinel = pid, sentinel
         self.finalizer = util.Finalize(self, util.close_fds,
                                        (sentinel, keepalive))

@@ -8,7 +8,8 @@ work is done by the native base class ``_cmultiprocessing.QueueBase``:
   pipe at once when the pipe has room (taking the writer lock only if it is
   free).  What the pipe cannot take -- and everything after it, to keep the
   order -- waits in the queue's feed, which a daemon thread ("the feeder",
-  started the first time it is needed) writes out.  An object that cannot be
+  started by the first put, as the stdlib's is, so that a thread that cannot
+  start fails put()) writes out.  An object that cannot be
   pickled or sent is reported to ``_on_queue_feeder_error`` and dropped, as
   the standard library's feeder does.
 * ``Queue.get`` reads one frame under the reader lock with the GIL released
@@ -92,6 +93,65 @@ def _feeder_gives_up(exc, ignore_epipe):
         info('error in queue feeder thread: %s', exc)
         return True
     return False
+
+
+def _call_feeder_error_hook(hook, exc, obj):
+    """hook(exc, obj) with exc the exception being handled (the default
+    hook prints it with print_exc()), leaving no reference cycle behind.
+
+    Raising exc here puts this frame, which holds exc, on exc's traceback:
+    a cycle that would keep whatever the hook stores exc in -- the future
+    of a concurrent.futures work item, and through the caller's frames the
+    queue and its semaphores -- alive until the cyclic collector runs.  So
+    the traceback and context are put back as they came (the pickling
+    frames below put(), which the hook reports) and the locals are dropped
+    before returning."""
+    tb, context = exc.__traceback__, exc.__context__
+    try:
+        raise exc
+    except BaseException:
+        hook(exc, obj)
+    finally:
+        exc.__traceback__, exc.__context__ = tb, context
+        del exc, obj, hook, tb, context
+
+
+def _report_pickling_error(hook, exc, obj):
+    """Report that obj could not be pickled, from another thread.
+
+    The frames of a failed pickle are on the exception's traceback, and
+    each links (f_back) to the frame that called put(), which is still
+    running: whatever that frame holds -- concurrent.futures' work item,
+    whose future the hook gives the exception to -- would then make a
+    cycle with the exception, and the queue and its semaphores would wait
+    for the cyclic collector ("leaked semaphore" warnings at exit).  The
+    stdlib pickles in its feeder thread, where no such frame is.  So obj is
+    pickled once more in a thread of its own, and that failure, with its
+    pickling frames, goes to the hook there; put() waits for it, so the
+    hook has run when put() returns, as before.  Where no thread can start
+    (interpreter shutdown), or the second try pickles, the first failure is
+    reported here without its frames."""
+    dumps = context.reduction.ForkingPickler.dumps
+    reported = []
+
+    def report():
+        try:
+            dumps(obj)
+        except Exception as again:
+            reported.append(True)
+            _call_feeder_error_hook(hook, again, obj)
+
+    try:
+        thread = threading.Thread(target=report, daemon=True,
+                                  name='QueueFeederErrorReport')
+        thread.start()
+    except RuntimeError:
+        thread = None
+    if thread is not None:
+        thread.join()
+    if not reported:
+        exc.__traceback__ = None
+        _call_feeder_error_hook(hook, exc, obj)
 
 
 def _feeder_main(feed, close_reader, close_writer, ignore_epipe, onerror,
@@ -238,11 +298,12 @@ class Queue(_QueueBase):
         if _feeder_gives_up(exc, self._ignore_epipe):
             return
         self._sem.release()
-        try:
-            raise exc
-        except Exception:
-            # so that the default hook's print_exc() shows exc
-            self._on_queue_feeder_error(exc, obj)
+        hook = self._on_queue_feeder_error
+        if exc.__traceback__ is None:
+            # raised by native code alone (a write, the pickler itself)
+            _call_feeder_error_hook(hook, exc, obj)
+        else:
+            _report_pickling_error(hook, exc, obj)
 
     @staticmethod
     def _on_queue_feeder_error(e, obj):

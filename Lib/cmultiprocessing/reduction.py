@@ -52,7 +52,10 @@ def _dispatch_snapshot(cls):
     # copyreg's table first, then what cmultiprocessing registered on top;
     # a fresh dict per pickler so that one pickler's changes stay its own.
     _note_socket_class(ForkingPickler)
-    return {**cls._copyreg_dispatch_table, **cls._extra_reducers}
+    stdlib = context._stdlib_module('reduction')
+    theirs = {} if stdlib is None else \
+        getattr(getattr(stdlib, 'ForkingPickler', None), '_extra_reducers', {})
+    return {**cls._copyreg_dispatch_table, **theirs, **cls._extra_reducers}
 
 
 def _register(cls, type, reduce):
@@ -83,7 +86,13 @@ class ForkingPickler(_Pickler):
     loads = staticmethod(_loads)
 
     def __init__(self, *args, **kwds):
-        super().__init__(*args, **kwds)
+        if kwds:
+            super().__init__(*args, **kwds)
+        else:
+            # Keywords, even none, take _pickle's keyword parser, which
+            # 3.12 keeps per process: freed by an interpreter with a GIL of
+            # its own, it crashes the process at exit ("double free").
+            super().__init__(*args)
         self.dispatch_table = _dispatch_snapshot(type(self))
 
 

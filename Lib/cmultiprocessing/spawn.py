@@ -555,6 +555,7 @@ def get_preparation_data(name):
     logger = getattr(util, '_logger', None)
     if logger is not None:
         data['log_level'] = logger.getEffectiveLevel()
+    data['alias'] = _alias_installed()
     main_source = _main_module_source()
     if main_source is not None:
         data[main_source[0]] = main_source[1]
@@ -596,6 +597,30 @@ def _main_code_for_children(path):
         return None
     _compiled_mains[path] = found = stamp + (blob,)
     return found
+
+
+def _alias_installed():
+    """True where cmultiprocessing.install() holds in this process."""
+    alias = sys.modules.get('_cmultiprocessing_alias')
+    return alias is not None and alias.installed()
+
+
+def _set_alias(value):
+    # After sys.path is the parent's (the alias's module is found where the
+    # parent found it), before the main module: it, and everything
+    # unpickled after, may import multiprocessing.
+    if value:
+        try:
+            import _cmultiprocessing_alias
+        except ImportError as exc:
+            raise ImportError(
+                'the parent runs with cmultiprocessing.install(), but this '
+                'child cannot import its module, _cmultiprocessing_alias '
+                '(sys.path: %r)' % (sys.path,)) from exc
+        _cmultiprocessing_alias.install()
+    elif _alias_installed():
+        # a fork server's child, after the parent's uninstall()
+        sys.modules['_cmultiprocessing_alias'].uninstall()
 
 
 def _set_name(value):
@@ -648,6 +673,7 @@ _PREPARE_STEPS = (
     ('dir', os.chdir),
     ('orig_dir', _set_orig_dir),
     ('start_method', _set_start_method),
+    ('alias', _set_alias),
 )
 
 
@@ -775,9 +801,15 @@ class _SpawningAs:
 
     def __enter__(self):
         self.context.set_spawning_popen(self.popen)
+        stdlib = self.context._stdlib_module('context')
+        if stdlib is not None:
+            stdlib.set_spawning_popen(self.popen)
 
     def __exit__(self, *exc_info):
         self.context.set_spawning_popen(None)
+        stdlib = self.context._stdlib_module('context')
+        if stdlib is not None:
+            stdlib.set_spawning_popen(None)
 
 
 def _pickle_for_child(popen, process_obj):

@@ -53,6 +53,14 @@ int cmp_cpu_count(void);
    the thread it waits for could use). */
 void cmp_yield(void);
 
+/* One lock for the few plain C values that every interpreter of the
+   process shares (the queues' pipe-growth budget), now that interpreters
+   with a GIL of their own can run this module at the same time.  Held for
+   a few instructions, never across a call into Python or a wait; a child
+   made by fork gets it unlocked. */
+void cmp_process_lock(void);
+void cmp_process_unlock(void);
+
 /* The longest single wait the blocking loops make with the GIL released
    before they take the GIL to run signal handlers (seconds). */
 #define CMP_WAIT_SLICE 0.05

@@ -3,7 +3,9 @@
 #include "platform/platform.h"
 
 #ifdef CMP_POSIX
+#include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,5 +28,52 @@ void
 cmp_yield(void)
 {
     (void)sched_yield();
+}
+
+/* A default mutex with a static initialiser cannot fail to lock or unlock
+   when used in pairs; a failure means memory corruption, so abort. */
+static pthread_mutex_t process_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t process_lock_once = PTHREAD_ONCE_INIT;
+
+static void
+process_lock_take(void)
+{
+    if (pthread_mutex_lock(&process_lock) != 0) {
+        abort();
+    }
+}
+
+static void
+process_lock_give(void)
+{
+    if (pthread_mutex_unlock(&process_lock) != 0) {
+        abort();
+    }
+}
+
+/* Around fork the forking thread holds the lock, so that the child never
+   inherits it held by a thread it does not have. */
+static void
+process_lock_at_fork(void)
+{
+    if (pthread_atfork(process_lock_take, process_lock_give,
+                       process_lock_give) != 0) {
+        abort();
+    }
+}
+
+void
+cmp_process_lock(void)
+{
+    if (pthread_once(&process_lock_once, process_lock_at_fork) != 0) {
+        abort();
+    }
+    process_lock_take();
+}
+
+void
+cmp_process_unlock(void)
+{
+    process_lock_give();
 }
 #endif

@@ -56,4 +56,19 @@ cmp_yield(void)
 {
     (void)SwitchToThread();
 }
+
+/* A slim reader/writer lock needs no set-up and cannot fail. */
+static SRWLOCK process_lock = SRWLOCK_INIT;
+
+void
+cmp_process_lock(void)
+{
+    AcquireSRWLockExclusive(&process_lock);
+}
+
+void
+cmp_process_unlock(void)
+{
+    ReleaseSRWLockExclusive(&process_lock);
+}
 #endif /* CMP_WINDOWS */
