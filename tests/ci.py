@@ -33,7 +33,9 @@ first interpreter, CI also runs the check inside LLDB's embedded Python
 (tests/lldb/: lldb-16 here, lldb-21 in the sid chroot), the C embedding host
 on every version (tests/embed/), the cross-compile check for macOS and Windows
 (tools/crosscheck.sh), the Windows platform layer's tests under wine
-(tests/platform_c/) and a bounded libFuzzer run (tools/fuzz.sh).
+(tests/platform_c/), a bounded libFuzzer run (tools/fuzz.sh), and real
+libraries' own suites on the stdlib and through the alias, compared test by
+test (tests/clients.py: pebble).
 
 Every run has a time limit.  The run fails when a unit test fails, when a
 suite row passes fewer tests than the committed ratchet (tests/ratchet.json,
@@ -591,6 +593,10 @@ def main(argv=None):
                    default="auto", help="cross-compile for macOS/Windows and "
                    "run the Windows platform tests under wine (installs "
                    "ziglang, mingw-w64 and wine); auto: only in CI")
+    p.add_argument("--clients", choices=["auto", "yes", "no"],
+                   default="auto", help="run real libraries' own suites on "
+                   "the stdlib and through the alias (tests/clients.py: "
+                   "downloads their pinned sources); auto: only in CI")
     p.add_argument("--fuzz", type=int, default=None, metavar="SECONDS",
                    help="fuzz each target for SECONDS (tools/fuzz.sh; "
                    "installs clang with apt); default: 60 in CI, else none")
@@ -691,7 +697,8 @@ def main(argv=None):
                                              failures))
         if index == 0:
             run_extras(stages, failures, interp, wanted(args.lldb),
-                       wanted(args.platforms), fuzz_seconds, versions)
+                       wanted(args.platforms), fuzz_seconds, versions,
+                       wanted(args.clients))
 
     print_suite_table(suite_rows)
     print_cf_table(cf_rows)
@@ -737,8 +744,13 @@ def record_stdlib_from(paths):
 
 
 def run_extras(stages, failures, interp, lldb, platforms, fuzz_seconds,
-               versions=()):
+               versions=(), clients=False):
     checks = []
+    if clients and not interp.in_sid:
+        checks.append(("client suites", run_script, (
+            "real libraries' suites, on the stdlib and through the alias",
+            [interp.python, os.path.join(ROOT, "tests", "clients.py"),
+             "--python", interp.python, "--timeout", "600"], 1500)))
     if lldb:
         checks.append(("LLDB check", run_lldb_check, ()))
         if versions:
