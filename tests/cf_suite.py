@@ -36,8 +36,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from stdlib_suite import (iter_tests, kill_group, per_class,  # noqa: E402
-                          tail_of, totals, worst)
+from stdlib_suite import (iter_tests, kill_group,  # noqa: E402
+                          make_reporter, per_class, tail_of, totals, worst)
 
 PACKAGE = "test.test_concurrent_futures"
 
@@ -92,61 +92,8 @@ def worker_main(args):
         elif tid not in done and (only is None or only.search(tid)):
             selected.addTest(test)
 
-    class Reporter(unittest.TestResult):
-        def startTest(self, test):
-            super().startTest(test)
-            self._t0 = time.monotonic()
-            emit(event="start", test=test_id(test))
-            faulthandler.dump_traceback_later(args.test_timeout, exit=True)
-
-        def _out(self, test, outcome, detail=""):
-            faulthandler.cancel_dump_traceback_later()
-            emit(event="outcome", test=test_id(test), outcome=outcome,
-                 seconds=round(time.monotonic() - self._t0, 3),
-                 detail=detail[-4000:])
-
-        def addSuccess(self, test):
-            super().addSuccess(test)
-            self._out(test, "passed")
-
-        def addFailure(self, test, err):
-            super().addFailure(test, err)
-            self._out(test, "failed", self.failures[-1][1])
-
-        def addError(self, test, err):
-            super().addError(test, err)
-            if isinstance(test, unittest.TestCase):
-                self._out(test, "errors", self.errors[-1][1])
-            else:
-                emit(event="fixture_error", test=str(test),
-                     detail=self.errors[-1][1][-4000:])
-
-        def addSkip(self, test, reason):
-            super().addSkip(test, reason)
-            if isinstance(test, unittest.TestCase):
-                self._out(test, "skipped", reason)
-
-        def addExpectedFailure(self, test, err):
-            super().addExpectedFailure(test, err)
-            self._out(test, "passed", "expected failure")
-
-        def addUnexpectedSuccess(self, test):
-            super().addUnexpectedSuccess(test)
-            self._out(test, "failed", "unexpected success")
-
-        def addSubTest(self, test, subtest, err):
-            super().addSubTest(test, subtest, err)
-            if err is not None:
-                kind = "failed" if issubclass(err[0], test.failureException) \
-                    else "errors"
-                detail = (self.failures if kind == "failed"
-                          else self.errors)[-1][1]
-                emit(event="outcome", test=test_id(test), outcome=kind,
-                     seconds=0,
-                     detail=("subtest %s\n" % subtest) + detail[-4000:])
-
     emit(event="begin", count=selected.countTestCases())
-    selected.run(Reporter())
+    selected.run(make_reporter(emit, test_id, args.test_timeout))
     faulthandler.cancel_dump_traceback_later()
     foreign = []
     if os.environ.get("CMULTIPROCESSING_ALIAS"):

@@ -167,12 +167,33 @@ def worker_main(args):
         if wanted(test):
             selected.addTest(test)
 
+    result = make_reporter(emit, test_id, args.test_timeout)
+    emit(event="begin", count=selected.countTestCases())
+    selected.run(result)
+    faulthandler.cancel_dump_traceback_later()
+    emit(event="end")
+    events.close()
+    # Leave like the suite's own tearDownModule would have; skip interpreter
+    # shutdown work that a broken implementation could hang in.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return 0
+
+
+def make_reporter(emit, test_id, test_timeout):
+    """A unittest result that emits one JSON event per test start and
+    outcome (the worker's report, shared with cf_suite.py); a test running
+    past test_timeout seconds has every thread's traceback dumped and the
+    worker exits."""
+    import faulthandler
+    import unittest
+
     class Reporter(unittest.TestResult):
         def startTest(self, test):
             super().startTest(test)
             self._t0 = time.monotonic()
             emit(event="start", test=test_id(test))
-            faulthandler.dump_traceback_later(args.test_timeout, exit=True)
+            faulthandler.dump_traceback_later(test_timeout, exit=True)
 
         def _out(self, test, outcome, detail=""):
             faulthandler.cancel_dump_traceback_later()
@@ -224,17 +245,7 @@ def worker_main(args):
                 emit(event="outcome", test=test_id(test), outcome=kind,
                      seconds=0, detail=("subtest %s\n" % subtest) + detail[-4000:])
 
-    result = Reporter()
-    emit(event="begin", count=selected.countTestCases())
-    selected.run(result)
-    faulthandler.cancel_dump_traceback_later()
-    emit(event="end")
-    events.close()
-    # Leave like the suite's own tearDownModule would have; skip interpreter
-    # shutdown work that a broken implementation could hang in.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    return 0
+    return Reporter()
 
 
 def iter_tests(suite):
