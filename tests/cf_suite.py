@@ -37,7 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from stdlib_suite import (iter_tests, kill_group,  # noqa: E402
-                          make_reporter, per_class, tail_of, totals, worst)
+                          make_reporter, per_class, read_events, tail_of,
+                          totals, worst)
 
 PACKAGE = "test.test_concurrent_futures"
 
@@ -152,29 +153,11 @@ def run_suite(stdlib, only=None, timeout=1800, test_timeout=180, log=None):
             if os.path.exists(events):
                 with open(events, encoding="utf-8") as f:
                     lines = f.readlines()
-            current, finished, began = None, False, False
-            for line in lines[seen_lines:]:
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                kind = ev.get("event")
-                if kind == "start":
-                    current = ev["test"]
-                elif kind == "outcome":
-                    tid = ev["test"]
-                    outcomes[tid] = worst(ev["outcome"],
-                                          outcomes.get(tid, "passed"))
-                    if ev["outcome"] != "passed" and ev.get("detail"):
-                        details[tid] = ev["detail"]
-                    current = None
-                elif kind == "fixture_error":
-                    fixture_errors.append(ev)
-                elif kind == "begin":
-                    began = True
-                elif kind == "end":
-                    finished = True
-                    stdlib_modules = ev.get("stdlib_modules", [])
+            current, began, end = read_events(lines[seen_lines:], outcomes,
+                                              details, fixture_errors)
+            finished = end is not None
+            if finished:
+                stdlib_modules = end.get("stdlib_modules", [])
             seen_lines = len(lines)
             kill_group(proc)
             if finished or stopped:

@@ -248,6 +248,35 @@ def make_reporter(emit, test_id, test_timeout):
     return Reporter()
 
 
+def read_events(lines, outcomes, details, fixture_errors):
+    """Fold one worker's event lines into outcomes, details and
+    fixture_errors (shared with cf_suite.py).  Returns (the test started
+    and not finished, or None; whether the worker began; its "end" event,
+    or None)."""
+    current, began, end = None, False, None
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        kind = ev.get("event")
+        if kind == "start":
+            current = ev["test"]
+        elif kind == "outcome":
+            tid = ev["test"]
+            outcomes[tid] = worst(ev["outcome"], outcomes.get(tid, "passed"))
+            if ev["outcome"] != "passed" and ev.get("detail"):
+                details[tid] = ev["detail"]
+            current = None
+        elif kind == "fixture_error":
+            fixture_errors.append(ev)
+        elif kind == "begin":
+            began = True
+        elif kind == "end":
+            end = ev
+    return current, began, end
+
+
 def iter_tests(suite):
     import unittest
     for item in suite:
@@ -317,30 +346,9 @@ def run_suite(start_method, stdlib, only=None, exclude=None, timeout=1500,
             # read what this worker reported
             with open(events, encoding="utf-8") as f:
                 lines = f.readlines()
-            current = None
-            finished = False
-            began = False
-            for line in lines[seen_lines:]:
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                kind = ev.get("event")
-                if kind == "start":
-                    current = ev["test"]
-                elif kind == "outcome":
-                    tid = ev["test"]
-                    outcomes[tid] = worst(ev["outcome"],
-                                          outcomes.get(tid, "passed"))
-                    if ev["outcome"] != "passed" and ev.get("detail"):
-                        details[tid] = ev["detail"]
-                    current = None
-                elif kind == "fixture_error":
-                    fixture_errors.append(ev)
-                elif kind == "begin":
-                    began = True
-                elif kind == "end":
-                    finished = True
+            current, began, end = read_events(lines[seen_lines:], outcomes,
+                                              details, fixture_errors)
+            finished = end is not None
             seen_lines = len(lines)
             # the processes a test left behind would disturb the next worker
             kill_group(proc)
