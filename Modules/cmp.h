@@ -17,7 +17,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "compat.h"
 #include "platform/platform.h"
+#include "wait.h"
 
 /* X(name): one PyObject * member of the module state. */
 #define CMP_STATE_FIELDS(X)                                                   \
