@@ -310,7 +310,8 @@ class ResourceTracker(object):
             inherited.append(sys.stderr.fileno())
         except Exception:
             pass
-        start = spawn._interpreter_argv()
+        from ._interpreter import _interpreter_argv
+        start = _interpreter_argv()
         exe = start[0]
         r, w = os.pipe()
         try:
