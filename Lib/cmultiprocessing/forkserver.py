@@ -321,7 +321,8 @@ def _preload_failed(on_error, what, exc):
     """Apply the on_error policy to a preload that raised exc; called while
     exc is being handled."""
     if on_error == 'fail':
-        raise
+        # re-raises the exception the caller is handling, as it was raised
+        raise  # noqa: PLE0704
     if on_error == 'warn':
         import warnings
         # attributed to whoever called _handle_preload

@@ -291,7 +291,7 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
                             func is not _helper_reraises_exception:
                         exc = ExceptionWithTraceback(exc, exc.__traceback__)
                     out.append((job, index, False, exc))
-                exc = func = args = kwds = None
+                func = args = kwds = None
                 completed += 1
                 if clock() - flushed > _FLUSH_SECONDS:
                     _ship(send, out)
@@ -1585,11 +1585,12 @@ class Pool(object):
 
     # -- submitting work -------------------------------------------------------
 
-    def apply(self, func, args=(), kwds={}):
+    # kwds={}: the stdlib's signatures (inspect shows them); never mutated
+    def apply(self, func, args=(), kwds={}):  # noqa: B006
         """Call func(*args, **kwds) in a worker and return the result."""
         return self.apply_async(func, args, kwds).get()
 
-    def apply_async(self, func, args=(), kwds={}, callback=None,
+    def apply_async(self, func, args=(), kwds={}, callback=None,  # noqa: B006
                     error_callback=None):
         """Like apply(), returning an AsyncResult."""
         self._check_running()
