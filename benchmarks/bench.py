@@ -427,7 +427,7 @@ def b_start_launcher(impl, n):
     program gets); the other libraries run the python program as usual."""
     if impl.label != "cmultiprocessing":
         return start_bench("spawn")(impl, n)
-    sp = impl.submodule("spawn")
+    sp = impl.submodule("_interpreter")
     try:
         launcher, options, _library = sp._launcher()
     except sp._LauncherUnusable as exc:

@@ -98,8 +98,8 @@ SMOKE = textwrap.dedent("""
     for mod in (cmultiprocessing, _cmultiprocessing):
         where = os.path.realpath(mod.__file__)
         assert where.startswith(prefix), (mod.__name__, where, prefix)
-    from cmultiprocessing import spawn
-    launcher = spawn._launcher_file()
+    from cmultiprocessing import _interpreter
+    launcher = _interpreter._launcher_file()
     assert os.path.isfile(launcher) and os.access(launcher, os.X_OK), launcher
 
     def work(q, n):

@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 import _cmultiprocessing
-from cmultiprocessing import spawn
+from cmultiprocessing import _interpreter, spawn
 
 LIBRARY = _cmultiprocessing.runtime_library()
 needs_shared = pytest.mark.skipif(
@@ -32,12 +32,12 @@ USAGE, LOAD = 64, 71          # the launcher's own exit statuses
 def fresh_interpreter_choice(monkeypatch):
     for name, value in (("explicit", None), ("found", None), ("probed", {}),
                         ("launch", ()), ("why", None)):
-        monkeypatch.setattr(spawn._Interpreter, name, value)
+        monkeypatch.setattr(_interpreter._Interpreter, name, value)
     yield
 
 
 def launcher(args, timeout=60, **kw):
-    return subprocess.run([spawn._launcher_file(), *args],
+    return subprocess.run([_interpreter._launcher_file(), *args],
                           capture_output=True, text=True, timeout=timeout,
                           **kw)
 
@@ -81,7 +81,7 @@ def test_runtime_library_is_loaded_in_this_process():
 
 
 def test_launcher_is_installed_next_to_the_package():
-    path = spawn._launcher_file()
+    path = _interpreter._launcher_file()
     assert os.path.dirname(path) == os.path.dirname(spawn.__file__)
     assert os.path.isfile(path) and os.access(path, os.X_OK), path
 
@@ -90,7 +90,7 @@ def test_launcher_is_installed_next_to_the_package():
 
 @needs_shared
 def test_launcher_runs_this_interpreter_with_the_given_config():
-    opts = spawn._launcher_options(LIBRARY)
+    opts = _interpreter._launcher_options(LIBRARY)
     probe = ("import sys, json; print(json.dumps([sys.version, sys.prefix, "
              "sys.exec_prefix, sys.base_prefix, sys.executable, sys.path, "
              "sys.argv]))")
@@ -108,7 +108,7 @@ def test_launcher_runs_this_interpreter_with_the_given_config():
 
 @needs_shared
 def test_launcher_parses_python_flags_and_returns_the_exit_status():
-    opts = spawn._launcher_options(LIBRARY)
+    opts = _interpreter._launcher_options(LIBRARY)
     done = launcher(opts + ["-I", "-X", "utf8", "-c",
                             "import sys; print(sys.flags.isolated, "
                             "sys.flags.utf8_mode); raise SystemExit(7)"])
@@ -197,9 +197,9 @@ def test_a_real_interpreter_comes_first(fresh_interpreter_choice):
 @needs_shared
 def test_the_launcher_when_no_program_is_found(monkeypatch,
                                                fresh_interpreter_choice):
-    monkeypatch.setattr(spawn, "_interpreter_candidates", lambda: iter(()))
+    monkeypatch.setattr(_interpreter, "_interpreter_candidates", lambda: iter(()))
     exe = spawn.get_executable()
-    assert exe == os.fsencode(spawn._launcher_file())
+    assert exe == os.fsencode(_interpreter._launcher_file())
     why = spawn.describe_executable()
     assert "child launcher" in why and LIBRARY in why
     cmd = spawn.get_command_line(pipe_handle=5)
@@ -215,10 +215,10 @@ def test_the_launcher_when_no_program_is_found(monkeypatch,
 
 def _refused(monkeypatch):
     """get_executable()'s RuntimeError with no program to find."""
-    monkeypatch.setattr(spawn, "_interpreter_candidates", lambda: iter(()))
+    monkeypatch.setattr(_interpreter, "_interpreter_candidates", lambda: iter(()))
     with pytest.raises(RuntimeError, match="set_executable") as info:
         spawn.get_executable()
-    assert spawn._Interpreter.found is None
+    assert _interpreter._Interpreter.found is None
     return str(info.value)
 
 
@@ -231,8 +231,8 @@ def test_refused_when_python_is_linked_statically(monkeypatch,
 @needs_shared
 def test_refused_when_the_launcher_is_missing(monkeypatch, tmp_path,
                                               fresh_interpreter_choice):
-    gone = str(tmp_path / spawn.LAUNCHER)
-    monkeypatch.setattr(spawn, "_launcher_file", lambda: gone)
+    gone = str(tmp_path / _interpreter.LAUNCHER)
+    monkeypatch.setattr(_interpreter, "_launcher_file", lambda: gone)
     assert "the launcher %s is missing" % gone in _refused(monkeypatch)
 
 
@@ -240,10 +240,10 @@ def test_refused_when_the_launcher_is_missing(monkeypatch, tmp_path,
 @needs_shared
 def test_refused_when_the_launcher_is_not_executable(
         monkeypatch, tmp_path, fresh_interpreter_choice):
-    copy = tmp_path / spawn.LAUNCHER
-    copy.write_bytes(open(spawn._launcher_file(), "rb").read())
+    copy = tmp_path / _interpreter.LAUNCHER
+    copy.write_bytes(open(_interpreter._launcher_file(), "rb").read())
     copy.chmod(0o644)
-    monkeypatch.setattr(spawn, "_launcher_file", lambda: str(copy))
+    monkeypatch.setattr(_interpreter, "_launcher_file", lambda: str(copy))
     assert "is not executable" in _refused(monkeypatch)
 
 
@@ -263,7 +263,7 @@ def test_refused_when_the_library_cannot_be_loaded(monkeypatch, tmp_path,
 def test_refused_when_the_child_cannot_initialise(monkeypatch, tmp_path,
                                                   fresh_interpreter_choice):
     bad = str(tmp_path)
-    monkeypatch.setattr(spawn, "_launcher_options", lambda lib: [
+    monkeypatch.setattr(_interpreter, "_launcher_options", lambda lib: [
         "--libpython=" + lib, "--prefix=" + bad, "--exec-prefix=" + bad,
         "--path=" + bad, "--"])
     text = _refused(monkeypatch)
@@ -273,13 +273,13 @@ def test_refused_when_the_child_cannot_initialise(monkeypatch, tmp_path,
 @posix_only
 def test_refused_when_the_launcher_does_not_answer(monkeypatch, tmp_path,
                                                    fresh_interpreter_choice):
-    stuck = tmp_path / spawn.LAUNCHER
+    stuck = tmp_path / _interpreter.LAUNCHER
     stuck.write_text("#!/bin/sh\nexec sleep 60\n")
     stuck.chmod(0o755)
-    monkeypatch.setattr(spawn, "_launcher_file", lambda: str(stuck))
+    monkeypatch.setattr(_interpreter, "_launcher_file", lambda: str(stuck))
     monkeypatch.setattr(_cmultiprocessing, "runtime_library",
                         lambda: "/nowhere/libpython.so")
-    monkeypatch.setattr(spawn, "_PROBE_TIMEOUT", 1)
+    monkeypatch.setattr(_interpreter, "_PROBE_TIMEOUT", 1)
     assert "no answer in 1 seconds" in _refused(monkeypatch)
 
 
@@ -288,10 +288,10 @@ def test_refused_when_the_launcher_does_not_answer(monkeypatch, tmp_path,
 END_TO_END = textwrap.dedent("""
     import json, os, sys
     import cmultiprocessing as mp
-    from cmultiprocessing import spawn, shared_memory
+    from cmultiprocessing import _interpreter, spawn, shared_memory
 
     def no_program():
-        spawn._interpreter_candidates = lambda: iter(())
+        _interpreter._interpreter_candidates = lambda: iter(())
 
     def ident(_=None):
         return [sys.version, sys.prefix, sys.executable,

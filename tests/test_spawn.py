@@ -10,7 +10,7 @@ import pytest
 
 import _cmultiprocessing
 import cmultiprocessing
-from cmultiprocessing import spawn
+from cmultiprocessing import _interpreter, spawn
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX only")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -164,11 +164,11 @@ def test_spawnv_passfds_closed_fd_and_bad_args():
 
 @pytest.fixture
 def fresh_interpreter_choice(monkeypatch):
-    monkeypatch.setattr(spawn._Interpreter, "explicit", None)
-    monkeypatch.setattr(spawn._Interpreter, "found", None)
-    monkeypatch.setattr(spawn._Interpreter, "probed", {})
-    monkeypatch.setattr(spawn._Interpreter, "launch", ())
-    monkeypatch.setattr(spawn._Interpreter, "why", None)
+    monkeypatch.setattr(_interpreter._Interpreter, "explicit", None)
+    monkeypatch.setattr(_interpreter._Interpreter, "found", None)
+    monkeypatch.setattr(_interpreter._Interpreter, "probed", {})
+    monkeypatch.setattr(_interpreter._Interpreter, "launch", ())
+    monkeypatch.setattr(_interpreter._Interpreter, "why", None)
     yield
 
 
@@ -198,7 +198,7 @@ def test_discovery_without_a_usable_sys_executable(
     monkeypatch.setattr(sys, "_base_executable", fake, raising=False)
     exe = os.fsdecode(spawn.get_executable())
     assert exe and os.path.realpath(exe) == real or \
-        spawn._answers_as_us(exe)
+        _interpreter._answers_as_us(exe)
     out = subprocess.run([exe, "-c", "import sys; print(sys.version)"],
                          capture_output=True, text=True).stdout.strip()
     assert out == sys.version
@@ -215,7 +215,7 @@ def test_discovery_refuses_another_python(monkeypatch, tmp_path,
     monkeypatch.setattr(sys, "_base_executable", str(fake), raising=False)
     exe = spawn.get_executable()
     assert exe != os.fsencode(str(fake))
-    assert spawn._Interpreter.probed[str(fake)] is False
+    assert _interpreter._Interpreter.probed[str(fake)] is False
 
 
 @posix_only

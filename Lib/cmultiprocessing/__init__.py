@@ -10,8 +10,8 @@ import sys
 from . import context
 
 # Every public attribute of the default context becomes a module attribute.
-__all__ = sorted(name for name in dir(context._default_context)
-                 if name[:1] != '_')
+__all__ = [name for name in sorted(dir(context._default_context))
+           if name[:1] != '_']
 globals().update({name: getattr(context._default_context, name)
                   for name in __all__})
 

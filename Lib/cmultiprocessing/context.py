@@ -2,7 +2,9 @@
 carrying the whole public API bound to that method, plus the default
 context whose method can be chosen once per program."""
 
-import importlib, os, sys
+import importlib
+import os
+import sys
 from _thread import _local as _ThreadLocal     # threading.local itself
 
 # The exception hierarchy lives in the extension module so that C code

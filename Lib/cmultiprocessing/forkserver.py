@@ -195,7 +195,8 @@ class ForkServer(object):
             argv_tail = data['sys_argv']
             if self._preload_on_error != 'ignore':
                 options['on_error'] = self._preload_on_error
-        start = spawn._interpreter_argv()
+        from ._interpreter import _interpreter_argv
+        start = _interpreter_argv()
         code = spawn._child_code(_SERVER_CMD % (
             listener_fd, alive_fd, self._preload_modules, options))
         return start[0], [*start, *util._args_from_interpreter_flags(),
@@ -320,7 +321,8 @@ def _preload_failed(on_error, what, exc):
     """Apply the on_error policy to a preload that raised exc; called while
     exc is being handled."""
     if on_error == 'fail':
-        raise
+        # re-raises the exception the caller is handling, as it was raised
+        raise  # noqa: PLE0704
     if on_error == 'warn':
         import warnings
         # attributed to whoever called _handle_preload

@@ -123,7 +123,8 @@ def convert_to_error(kind, result):
     return RemoteError(result)
 
 
-def dispatch(c, id, methodname, args=(), kwds={}):
+# kwds={}: the stdlib's signature; never mutated here
+def dispatch(c, id, methodname, args=(), kwds={}):  # noqa: B006
     """Send one request on connection *c* and return the answer."""
     c.send((id, methodname, args, kwds))
     reply = c.recv()
@@ -136,7 +137,8 @@ def dispatch(c, id, methodname, args=(), kwds={}):
         error = None        # no cycle through this frame
 
 
-def _call_server(Client, address, authkey, methodname, args=(), kwds={}):
+# kwds={}: never mutated, as in dispatch()
+def _call_server(Client, address, authkey, methodname, args=(), kwds={}):  # noqa: B006
     """Open a connection to the server, make one request, close it."""
     conn = Client(address, authkey=authkey)
     try:
@@ -494,7 +496,7 @@ class Server(object):
                 util.debug('disposing of obj with id %r', ident)
         # The referent dies here, outside the mutex: it may hold proxies
         # whose finalizers call back into this server.
-        doomed = None
+        del doomed
 
 
 class State(object):
@@ -831,7 +833,8 @@ class BaseProxy(object):
                         f'{self._token.address!r} ({exc!r}); has its '
                         f'process exited?')
 
-    def _callmethod(self, methodname, args=(), kwds={}):
+    # kwds={}: the stdlib's signature; never mutated here
+    def _callmethod(self, methodname, args=(), kwds={}):  # noqa: B006
         """Call *methodname* on the referent; return a copy of the result
         (or a proxy, for methods that return shared objects)."""
         try:
@@ -977,7 +980,8 @@ def _forward(cls, names):
     return cls
 
 
-def MakeProxyType(name, exposed, _cache={}):
+# _cache={}: the stdlib's signature, and meant to be shared by every call
+def MakeProxyType(name, exposed, _cache={}):  # noqa: B006
     """A BaseProxy subclass with a forwarding method per exposed name."""
     exposed = tuple(exposed)
     key = (name, exposed)

@@ -6,7 +6,10 @@ is organised differently:
 * The `Pool` object is a thin facade over an engine (`_ProcessEngine` or
   `_ThreadEngine`) that owns the workers and two service threads.  Only the
   facade is seen by users; when it is garbage collected, a `util.Finalize`
-  on it stops the engine.
+  on it stops the engine.  The engine has the stdlib pool's three parts:
+  a worker handler (`_WorkerHandler`), a task handler (`_TaskHandler`, the
+  dispatcher thread) and a result handler (`_ResultHandler`, the collector
+  thread).
 
 * Every worker has a private task channel and (for processes) a private
   result pipe, so the engine always knows which tasks a worker holds: the
@@ -288,7 +291,7 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
                             func is not _helper_reraises_exception:
                         exc = ExceptionWithTraceback(exc, exc.__traceback__)
                     out.append((job, index, False, exc))
-                exc = func = args = kwds = None
+                func = args = kwds = None
                 completed += 1
                 if clock() - flushed > _FLUSH_SECONDS:
                     _ship(send, out)
@@ -603,73 +606,118 @@ class _Slot(object):
 
 
 # ---------------------------------------------------------------------------
-# Engines
+# The engine and its three parts
+#
+# As in the stdlib's pool, three parts do the work: one handles the
+# workers (`_WorkerHandler`: start, replace, stop), one feeds them tasks
+# (`_TaskHandler`, the *dispatcher* thread) and one collects the results
+# (`_ResultHandler`, the *collector* thread, which also sees workers exit).
+# The engine holds what they share, under one lock, and the life cycle.
+# Where workers are processes and where they are threads, the worker and
+# result parts differ (how a worker is reached); the task part does not.
 # ---------------------------------------------------------------------------
 
 class _Engine(object):
-    """Workers plus the dispatcher and collector threads.  It holds no
-    reference to the Pool facade, so the facade can be collected."""
+    """The pool's machinery: the state its three parts share and the pool's
+    life cycle (start, close, halt, join).  It holds no reference to the
+    Pool facade, so the facade can be collected."""
+
+    _workers_class = None           # a _WorkerHandler subclass
+    _results_class = None           # a _ResultHandler subclass
 
     def __init__(self, ctx, make_process, processes, worker_args, cache,
                  procs):
-        self.ctx, self.make_process = ctx, make_process
-        self.processes = processes
-        # (initializer, initargs, maxtasksperchild, wrap_exception)
-        self.worker_args = worker_args
-        self.maxtasks = worker_args[2]
-        self.cache = cache
+        self.cache = cache              # the facade's job -> result object
         self.procs = procs              # the facade's `_pool` list
         self.slots = {}                 # key -> _Slot
-        self.keys = itertools.count()
         self.lock = threading.RLock()
         self.cv = threading.Condition(self.lock)   # the dispatcher waits
-        self.pending = queue.SimpleQueue()
-        self.retry = collections.deque()  # tasks a dead worker never began
-        self.source = None
-        self.saw_close = False
         self.halted = False
         self.dispatch_done = False
         self.task_seconds = None        # running estimate per task
-        self.init_failures = 0
-        self.respawn_at = None
+        self.results = self._results_class(self)
+        self.workers = self._workers_class(self, ctx, make_process,
+                                           processes, worker_args)
+        self.tasks = _TaskHandler(self, worker_args[2])
         self.dispatcher = self.collector = None
-
-    # -- life cycle --------------------------------------------------------
 
     def start(self):
         try:
-            self.repopulate()
+            self.workers.repopulate()
         except BaseException:
-            self._abandon_workers()
+            self.workers.abandon()
+            self.results.retire_wake()
             raise
-        self.dispatcher = threading.Thread(target=self._dispatch_loop,
+        self.dispatcher = threading.Thread(target=self.tasks.dispatch_loop,
                                            name='PoolDispatcher', daemon=True)
-        self.collector = threading.Thread(target=self._collect_loop,
+        self.collector = threading.Thread(target=self.results.collect_loop,
                                           name='PoolCollector', daemon=True)
         self.dispatcher.start()
         self.collector.start()
 
-    def _abandon_workers(self):
-        for proc in self.procs:
-            if proc.exitcode is None:
-                self._stop_process(proc)
-        for proc in self.procs:
+    def repopulate(self):
+        self.workers.repopulate()
+
+    def submit(self, tasks):
+        self.tasks.submit(tasks)
+
+    def close(self):
+        self.tasks.close()
+
+    def halt(self):
+        """Terminate: stop dispatching, stop the workers, join everything.
+        Results still outstanding are left unfinished (as in the stdlib)."""
+        util.debug('terminating pool engine')
+        with self.lock:
+            self.halted = True
+            self.cv.notify_all()
+        self.tasks.stop()
+        self.results.wake()
+        self.workers.stop()
+        me = threading.current_thread()
+        for thread in (self.dispatcher, self.collector):
+            if thread is not None and thread is not me and thread.ident:
+                thread.join()
+        self.workers.join_after_halt()
+        self.results.retire_wake()
+
+    def join(self):
+        me = threading.current_thread()
+        for thread in (self.dispatcher, self.collector):
+            if thread is not None and thread is not me:
+                thread.join()
+        for proc in list(self.procs):
             proc.join()
-        for slot in self.slots.values():
-            self._close_slot(slot)
-        self._retire_wake()
+
+
+class _WorkerHandler(object):
+    """Starts the workers, replaces those that exit (after a growing pause
+    when they keep failing at start-up) and stops them; the subclasses say
+    how a worker is started and reached."""
+
+    def __init__(self, engine, ctx, make_process, processes, worker_args):
+        self.engine = engine
+        self.lock, self.cv = engine.lock, engine.cv
+        self.slots, self.procs = engine.slots, engine.procs
+        self.ctx, self.make_process = ctx, make_process
+        self.processes = processes
+        # (initializer, initargs, maxtasksperchild, wrap_exception)
+        self.worker_args = worker_args
+        self.keys = itertools.count()
+        self.init_failures = 0          # reset by each finished batch
+        self.respawn_at = None
 
     def repopulate(self):
         """Start workers until there are `processes` of them."""
         with self.lock:
-            if self.halted:
+            if self.engine.halted:
                 return
             missing = self.processes - len(self.procs)
             for _ in range(missing):
                 self._launch()
             if missing > 0:
                 self.cv.notify()
-                self._wake_collector()
+                self.engine.results.wake()
 
     def _launch(self):
         # called with the lock held
@@ -694,37 +742,160 @@ class _Engine(object):
         self.slots[key] = slot
         util.debug('added worker')
 
-    def close(self):
-        self.pending.put(_CLOSE)
-
-    def halt(self):
-        """Terminate: stop dispatching, stop the workers, join everything.
-        Results still outstanding are left unfinished (as in the stdlib)."""
-        util.debug('terminating pool engine')
-        with self.lock:
-            self.halted = True
-            self.cv.notify_all()
-        self.pending.put(_STOP)
-        self._wake_collector()
-        self._stop_workers()
-        me = threading.current_thread()
-        for thread in (self.dispatcher, self.collector):
-            if thread is not None and thread is not me and thread.ident:
-                thread.join()
-        self._join_workers_after_halt()
-
-    def join(self):
-        me = threading.current_thread()
-        for thread in (self.dispatcher, self.collector):
-            if thread is not None and thread is not me:
-                thread.join()
-        for proc in list(self.procs):
+    def abandon(self):
+        """Stop and join the workers started so far (start-up failed)."""
+        for proc in self.procs:
+            if proc.exitcode is None:
+                self._stop_process(proc)
+        for proc in self.procs:
             proc.join()
+        for slot in self.slots.values():
+            self._close_slot(slot)
 
-    # -- dispatcher ----------------------------------------------------------
+    def bury(self, slot):
+        """A worker has exited: fail what it was running, give its other
+        batches to the other workers, start a replacement."""
+        engine = self.engine
+        proc = slot.proc
+        engine.results.drain_final(slot)
+        proc.join(1.0)
+        exitcode = proc.exitcode
+        lost = []
+        # a worker that failed to start would fail again with the same
+        # tasks: they fail instead of moving on
+        failed_start = slot.init_error is not None or (
+            exitcode is not None and exitcode > 0 and not slot.done)
+        with self.lock:
+            slot.dead = True
+            batches = list(slot.batches)
+            slot.batches.clear()
+            if batches:
+                lost, unstarted = self._split_at_death(slot, batches[0],
+                                                       failed_start)
+                unstarted += [task for record in batches[1:]
+                              for task in record.tasks]
+                if unstarted:
+                    engine.tasks.requeue(unstarted)
+                unstarted = None
+            batches = None
+            self._free_progress_cell(slot.mark)
+            self.slots.pop(slot.key, None)
+            try:
+                self.procs.remove(proc)
+            except ValueError:
+                pass
+            if failed_start:
+                # start the next one after a pause
+                self.init_failures += 1
+            self.cv.notify()
+        self._close_slot(slot)
+        util.debug('pool worker %s exited with %r (%d tasks lost)',
+                   proc.name, exitcode, len(lost))
+        for job, index, running in lost:
+            error = WorkerLostError(proc.name, proc.pid, exitcode, running)
+            if slot.init_error is not None:
+                error.__cause__ = slot.init_error
+            engine.results.deliver(job, index, (False, error))
+            error = None
+        self._schedule_respawn()
+
+    def _split_at_death(self, slot, record, failed_start):
+        """Sort the unreported tasks of the batch a dead worker held into
+        lost ones, [(job, index, was_running)], and tasks it never began."""
+        waiting = record.waiting
+        position = None if failed_start else self._progress_of(slot, record)
+        lost, unstarted = [], []
+        for at, task in enumerate(record.tasks):
+            key = (task[0], task[1])
+            if key not in waiting:
+                continue
+            if position is None:
+                # which one ran is unknown: all fail
+                lost.append((*key, len(waiting) == 1))
+            elif at > position:
+                unstarted.append(task)
+            else:
+                lost.append((*key, at == position))
+        return lost, unstarted
+
+    def _schedule_respawn(self):
+        with self.lock:
+            if self.engine.halted or self.engine.dispatch_done:
+                return
+            if self.init_failures:
+                delay = min(0.02 * (2 ** min(self.init_failures, 6)), 1.0)
+                self.respawn_at = time.monotonic() + delay
+            else:
+                self.respawn_at = None
+                self._respawn()
+
+    def _respawn(self):
+        # called with the lock held
+        try:
+            self.repopulate()
+        except Exception:
+            # cannot start a worker now (out of processes?): say so, keep
+            # the collector alive, try again a little later
+            sys.excepthook(*sys.exc_info())
+            self.init_failures += 1
+            delay = min(0.02 * (2 ** min(self.init_failures, 6)), 1.0)
+            self.respawn_at = time.monotonic() + delay
+
+    def respawn_due(self):
+        """Start the replacements whose pause is over."""
+        if self.respawn_at is not None and time.monotonic() >= self.respawn_at:
+            self.respawn_at = None
+            with self.lock:
+                if not (self.engine.halted or self.engine.dispatch_done):
+                    self._respawn()
+
+    def respawn_timeout(self):
+        """Seconds until a replacement is due, or None."""
+        if self.respawn_at is None:
+            return None
+        return max(0.0, self.respawn_at - time.monotonic())
+
+    # -- what the kinds of worker say ----------------------------------------
+
+    def _progress_of(self, slot, record):
+        """Position in *record* of the task the worker last began; -1 if
+        it never began that batch; None if unknown."""
+        return None
+
+    def _progress_cell(self):
+        return None, ()
+
+    def _free_progress_cell(self, mark):
+        pass
+
+
+class _TaskHandler(object):
+    """Feeds the workers: the dispatcher thread pulls submitted tasks,
+    packs short ones into batches sized by the running estimate of a
+    task's time, and sends each batch to a worker that can take it."""
+
+    def __init__(self, engine, maxtasks):
+        self.engine = engine
+        self.lock, self.cv, self.slots = engine.lock, engine.cv, engine.slots
+        self.maxtasks = maxtasks
+        self.pending = queue.SimpleQueue()
+        self.retry = collections.deque()  # tasks a dead worker never began
+        self.source = None
+        self.saw_close = False
 
     def submit(self, tasks):
         self.pending.put(tasks)
+
+    def close(self):
+        self.pending.put(_CLOSE)
+
+    def stop(self):
+        self.pending.put(_STOP)
+
+    def requeue(self, tasks):
+        """Tasks a dead worker never began go first (lock held)."""
+        self.retry.extendleft(reversed(tasks))
+        self.pending.put(_NUDGE)
 
     def _outstanding(self):
         # called with the lock held
@@ -733,9 +904,10 @@ class _Engine(object):
     def _after_close(self):
         """Closed and every submission read: wait until all work is done
         (None) or a dead worker's unstarted tasks need a new home."""
+        engine = self.engine
         with self.lock:
             while True:
-                if self.halted:
+                if engine.halted:
                     return None
                 if self.retry:
                     return self.retry.popleft()
@@ -746,7 +918,8 @@ class _Engine(object):
     def _pull(self, block):
         """Next task, or None when there is none now (block=False) or no
         more at all (block=True: closed and drained, or halted)."""
-        while not self.halted:
+        engine = self.engine
+        while not engine.halted:
             if self.retry:
                 try:
                     return self.retry.popleft()
@@ -774,7 +947,7 @@ class _Engine(object):
         return None
 
     def _batch_limit(self, slot):
-        estimate = self.task_seconds
+        estimate = self.engine.task_seconds
         if estimate is None:
             return 1
         source = self.source
@@ -802,12 +975,13 @@ class _Engine(object):
     def _claim(self):
         """A live worker that can take a batch now (an idle one first, a
         busy one when tasks are short), waiting for one; None once halted."""
-        estimate = self.task_seconds
+        engine = self.engine
+        estimate = engine.task_seconds
         depth = 2 if estimate is not None and estimate < _PREFETCH_BELOW \
             else 1
         cap = self.maxtasks
         with self.lock:
-            while not self.halted:
+            while not engine.halted:
                 best = None
                 for slot in self.slots.values():
                     load = len(slot.batches)
@@ -823,7 +997,7 @@ class _Engine(object):
                 self.cv.wait()
         return None
 
-    def _dispatch_loop(self):
+    def dispatch_loop(self):
         try:
             while True:
                 task = self._pull(block=True)
@@ -843,6 +1017,7 @@ class _Engine(object):
     def _place(self, batch):
         """Hand *batch* (growing it with queued tasks) to a worker.
         Returns False when the engine was halted."""
+        engine = self.engine
         while True:
             slot = self._claim()
             if slot is None:
@@ -853,13 +1028,13 @@ class _Engine(object):
             # in the same message, so that it never waits for this thread
             # (which the worker it wakes may well preempt) to send it.
             extra = []
-            estimate = self.task_seconds
+            estimate = engine.task_seconds
             if (len(batch) == limit and not slot.batches
                     and self.maxtasks is None and self._map_source()
                     and estimate is not None and estimate < _PREFETCH_BELOW):
                 self._fill(extra, limit)
             with self.lock:
-                if self.halted:
+                if engine.halted:
                     return False
                 if slot.dead:
                     batch += extra
@@ -913,10 +1088,11 @@ class _Engine(object):
         except OSError:
             # The worker is gone: the collector deals with its batches.
             return
-        except Exception as exc:
-            failed = exc
-        # Some task could not be pickled: fail those, send the rest.
-        good, bad = self._sort_picklable(record.tasks, failed)
+        except Exception:
+            pass
+        # Some task could not be pickled (only a process's channel
+        # pickles): fail those, send the rest.
+        good, bad = _sort_picklable(record.tasks)
         with self.lock:
             record.tasks = good
             for job, index, _ in bad:
@@ -927,33 +1103,55 @@ class _Engine(object):
                 slot.numbered -= 1
                 self.cv.notify()
         for job, index, exc in bad:
-            self._deliver(job, index, (False, exc))
+            self.engine.results.deliver(job, index, (False, exc))
         if good:
             try:
                 slot.tasks.send(good)
             except OSError:
                 pass
 
-    def _sort_picklable(self, batch, failed):
-        return [], [(task[0], task[1], failed) for task in batch]
-
     def _dispatch_finished(self):
+        engine = self.engine
         with self.lock:
-            self.dispatch_done = True
+            engine.dispatch_done = True
             self.cv.notify_all()
             slots = list(self.slots.values())
-        if not self.halted:
+        if not engine.halted:
             util.debug('pool dispatcher: all work done, stopping workers')
             for slot in slots:
                 try:
                     slot.tasks.send(None)
                 except Exception:
                     pass
-        self._wake_collector()
+        engine.results.wake()
 
-    # -- collector -------------------------------------------------------------
 
-    def _deliver(self, job, index, outcome):
+def _sort_picklable(batch):
+    """Split *batch* into the tasks that pickle and (job, index, error)
+    for those that do not."""
+    from .reduction import ForkingPickler
+    good, bad = [], []
+    for task in batch:
+        try:
+            ForkingPickler.dumps(task)
+        except Exception as exc:
+            bad.append((task[0], task[1], exc))
+        else:
+            good.append(task)
+    return good, bad
+
+
+class _ResultHandler(object):
+    """Collects the results: the collector thread completes the result
+    objects, updates the estimate of a task's time, and hands the workers
+    that exit to the worker handler; the subclasses say how it waits."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.lock, self.cv, self.slots = engine.lock, engine.cv, engine.slots
+        self.cache = engine.cache
+
+    def deliver(self, job, index, outcome):
         try:
             target = self.cache[job]
         except KeyError:
@@ -964,16 +1162,18 @@ class _Engine(object):
             # a user callback failed: report it, keep the pool alive
             sys.excepthook(*sys.exc_info())
 
-    def _absorb(self, slot, message):
+    def absorb(self, slot, message):
         if type(message) is tuple:
             if message and message[0] == 'init-failed':
                 slot.init_error = message[1]
             return
+        deliver = self.deliver
         for job, index, ok, value in message:
-            self._deliver(job, index, (ok, value))
+            deliver(job, index, (ok, value))
         ok = value = None
         slot.done += len(message)
         now = time.monotonic()
+        engine = self.engine
         with self.lock:
             batches = slot.batches
             if not batches:
@@ -989,130 +1189,19 @@ class _Engine(object):
             record.tasks = None
             if size:
                 per_task = (now - record.since) / size
-                old = self.task_seconds
-                self.task_seconds = (per_task if old is None
-                                     else 0.5 * old + 0.5 * per_task)
+                old = engine.task_seconds
+                engine.task_seconds = (per_task if old is None
+                                       else 0.5 * old + 0.5 * per_task)
             if batches:
                 # the next batch starts running now
                 batches[0].since = max(batches[0].since, now)
-            self.init_failures = 0
+            engine.workers.init_failures = 0
             self.cv.notify()
 
-    def _bury(self, slot):
-        """A worker has exited: fail what it was running, give its other
-        batches to the other workers, start a replacement."""
-        proc = slot.proc
-        self._drain_final(slot)
-        proc.join(1.0)
-        exitcode = proc.exitcode
-        lost = []
-        # a worker that failed to start would fail again with the same
-        # tasks: they fail instead of moving on
-        failed_start = slot.init_error is not None or (
-            exitcode is not None and exitcode > 0 and not slot.done)
+    def done(self):
+        engine = self.engine
         with self.lock:
-            slot.dead = True
-            batches = list(slot.batches)
-            slot.batches.clear()
-            if batches:
-                lost, unstarted = self._split_at_death(slot, batches[0],
-                                                       failed_start)
-                unstarted += [task for record in batches[1:]
-                              for task in record.tasks]
-                if unstarted:
-                    self.retry.extendleft(reversed(unstarted))
-                    self.pending.put(_NUDGE)
-                unstarted = None
-            batches = None
-            self._free_progress_cell(slot.mark)
-            self.slots.pop(slot.key, None)
-            try:
-                self.procs.remove(proc)
-            except ValueError:
-                pass
-            if failed_start:
-                # start the next one after a pause
-                self.init_failures += 1
-            self.cv.notify()
-        self._close_slot(slot)
-        util.debug('pool worker %s exited with %r (%d tasks lost)',
-                   proc.name, exitcode, len(lost))
-        for job, index, running in lost:
-            error = WorkerLostError(proc.name, proc.pid, exitcode, running)
-            if slot.init_error is not None:
-                error.__cause__ = slot.init_error
-            self._deliver(job, index, (False, error))
-            error = None
-        self._schedule_respawn()
-
-    def _split_at_death(self, slot, record, failed_start):
-        """Sort the unreported tasks of the batch a dead worker held into
-        lost ones, [(job, index, was_running)], and tasks it never began."""
-        waiting = record.waiting
-        position = None if failed_start else self._progress_of(slot, record)
-        lost, unstarted = [], []
-        for at, task in enumerate(record.tasks):
-            key = (task[0], task[1])
-            if key not in waiting:
-                continue
-            if position is None:
-                # which one ran is unknown: all fail
-                lost.append((*key, len(waiting) == 1))
-            elif at > position:
-                unstarted.append(task)
-            else:
-                lost.append((*key, at == position))
-        return lost, unstarted
-
-    def _progress_of(self, slot, record):
-        """Position in *record* of the task the worker last began; -1 if
-        it never began that batch; None if unknown."""
-        return None
-
-    def _progress_cell(self):
-        return None, ()
-
-    def _free_progress_cell(self, mark):
-        pass
-
-    def _schedule_respawn(self):
-        with self.lock:
-            if self.halted or self.dispatch_done:
-                return
-            if self.init_failures:
-                delay = min(0.02 * (2 ** min(self.init_failures, 6)), 1.0)
-                self.respawn_at = time.monotonic() + delay
-            else:
-                self.respawn_at = None
-                self._respawn()
-
-    def _respawn(self):
-        # called with the lock held
-        try:
-            self.repopulate()
-        except Exception:
-            # cannot start a worker now (out of processes?): say so, keep
-            # the collector alive, try again a little later
-            sys.excepthook(*sys.exc_info())
-            self.init_failures += 1
-            delay = min(0.02 * (2 ** min(self.init_failures, 6)), 1.0)
-            self.respawn_at = time.monotonic() + delay
-
-    def _respawn_due(self):
-        if self.respawn_at is not None and time.monotonic() >= self.respawn_at:
-            self.respawn_at = None
-            with self.lock:
-                if not (self.halted or self.dispatch_done):
-                    self._respawn()
-
-    def _respawn_timeout(self):
-        if self.respawn_at is None:
-            return None
-        return max(0.0, self.respawn_at - time.monotonic())
-
-    def _collector_done(self):
-        with self.lock:
-            return self.halted or (self.dispatch_done and not self.slots)
+            return engine.halted or (engine.dispatch_done and not self.slots)
 
 
 def _make_pipe():
@@ -1120,13 +1209,20 @@ def _make_pipe():
     return Pipe(duplex=False)
 
 
-class _ProcessEngine(_Engine):
+def _close_channels(ends):
+    for end in ends:
+        try:
+            end.close()
+        except Exception:
+            pass
+
+
+class _ProcessWorkers(_WorkerHandler):
     """Workers are processes; each has its own pair of pipes and a cell in
     a shared array where it notes which task it is running."""
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.wake_r, self.wake_w = _make_pipe()
         try:
             from .sharedctypes import RawArray
             self.marks = RawArray('q', self.processes)
@@ -1167,16 +1263,8 @@ class _ProcessEngine(_Engine):
             raise
         return (task_w, result_r), (task_r, result_w)
 
-    @staticmethod
-    def _close_channels(ends):
-        for end in ends:
-            try:
-                end.close()
-            except Exception:
-                pass
-
     def _discard_channels(self, key, here, there):
-        self._close_channels((*here, *there))
+        _close_channels((*here, *there))
 
     def _worker_entry(self, key):
         return worker, ()
@@ -1184,37 +1272,23 @@ class _ProcessEngine(_Engine):
     def _start_worker(self, slot, there):
         slot.proc.start()
         # the child has its own copies now
-        self._close_channels(there)
+        _close_channels(there)
 
     def _close_slot(self, slot):
-        self._close_channels((slot.tasks, slot.results))
-
-    def _wake_collector(self):
-        wake_w = self.wake_w
-        if wake_w is not None:
-            try:
-                wake_w.send_bytes(b'')
-            except Exception:
-                pass        # closed: the collector is gone anyway
-
-    def _retire_wake(self):
-        with self.lock:
-            ends = (self.wake_r, self.wake_w)
-            self.wake_r = self.wake_w = None
-        self._close_channels([end for end in ends if end is not None])
+        _close_channels((slot.tasks, slot.results))
 
     @staticmethod
     def _stop_process(proc):
         proc.terminate()
 
-    def _stop_workers(self):
+    def stop(self):
         with self.lock:
             procs = list(self.procs)
         for proc in procs:
             if proc.exitcode is None:
                 proc.terminate()
 
-    def _join_workers_after_halt(self):
+    def join_after_halt(self):
         with self.lock:
             procs = list(self.procs)
             slots = list(self.slots.values())
@@ -1222,40 +1296,52 @@ class _ProcessEngine(_Engine):
             proc.join()
         for slot in slots:
             self._close_slot(slot)
-        self._retire_wake()
 
-    def _sort_picklable(self, batch, failed):
-        from .reduction import ForkingPickler
-        good, bad = [], []
-        for task in batch:
+
+class _ProcessResults(_ResultHandler):
+    """Waits on every worker's result pipe and exit sentinel, and on a
+    pipe that wakes it when the workers change."""
+
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.wake_r, self.wake_w = _make_pipe()
+
+    def wake(self):
+        wake_w = self.wake_w
+        if wake_w is not None:
             try:
-                ForkingPickler.dumps(task)
-            except Exception as exc:
-                bad.append((task[0], task[1], exc))
-            else:
-                good.append(task)
-        return good, bad
+                wake_w.send_bytes(b'')
+            except Exception:
+                pass        # closed: the collector is gone anyway
 
-    def _drain_final(self, slot):
+    def retire_wake(self):
+        with self.lock:
+            ends = (self.wake_r, self.wake_w)
+            self.wake_r = self.wake_w = None
+        _close_channels([end for end in ends if end is not None])
+
+    def drain_final(self, slot):
         """Read whatever complete results a dead worker left behind."""
         conn = slot.results
         try:
             while conn.poll():
-                self._absorb(slot, conn.recv())
+                self.absorb(slot, conn.recv())
         except (EOFError, OSError):
             pass
 
-    def _collect_loop(self):
+    def collect_loop(self):
         from .connection import wait
+        engine = self.engine
+        workers = engine.workers
         wake_r = self.wake_r
         try:
-            while not self._collector_done():
+            while not self.done():
                 with self.lock:
                     by_reader = {s.results: s for s in self.slots.values()}
                     by_sentinel = {s.proc.sentinel: s
                                    for s in self.slots.values()}
                 ready = wait([wake_r, *by_reader, *by_sentinel],
-                             self._respawn_timeout())
+                             workers.respawn_timeout())
                 exited = []
                 for obj in ready:
                     if obj is wake_r:
@@ -1267,24 +1353,30 @@ class _ProcessEngine(_Engine):
                     elif obj in by_reader:
                         slot = by_reader[obj]
                         try:
-                            self._absorb(slot, obj.recv())
+                            self.absorb(slot, obj.recv())
                             while obj.poll():
-                                self._absorb(slot, obj.recv())
+                                self.absorb(slot, obj.recv())
                         except (EOFError, OSError):
                             pass
                     else:
                         exited.append(by_sentinel[obj])
                 for slot in exited:
-                    if not self.halted:
-                        self._bury(slot)
+                    if not engine.halted:
+                        workers.bury(slot)
                 slot = exited = ready = by_reader = by_sentinel = None
-                self._respawn_due()
+                workers.respawn_due()
         except BaseException:
             util.debug('pool collector failed: %r', sys.exc_info()[1])
             raise
         finally:
-            if self._collector_done():
-                self._retire_wake()
+            if self.done():
+                self.retire_wake()
+
+
+class _ProcessEngine(_Engine):
+    """An engine whose workers are processes."""
+    _workers_class = _ProcessWorkers
+    _results_class = _ProcessResults
 
 
 class _Inbox(object):
@@ -1321,12 +1413,12 @@ def _thread_worker(results_q, key, *args):
         results_q.put((key, _EXITED))
 
 
-class _ThreadEngine(_Engine):
+class _ThreadWorkers(_WorkerHandler):
     """Workers are threads: queues instead of pipes, nothing to pickle."""
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.results_q = queue.SimpleQueue()
+        self.results_q = self.engine.results.results_q
         self.task_queues = {}
 
     def _open_channels(self, key):
@@ -1334,9 +1426,6 @@ class _ThreadEngine(_Engine):
         self.task_queues[key] = task_q
         return ((_QueueSender(task_q), None),
                 (_Inbox(task_q), _Outbox(self.results_q, key)))
-
-    def _close_channels(self, ends):
-        pass
 
     def _discard_channels(self, key, here, there):
         self.task_queues.pop(key, None)
@@ -1351,17 +1440,11 @@ class _ThreadEngine(_Engine):
     def _close_slot(self, slot):
         self.task_queues.pop(slot.key, None)
 
-    def _wake_collector(self):
-        self.results_q.put((None, None))
-
-    def _retire_wake(self):
-        pass
-
     @staticmethod
     def _stop_process(proc):
         pass
 
-    def _stop_workers(self):
+    def stop(self):
         with self.lock:
             queues = list(self.task_queues.values())
         for task_q in queues:
@@ -1373,32 +1456,54 @@ class _ThreadEngine(_Engine):
                 pass
             task_q.put(None)
 
-    def _join_workers_after_halt(self):
+    def join_after_halt(self):
         pass
 
-    def _drain_final(self, slot):
+
+class _ThreadResults(_ResultHandler):
+    """Reads the one queue that all thread workers put their results, and
+    their last word, on."""
+
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.results_q = queue.SimpleQueue()
+
+    def wake(self):
+        self.results_q.put((None, None))
+
+    def retire_wake(self):
         pass
 
-    def _collect_loop(self):
+    def drain_final(self, slot):
+        pass
+
+    def collect_loop(self):
+        workers = self.engine.workers
         get = self.results_q.get
-        while not self._collector_done():
-            timeout = self._respawn_timeout()
+        while not self.done():
+            timeout = workers.respawn_timeout()
             try:
                 key, message = get(timeout=timeout)
             except queue.Empty:
-                self._respawn_due()
+                workers.respawn_due()
                 continue
             if key is None:
-                self._respawn_due()
+                workers.respawn_due()
                 continue
             slot = self.slots.get(key)
             if slot is not None:
                 if message is _EXITED:
-                    self._bury(slot)
+                    workers.bury(slot)
                 else:
-                    self._absorb(slot, message)
+                    self.absorb(slot, message)
             slot = message = None
-            self._respawn_due()
+            workers.respawn_due()
+
+
+class _ThreadEngine(_Engine):
+    """An engine whose workers are threads."""
+    _workers_class = _ThreadWorkers
+    _results_class = _ThreadResults
 
 
 # ---------------------------------------------------------------------------
@@ -1480,11 +1585,12 @@ class Pool(object):
 
     # -- submitting work -------------------------------------------------------
 
-    def apply(self, func, args=(), kwds={}):
+    # kwds={}: the stdlib's signatures (inspect shows them); never mutated
+    def apply(self, func, args=(), kwds={}):  # noqa: B006
         """Call func(*args, **kwds) in a worker and return the result."""
         return self.apply_async(func, args, kwds).get()
 
-    def apply_async(self, func, args=(), kwds={}, callback=None,
+    def apply_async(self, func, args=(), kwds={}, callback=None,  # noqa: B006
                     error_callback=None):
         """Like apply(), returning an AsyncResult."""
         self._check_running()

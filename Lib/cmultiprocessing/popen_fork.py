@@ -6,7 +6,8 @@ only the child holds (readable at EOF once the child is gone), and the child
 keeps the read end of a pipe the parent holds open (its view of the parent).
 """
 
-import os, sys
+import os
+import sys
 
 # The signal numbers straight from the built-in module the interpreter
 # loaded at start-up: `signal` itself would import enum into every child.

@@ -9,7 +9,9 @@ of the children it started and has not yet seen finish.
 __all__ = ['BaseProcess', 'current_process', 'active_children',
            'parent_process']
 
-import itertools, os, sys
+import itertools
+import os
+import sys
 # The light module behind weakref.WeakSet: `weakref` and `threading` are
 # left to the code that uses them, so a new child does not load them.
 from _weakrefset import WeakSet
@@ -344,7 +346,7 @@ class BaseProcess(object):
         try:
             self._after_fork()
         finally:
-            previous = None
+            del previous
 
     def _run_then_exit_function(self, util):
         if not _EXIT_FUNCTION_IN_BOOTSTRAP:
@@ -365,7 +367,7 @@ class BaseProcess(object):
             exitcode = 0
         except SystemExit as exc:
             exitcode = _exit_code_of(exc)
-        except:
+        except BaseException:
             _print_crash(self.name)
         finally:
             _leave_child(util, exitcode)

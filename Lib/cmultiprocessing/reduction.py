@@ -302,7 +302,8 @@ def _install_default_reducers():
 _install_default_reducers()
 
 
-class AbstractReducer(metaclass=ABCMeta):
+# an ABC with no abstract method, as the stdlib's (subclasses override what they like)
+class AbstractReducer(metaclass=ABCMeta):  # noqa: B024
     '''Base class for a replacement of this module (context.reducer): it
     carries this module's names, and installs the default reducers when
     created.'''

@@ -310,7 +310,8 @@ class ResourceTracker(object):
             inherited.append(sys.stderr.fileno())
         except Exception:
             pass
-        start = spawn._interpreter_argv()
+        from ._interpreter import _interpreter_argv
+        start = _interpreter_argv()
         exe = start[0]
         r, w = os.pipe()
         try:
@@ -387,11 +388,12 @@ class ResourceTracker(object):
                     lock.release()
 
         # What the stop calls is bound here: __del__ may run while the
-        # interpreter is tearing modules down (and tests substitute them).
+        # interpreter is tearing modules down (and tests substitute them);
+        # hence the getattr() in a default, on purpose.
         def _stop_locked(self, close=os.close, waitpid=os.waitpid,
                          waitstatus_to_exitcode=os.waitstatus_to_exitcode,
                          monotonic=time.monotonic, sleep=time.sleep,
-                         WNOHANG=getattr(os, 'WNOHANG', None),
+                         WNOHANG=getattr(os, 'WNOHANG', None),  # noqa: B008
                          wait_timeout=None):
             if self._lock._recursion_count() > 1:
                 self._reentrant_call_error()

@@ -298,32 +298,6 @@ class ShareableList:
         formats = data + self._allocated_offsets[-1]
         self._regions = (data, formats, formats + self._list_len * _WORD)
 
-    # -- where things are --
-
-    @property
-    def _offset_data_start(self):
-        return (self._list_len + 2) * _WORD
-
-    @property
-    def _offset_packing_formats(self):
-        return self._offset_data_start + self._allocated_offsets[-1]
-
-    @property
-    def _offset_back_transform_codes(self):
-        return self._offset_packing_formats + self._list_len * _WORD
-
-    @property
-    def _format_size_metainfo(self):
-        return 'q' * (self._list_len + 1)
-
-    @property
-    def _format_packing_metainfo(self):
-        return '8s' * self._list_len
-
-    @property
-    def _format_back_transform_codes(self):
-        return 'b' * self._list_len
-
     def _index(self, position, message):
         position = operator.index(position)
         count = self._list_len
@@ -337,21 +311,6 @@ class ShareableList:
         "The struct format of the item at `position`."
         i = self._index(position, "Requested position out of range.")
         return self._fmt_at(self.shm.buf, self._regions[1], i)
-
-    def _get_back_transform(self, position):
-        "The function turning the stored value back into the item."
-        i = self._index(position, "Requested position out of range.")
-        code = struct.unpack_from(
-            'b', self.shm.buf, self._offset_back_transform_codes + i)[0]
-        return lambda raw: _restore(raw, code)
-
-    def _set_packing_format_and_transform(self, position, fmt_as_str, value):
-        i = self._index(position, "Requested position out of range.")
-        buf = self.shm.buf
-        struct.pack_into('8s', buf, self._offset_packing_formats + i * _WORD,
-                         fmt_as_str.encode(_ENCODING))
-        struct.pack_into('b', buf, self._offset_back_transform_codes + i,
-                         _describe(value)[2])
 
     # -- the list interface --
 

@@ -7,15 +7,19 @@ directories, and file-descriptor hygiene for new processes."""
 # (The interpreter joins threads before it runs atexit handlers, so the
 # order of the imports does not matter for _exit_function.)
 import _thread
-import atexit, itertools, operator, os, sys
+import atexit
+import itertools
+import operator
+import os
+import sys
 from _weakref import ref as _weak
 
 from . import process
 
-__all__ = ('sub_debug debug info sub_warning get_logger log_to_stderr '
-           'get_temp_dir register_after_fork is_exiting Finalize '
-           'ForkAwareThreadLock ForkAwareLocal close_all_fds_except '
-           'SUBDEBUG SUBWARNING').split()
+__all__ = ['sub_debug', 'debug', 'info', 'sub_warning', 'get_logger',
+           'log_to_stderr', 'get_temp_dir', 'register_after_fork',
+           'is_exiting', 'Finalize', 'ForkAwareThreadLock', 'ForkAwareLocal',
+           'close_all_fds_except', 'SUBDEBUG', 'SUBWARNING']
 _PY314 = sys.version_info >= (3, 14)
 if _PY314:
     __all__.insert(4, 'warn')

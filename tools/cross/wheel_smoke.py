@@ -63,9 +63,9 @@ def check_method(method):
 
 
 def check_launcher_installed():
-    from cmultiprocessing import spawn
+    from cmultiprocessing import _interpreter
 
-    path = spawn._launcher_file()
+    path = _interpreter._launcher_file()
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise AssertionError("no executable launcher at %s" % path)
     return path
@@ -73,14 +73,14 @@ def check_launcher_installed():
 
 def check_launcher_start():
     import _cmultiprocessing
-    from cmultiprocessing import spawn
+    from cmultiprocessing import _interpreter, spawn
 
     library = _cmultiprocessing.runtime_library()
     if library is None:
         return "skipped: Python is linked into %s statically" % sys.executable
     # As in a host with no python program: the launcher is the only choice.
-    spawn._interpreter_candidates = lambda: iter(())
-    spawn._Interpreter.found = None
+    _interpreter._interpreter_candidates = lambda: iter(())
+    _interpreter._Interpreter.found = None
     detail = check_method("spawn")
     why = spawn.describe_executable()
     if "child launcher" not in why:
