@@ -55,22 +55,6 @@
 /* The feeder re-checks its state at least this often (microseconds). */
 #define FEED_IDLE_US 500000
 
-/* pickle opcodes used by the direct encodings */
-#define OP_PROTO 0x80
-#define OP_STOP 0x2e        /* . */
-#define OP_NONE 0x4e        /* N */
-#define OP_TRUE 0x88
-#define OP_FALSE 0x89
-#define OP_BININT1 0x4b     /* K */
-#define OP_BININT2 0x4d     /* M */
-#define OP_BININT 0x4a      /* J */
-#define OP_BINFLOAT 0x47    /* G */
-#define OP_SHORT_BYTES 0x43 /* C */
-#define OP_BINBYTES 0x42    /* B */
-#define OP_SHORT_STR 0x8c
-#define OP_BINSTR 0x58      /* X */
-#define DIRECT_PROTO 4
-
 /* One message as it goes into the pipe: pre (frame header and pickle
    prefix), data (borrowed from owner), post (pickle STOP or nothing). */
 typedef struct {
