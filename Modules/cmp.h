@@ -28,17 +28,12 @@
     X(BufferTooShort)                                                         \
     X(TimeoutError)                                                           \
     X(AuthenticationError)                                                    \
-    /* connection.c */                                                        \
+    /* connection.c, pickler.c */                                             \
     X(Connection_type)                                                        \
-    X(FrameWriter_type)                                                       \
-    X(conn_pickler)                                                           \
+    X(KeptPickler_type)                                                       \
+    X(conn_kept)                                                              \
+    X(conn_dumps)                                                             \
     X(conn_loads)                                                             \
-    X(conn_str_dump)                                                          \
-    X(conn_str_clear_memo)                                                    \
-    X(conn_cache)                                                             \
-    X(conn_copyreg_table)                                                     \
-    X(conn_extra_reducers)                                                    \
-    X(conn_str_generation)                                                    \
     /* semaphore.c */                                                         \
     X(SemLock_type)                                                           \
     X(CondCore_type)                                                          \
@@ -57,7 +52,6 @@
     X(QueueEmpty)                                                             \
     X(QueueFull)                                                              \
     X(PickleDumps)                                                            \
-    X(QueueSink_type)                                                         \
     /* end */
 
 typedef struct {

@@ -8,43 +8,17 @@
  * never more, because several processes may share the reading end.
  *
  * Sending gathers header and payload into one writev/sendmsg; pickled
- * objects are written by the pickler straight into a FrameWriter whose
+ * objects are written by the kept pickler (pickler.c) into its sink, whose
  * chunks become the pieces of that gathered write.  Receiving reads the
  * header, then the payload straight into a fresh bytes object (or the
- * caller's buffer for recv_bytes_into).
- *
- * Every operation first tries once with the GIL held and without blocking
- * (MSG_DONTWAIT on sockets, FIONREAD on pipes); only when that cannot
- * finish does it release the GIL.  Waits for the start of a message spin
- * briefly first (spin.h), then are sliced (CMP_WAIT_SLICE) so that signal
- * handlers run; long payloads on sockets are read as they stream in.
+ * caller's buffer for recv_bytes_into).  The framing, the reads and writes
+ * and the waits are frame.c's, shared with the queues.
  */
 #include "cmp.h"
-#include "spin.h"
+#include "frame.h"
+#include "pickler.h"
 
 #include <string.h>
-
-/* Member flags under their 3.12 names on 3.11 too. */
-#ifndef Py_T_PYSSIZET
-#  include <structmember.h>
-#  define Py_T_PYSSIZET T_PYSSIZET
-#  define Py_READONLY READONLY
-#endif
-
-/* Keeping an exception aside while cleaning up, on 3.11 too. */
-#if PY_VERSION_HEX >= 0x030C0000
-typedef struct {
-    PyObject *exc;
-} conn_saved_error;
-#  define CONN_SAVE_ERROR(s) ((s).exc = PyErr_GetRaisedException())
-#  define CONN_RESTORE_ERROR(s) PyErr_SetRaisedException((s).exc)
-#else
-typedef struct {
-    PyObject *type, *value, *tb;
-} conn_saved_error;
-#  define CONN_SAVE_ERROR(s) PyErr_Fetch(&(s).type, &(s).value, &(s).tb)
-#  define CONN_RESTORE_ERROR(s) PyErr_Restore((s).type, (s).value, (s).tb)
-#endif
 
 /* Payloads above this size are not allocated in one go before the first
    part of them has arrived: a peer has to prove it is really sending. */
@@ -67,6 +41,14 @@ typedef struct {
 } ConnObject;
 
 #define CONN_CLOSED(c) ((c)->fd == CMP_INVALID_HANDLE)
+
+/* The wire of an open connection (after conn_check). */
+static cmp_wire
+conn_wire(ConnObject *self)
+{
+    cmp_wire w = {self->fd, self->kind, &self->spin, &self->waited};
+    return w;
+}
 
 /* ------------------------------------------------------------------ */
 /* State checks with the stdlib's messages.                            */
@@ -127,185 +109,14 @@ conn_bad_length(ConnObject *self, const char *why)
 /* ------------------------------------------------------------------ */
 /* Reading.                                                            */
 
+/* Read exactly `len` bytes into `buf` (frame.c): 0, or -1 with an
+   exception set. */
 static int
-conn_would_block(int err)
+conn_read_piece(ConnObject *self, char *buf, size_t len, int flags)
 {
-    return err == CMP_IO_WOULDBLOCK;
-}
-
-/* Payloads longer than this are read as they stream in. */
-#define CONN_STREAM_MIN ((size_t)256 * 1024)
-
-/* A spinning wait's check: is the handle readable now? */
-static int
-conn_check_readable(void *arg, int *ready)
-{
-    return cmp_io_wait_readable(*(const cmp_handle_t *)arg, 0.0, ready);
-}
-
-/* Read exactly `len` bytes into `buf`.  Returns 0 when done, -1 with an
-   exception set, or 1 at end of file (*done tells how much came first).
-   With `sliced`, the wait for the first byte is cut into CMP_WAIT_SLICE
-   pieces so that signal handlers run while nothing arrives. */
-static int
-conn_read_exact(ConnObject *self, char *buf, size_t len, int sliced,
-                size_t *done_out)
-{
-    const cmp_handle_t fd = self->fd;
-    const int kind = self->kind;
-    size_t done = 0;
-    int err;
-
-    *done_out = 0;
-    if (len == 0) {
-        return 0;
-    }
-
-    /* One try with the GIL held, that cannot block -- skipped for the
-       start of a message when the last one had to be waited for (a
-       request/reply exchange): the sliced wait below costs no more than
-       a try that finds nothing. */
-    if (!(sliced && self->waited)) {
-        size_t got = 0;
-        if (kind == CMP_IO_KIND_SOCKET) {
-            err = cmp_io_read(fd, kind, buf, len, 1, &got);
-        }
-        else {
-            size_t avail = 0;
-            err = cmp_io_pending(fd, &avail);
-            if (err == 0 && avail > 0) {
-                err = cmp_io_read(fd, kind, buf, len < avail ? len : avail,
-                                  0, &got);
-            }
-            else if (err == 0 || err != CMP_IO_BADHANDLE) {
-                err = CMP_IO_WOULDBLOCK;   /* nothing yet, or not a pipe: wait */
-            }
-        }
-        if (err == 0) {
-            if (got == 0) {
-                return 1;
-            }
-            done = got;
-        }
-        else if (err == CMP_IO_INTERRUPTED) {
-            if (PyErr_CheckSignals() < 0) {
-                return -1;
-            }
-        }
-        else if (!conn_would_block(err)) {
-            cmp_raise_oserror(err);
-            return -1;
-        }
-    }
-
-    if (sliced) {
-        self->waited = done < len;
-    }
-    double spin = (sliced && done == 0) ? cmp_spin_budget(&self->spin) : 0.0;
-    /* Long payloads on a socket are read as they stream in (see below),
-       where another CPU can be sending meanwhile. */
-    const int stream = !sliced && kind == CMP_IO_KIND_SOCKET &&
-                       len - done > CONN_STREAM_MIN && cmp_spin_possible();
-    while (done < len) {
-        int ready = 1, eof = 0, caught = 0;
-        const double budget = spin;
-        Py_BEGIN_ALLOW_THREADS
-        err = 0;
-        if (sliced && done == 0) {
-            ready = 0;
-            if (budget > 0.0) {
-                err = cmp_spin_until(budget, conn_check_readable,
-                                     (void *)&fd, &ready);
-                caught = ready;
-            }
-            if (err == 0 && !ready) {
-                err = cmp_io_wait_readable(fd, CMP_WAIT_SLICE, &ready);
-            }
-        }
-        if (err == 0 && ready) {
-            while (done < len) {
-                size_t got = 0;
-                if (stream) {
-                    /* The rest of a frame is on its way: take what has
-                       come, check for more for a while, and sleep only
-                       when the peer has really stopped. */
-                    err = cmp_io_read(fd, kind, buf + done, len - done, 1,
-                                      &got);
-                    if (err == CMP_IO_WOULDBLOCK) {
-                        int more = 0;
-                        err = cmp_spin_until(CMP_SPIN_MAX,
-                                             conn_check_readable,
-                                             (void *)&fd, &more);
-                        if (err == 0 && more) {
-                            continue;
-                        }
-                        if (err == 0) {
-                            err = cmp_io_read(fd, kind, buf + done,
-                                              len - done, 0, &got);
-                        }
-                    }
-                }
-                else {
-                    err = cmp_io_read(fd, kind, buf + done, len - done, 0,
-                                      &got);
-                }
-                if (err != 0) {
-                    break;
-                }
-                if (got == 0) {
-                    eof = 1;
-                    break;
-                }
-                done += got;
-            }
-        }
-        Py_END_ALLOW_THREADS
-        if (budget > 0.0) {
-            cmp_spin_result(&self->spin, budget, caught);
-            spin = 0.0;
-        }
-        *done_out = done;
-        if (eof) {
-            return 1;
-        }
-        if (err == CMP_IO_INTERRUPTED || (err == 0 && !ready)) {
-            if (PyErr_CheckSignals() < 0) {
-                return -1;
-            }
-            continue;
-        }
-        if (err != 0) {
-            cmp_raise_oserror(err);
-            return -1;
-        }
-    }
-    *done_out = done;
-    return 0;
-}
-
-/* Turn an end of file into the stdlib's exceptions: EOFError when it came
-   where a read started, OSError when it cut a piece short. */
-static int
-conn_eof(size_t done)
-{
-    if (done == 0) {
-        PyErr_SetNone(PyExc_EOFError);
-    }
-    else {
-        PyErr_SetString(PyExc_OSError, "got end of file during message");
-    }
-    return -1;
-}
-
-static int
-conn_read_piece(ConnObject *self, char *buf, size_t len, int sliced)
-{
-    size_t done;
-    int r = conn_read_exact(self, buf, len, sliced, &done);
-    if (r == 1) {
-        return conn_eof(done);
-    }
-    return r;
+    cmp_wire w = conn_wire(self);
+    cmp_iobuf slot = {buf, len};
+    return cmp_wire_read(&w, &slot, 1, flags);
 }
 
 /* Read a frame header; *size receives the payload length.  Returns 0, or
@@ -313,30 +124,13 @@ conn_read_piece(ConnObject *self, char *buf, size_t len, int sliced)
 static int
 conn_read_header(ConnObject *self, uint64_t *size)
 {
-    unsigned char h[8];
-    if (conn_read_piece(self, (char *)h, 4, 1) < 0) {
-        return -1;
-    }
-    uint32_t u = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) |
-                 ((uint32_t)h[2] << 8) | (uint32_t)h[3];
-    if (u == 0xffffffffu) {
-        if (conn_read_piece(self, (char *)h, 8, 0) < 0) {
-            return -1;
-        }
-        uint64_t v = 0;
-        for (int i = 0; i < 8; i++) {
-            v = (v << 8) | h[i];
-        }
-        *size = v;
-        return 0;
-    }
-    if (u & 0x80000000u) {
-        /* Negative and not the -1 marker: no peer of ours sends that. */
+    cmp_wire w = conn_wire(self);
+    int r = cmp_wire_read_header(&w, 0, size);
+    if (r == CMP_FRAME_BAD) {
         conn_bad_length(self, "bad message length");
         return -1;
     }
-    *size = u;
-    return 0;
+    return r;
 }
 
 /* Refuse lengths no buffer can hold before allocating anything. */
@@ -389,14 +183,9 @@ conn_read_payload(ConnObject *self, uint64_t size)
     }
     memcpy(PyBytes_AS_STRING(b), probe, CONN_PROBE_SIZE);
     PyMem_RawFree(probe);
-    size_t done;
-    int r = conn_read_exact(self, PyBytes_AS_STRING(b) + CONN_PROBE_SIZE,
-                            n - CONN_PROBE_SIZE, 0, &done);
-    if (r != 0) {
+    if (conn_read_piece(self, PyBytes_AS_STRING(b) + CONN_PROBE_SIZE,
+                        n - CONN_PROBE_SIZE, CMP_WIRE_STARTED) < 0) {
         Py_DECREF(b);
-        if (r == 1) {
-            PyErr_SetString(PyExc_OSError, "got end of file during message");
-        }
         return NULL;
     }
     return b;
@@ -419,209 +208,28 @@ conn_recv_message(ConnObject *self, Py_ssize_t maxlength)
 /* ------------------------------------------------------------------ */
 /* Writing.                                                            */
 
-/* Header for a payload of n bytes; returns its length (4 or 12). */
-static size_t
-conn_make_header(unsigned char *h, uint64_t n)
-{
-    if (n > 0x7fffffffu) {
-        memset(h, 0xff, 4);
-        for (int i = 0; i < 8; i++) {
-            h[4 + i] = (unsigned char)(n >> (56 - 8 * i));
-        }
-        return 12;
-    }
-    h[0] = (unsigned char)(n >> 24);
-    h[1] = (unsigned char)(n >> 16);
-    h[2] = (unsigned char)(n >> 8);
-    h[3] = (unsigned char)n;
-    return 4;
-}
-
-/* Drop `sent` bytes from the front of pieces[*first..count-1]. */
-static void
-conn_advance(cmp_iobuf *pieces, int count, int *first, size_t sent)
-{
-    int i = *first;
-    while (i < count && sent >= pieces[i].len) {
-        sent -= pieces[i].len;
-        i++;
-    }
-    if (i < count && sent > 0) {
-        pieces[i].base = (const char *)pieces[i].base + sent;
-        pieces[i].len -= sent;
-    }
-    while (i < count && pieces[i].len == 0) {
-        i++;
-    }
-    *first = i;
-}
-
-/* Write every byte of the pieces (the caller keeps them alive). */
-static int
-conn_write_all(ConnObject *self, cmp_iobuf *pieces, int count)
-{
-    const cmp_handle_t fd = self->fd;
-    const int kind = self->kind;
-    int first = 0, err;
-    size_t sent = 0;
-
-    conn_advance(pieces, count, &first, 0);
-    if (first < count && kind == CMP_IO_KIND_SOCKET) {
-        err = cmp_io_writev(fd, kind, pieces + first, count - first, 1,
-                            &sent);
-        if (err == 0) {
-            conn_advance(pieces, count, &first, sent);
-        }
-        else if (err == CMP_IO_INTERRUPTED) {
-            if (PyErr_CheckSignals() < 0) {
-                return -1;
-            }
-        }
-        else if (!conn_would_block(err)) {
-            cmp_raise_oserror(err);
-            return -1;
-        }
-    }
-    while (first < count) {
-        Py_BEGIN_ALLOW_THREADS
-        err = 0;
-        while (first < count) {
-            err = cmp_io_writev(fd, kind, pieces + first, count - first, 0,
-                                &sent);
-            if (err != 0) {
-                break;
-            }
-            conn_advance(pieces, count, &first, sent);
-        }
-        Py_END_ALLOW_THREADS
-        if (err == CMP_IO_INTERRUPTED) {
-            if (PyErr_CheckSignals() < 0) {
-                return -1;
-            }
-            continue;
-        }
-        if (err != 0) {
-            cmp_raise_oserror(err);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* Send one frame made of `count` payload pieces, stored from pieces[1]
    on; pieces[0] is filled with the header here. */
 static int
 conn_send_frame(ConnObject *self, cmp_iobuf *pieces, int count)
 {
-    unsigned char header[12];
+    unsigned char header[CMP_FRAME_HEADER_MAX];
     uint64_t total = 0;
     for (int i = 1; i <= count; i++) {
         total += pieces[i].len;
     }
     pieces[0].base = header;
-    pieces[0].len = conn_make_header(header, total);
-    return conn_write_all(self, pieces, count + 1);
+    pieces[0].len = cmp_frame_header(header, total);
+    cmp_wire w = conn_wire(self);
+    return cmp_wire_write_all(&w, pieces, count + 1);
 }
-
-/* ------------------------------------------------------------------ */
-/* FrameWriter: the file a pickler writes into; it keeps the chunks.   */
-
-/* Building a pickler costs several times what pickling a small object
-   does, so one pickler (with its writer) is kept in the module state and
-   reused while nobody else is using it: `busy` says it is taken (another
-   thread, or a reducer that sends, gets a fresh pair instead).  It is
-   rebuilt when the reducer tables changed since it was made (their sizes,
-   or the class's _generation that register() bumps), since its
-   dispatch_table is a snapshot of them. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *chunks;       /* list of bytes */
-    PyObject *pickler;      /* the pickler writing here, when cached */
-    int busy;
-    Py_ssize_t copyreg_size;
-    Py_ssize_t extra_size;
-    long generation;        /* ForkingPickler._generation when made */
-} FrameWriter;
-
-static PyObject *
-FrameWriter_write(FrameWriter *self, PyObject *data)
-{
-    PyObject *b;
-    if (PyBytes_CheckExact(data)) {
-        b = Py_NewRef(data);
-    }
-    else {
-        /* A bytearray or view could change before the frame goes out. */
-        b = PyBytes_FromObject(data);
-        if (b == NULL) {
-            return NULL;
-        }
-    }
-    Py_ssize_t n = PyBytes_GET_SIZE(b);
-    int r = PyList_Append(self->chunks, b);
-    Py_DECREF(b);
-    if (r < 0) {
-        return NULL;
-    }
-    return PyLong_FromSsize_t(n);
-}
-
-static int
-FrameWriter_traverse(FrameWriter *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->chunks);
-    Py_VISIT(self->pickler);
-    return 0;
-}
-
-static int
-FrameWriter_clear(FrameWriter *self)
-{
-    Py_CLEAR(self->chunks);
-    Py_CLEAR(self->pickler);
-    return 0;
-}
-
-static void
-FrameWriter_dealloc(FrameWriter *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    (void)FrameWriter_clear(self);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef FrameWriter_methods[] = {
-    {"write", (PyCFunction)FrameWriter_write, METH_O,
-     "Keep one chunk of the message being built."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot FrameWriter_slots[] = {
-    {Py_tp_doc, "Collects what a pickler writes, for one gathered send."},
-    {Py_tp_methods, FrameWriter_methods},
-    {Py_tp_traverse, FrameWriter_traverse},
-    {Py_tp_clear, FrameWriter_clear},
-    {Py_tp_dealloc, FrameWriter_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec FrameWriter_spec = {
-    .name = "_cmultiprocessing._FrameWriter",
-    .basicsize = sizeof(FrameWriter),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = FrameWriter_slots,
-};
 
 /* The pickler class and loads function of cmultiprocessing.reduction, and
-   the two reducer tables its picklers copy, looked up on first use. */
+   the kept pickler (pickler.c), looked up on first use. */
 static int
 conn_load_pickler(cmp_state *st)
 {
-    if (st->conn_pickler != NULL) {
+    if (st->conn_dumps != NULL) {
         return 0;
     }
     PyObject *mod = PyImport_ImportModule("cmultiprocessing.reduction");
@@ -633,142 +241,20 @@ conn_load_pickler(cmp_state *st)
     if (cls == NULL) {
         return -1;
     }
+    PyObject *kept = NULL;
     PyObject *loads = PyObject_GetAttrString(cls, "loads");
-    PyObject *extra = loads ? PyObject_GetAttrString(cls, "_extra_reducers")
-                            : NULL;
-    PyObject *table = extra ? PyObject_GetAttrString(
-                                  cls, "_copyreg_dispatch_table")
-                            : NULL;
-    if (table == NULL) {
-        /* Without both tables there is nothing to check a cached pickler
-           against: every send then builds its own. */
-        PyErr_Clear();
-        Py_CLEAR(extra);
-    }
-    else if (!PyDict_Check(extra) || !PyDict_Check(table)) {
-        Py_CLEAR(extra);
-        Py_CLEAR(table);
-    }
-    if (loads == NULL) {
+    PyObject *dumps = loads ? PyObject_GetAttrString(cls, "dumps") : NULL;
+    if (dumps == NULL || cmp_pickler_make(st, cls, &kept) < 0) {
         Py_DECREF(cls);
+        Py_XDECREF(loads);
+        Py_XDECREF(dumps);
         return -1;
     }
-    Py_XSETREF(st->conn_extra_reducers, extra);
-    Py_XSETREF(st->conn_copyreg_table, table);
+    Py_DECREF(cls);
+    Py_XSETREF(st->conn_kept, kept);
     Py_XSETREF(st->conn_loads, loads);
-    Py_XSETREF(st->conn_pickler, cls);
+    Py_XSETREF(st->conn_dumps, dumps);
     return 0;
-}
-
-/* ForkingPickler._generation, or -1 when it has none (or not an int). */
-static long
-conn_generation(cmp_state *st)
-{
-    PyObject *g = PyObject_GetAttr(st->conn_pickler, st->conn_str_generation);
-    if (g == NULL) {
-        PyErr_Clear();
-        return -1;
-    }
-    long v = PyLong_Check(g) ? PyLong_AsLong(g) : -1;
-    Py_DECREF(g);
-    if (v == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-    }
-    return v;
-}
-
-/* A new writer with a pickler of the ForkingPickler class on it. */
-static FrameWriter *
-frame_writer_new(cmp_state *st)
-{
-    PyTypeObject *tp = (PyTypeObject *)st->FrameWriter_type;
-    FrameWriter *w = PyObject_GC_New(FrameWriter, tp);
-    if (w == NULL) {
-        return NULL;
-    }
-    Py_INCREF(tp);
-    w->pickler = NULL;
-    w->busy = 0;
-    w->copyreg_size = w->extra_size = -1;
-    w->chunks = PyList_New(0);
-    PyObject_GC_Track(w);
-    if (w->chunks == NULL) {
-        Py_DECREF(w);
-        return NULL;
-    }
-    w->generation = -1;
-    if (st->conn_copyreg_table != NULL) {
-        w->copyreg_size = PyDict_Size(st->conn_copyreg_table);
-        w->extra_size = PyDict_Size(st->conn_extra_reducers);
-        w->generation = conn_generation(st);
-    }
-    PyObject *args[2] = {(PyObject *)w, Py_None};
-    w->pickler = PyObject_Vectorcall(st->conn_pickler, args, 2, NULL);
-    if (w->pickler == NULL) {
-        Py_DECREF(w);
-        return NULL;
-    }
-    return w;
-}
-
-/* The cached writer (marked busy) if it is free and still current, else a
-   fresh one.  Returns a new reference, or NULL with an exception set. */
-static FrameWriter *
-frame_writer_take(cmp_state *st)
-{
-    FrameWriter *w = (FrameWriter *)st->conn_cache;
-    if (st->conn_copyreg_table == NULL) {
-        return frame_writer_new(st);
-    }
-    if (w != NULL) {
-        if (w->busy) {
-            return frame_writer_new(st);
-        }
-        if (w->copyreg_size == PyDict_Size(st->conn_copyreg_table) &&
-            w->extra_size == PyDict_Size(st->conn_extra_reducers) &&
-            w->generation == conn_generation(st) && w->generation != -1) {
-            w->busy = 1;
-            return (FrameWriter *)Py_NewRef(w);
-        }
-        Py_CLEAR(st->conn_cache);       /* stale: tables changed */
-    }
-    w = frame_writer_new(st);
-    if (w == NULL) {
-        return NULL;
-    }
-    if (st->conn_cache == NULL) {
-        w->busy = 1;
-        st->conn_cache = Py_NewRef(w);
-    }
-    return w;
-}
-
-/* Done with a writer: drop its chunks and the pickler's memo (which keeps
-   every pickled object alive), and free it for the next send. */
-static void
-frame_writer_give_back(cmp_state *st, FrameWriter *w)
-{
-    conn_saved_error saved;
-    CONN_SAVE_ERROR(saved);
-    if (w->chunks != NULL) {
-        (void)PyList_SetSlice(w->chunks, 0, PyList_GET_SIZE(w->chunks),
-                              NULL);
-    }
-    if (w->busy && w->pickler != NULL) {
-        PyObject *r = PyObject_CallMethodNoArgs(w->pickler,
-                                                st->conn_str_clear_memo);
-        if (r == NULL) {
-            /* A pickler that cannot forget is not reused. */
-            PyErr_Clear();
-            if (st->conn_cache == (PyObject *)w) {
-                Py_CLEAR(st->conn_cache);
-            }
-        }
-        Py_XDECREF(r);
-    }
-    w->busy = 0;
-    CONN_RESTORE_ERROR(saved);
-    Py_DECREF(w);
 }
 
 /* ------------------------------------------------------------------ */
@@ -846,22 +332,34 @@ Conn_send(ConnObject *self, PyTypeObject *cls, PyObject *const *args,
     if (conn_load_pickler(st) < 0) {
         return NULL;
     }
-    FrameWriter *w = frame_writer_take(st);
-    if (w == NULL) {
-        return NULL;
-    }
+    PyObject *kept = Py_XNewRef(st->conn_kept); /* a reducer may reload */
+    PyObject *chunks = NULL, *payload = NULL;
     PyObject *result = NULL;
     cmp_iobuf small[8];
     cmp_iobuf *pieces = small;
-    PyObject *r = PyObject_CallMethodOneArg(w->pickler, st->conn_str_dump,
-                                            a[0]);
-    if (r == NULL) {
+    Py_buffer view = {0};
+    int r = cmp_pickler_dump(kept, a[0], &chunks);
+    if (r < 0) {
         goto done;
     }
-    Py_DECREF(r);
-    /* w->chunks holds every chunk of the pickle, in order; while the
-       writer is busy nothing else appends to it. */
-    Py_ssize_t n = PyList_GET_SIZE(w->chunks);
+    if (r == 0) {
+        /* no kept pickler free: the class's dumps(), one piece */
+        payload = PyObject_CallOneArg(st->conn_dumps, a[0]);
+        if (payload == NULL ||
+            PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0) {
+            goto done;
+        }
+        pieces[1].base = view.buf;
+        pieces[1].len = (size_t)view.len;
+        if (conn_send_frame(self, pieces, 1) == 0) {
+            result = Py_NewRef(Py_None);
+        }
+        PyBuffer_Release(&view);
+        goto done;
+    }
+    /* chunks holds every chunk of the pickle, in order; while the kept
+       pickler is busy nothing else appends to it. */
+    Py_ssize_t n = PyList_GET_SIZE(chunks);
     if (n + 1 > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
         pieces = PyMem_New(cmp_iobuf, (size_t)n + 1);
         if (pieces == NULL) {
@@ -870,7 +368,7 @@ Conn_send(ConnObject *self, PyTypeObject *cls, PyObject *const *args,
         }
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *chunk = PyList_GET_ITEM(w->chunks, i);
+        PyObject *chunk = PyList_GET_ITEM(chunks, i);
         pieces[i + 1].base = PyBytes_AS_STRING(chunk);
         pieces[i + 1].len = (size_t)PyBytes_GET_SIZE(chunk);
     }
@@ -882,7 +380,11 @@ done:
     if (pieces != small) {
         PyMem_Free(pieces);
     }
-    frame_writer_give_back(st, w);
+    if (r > 0) {
+        cmp_pickler_release(kept);
+    }
+    Py_XDECREF(payload);
+    Py_XDECREF(kept);
     return result;
 }
 
@@ -991,42 +493,6 @@ Conn_recv(ConnObject *self, PyTypeObject *cls, PyObject *const *args,
     return obj;
 }
 
-/* Wait for `fd` to be readable for at most `seconds` (has_timeout == 0:
-   forever), in slices.  Returns 1 ready, 0 timed out, -1 error. */
-static int
-conn_wait_one(cmp_handle_t fd, int has_timeout, double seconds)
-{
-    int ready = 0, err;
-    err = cmp_io_wait_readable(fd, 0.0, &ready);
-    if (err == 0 && (ready || (has_timeout && seconds <= 0.0))) {
-        return ready;
-    }
-    double deadline = cmp_monotonic() + seconds;
-    while (err == 0 || err == CMP_IO_INTERRUPTED) {
-        double slice = CMP_WAIT_SLICE;
-        if (has_timeout) {
-            double left = deadline - cmp_monotonic();
-            if (left <= 0.0) {
-                return 0;
-            }
-            if (left < slice) {
-                slice = left;
-            }
-        }
-        Py_BEGIN_ALLOW_THREADS
-        err = cmp_io_wait_readable(fd, slice, &ready);
-        Py_END_ALLOW_THREADS
-        if (err == 0 && ready) {
-            return 1;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return -1;
-        }
-    }
-    cmp_raise_oserror(err);
-    return -1;
-}
-
 static PyObject *
 Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
           PyObject *kwnames)
@@ -1040,12 +506,12 @@ Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
     if (conn_check(self, 1, 0) < 0) {
         return NULL;
     }
-    int has_timeout = 1;
-    double seconds = 0.0;
-    if (a[0] != NULL && cmp_parse_timeout(a[0], &has_timeout, &seconds) < 0) {
+    cmp_deadline deadline = cmp_deadline_in(1, 0.0);
+    if (a[0] != NULL && cmp_deadline_parse(a[0], &deadline) < 0) {
         return NULL;
     }
-    int r = conn_wait_one(self->fd, has_timeout, seconds);
+    cmp_wire w = conn_wire(self);
+    int r = cmp_wire_poll(&w, &deadline);
     if (r < 0) {
         return NULL;
     }
@@ -1377,6 +843,30 @@ wait_handle_of(cmp_state *st, PyObject *obj, cmp_handle_t *fd)
     return cmp_arg_fileno(obj, "Invalid file descriptor", fd);
 }
 
+/* One slice of wait()'s wait (wait.h's step): ready handles in
+   ready[]/nready. */
+typedef struct {
+    const cmp_handle_t *fds;
+    size_t count;
+    unsigned char *ready;
+    size_t nready;
+} cmp_wait_many_ctx;
+
+static int
+wait_many_step(void *arg, double slice, int *err)
+{
+    cmp_wait_many_ctx *ctx = arg;
+    ctx->nready = 0;
+    *err = cmp_io_wait_many(ctx->fds, ctx->count, slice, ctx->ready,
+                            &ctx->nready);
+    if (*err == CMP_IO_INTERRUPTED) {
+        *err = 0;
+        ctx->nready = 0;
+        return 0;
+    }
+    return *err != 0 ? -1 : ctx->nready > 0;
+}
+
 static PyObject *
 cmp_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
          PyObject *kwnames)
@@ -1387,9 +877,8 @@ cmp_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
-    int has_timeout;
-    double seconds;
-    if (cmp_parse_timeout(a[1], &has_timeout, &seconds) < 0) {
+    cmp_deadline deadline;
+    if (cmp_deadline_parse(a[1], &deadline) < 0) {
         return NULL;
     }
     cmp_state *st = cmp_get_state(module);
@@ -1410,36 +899,22 @@ cmp_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             goto done;
         }
     }
-    double deadline = cmp_monotonic() + seconds;
-    size_t nready = 0;
-    int err = cmp_io_wait_many(fds, (size_t)n, 0.0, ready, &nready);
-    while (err == 0 || err == CMP_IO_INTERRUPTED) {
-        if (err == 0 && nready > 0) {
-            break;
-        }
-        double slice = CMP_WAIT_SLICE;
-        if (has_timeout) {
-            double left = deadline - cmp_monotonic();
-            if (left <= 0.0) {
-                nready = 0;
-                err = 0;
-                break;
-            }
-            if (left < slice) {
-                slice = left;
-            }
-        }
-        if (PyErr_CheckSignals() < 0) {
-            goto done;
-        }
-        Py_BEGIN_ALLOW_THREADS
-        err = cmp_io_wait_many(fds, (size_t)n, slice, ready, &nready);
-        Py_END_ALLOW_THREADS
-    }
-    if (err != 0) {
+    cmp_wait_many_ctx ctx = {fds, (size_t)n, ready, 0};
+    int err = cmp_io_wait_many(fds, (size_t)n, 0.0, ready, &ctx.nready);
+    if (err != 0 && err != CMP_IO_INTERRUPTED) {
         cmp_raise_oserror(err);
         goto done;
     }
+    if (err != 0 || ctx.nready == 0) {
+        ctx.nready = 0;
+        if (err != 0 && PyErr_CheckSignals() < 0) {
+            goto done;
+        }
+        if (cmp_wait_sliced(&deadline, wait_many_step, &ctx) < 0) {
+            goto done;
+        }
+    }
+    size_t nready = ctx.nready;
     result = PyList_New(0);
     if (result == NULL) {
         goto done;
@@ -1473,21 +948,8 @@ cmp_connection_exec(PyObject *module)
     if (st->Connection_type == NULL) {
         return -1;
     }
-    st->FrameWriter_type =
-        PyType_FromModuleAndSpec(module, &FrameWriter_spec, NULL);
-    if (st->FrameWriter_type == NULL) {
-        return -1;
-    }
-    st->conn_str_dump = PyUnicode_InternFromString("dump");
-    if (st->conn_str_dump == NULL) {
-        return -1;
-    }
-    st->conn_str_generation = PyUnicode_InternFromString("_generation");
-    if (st->conn_str_generation == NULL) {
-        return -1;
-    }
-    st->conn_str_clear_memo = PyUnicode_InternFromString("clear_memo");
-    if (st->conn_str_clear_memo == NULL) {
+    /* the kept pickler's type, shared with the queues */
+    if (cmp_pickler_exec(module) < 0) {
         return -1;
     }
     if (PyModule_AddType(module, (PyTypeObject *)st->Connection_type) < 0) {

@@ -526,24 +526,6 @@ def test_joinable_queue_task_done_and_join():
     jq.join_thread()
 
 
-def test_connection_method_mode():
-    # framed=False: the native part goes through send_bytes/recv_bytes/poll
-    # of the Connections (for pipes that do not carry the length framing)
-    q = CTX.Queue(maxsize=500)
-    with closing(q):
-        pickler = cmp.reduction.ForkingPickler
-        q._bind(q._reader, q._writer, q._rlock, q._wlock, q._sem,
-                pickler.dumps, pickler.loads, False)
-        for obj in SAMPLES:
-            q.put(obj)
-        assert [q.get(timeout=LONG) for _ in SAMPLES] == SAMPLES
-        with pytest.raises(pyqueue.Empty):
-            q.get(timeout=SHORT)
-        q.put(lambda: 0)                # reported by the feeder, dropped
-        q.put("last")
-        assert q.get(timeout=LONG) == "last"
-
-
 def test_bind_rejects_bad_arguments():
     q = CTX.Queue()
     with closing(q):
@@ -551,10 +533,10 @@ def test_bind_rejects_bad_arguments():
             q._bind(q._reader)
         with pytest.raises(TypeError):
             q._bind(q._reader, q._writer, q._rlock, q._wlock, q._sem,
-                    "not callable", pickle.loads, True)
+                    "not callable", pickle.loads)
         with pytest.raises(TypeError):
             q._bind(q._reader, q._writer, None, q._wlock, q._sem,
-                    pickle.dumps, pickle.loads, True)
+                    pickle.dumps, pickle.loads)
         q.put(1)                        # still bound as before
         assert q.get(timeout=LONG) == 1
 
@@ -801,7 +783,7 @@ def test_bind_pickler_argument():
     with closing(q):
         fp = cmp.reduction.ForkingPickler
         args = (q._reader, q._writer, q._rlock._semlock, q._wlock._semlock,
-                q._sem._semlock, fp.dumps, fp.loads, True)
+                q._sem._semlock, fp.dumps, fp.loads)
         with pytest.raises(TypeError):
             q._bind(*args, "not a class")
         with pytest.raises(TypeError):
@@ -829,8 +811,7 @@ def test_one_pickler_for_many_puts():
     q = CTX.Queue()
     with closing(q):
         q._bind(q._reader, q._writer, q._rlock._semlock, q._wlock._semlock,
-                q._sem._semlock, Counting.dumps, Counting.loads, True,
-                Counting)
+                q._sem._semlock, Counting.dumps, Counting.loads, Counting)
         for i in range(20):
             q.put(Point(i))
         assert [q.get(timeout=LONG) for _ in range(20)] == [

@@ -40,9 +40,8 @@ _QueueBase = _cmultiprocessing.QueueBase
 # connection.Pipe(duplex=False) is a byte stream with the length-prefix
 # framing on every platform (a socket pair on Windows, where the stdlib uses
 # message-mode pipes).  So the native part writes frames itself everywhere
-# (framed=True below) and needs the writer lock everywhere: two long writes
-# into a stream could interleave.
-_FRAMED_PIPES = True
+# and needs the writer lock everywhere: two long writes into a stream could
+# interleave.
 
 # What Queue.__getstate__ sends to a spawned child, in this order.
 _QUEUE_STATE = ('_ignore_epipe', '_maxsize', '_reader', '_writer',
@@ -68,9 +67,9 @@ def _connect(queue, sem):
     (the native part keeps one ForkingPickler between puts)."""
     pickler = context.reduction.ForkingPickler
     queue._bind(queue._reader, queue._writer,
-                _native_lock(queue._rlock), _native_lock(queue._wlock),
-                _native_lock(sem), pickler.dumps, pickler.loads,
-                _FRAMED_PIPES, pickler)
+                rlock=_native_lock(queue._rlock),
+                wlock=_native_lock(queue._wlock), sem=_native_lock(sem),
+                dumps=pickler.dumps, loads=pickler.loads, pickler=pickler)
     queue._poll = queue._reader.poll
 
 

@@ -1,6 +1,7 @@
-/* platform/io.h -- OS layer for connections: byte streams over one handle
- * (socket or pipe end), readiness waits, and passing descriptors between
- * processes.
+/* platform/io.h -- the OS layer of the wire: byte streams over one handle
+ * (socket or pipe end) for connections, the never-blocking transfers on
+ * the pipe ends a queue shares between processes, readiness waits, and
+ * passing descriptors between processes.
  *
  * Every function returns 0 or a platform error code and never touches
  * Python objects, so callers may run them with the GIL released.  None of
@@ -33,11 +34,16 @@
 long long cmp_io_handle_value(cmp_handle_t h);
 int cmp_io_handle_from_value(long long value, cmp_handle_t *h);
 
-/* One piece of an outgoing message (gathered write). */
+/* One piece of a gathered write, or (base cast to writable memory by
+   the caller that owns it) of a scattered read. */
 typedef struct {
     const void *base;
     size_t len;
 } cmp_iobuf;
+
+/* The most pieces one gathered write or scattered read takes at once
+   (the rest waits for the next call). */
+#define CMP_IO_MAX_PIECES 64
 
 /* Handle kinds, as far as the connection code cares. */
 enum { CMP_IO_KIND_UNKNOWN = 0, CMP_IO_KIND_SOCKET = 1, CMP_IO_KIND_OTHER = 2 };
@@ -104,5 +110,39 @@ int cmp_io_recvfds(cmp_handle_t sock, int *fds, size_t maxfds, size_t *nfds,
    on Windows only; code that is not about sockets treats it as
    CMP_IO_KIND_OTHER. */
 enum { CMP_IO_KIND_PIPE = 3 };
+
+/* ---- the pipe ends of a queue -------------------------------------------
+
+   A queue's pipe is shared by every process using the queue, so its
+   blocking mode cannot be changed (O_NONBLOCK belongs to the open file
+   description, which all of them share).  These calls ask the kernel not
+   to block for this one call instead (RWF_NOWAIT on Linux), and fall back
+   to a readiness check followed by a transfer small enough not to block
+   where that is not available (posix_io.c; win32_io.c sizes transfers from
+   what the pipe or socket says fits).  They take any handle kind. */
+
+/* A gathered write.  nowait: as much as the handle takes without
+   blocking (CMP_IO_WOULDBLOCK when nothing could go); else one write that
+   may wait until the handle takes some bytes.  *sent = bytes written. */
+int cmp_io_shared_writev(cmp_handle_t h, const cmp_iobuf *pieces, int count,
+                         int nowait, size_t *sent);
+
+/* A scattered read, in order, of at most what the handle holds now,
+   without blocking: 0 with *got > 0; 0 with *got = 0 at end of file (every
+   writer has closed); CMP_IO_WOULDBLOCK when it is empty. */
+int cmp_io_shared_readv(cmp_handle_t h, const cmp_iobuf *slots, int count,
+                        size_t *got);
+
+/* Wait at most `seconds` (0: just look) until the handle is readable
+   (for_write == 0) or writable; *ready = 1 when it is (or is at end of
+   file / broken), 0 on timeout. */
+int cmp_io_shared_wait(cmp_handle_t h, int for_write, double seconds,
+                       int *ready);
+
+/* Ask for a pipe buffer of at least `want` bytes, best effort: the pipe
+   keeps its size where the platform cannot or may not change it (or it
+   is already that large).  Never fails: returns the size now in force
+   where the platform can tell, else 0. */
+size_t cmp_io_pipe_grow(cmp_handle_t h, size_t want);
 
 #endif

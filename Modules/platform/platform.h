@@ -70,6 +70,5 @@ void cmp_process_unlock(void);
 #include "platform/proc.h"
 #include "platform/shm.h"
 #include "platform/spawn.h"
-#include "platform/queue.h"
 
 #endif /* CMP_PLATFORM_H */

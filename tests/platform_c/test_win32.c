@@ -9,7 +9,6 @@
  * handles the child inherits, as spawned children get them.
  */
 #include "platform/platform.h"
-#include "platform/queue.h"
 #include "platform/npipe.h"
 #include "platform/winspawn.h"
 
@@ -892,7 +891,57 @@ test_npipe_listener(void)
              ERROR_FILE_NOT_FOUND);
 }
 
-/* ---- queue pipes (win32_queue.c) ------------------------------------- */
+/* ---- queue pipes (the shared-handle calls of win32_io.c) -------------- */
+
+/* The outcomes these tests check, read off io.h's convention (0 or a
+   platform error code, *got = 0 at end of file, *ready for waits). */
+enum { Q_OK = 0, Q_AGAIN = -1, Q_INTR = -2, Q_EOF = -3 };
+
+static int
+q_code(int err)
+{
+    if (err == CMP_IO_WOULDBLOCK) {
+        return Q_AGAIN;
+    }
+    return err == CMP_IO_INTERRUPTED ? Q_INTR : err;
+}
+
+static int
+q_read_nowait(cmp_handle_t h, void *buf, size_t len, size_t *done)
+{
+    cmp_iobuf slot = {buf, len};
+    int err = cmp_io_shared_readv(h, &slot, 1, done);
+    if (err == 0) {
+        return *done > 0 ? Q_OK : Q_EOF;
+    }
+    return q_code(err);
+}
+
+static int
+q_write_nowait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
+               size_t *done)
+{
+    int err = cmp_io_shared_writev(h, pieces, count, 1, done);
+    return err == CMP_IO_WOULDBLOCK ? Q_OK : q_code(err);
+}
+
+static int
+q_write_wait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
+             size_t *done)
+{
+    return q_code(cmp_io_shared_writev(h, pieces, count, 0, done));
+}
+
+static int
+q_wait(cmp_handle_t h, int for_write, double seconds)
+{
+    int ready = 0;
+    int err = cmp_io_shared_wait(h, for_write, seconds, &ready);
+    if (err == 0) {
+        return ready ? Q_OK : Q_AGAIN;
+    }
+    return q_code(err);
+}
 
 static void
 test_qpipe_pipe(void)
@@ -901,24 +950,24 @@ test_qpipe_pipe(void)
     CHECK(CreatePipe(&r, &w, NULL, 4096));
     char chunk[1000];
     memset(chunk, 'q', sizeof(chunk));
-    cmp_qpipe_piece piece = {chunk, sizeof(chunk)};
+    cmp_iobuf piece = {chunk, sizeof(chunk)};
     char buf[2048];
     size_t done = 0;
 
-    CHECK_EQ(cmp_qpipe_read_nowait(r, buf, sizeof(buf), &done),
-             CMP_QPIPE_AGAIN);
-    CHECK_EQ(cmp_qpipe_wait(r, 0, 0.02), CMP_QPIPE_AGAIN);
+    CHECK_EQ(q_read_nowait(r, buf, sizeof(buf), &done),
+             Q_AGAIN);
+    CHECK_EQ(q_wait(r, 0, 0.02), Q_AGAIN);
     /* an empty pipe has room; wine does not report a pipe's write quota,
        so there the wait cannot tell and says "not yet" (writes still go
        through, below) */
-    int wrc = cmp_qpipe_wait(w, 1, 0.0);
-    CHECK(wrc == CMP_QPIPE_OK || wrc == CMP_QPIPE_AGAIN);
+    int wrc = q_wait(w, 1, 0.0);
+    CHECK(wrc == Q_OK || wrc == Q_AGAIN);
 
     /* fill the pipe without ever blocking: writes stop when it is full */
     size_t total = 0;
     int rounds = 0;
     for (; rounds < 10000; rounds++) {
-        CHECK_EQ(cmp_qpipe_write_nowait(w, &piece, 1, &done), CMP_QPIPE_OK);
+        CHECK_EQ(q_write_nowait(w, &piece, 1, &done), Q_OK);
         total += done;
         if (done < sizeof(chunk)) {
             break;
@@ -926,16 +975,16 @@ test_qpipe_pipe(void)
     }
     CHECK(rounds < 10000);
     CHECK(total >= 1000);
-    CHECK_EQ(cmp_qpipe_write_nowait(w, &piece, 1, &done), CMP_QPIPE_OK);
+    CHECK_EQ(q_write_nowait(w, &piece, 1, &done), Q_OK);
     CHECK_EQ(done, 0);
-    CHECK_EQ(cmp_qpipe_wait(w, 1, 0.02), CMP_QPIPE_AGAIN);
-    CHECK_EQ(cmp_qpipe_wait(r, 0, 0.0), CMP_QPIPE_OK);
+    CHECK_EQ(q_wait(w, 1, 0.02), Q_AGAIN);
+    CHECK_EQ(q_wait(r, 0, 0.0), Q_OK);
 
     /* drain it: every byte comes back */
     size_t back = 0;
     int rc;
-    while ((rc = cmp_qpipe_read_nowait(r, buf, sizeof(buf), &done)) ==
-           CMP_QPIPE_OK) {
+    while ((rc = q_read_nowait(r, buf, sizeof(buf), &done)) ==
+           Q_OK) {
         for (size_t i = 0; i < done; i++) {
             if (buf[i] != 'q') {
                 checks_failed++;
@@ -945,21 +994,21 @@ test_qpipe_pipe(void)
         }
         back += done;
     }
-    CHECK_EQ(rc, CMP_QPIPE_AGAIN);
+    CHECK_EQ(rc, Q_AGAIN);
     CHECK_EQ(back, total);
 
     /* a blocking gathered write takes the first piece at least */
-    cmp_qpipe_piece two[2] = {{"", 0}, {"xyz", 3}};
-    CHECK_EQ(cmp_qpipe_write_wait(w, two, 2, &done), CMP_QPIPE_OK);
+    cmp_iobuf two[2] = {{"", 0}, {"xyz", 3}};
+    CHECK_EQ(q_write_wait(w, two, 2, &done), Q_OK);
     CHECK_EQ(done, 3);
-    CHECK_EQ(cmp_qpipe_read_nowait(r, buf, sizeof(buf), &done), CMP_QPIPE_OK);
+    CHECK_EQ(q_read_nowait(r, buf, sizeof(buf), &done), Q_OK);
     CHECK_EQ(done, 3);
 
     /* every writer gone: end of file, and the wait says ready */
     CloseHandle(w);
-    CHECK_EQ(cmp_qpipe_wait(r, 0, 1.0), CMP_QPIPE_OK);
-    CHECK_EQ(cmp_qpipe_read_nowait(r, buf, sizeof(buf), &done),
-             CMP_QPIPE_EOF);
+    CHECK_EQ(q_wait(r, 0, 1.0), Q_OK);
+    CHECK_EQ(q_read_nowait(r, buf, sizeof(buf), &done),
+             Q_EOF);
     CloseHandle(r);
 }
 
@@ -969,12 +1018,12 @@ test_qpipe_broken_writer(void)
     HANDLE r, w;
     CHECK(CreatePipe(&r, &w, NULL, 4096));
     CloseHandle(r);
-    cmp_qpipe_piece piece = {"data", 4};
+    cmp_iobuf piece = {"data", 4};
     size_t done = 7;
-    int rc = cmp_qpipe_write_nowait(w, &piece, 1, &done);
+    int rc = q_write_nowait(w, &piece, 1, &done);
     CHECK(rc > 0); /* an error code, not a silent loss */
     CHECK_EQ(done, 0);
-    CHECK(cmp_qpipe_write_wait(w, &piece, 1, &done) > 0);
+    CHECK(q_write_wait(w, &piece, 1, &done) > 0);
     CloseHandle(w);
 }
 
@@ -986,34 +1035,34 @@ test_qpipe_socket(void)
     cmp_handle_t a = sock_handle(s[0]), b = sock_handle(s[1]);
     char buf[256];
     size_t done = 0;
-    CHECK_EQ(cmp_qpipe_read_nowait(b, buf, sizeof(buf), &done),
-             CMP_QPIPE_AGAIN);
-    CHECK_EQ(cmp_qpipe_wait(b, 0, 0.02), CMP_QPIPE_AGAIN);
-    CHECK_EQ(cmp_qpipe_wait(a, 1, 1.0), CMP_QPIPE_OK);
+    CHECK_EQ(q_read_nowait(b, buf, sizeof(buf), &done),
+             Q_AGAIN);
+    CHECK_EQ(q_wait(b, 0, 0.02), Q_AGAIN);
+    CHECK_EQ(q_wait(a, 1, 1.0), Q_OK);
 
-    cmp_qpipe_piece pieces[3] = {{"\0\0\0\x03", 4}, {"", 0}, {"abc", 3}};
-    CHECK_EQ(cmp_qpipe_write_nowait(a, pieces, 3, &done), CMP_QPIPE_OK);
+    cmp_iobuf pieces[3] = {{"\0\0\0\x03", 4}, {"", 0}, {"abc", 3}};
+    CHECK_EQ(q_write_nowait(a, pieces, 3, &done), Q_OK);
     CHECK_EQ(done, 7);
-    CHECK_EQ(cmp_qpipe_write_wait(a, pieces + 2, 1, &done), CMP_QPIPE_OK);
+    CHECK_EQ(q_write_wait(a, pieces + 2, 1, &done), Q_OK);
     CHECK_EQ(done, 3);
-    CHECK_EQ(cmp_qpipe_wait(b, 0, 5.0), CMP_QPIPE_OK);
+    CHECK_EQ(q_wait(b, 0, 5.0), Q_OK);
     size_t got = 0;
     for (int i = 0; i < 100 && got < 10; i++) {
-        int rc = cmp_qpipe_read_nowait(b, buf + got, sizeof(buf) - got, &done);
-        if (rc == CMP_QPIPE_AGAIN) {
-            cmp_qpipe_wait(b, 0, 0.05);
+        int rc = q_read_nowait(b, buf + got, sizeof(buf) - got, &done);
+        if (rc == Q_AGAIN) {
+            q_wait(b, 0, 0.05);
             continue;
         }
-        CHECK_EQ(rc, CMP_QPIPE_OK);
+        CHECK_EQ(rc, Q_OK);
         got += done;
     }
     CHECK_EQ(got, 10);
     CHECK(memcmp(buf + 4, "abcabc", 6) == 0);
 
     closesocket(s[0]);
-    CHECK_EQ(cmp_qpipe_wait(b, 0, 5.0), CMP_QPIPE_OK);
-    CHECK_EQ(cmp_qpipe_read_nowait(b, buf, sizeof(buf), &done),
-             CMP_QPIPE_EOF);
+    CHECK_EQ(q_wait(b, 0, 5.0), Q_OK);
+    CHECK_EQ(q_read_nowait(b, buf, sizeof(buf), &done),
+             Q_EOF);
     closesocket(s[1]);
 }
 
@@ -1030,18 +1079,18 @@ test_qpipe_npipe(void)
     HANDLE r = e[0], w = e[1];
     char chunk[1000];
     memset(chunk, 'n', sizeof(chunk));
-    cmp_qpipe_piece piece = {chunk, sizeof(chunk)};
+    cmp_iobuf piece = {chunk, sizeof(chunk)};
     char buf[3000];
     size_t done = 0;
-    CHECK_EQ(cmp_qpipe_read_nowait(r, buf, sizeof(buf), &done),
-             CMP_QPIPE_AGAIN);
-    CHECK_EQ(cmp_qpipe_wait(r, 0, 0.02), CMP_QPIPE_AGAIN);
+    CHECK_EQ(q_read_nowait(r, buf, sizeof(buf), &done),
+             Q_AGAIN);
+    CHECK_EQ(q_wait(r, 0, 0.02), Q_AGAIN);
 
     /* fill it without blocking: a write that would wait is cancelled */
     size_t total = 0;
     int rounds = 0;
     for (; rounds < 10000; rounds++) {
-        CHECK_EQ(cmp_qpipe_write_nowait(w, &piece, 1, &done), CMP_QPIPE_OK);
+        CHECK_EQ(q_write_nowait(w, &piece, 1, &done), Q_OK);
         total += done;
         if (done < sizeof(chunk)) {
             break;
@@ -1049,13 +1098,13 @@ test_qpipe_npipe(void)
     }
     CHECK(rounds < 10000);
     CHECK(total >= 1000);
-    CHECK_EQ(cmp_qpipe_wait(r, 0, 0.0), CMP_QPIPE_OK);
+    CHECK_EQ(q_wait(r, 0, 0.0), Q_OK);
     /* drain it, in reads smaller and larger than the messages */
     size_t back = 0;
     size_t sizes[2] = {300, sizeof(buf)};
     int rc, turn = 0;
-    while ((rc = cmp_qpipe_read_nowait(r, buf, sizes[turn++ % 2], &done)) ==
-           CMP_QPIPE_OK) {
+    while ((rc = q_read_nowait(r, buf, sizes[turn++ % 2], &done)) ==
+           Q_OK) {
         for (size_t i = 0; i < done; i++) {
             if (buf[i] != 'n') {
                 checks_failed++;
@@ -1065,19 +1114,19 @@ test_qpipe_npipe(void)
         }
         back += done;
     }
-    CHECK_EQ(rc, CMP_QPIPE_AGAIN);
+    CHECK_EQ(rc, Q_AGAIN);
     CHECK_EQ(back, total);
 
     /* a blocking gathered write (the first piece), then end of file */
-    cmp_qpipe_piece two[2] = {{"", 0}, {"xyz", 3}};
-    CHECK_EQ(cmp_qpipe_write_wait(w, two, 2, &done), CMP_QPIPE_OK);
+    cmp_iobuf two[2] = {{"", 0}, {"xyz", 3}};
+    CHECK_EQ(q_write_wait(w, two, 2, &done), Q_OK);
     CHECK_EQ(done, 3);
-    CHECK_EQ(cmp_qpipe_read_nowait(r, buf, sizeof(buf), &done), CMP_QPIPE_OK);
+    CHECK_EQ(q_read_nowait(r, buf, sizeof(buf), &done), Q_OK);
     CHECK_EQ(done, 3);
     CloseHandle(w);
-    CHECK_EQ(cmp_qpipe_wait(r, 0, 1.0), CMP_QPIPE_OK);
-    CHECK_EQ(cmp_qpipe_read_nowait(r, buf, sizeof(buf), &done),
-             CMP_QPIPE_EOF);
+    CHECK_EQ(q_wait(r, 0, 1.0), Q_OK);
+    CHECK_EQ(q_read_nowait(r, buf, sizeof(buf), &done),
+             Q_EOF);
     CloseHandle(r);
 }
 
@@ -1090,7 +1139,7 @@ test_qpipe_npipe_interrupt(void)
         return;
     }
     HANDLE th = CreateThread(NULL, 0, interrupt_later, (LPVOID)50, 0, NULL);
-    CHECK_EQ(cmp_qpipe_wait(e[0], 0, 30.0), CMP_QPIPE_INTR);
+    CHECK_EQ(q_wait(e[0], 0, 30.0), Q_INTR);
     WaitForSingleObject(th, INFINITE);
     CloseHandle(th);
     Sleep(250);

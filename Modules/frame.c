@@ -1,0 +1,457 @@
+/*
+ * frame.c -- the one wire layer (see frame.h): frame header encode and
+ * decode, read-exactly, write-all, and the waits for a message.
+ *
+ * Every operation first tries once with the GIL held and without blocking
+ * (MSG_DONTWAIT on sockets, FIONREAD on a connection's pipe, RWF_NOWAIT
+ * or its fallback on a queue's shared pipe); only when that cannot finish
+ * does it release the GIL.  The wait for the start of a message spins
+ * briefly first (spin.h), then is sliced (CMP_WAIT_SLICE) so that signal
+ * handlers run; long payloads on sockets are read as they stream in.
+ */
+#include "frame.h"
+
+#include <string.h>
+
+/* Payloads longer than this are read as they stream in (sockets). */
+#define WIRE_STREAM_MIN ((size_t)256 * 1024)
+
+/* ---- the header --------------------------------------------------------- */
+
+size_t
+cmp_frame_header(unsigned char *h, uint64_t n)
+{
+    if (n > 0x7fffffffu) {
+        memset(h, 0xff, 4);
+        for (int i = 0; i < 8; i++) {
+            h[4 + i] = (unsigned char)(n >> (56 - 8 * i));
+        }
+        return 12;
+    }
+    h[0] = (unsigned char)(n >> 24);
+    h[1] = (unsigned char)(n >> 16);
+    h[2] = (unsigned char)(n >> 8);
+    h[3] = (unsigned char)n;
+    return 4;
+}
+
+int
+cmp_frame_decode(const unsigned char *h, size_t have, uint64_t *size)
+{
+    uint32_t u = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) |
+                 ((uint32_t)h[2] << 8) | (uint32_t)h[3];
+    if (u == 0xffffffffu) {
+        if (have < 12) {
+            return CMP_FRAME_MORE;
+        }
+        uint64_t v = 0;
+        for (int i = 4; i < 12; i++) {
+            v = (v << 8) | h[i];
+        }
+        *size = v;
+        return 0;
+    }
+    if (u & 0x80000000u) {
+        /* negative and not the -1 marker: no peer of ours sends that */
+        *size = u;
+        return CMP_FRAME_BAD;
+    }
+    *size = u;
+    return 0;
+}
+
+/* ---- pieces ------------------------------------------------------------- */
+
+void
+cmp_iobuf_advance(cmp_iobuf *pieces, int count, int *first, size_t sent)
+{
+    int i = *first;
+    while (i < count && sent >= pieces[i].len) {
+        sent -= pieces[i].len;
+        i++;
+    }
+    if (i < count && sent > 0) {
+        pieces[i].base = (const char *)pieces[i].base + sent;
+        pieces[i].len -= sent;
+    }
+    while (i < count && pieces[i].len == 0) {
+        i++;
+    }
+    *first = i;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+/* Is the handle readable within `timeout` seconds?  GIL not needed. */
+static int
+wire_wait_readable(const cmp_wire *w, double timeout, int *ready)
+{
+    if (w->kind == CMP_WIRE_SHARED) {
+        return cmp_io_shared_wait(w->fd, 0, timeout, ready);
+    }
+    return cmp_io_wait_readable(w->fd, timeout, ready);
+}
+
+/* A spinning wait's check: is the handle readable now? */
+static int
+wire_check_readable(void *arg, int *ready)
+{
+    return wire_wait_readable((const cmp_wire *)arg, 0.0, ready);
+}
+
+/* One read that cannot block, into the slots: 0 with *got (0: end of
+   file), CMP_IO_WOULDBLOCK, or an error code. */
+static int
+wire_read_nowait(const cmp_wire *w, cmp_iobuf *slots, int count,
+                 size_t *got)
+{
+    *got = 0;
+    if (w->kind == CMP_WIRE_SHARED) {
+        return cmp_io_shared_readv(w->fd, slots, count, got);
+    }
+    void *buf = (void *)slots[0].base;
+    size_t len = slots[0].len;
+    if (w->kind == CMP_IO_KIND_SOCKET) {
+        return cmp_io_read(w->fd, w->kind, buf, len, 1, got);
+    }
+    size_t avail = 0;
+    int err = cmp_io_pending(w->fd, &avail);
+    if (err == 0 && avail > 0) {
+        return cmp_io_read(w->fd, w->kind, buf, len < avail ? len : avail, 0,
+                           got);
+    }
+    if (err == 0 || err != CMP_IO_BADHANDLE) {
+        return CMP_IO_WOULDBLOCK; /* nothing yet, or not a pipe: wait */
+    }
+    return err;
+}
+
+/* Reads that may block, GIL released, until the slots are full, an end of
+   file (*eof) or an error.  A long payload on a socket (`stream`) is taken
+   as it comes, checking for more for a while before sleeping. */
+static int
+wire_read_blocking(const cmp_wire *w, cmp_iobuf *slots, int count,
+                   int *first, size_t *done, int stream, int *eof)
+{
+    int err = 0;
+    while (*first < count) {
+        char *buf = (char *)slots[*first].base;
+        size_t len = slots[*first].len;
+        size_t got = 0;
+        if (stream) {
+            err = cmp_io_read(w->fd, w->kind, buf, len, 1, &got);
+            if (err == CMP_IO_WOULDBLOCK) {
+                int more = 0;
+                err = cmp_spin_until(CMP_SPIN_MAX, wire_check_readable,
+                                     (void *)w, &more);
+                if (err == 0 && more) {
+                    continue;
+                }
+                if (err == 0) {
+                    err = cmp_io_read(w->fd, w->kind, buf, len, 0, &got);
+                }
+            }
+        }
+        else {
+            err = cmp_io_read(w->fd, w->kind, buf, len, 0, &got);
+        }
+        if (err != 0) {
+            break;
+        }
+        if (got == 0) {
+            *eof = 1;
+            break;
+        }
+        *done += got;
+        cmp_iobuf_advance(slots, count, first, got);
+    }
+    return err;
+}
+
+/* The stdlib's exceptions for an end of file. */
+static int
+wire_eof(int started)
+{
+    if (started) {
+        PyErr_SetString(PyExc_OSError, "got end of file during message");
+    }
+    else {
+        PyErr_SetNone(PyExc_EOFError);
+    }
+    return -1;
+}
+
+int
+cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
+{
+    const int start = (flags & CMP_WIRE_START) != 0;
+    const int shared = w->kind == CMP_WIRE_SHARED;
+    size_t done = 0, want = 0;
+    int first = 0, err;
+    for (int i = 0; i < count; i++) {
+        want += slots[i].len;
+    }
+    cmp_iobuf_advance(slots, count, &first, 0);
+    if (first == count) {
+        return 0;
+    }
+
+    /* One try with the GIL held, that cannot block -- skipped for the
+       start of a message when the last one had to be waited for (a
+       request/reply exchange): the sliced wait below costs no more than
+       a try that finds nothing. */
+    if (!(start && w->waited != NULL && *w->waited)) {
+        size_t got = 0;
+        err = wire_read_nowait(w, slots + first, count - first, &got);
+        if (err == 0) {
+            if (got == 0) {
+                return wire_eof((flags & CMP_WIRE_STARTED) != 0);
+            }
+            done = got;
+            cmp_iobuf_advance(slots, count, &first, got);
+        }
+        else if (err == CMP_IO_INTERRUPTED) {
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+        }
+        else if (err != CMP_IO_WOULDBLOCK) {
+            cmp_raise_oserror(err);
+            return -1;
+        }
+    }
+    if (start && w->waited != NULL) {
+        *w->waited = first < count;
+    }
+    double spin = (start && done == 0 && w->spin != NULL)
+                      ? cmp_spin_budget(w->spin) : 0.0;
+    const int stream = !start && w->kind == CMP_IO_KIND_SOCKET &&
+                       want - done > WIRE_STREAM_MIN && cmp_spin_possible();
+    while (first < count) {
+        int ready = 1, eof = 0, caught = 0;
+        const double budget = spin;
+        Py_BEGIN_ALLOW_THREADS
+        err = 0;
+        if (shared || (start && done == 0)) {
+            /* (a shared pipe is read only when it says it holds bytes) */
+            ready = 0;
+            if (budget > 0.0) {
+                err = cmp_spin_until(budget, wire_check_readable, (void *)w,
+                                     &ready);
+                caught = ready;
+            }
+            if (err == 0 && !ready) {
+                err = wire_wait_readable(w, CMP_WAIT_SLICE, &ready);
+            }
+        }
+        if (err == 0 && ready) {
+            if (shared) {
+                size_t got = 0;
+                err = cmp_io_shared_readv(w->fd, slots + first, count - first,
+                                          &got);
+                if (err == 0 && got == 0) {
+                    eof = 1;
+                }
+                else if (err == 0) {
+                    done += got;
+                    cmp_iobuf_advance(slots, count, &first, got);
+                }
+            }
+            else {
+                err = wire_read_blocking(w, slots, count, &first, &done,
+                                         stream, &eof);
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (budget > 0.0) {
+            cmp_spin_result(w->spin, budget, caught);
+            spin = 0.0;
+        }
+        if (eof) {
+            return wire_eof((flags & CMP_WIRE_STARTED) != 0 || done > 0);
+        }
+        if (err == CMP_IO_INTERRUPTED || err == CMP_IO_WOULDBLOCK ||
+            (err == 0 && !ready)) {
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (err != 0) {
+            cmp_raise_oserror(err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+cmp_wire_read_header(cmp_wire *w, int ext_flags, uint64_t *size)
+{
+    unsigned char h[CMP_FRAME_HEADER_MAX];
+    cmp_iobuf slot = {h, 4};
+    if (cmp_wire_read(w, &slot, 1, CMP_WIRE_START) < 0) {
+        return -1;
+    }
+    int r = cmp_frame_decode(h, 4, size);
+    if (r == CMP_FRAME_MORE) {
+        slot.base = h + 4;
+        slot.len = 8;
+        if (cmp_wire_read(w, &slot, 1, ext_flags) < 0) {
+            return -1;
+        }
+        r = cmp_frame_decode(h, 12, size);
+    }
+    return r;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+/* Writes that may block until every piece is written, an error, or (with
+   !retry_intr) an interruption.  GIL released.  *sent counts the bytes. */
+static int
+wire_write_blocking(const cmp_wire *w, cmp_iobuf *pieces, int count,
+                    int *first, int retry_intr, size_t *sent)
+{
+    int err = 0;
+    while (*first < count) {
+        size_t n = 0;
+        if (w->kind == CMP_WIRE_SHARED) {
+            err = cmp_io_shared_writev(w->fd, pieces + *first,
+                                       count - *first, 0, &n);
+        }
+        else {
+            err = cmp_io_writev(w->fd, w->kind, pieces + *first,
+                                count - *first, 0, &n);
+        }
+        if (err == CMP_IO_INTERRUPTED && retry_intr) {
+            continue;
+        }
+        if (err != 0) {
+            break;
+        }
+        *sent += n;
+        cmp_iobuf_advance(pieces, count, first, n);
+    }
+    return err;
+}
+
+/* A shared pipe is written only by calls that cannot block: what does not
+   go in now waits for room, in slices, with the GIL released. */
+static int
+wire_write_shared(cmp_wire *w, cmp_iobuf *pieces, int count, int first)
+{
+    while (first < count) {
+        size_t n = 0;
+        int err = cmp_io_shared_writev(w->fd, pieces + first, count - first,
+                                       1, &n);
+        if (err == 0) {
+            cmp_iobuf_advance(pieces, count, &first, n);
+            continue;
+        }
+        if (err == CMP_IO_WOULDBLOCK) {
+            int ready = 0;
+            Py_BEGIN_ALLOW_THREADS
+            err = cmp_io_shared_wait(w->fd, 1, CMP_WAIT_SLICE, &ready);
+            Py_END_ALLOW_THREADS
+            if (err == 0 && ready) {
+                continue;
+            }
+        }
+        if (err == 0 || err == CMP_IO_INTERRUPTED) {
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+            continue;
+        }
+        cmp_raise_oserror(err);
+        return -1;
+    }
+    return 0;
+}
+
+int
+cmp_wire_write_all(cmp_wire *w, cmp_iobuf *pieces, int count)
+{
+    int first = 0, err;
+    size_t sent = 0;
+    cmp_iobuf_advance(pieces, count, &first, 0);
+    if (w->kind == CMP_WIRE_SHARED) {
+        return wire_write_shared(w, pieces, count, first);
+    }
+    if (first < count && w->kind == CMP_IO_KIND_SOCKET) {
+        err = cmp_io_writev(w->fd, w->kind, pieces + first, count - first, 1,
+                            &sent);
+        if (err == 0) {
+            cmp_iobuf_advance(pieces, count, &first, sent);
+        }
+        else if (err == CMP_IO_INTERRUPTED) {
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+        }
+        else if (err != CMP_IO_WOULDBLOCK) {
+            cmp_raise_oserror(err);
+            return -1;
+        }
+    }
+    while (first < count) {
+        Py_BEGIN_ALLOW_THREADS
+        err = wire_write_blocking(w, pieces, count, &first, 0, &sent);
+        Py_END_ALLOW_THREADS
+        if (err == CMP_IO_INTERRUPTED) {
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+            continue;
+        }
+        if (err != 0) {
+            cmp_raise_oserror(err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+cmp_wire_write_all_nogil(cmp_wire *w, cmp_iobuf *pieces, int count,
+                         size_t *sent)
+{
+    int first = 0;
+    *sent = 0;
+    cmp_iobuf_advance(pieces, count, &first, 0);
+    return wire_write_blocking(w, pieces, count, &first, 1, sent);
+}
+
+/* ---- waiting ------------------------------------------------------------ */
+
+/* One slice of cmp_wire_poll (wait.h's step). */
+static int
+wire_poll_step(void *ctx, double slice, int *err)
+{
+    int ready = 0;
+    *err = wire_wait_readable((const cmp_wire *)ctx, slice, &ready);
+    if (*err == CMP_IO_INTERRUPTED) {
+        *err = 0;
+        return 0;
+    }
+    return *err != 0 ? -1 : ready;
+}
+
+int
+cmp_wire_poll(cmp_wire *w, const cmp_deadline *deadline)
+{
+    int ready = 0;
+    int err = wire_wait_readable(w, 0.0, &ready);
+    if (err == 0 && ready) {
+        return 1;
+    }
+    if (err != 0 && err != CMP_IO_INTERRUPTED) {
+        cmp_raise_oserror(err);
+        return -1;
+    }
+    if (err == CMP_IO_INTERRUPTED && PyErr_CheckSignals() < 0) {
+        return -1;
+    }
+    return cmp_wait_sliced(deadline, wire_poll_step, w);
+}

@@ -1,0 +1,153 @@
+/*
+ * queue.h -- private declarations shared by the files of the queue:
+ *
+ *   queue_codec.c   a message as it goes into the pipe (qframe): the
+ *                   direct pickle encodings, the frame header, and reading
+ *                   one message back
+ *   queue_feeder.c  QueueFeed: the frames this process still has to write
+ *                   and the feeder thread's loop; the calls into the locks
+ *   queue.c         QueueBase: put/get, SimpleQueue's, _bind
+ *
+ * Wire format: the stdlib's Connection framing (frame.c), so the queue's
+ * _reader and _writer stay usable as Connections.  The payload is a
+ * pickle: ForkingPickler's (the kept one of pickler.c, or dumps()) in
+ * general, or, for exact None/bool/int/float/bytes/str, the equivalent
+ * pickle opcodes written directly (readable by any pickle.loads); get()
+ * recognises exactly those encodings and decodes them without pickle.
+ */
+#ifndef CMP_QUEUE_H
+#define CMP_QUEUE_H
+
+#include "cmp.h"
+#include "frame.h"
+
+/* Frames no longer than this are written by one system call or not at
+   all (the POSIX minimum of PIPE_BUF). */
+#define QUEUE_ATOMIC_WRITE 512
+/* At most this many bytes per gathered write of the feeder.  The feeder
+   needs the GIL between two writes, and waits for it up to the switch
+   interval (5 ms) while the thread that puts is busy: each write should
+   keep the reader busy for about as long.  Pieces of frames up to
+   FEED_COALESCE bytes are copied into a staging buffer of
+   FEED_STAGE_BYTES, so that one write carries thousands of small
+   messages (else the 64 pieces of a write would be 21 messages). */
+#define FEED_BATCH_BYTES (16 << 20)
+#define FEED_COALESCE 1024
+#define FEED_STAGE_BYTES (128 << 10)
+/* Frames at least this long are read in two steps so that a bytes
+   payload lands directly in its final object. */
+#define QUEUE_DIRECT_READ 1024
+/* The first frame at least this long makes the producer ask for a pipe
+   buffer of QUEUE_PIPE_WANT bytes: with the default 64 KiB a 64 KiB
+   message does not fit, and every message costs the writer and the reader
+   a sleep and a wake-up each.  Queues of small messages keep the default
+   (the kernel counts pipe buffers against a per-user budget). */
+#define QUEUE_GROW_AT (16 << 10)
+#define QUEUE_PIPE_WANT (1 << 20)
+/* The kernel counts pipe buffers against a per-user budget
+   (/proc/sys/fs/pipe-user-pages-soft, 64 MiB by default); past it, every
+   new pipe of the user gets a 8 KiB buffer.  So the queues of one process
+   grow their pipes by QUEUE_GROW_BUDGET at most in all, given back when
+   a queue object goes away (a C integer, not a Python object: it is the
+   process's budget, whatever the interpreter; cmp_process_lock() guards
+   it, interpreters with a GIL of their own sharing it). */
+#define QUEUE_GROW_BUDGET ((size_t)16 << 20)
+/* The feeder re-checks its state at least this often (microseconds). */
+#define FEED_IDLE_US 500000
+
+/* One message as it goes into the pipe: pre (frame header and pickle
+   prefix), data (borrowed from owner), post (pickle STOP or nothing). */
+typedef struct {
+    unsigned char pre[28];
+    unsigned char post[1];
+    unsigned char npre, npost;
+    const char *data;
+    Py_ssize_t ndata;
+    PyObject *owner;   /* keeps data alive; NULL when data is NULL */
+    Py_buffer view;    /* when has_view: data is view.buf */
+    int has_view;
+    int holds_wlock;   /* a partial write left the writer lock held */
+    PyObject *obj;     /* the object put, for the error hook */
+    Py_ssize_t done;   /* bytes of the frame already in the pipe */
+} qframe;
+
+
+
+/* ---- queue_codec.c ---- */
+
+Py_ssize_t qframe_total(const qframe *f);
+void qframe_clear(qframe *f);
+
+/* Fill f for obj: directly, through pickle.dumps() for plain containers,
+   or through the queue's pickler (the kept one, or dumps()).  -1 with an
+   exception set when the object cannot be pickled (f is then cleared). */
+int qframe_encode(cmp_state *st, PyObject *kept, PyObject *dumps,
+                  PyObject *obj, qframe *f);
+
+/* The unwritten rest of f as up to 3 pieces; pre/post are copied into
+   `scratch` (at least 29 bytes) because f may move. */
+int qframe_pieces(const qframe *f, cmp_iobuf *out, unsigned char *scratch);
+
+/* Read one message from the shared pipe end w: 0 with either *obj (a
+   directly decoded object) or *payload (a pickle, for the caller to
+   load once the reader lock is released) set, or -1 with an exception
+   set. */
+int qcodec_read(cmp_wire *w, PyObject **obj, PyObject **payload);
+
+/* ---- queue_feeder.c ---- */
+
+typedef struct {
+    PyObject_HEAD
+    qframe *ring;        /* circular, `cap` slots, `count` used from `first` */
+    Py_ssize_t cap, first, count;
+    PyObject *writer;    /* Connection */
+    PyObject *w_fileno;  /* its bound fileno */
+    PyObject *wl_acquire, *wl_release; /* NULL: no writer lock */
+    PyObject *failed_obj; /* object of the frame the last error dropped */
+    PyThread_type_lock wake;
+    /* Hand-over of the GIL from a thread that puts to the feeder: the
+       feeder sets wants_gil (without the GIL) when a write is done and it
+       waits for the GIL; a put() that sees it lets go of the GIL and waits
+       on `handover` (held = nothing to report) until the feeder, with the
+       GIL, releases it -- instead of the feeder waiting out the switch
+       interval (5 ms) while the reader runs dry.  handover_waiting is only
+       touched with the GIL held. */
+    PyThread_type_lock handover;
+    volatile int wants_gil;
+    int handover_waiting;
+    unsigned char *stage; /* FEED_STAGE_BYTES for one write, or NULL */
+    int sleeping, wake_posted, stop, started, writing;
+    int used; /* put() was called with this feed */
+} FeedObject;
+
+/* Call a bound acquire(block[, timeout]); 1 acquired, 0 not, -1 error. */
+int queue_call_acquire(PyObject *acquire, int block, PyObject *timeout);
+int queue_call_release(PyObject *release);
+/* Release with an exception pending: keep the first exception. */
+void queue_release_keeping_error(PyObject *release);
+/* The handle behind a Connection, from its bound fileno(). */
+int queue_conn_handle(PyObject *fileno, cmp_handle_t *out);
+
+int feed_push(FeedObject *fd, qframe *f);
+void feed_hand_over(FeedObject *fd);
+int queue_feeder_exec(PyObject *module);
+
+/* ---- queue.c ---- */
+
+typedef struct {
+    PyObject_HEAD
+    cmp_state *st;
+    FeedObject *feed;
+    PyObject *reader;    /* Connection */
+    PyObject *r_fileno;  /* its bound fileno */
+    PyObject *rl_acquire, *rl_release;
+    PyObject *sem_acquire, *sem_release; /* NULL: no size semaphore */
+    PyObject *dumps, *loads;
+    PyObject *kept; /* the kept ForkingPickler (pickler.c), or NULL */
+    int closed, ignore_epipe;
+    int pipe_grown; /* this process asked for the larger pipe buffer */
+    size_t pipe_growth; /* what it counts against pipe_growth_held */
+    cmp_spin spin; /* before sleeping for the next message (spin.h) */
+} QueueObject;
+
+#endif /* CMP_QUEUE_H */
