@@ -41,9 +41,10 @@
     X(conn_str_generation)                                                    \
     /* semaphore.c */                                                         \
     X(SemLock_type)                                                           \
+    /* condition.c */                                                         \
     X(CondCore_type)                                                          \
     /* process.c */                                                           \
-    /* spawn.c */                                                             \
+    /* spawn.c, forkserver.c */                                               \
     /* shmem.c */                                                             \
     X(SharedMemoryHandle_type)                                                \
     /* heap.c */                                                              \
@@ -144,8 +145,10 @@ PyObject *cmp_handle_to_int(cmp_handle_t h);
 int cmp_connection_exec(PyObject *module);
 int cmp_fdpass_exec(PyObject *module);
 int cmp_semaphore_exec(PyObject *module);
+int cmp_condition_exec(PyObject *module);
 int cmp_process_exec(PyObject *module);
 int cmp_spawn_exec(PyObject *module);
+int cmp_forkserver_exec(PyObject *module);
 int cmp_shmem_exec(PyObject *module);
 int cmp_heap_exec(PyObject *module);
 int cmp_queue_exec(PyObject *module);

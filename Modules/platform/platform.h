@@ -70,6 +70,7 @@ void cmp_process_unlock(void);
 #include "platform/proc.h"
 #include "platform/shm.h"
 #include "platform/spawn.h"
+#include "platform/forkserver.h"
 #include "platform/queue.h"
 
 #endif /* CMP_PLATFORM_H */
