@@ -117,6 +117,11 @@ int cmp_parse_args(const cmp_argspec *spec, PyObject *const *args,
 int cmp_parse_tuple(const cmp_argspec *spec, PyObject *args, PyObject *kwds,
                     PyObject **out);
 
+/* The count check of a positional-only METH_FASTCALL function taking
+   from `min` to `max` arguments: 0, or -1 with CPython's TypeError. */
+int cmp_check_positional(const char *fname, Py_ssize_t nargs, Py_ssize_t min,
+                         Py_ssize_t max);
+
 /* An integer (anything with __index__) that fits a C int; `what` names it
    in the TypeError/OverflowError. */
 int cmp_arg_int(PyObject *obj, const char *what, int *out);

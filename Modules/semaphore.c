@@ -465,10 +465,7 @@ semlock_after_fork(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 semlock_rebuild(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError,
-                     "_rebuild() takes exactly 4 arguments (%zd given)",
-                     nargs);
+    if (cmp_check_positional("_rebuild", nargs, 4, 4) < 0) {
         return NULL;
     }
     int kind, maxvalue;

@@ -15,12 +15,6 @@
 #include <errno.h>
 #include <stddef.h>
 
-#ifndef Py_T_PYSSIZET /* before 3.12 */
-#  include <structmember.h>
-#  define Py_T_PYSSIZET T_PYSSIZET
-#  define Py_READONLY READONLY
-#endif
-
 typedef struct {
     PyObject_HEAD
     cmp_mapping map;

@@ -182,10 +182,7 @@ static PyObject *
 compile_main(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError,
-                     "compile_main() takes exactly 2 arguments (%zd given)",
-                     nargs);
+    if (cmp_check_positional("compile_main", nargs, 2, 2) < 0) {
         return NULL;
     }
     PyObject *source = args[0], *filename = args[1];
