@@ -66,13 +66,13 @@ sem_take_now(cmp_sem_t sem)
 {
     for (;;) {
         int rc = cmp_sem_trywait(sem);
-        if (rc == CMP_SEM_OK) {
+        if (rc == CMP_OK) {
             return 1;
         }
-        if (rc == CMP_SEM_BUSY) {
+        if (rc == CMP_BUSY) {
             return 0;
         }
-        if (rc != CMP_SEM_INTR) {
+        if (rc != CMP_INTR) {
             cmp_raise_oserror(rc);
             return -1;
         }
@@ -94,10 +94,10 @@ sem_take_untimed(cmp_sem_t sem)
         Py_BEGIN_ALLOW_THREADS
         rc = cmp_sem_wait(sem);
         Py_END_ALLOW_THREADS
-        if (rc == CMP_SEM_OK) {
+        if (rc == CMP_OK) {
             return 1;
         }
-        if (rc != CMP_SEM_BUSY && rc != CMP_SEM_INTR) {
+        if (rc != CMP_BUSY && rc != CMP_INTR) {
             cmp_raise_oserror(rc);
             return -1;
         }
@@ -112,10 +112,10 @@ static int
 sem_wait_step(void *ctx, double slice, int *err)
 {
     int rc = cmp_sem_wait_for(*(cmp_sem_t *)ctx, slice);
-    if (rc == CMP_SEM_OK) {
+    if (rc == CMP_OK) {
         return 1;
     }
-    if (rc == CMP_SEM_BUSY || rc == CMP_SEM_INTR) {
+    if (rc == CMP_BUSY || rc == CMP_INTR) {
         return 0;
     }
     *err = rc;
@@ -136,8 +136,8 @@ static int
 sem_check_take(void *arg, int *ready)
 {
     int rc = cmp_sem_trywait(*(cmp_sem_t *)arg);
-    *ready = rc == CMP_SEM_OK;
-    return (rc == CMP_SEM_OK || rc == CMP_SEM_BUSY || rc == CMP_SEM_INTR)
+    *ready = rc == CMP_OK;
+    return (rc == CMP_OK || rc == CMP_BUSY || rc == CMP_INTR)
            ? 0 : rc;
 }
 
@@ -215,7 +215,7 @@ cmp_semlock_give(SemLockObject *self)
     else {
         rc = cmp_sem_post(self->handle, self->maxvalue);
     }
-    if (rc == CMP_SEM_OVERFLOW) {
+    if (rc == CMP_OVERFLOW) {
         PyErr_SetString(PyExc_ValueError,
                         "semaphore or lock released too many times");
         return -1;

@@ -169,7 +169,7 @@ shm_segment_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         }
     }
     if (err) {
-        if (err == CMP_SHM_EMPTY) {
+        if (err == CMP_EMPTY) {
             PyErr_SetString(PyExc_ValueError, "cannot mmap an empty file");
         }
         else {

@@ -55,13 +55,13 @@ int
 cmp_sem_trywait(cmp_sem_t sem)
 {
     if (sem_trywait(sem) == 0) {
-        return CMP_SEM_OK;
+        return CMP_OK;
     }
     switch (errno) {
     case EAGAIN:
-        return CMP_SEM_BUSY;
+        return CMP_BUSY;
     case EINTR:
-        return CMP_SEM_INTR;
+        return CMP_INTR;
     default:
         return errno;
     }
@@ -73,9 +73,9 @@ int
 cmp_sem_wait(cmp_sem_t sem)
 {
     if (sem_wait(sem) == 0) {
-        return CMP_SEM_OK;
+        return CMP_OK;
     }
-    return errno == EINTR ? CMP_SEM_INTR : errno;
+    return errno == EINTR ? CMP_INTR : errno;
 }
 
 #ifndef CMP_DARWIN
@@ -118,14 +118,14 @@ cmp_sem_wait_for(cmp_sem_t sem, double seconds)
     rc = sem_timedwait(sem, &until);
 #endif
     if (rc == 0) {
-        return CMP_SEM_OK;
+        return CMP_OK;
     }
     switch (errno) {
     case ETIMEDOUT:
     case EAGAIN:
-        return CMP_SEM_BUSY;
+        return CMP_BUSY;
     case EINTR:
-        return CMP_SEM_INTR;
+        return CMP_INTR;
     default:
         return errno;
     }
@@ -165,7 +165,7 @@ cmp_sem_post(cmp_sem_t sem, int bound)
             return errno;
         }
         if (v >= bound) {
-            return CMP_SEM_OVERFLOW;
+            return CMP_OVERFLOW;
         }
     }
     return sem_post(sem) == 0 ? 0 : errno;
