@@ -146,6 +146,15 @@ int cmp_arg_fileno(PyObject *obj, const char *what, cmp_handle_t *out);
 /* The Python int of a descriptor or handle (-1 for none). */
 PyObject *cmp_handle_to_int(cmp_handle_t h);
 
+/* ---- shmem.c: shared with heap.c ------------------------------------- */
+
+/* The buffer protocol over the whole of a mapping (a shared-memory
+   segment, a heap arena) for its owner object: counts the view in
+   *exports; ValueError `unmapped` once the mapping is gone. */
+int cmp_mapping_getbuffer(PyObject *owner, const cmp_mapping *m,
+                          Py_ssize_t *exports, Py_buffer *view, int flags,
+                          const char *unmapped);
+
 /* Per-concern entry points, called in this order by module.c. */
 int cmp_connection_exec(PyObject *module);
 int cmp_fdpass_exec(PyObject *module);

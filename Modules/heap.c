@@ -153,16 +153,10 @@ arena_dealloc(ArenaObject *self)
 static int
 arena_getbuffer(ArenaObject *self, Py_buffer *view, int flags)
 {
-    if (self->map.addr == NULL) {
-        PyErr_SetString(PyExc_ValueError, "arena is not mapped");
-        view->obj = NULL;
+    if (cmp_mapping_getbuffer((PyObject *)self, &self->map, &self->exports,
+                              view, flags, "arena is not mapped") < 0) {
         return -1;
     }
-    if (PyBuffer_FillInfo(view, (PyObject *)self, self->map.addr,
-                          (Py_ssize_t)self->map.size, 0, flags) < 0) {
-        return -1;
-    }
-    self->exports++;
     self->clean_from = self->map.size; /* anything may be written now */
     return 0;
 }
