@@ -264,3 +264,23 @@ cmp_handle_to_int(cmp_handle_t h)
 {
     return PyLong_FromLongLong(cmp_io_handle_value(h));
 }
+
+int
+cmp_check_positional(const char *fname, Py_ssize_t nargs, Py_ssize_t min,
+                     Py_ssize_t max)
+{
+    if (nargs >= min && nargs <= max) {
+        return 0;
+    }
+    if (min == max) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes exactly %zd argument%s (%zd given)",
+                     fname, min, min == 1 ? "" : "s", nargs);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes from %zd to %zd arguments (%zd given)",
+                     fname, min, max, nargs);
+    }
+    return -1;
+}

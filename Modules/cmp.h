@@ -36,9 +36,10 @@
     X(conn_loads)                                                             \
     /* semaphore.c */                                                         \
     X(SemLock_type)                                                           \
+    /* condition.c */                                                         \
     X(CondCore_type)                                                          \
     /* process.c */                                                           \
-    /* spawn.c */                                                             \
+    /* spawn.c, forkserver.c */                                               \
     /* shmem.c */                                                             \
     X(SharedMemoryHandle_type)                                                \
     /* heap.c */                                                              \
@@ -110,6 +111,11 @@ int cmp_parse_args(const cmp_argspec *spec, PyObject *const *args,
 int cmp_parse_tuple(const cmp_argspec *spec, PyObject *args, PyObject *kwds,
                     PyObject **out);
 
+/* The count check of a positional-only METH_FASTCALL function taking
+   from `min` to `max` arguments: 0, or -1 with CPython's TypeError. */
+int cmp_check_positional(const char *fname, Py_ssize_t nargs, Py_ssize_t min,
+                         Py_ssize_t max);
+
 /* An integer (anything with __index__) that fits a C int; `what` names it
    in the TypeError/OverflowError. */
 int cmp_arg_int(PyObject *obj, const char *what, int *out);
@@ -134,12 +140,23 @@ int cmp_arg_fileno(PyObject *obj, const char *what, cmp_handle_t *out);
 /* The Python int of a descriptor or handle (-1 for none). */
 PyObject *cmp_handle_to_int(cmp_handle_t h);
 
+/* ---- shmem.c: shared with heap.c ------------------------------------- */
+
+/* The buffer protocol over the whole of a mapping (a shared-memory
+   segment, a heap arena) for its owner object: counts the view in
+   *exports; ValueError `unmapped` once the mapping is gone. */
+int cmp_mapping_getbuffer(PyObject *owner, const cmp_mapping *m,
+                          Py_ssize_t *exports, Py_buffer *view, int flags,
+                          const char *unmapped);
+
 /* Per-concern entry points, called in this order by module.c. */
 int cmp_connection_exec(PyObject *module);
 int cmp_fdpass_exec(PyObject *module);
 int cmp_semaphore_exec(PyObject *module);
+int cmp_condition_exec(PyObject *module);
 int cmp_process_exec(PyObject *module);
 int cmp_spawn_exec(PyObject *module);
+int cmp_forkserver_exec(PyObject *module);
 int cmp_shmem_exec(PyObject *module);
 int cmp_heap_exec(PyObject *module);
 int cmp_queue_exec(PyObject *module);

@@ -11,14 +11,16 @@
  *             is at least _DISCARD_FREE_SPACE_LARGER_THAN bytes long.
  * HeapBlock   one allocated block; exports its bytes through the buffer
  *             protocol and gives them back to its heap when it dies.
- * HeapLock    the heap's own lock, as a Python object (Heap._lock).
+ * HeapLock    the heap's own lock, as a Python object (Heap._lock):
+ *             heap_views.c, with the views below.
  *
  * Book-keeping: every arena keeps its segments (free or in use) in a list
  * ordered by address, so the neighbours of a block are found in O(1); the
  * free segments are also kept in one array sorted by (length, address) for
  * best-fit search by bisection.  The Python views the stdlib's tests
  * inspect (_arenas, _len_to_seq, _allocated_blocks, _pending_free_blocks,
- * _n_mallocs, _n_frees, ...) are built from this state on every access.
+ * _n_mallocs, _n_frees, ...) are built from this state on every access, by
+ * heap_views.c; heap.h is what the two files share.
  *
  * Frees may come from the garbage collector at any moment, also while this
  * thread is inside the heap: a free that cannot take the lock at once is
@@ -30,16 +32,11 @@
  * not returned.
  */
 #include "cmp.h"
+#include "heap.h"
 
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
-
-#ifndef Py_T_PYSSIZET /* before 3.12 */
-#  include <structmember.h>
-#  define Py_T_PYSSIZET T_PYSSIZET
-#  define Py_READONLY READONLY
-#endif
 
 #ifdef CMP_WINDOWS
 #  include <process.h>
@@ -49,72 +46,8 @@
 #  define heap_getpid() ((long)getpid())
 #endif
 
-#define HEAP_ALIGNMENT 8
 #define HEAP_DEFAULT_DISCARD ((size_t)4 << 20)
 #define HEAP_DEFAULT_DOUBLE_UNTIL ((size_t)4 << 20)
-
-enum seg_state { SEG_FREE = 0, SEG_BLOCK = 1, SEG_TUPLE = 2 };
-
-typedef struct seg seg;
-typedef struct arec arec;
-
-struct seg {
-    seg *prev, *next; /* address order inside the arena */
-    arec *arena;
-    size_t start, stop;
-    int state;
-};
-
-typedef struct {
-    PyObject_HEAD
-    cmp_mapping map;
-    Py_ssize_t exports;
-    /* Bytes from here to the end have never been written in this process
-       and are zero (fresh anonymous memory): take() need not clear them,
-       and big arrays are not faulted in before they are used. */
-    size_t clean_from;
-    PyObject *weakreflist;
-} ArenaObject;
-
-struct arec {
-    ArenaObject *obj; /* strong reference */
-    seg *first;
-    size_t n_used;
-};
-
-typedef struct {
-    PyObject_HEAD
-    PyThread_type_lock lock;
-    unsigned long epoch;      /* cmp_fork_epoch() when last reset */
-    unsigned long generation; /* bumped by every reset */
-    long pid;
-    arec **arenas;
-    Py_ssize_t n_arenas, cap_arenas;
-    seg **freev; /* free segments sorted by (length, address) */
-    Py_ssize_t n_free, cap_free;
-    seg **pending; /* frees that could not take the lock */
-    Py_ssize_t n_pending, cap_pending;
-    Py_ssize_t n_mallocs, n_frees;
-    size_t size, initial_size;
-    size_t discard_limit, double_until;
-} HeapObject;
-
-typedef struct {
-    PyObject_HEAD
-    HeapObject *heap;   /* NULL: a view of an inherited arena */
-    ArenaObject *arena;
-    seg *seg;
-    unsigned long generation;
-    size_t start;
-    Py_ssize_t size;
-    Py_ssize_t exports;
-    PyObject *weakreflist;
-} BlockObject;
-
-typedef struct {
-    PyObject_HEAD
-    HeapObject *heap;
-} LockObject;
 
 static cmp_state *
 heap_state(PyObject *obj)
@@ -220,16 +153,10 @@ arena_dealloc(ArenaObject *self)
 static int
 arena_getbuffer(ArenaObject *self, Py_buffer *view, int flags)
 {
-    if (self->map.addr == NULL) {
-        PyErr_SetString(PyExc_ValueError, "arena is not mapped");
-        view->obj = NULL;
+    if (cmp_mapping_getbuffer((PyObject *)self, &self->map, &self->exports,
+                              view, flags, "arena is not mapped") < 0) {
         return -1;
     }
-    if (PyBuffer_FillInfo(view, (PyObject *)self, self->map.addr,
-                          (Py_ssize_t)self->map.size, 0, flags) < 0) {
-        return -1;
-    }
-    self->exports++;
     self->clean_from = self->map.size; /* anything may be written now */
     return 0;
 }
@@ -461,8 +388,8 @@ heap_forget_everything(HeapObject *h)
 
 /* In a forked child: start afresh.  The parent's lock may have been held
    by a thread that does not exist here, so it is replaced (and leaked). */
-static int
-heap_after_fork(HeapObject *h)
+int
+cmp_heap_after_fork(HeapObject *h)
 {
     PyThread_type_lock lock = PyThread_allocate_lock();
     if (lock == NULL) {
@@ -476,34 +403,30 @@ heap_after_fork(HeapObject *h)
     return 0;
 }
 
-static inline int
-heap_check_fork(HeapObject *h)
+/* One slice of a wait for the heap's lock (wait.h's cmp_wait_step). */
+static int
+heap_lock_step(void *ctx, double slice, int *err)
 {
-    if (h->epoch != cmp_fork_epoch()) {
-        return heap_after_fork(h);
+    (void)err;
+    PyThread_type_lock lock = (PyThread_type_lock)ctx;
+    return PyThread_acquire_lock_timed(lock, (PY_TIMEOUT_T)(slice * 1e6), 0)
+           == PY_LOCK_ACQUIRED;
+}
+
+int
+cmp_heap_lock_until(HeapObject *h, const cmp_deadline *d)
+{
+    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
+        return 1;
     }
-    return 0;
+    return cmp_wait_sliced(d, heap_lock_step, (void *)h->lock);
 }
 
 static int
 heap_lock_wait(HeapObject *h)
 {
-    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
-        return 0;
-    }
-    for (;;) {
-        PyLockStatus r;
-        Py_BEGIN_ALLOW_THREADS
-        r = PyThread_acquire_lock_timed(
-            h->lock, (PY_TIMEOUT_T)(CMP_WAIT_SLICE * 1e6), 0);
-        Py_END_ALLOW_THREADS
-        if (r == PY_LOCK_ACQUIRED) {
-            return 0;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return -1;
-        }
-    }
+    cmp_deadline forever = cmp_deadline_in(0, 0.0);
+    return cmp_heap_lock_until(h, &forever) < 0 ? -1 : 0;
 }
 
 /* Give a segment back (lock held, capacity for one more free segment
@@ -686,7 +609,7 @@ heap_take(HeapObject *h, Py_ssize_t size, int state)
 {
     size_t len = size < 1 ? 1 : (size_t)size;
     len = (len + HEAP_ALIGNMENT - 1) & ~(size_t)(HEAP_ALIGNMENT - 1);
-    if (heap_check_fork(h) < 0 || heap_lock_wait(h) < 0) {
+    if (cmp_heap_check_fork(h) < 0 || heap_lock_wait(h) < 0) {
         return NULL;
     }
     heap_drain_pending(h);
@@ -1039,7 +962,7 @@ heap_free_method(HeapObject *h, PyObject *arg)
         }
         return NULL;
     }
-    if (heap_check_fork(h) < 0) {
+    if (cmp_heap_check_fork(h) < 0) {
         return NULL;
     }
     for (Py_ssize_t i = 0; i < h->n_arenas; i++) {
@@ -1065,230 +988,6 @@ heap_free_method(HeapObject *h, PyObject *arg)
     return NULL;
 }
 
-/* -- the views of the state that the stdlib's tests inspect -- */
-
-static PyObject *
-seg_tuple(seg *s)
-{
-    return Py_BuildValue("(Onn)", (PyObject *)s->arena->obj,
-                         (Py_ssize_t)s->start, (Py_ssize_t)s->stop);
-}
-
-static PyObject *
-heap_get_arenas(HeapObject *h, void *closure)
-{
-    (void)closure;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    PyObject *list = PyList_New(h->n_arenas);
-    if (list == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < h->n_arenas; i++) {
-        PyList_SET_ITEM(list, i, Py_NewRef((PyObject *)h->arenas[i]->obj));
-    }
-    return list;
-}
-
-static PyObject *
-heap_get_len_to_seq(HeapObject *h, void *closure)
-{
-    (void)closure;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    PyObject *d = PyDict_New(), *list = NULL, *key = NULL;
-    if (d == NULL) {
-        return NULL;
-    }
-    size_t cur = 0;
-    for (Py_ssize_t i = 0; i < h->n_free; i++) {
-        seg *s = h->freev[i];
-        size_t len = s->stop - s->start;
-        if (list == NULL || len != cur) {
-            cur = len;
-            Py_XDECREF(list);
-            list = PyList_New(0);
-            key = PyLong_FromSize_t(len);
-            if (list == NULL || key == NULL ||
-                PyDict_SetItem(d, key, list) < 0) {
-                Py_XDECREF(key);
-                goto error;
-            }
-            Py_DECREF(key);
-        }
-        PyObject *t = seg_tuple(s);
-        if (t == NULL || PyList_Append(list, t) < 0) {
-            Py_XDECREF(t);
-            goto error;
-        }
-        Py_DECREF(t);
-    }
-    Py_XDECREF(list);
-    return d;
-error:
-    Py_XDECREF(list);
-    Py_DECREF(d);
-    return NULL;
-}
-
-static PyObject *
-heap_get_lengths(HeapObject *h, void *closure)
-{
-    (void)closure;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    PyObject *list = PyList_New(0);
-    size_t last = 0;
-    for (Py_ssize_t i = 0; list != NULL && i < h->n_free; i++) {
-        size_t len = h->freev[i]->stop - h->freev[i]->start;
-        if (i > 0 && len == last) {
-            continue;
-        }
-        last = len;
-        PyObject *v = PyLong_FromSize_t(len);
-        if (v == NULL || PyList_Append(list, v) < 0) {
-            Py_XDECREF(v);
-            Py_CLEAR(list);
-            break;
-        }
-        Py_DECREF(v);
-    }
-    return list;
-}
-
-static PyObject *
-heap_get_allocated_blocks(HeapObject *h, void *closure)
-{
-    (void)closure;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    PyObject *d = PyDict_New();
-    if (d == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < h->n_arenas; i++) {
-        arec *a = h->arenas[i];
-        if (a->n_used == 0) {
-            continue;
-        }
-        PyObject *set = PySet_New(NULL);
-        if (set == NULL || PyDict_SetItem(d, (PyObject *)a->obj, set) < 0) {
-            Py_XDECREF(set);
-            goto error;
-        }
-        Py_DECREF(set);
-        for (seg *s = a->first; s != NULL; s = s->next) {
-            if (s->state == SEG_FREE) {
-                continue;
-            }
-            PyObject *t = Py_BuildValue("(nn)", (Py_ssize_t)s->start,
-                                        (Py_ssize_t)s->stop);
-            if (t == NULL || PySet_Add(set, t) < 0) {
-                Py_XDECREF(t);
-                goto error;
-            }
-            Py_DECREF(t);
-        }
-    }
-    return d;
-error:
-    Py_DECREF(d);
-    return NULL;
-}
-
-static PyObject *
-heap_get_pending(HeapObject *h, void *closure)
-{
-    (void)closure;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    PyObject *list = PyList_New(h->n_pending);
-    if (list == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < h->n_pending; i++) {
-        PyObject *t = seg_tuple(h->pending[i]);
-        if (t == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, t);
-    }
-    return list;
-}
-
-/* Scalar views; the closure says which. */
-enum { STAT_MALLOCS, STAT_FREES, STAT_SIZE, STAT_PID, STAT_ALIGNMENT };
-
-static PyObject *
-heap_get_stat(HeapObject *h, void *closure)
-{
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    switch ((int)(intptr_t)closure) {
-    case STAT_MALLOCS:
-        return PyLong_FromSsize_t(h->n_mallocs);
-    case STAT_FREES:
-        return PyLong_FromSsize_t(h->n_frees);
-    case STAT_SIZE:
-        return PyLong_FromSize_t(h->size);
-    case STAT_PID:
-        return PyLong_FromLong(h->pid);
-    default:
-        return PyLong_FromLong(HEAP_ALIGNMENT);
-    }
-}
-
-/* The two tunables; the closure is the field's offset in HeapObject. */
-static PyObject *
-heap_get_tunable(HeapObject *h, void *closure)
-{
-    return PyLong_FromSize_t(*(size_t *)((char *)h + (intptr_t)closure));
-}
-
-static int
-heap_set_tunable(HeapObject *h, PyObject *value, void *closure)
-{
-    if (value == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "cannot delete a heap limit");
-        return -1;
-    }
-    Py_ssize_t n;
-    if (cmp_arg_ssize(value, &n) < 0) {
-        return -1;
-    }
-    if (n < 0) {
-        PyErr_SetString(PyExc_ValueError, "a heap limit cannot be negative");
-        return -1;
-    }
-    *(size_t *)((char *)h + (intptr_t)closure) = (size_t)n;
-    return 0;
-}
-
-static PyObject *
-heap_get_lock(HeapObject *h, void *closure)
-{
-    (void)closure;
-    cmp_state *st = heap_state((PyObject *)h);
-    if (st == NULL) {
-        return NULL;
-    }
-    PyTypeObject *tp = (PyTypeObject *)st->HeapLock_type;
-    LockObject *l = PyObject_GC_New(LockObject, tp);
-    if (l == NULL) {
-        return NULL;
-    }
-    l->heap = (HeapObject *)Py_NewRef((PyObject *)h);
-    PyObject_GC_Track(l);
-    return (PyObject *)l;
-}
-
 static PyMethodDef heap_methods[] = {
     {"take", (PyCFunction)heap_take_method, METH_O,
      "take(size) -> HeapBlock of `size` zeroed bytes, given back to the "
@@ -1300,43 +999,12 @@ static PyMethodDef heap_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyGetSetDef heap_getset[] = {
-    {"_arenas", (getter)heap_get_arenas, NULL, "Arenas, oldest first.", NULL},
-    {"_len_to_seq", (getter)heap_get_len_to_seq, NULL,
-     "{length: [(arena, start, stop), ...]} of the free blocks.", NULL},
-    {"_lengths", (getter)heap_get_lengths, NULL,
-     "Sorted lengths of the free blocks.", NULL},
-    {"_allocated_blocks", (getter)heap_get_allocated_blocks, NULL,
-     "{arena: {(start, stop), ...}} of the blocks in use.", NULL},
-    {"_pending_free_blocks", (getter)heap_get_pending, NULL,
-     "Blocks freed while the heap was busy, not yet given back.", NULL},
-    {"_n_mallocs", (getter)heap_get_stat, NULL, "Blocks handed out.",
-     (void *)STAT_MALLOCS},
-    {"_n_frees", (getter)heap_get_stat, NULL, "Blocks given back.",
-     (void *)STAT_FREES},
-    {"_size", (getter)heap_get_stat, NULL, "Size of the next arena.",
-     (void *)STAT_SIZE},
-    {"_lastpid", (getter)heap_get_stat, NULL,
-     "The process the heap's state belongs to.", (void *)STAT_PID},
-    {"_alignment", (getter)heap_get_stat, NULL, "Block alignment.",
-     (void *)STAT_ALIGNMENT},
-    {"_lock", (getter)heap_get_lock, NULL, "The heap's lock.", NULL},
-    {"_DISCARD_FREE_SPACE_LARGER_THAN", (getter)heap_get_tunable,
-     (setter)heap_set_tunable,
-     "Entirely free arenas at least this long are released.",
-     (void *)offsetof(HeapObject, discard_limit)},
-    {"_DOUBLE_ARENA_SIZE_UNTIL", (getter)heap_get_tunable,
-     (setter)heap_set_tunable, "Arena sizes double until this size.",
-     (void *)offsetof(HeapObject, double_until)},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
 static PyType_Slot heap_slots[] = {
     {Py_tp_new, heap_new},
     {Py_tp_dealloc, heap_dealloc},
     {Py_tp_traverse, heap_traverse},
     {Py_tp_methods, heap_methods},
-    {Py_tp_getset, heap_getset},
+    {Py_tp_getset, cmp_heap_getset},
     {Py_tp_doc, "Heap(size=PAGESIZE)\n\nAllocator of aligned blocks in "
                 "shared arenas."},
     {0, NULL},
@@ -1348,181 +1016,6 @@ static PyType_Spec heap_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE |
              Py_TPFLAGS_IMMUTABLETYPE,
     .slots = heap_slots,
-};
-
-/* ==== HeapLock ======================================================== */
-
-static int
-lock_parse(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-           int *blocking, double *timeout)
-{
-    static const char *const names[] = {"blocking", "timeout"};
-    static const cmp_argspec spec = CMP_ARGSPEC("acquire", names, 0);
-    PyObject *a[2];
-    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
-        cmp_arg_bool(a[0], 1, blocking) < 0) {
-        return -1;
-    }
-    *timeout = -1.0;
-    if (a[1] != NULL) {
-        *timeout = PyFloat_AsDouble(a[1]);
-        if (*timeout == -1.0 && PyErr_Occurred()) {
-            return -1;
-        }
-    }
-    if (!*blocking && *timeout != -1.0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "can't specify a timeout for a non-blocking call");
-        return -1;
-    }
-    if (*timeout < 0 && *timeout != -1.0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "timeout value must be a non-negative number");
-        return -1;
-    }
-    return 0;
-}
-
-static PyObject *
-lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs,
-             PyObject *kwnames)
-{
-    int blocking;
-    double timeout;
-    if (lock_parse(args, nargs, kwnames, &blocking, &timeout) < 0) {
-        return NULL;
-    }
-    HeapObject *h = self->heap;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
-        Py_RETURN_TRUE;
-    }
-    if (!blocking) {
-        Py_RETURN_FALSE;
-    }
-    double deadline = timeout < 0 ? -1.0 : cmp_monotonic() + timeout;
-    for (;;) {
-        double slice = CMP_WAIT_SLICE;
-        if (deadline >= 0) {
-            double left = deadline - cmp_monotonic();
-            if (left <= 0) {
-                Py_RETURN_FALSE;
-            }
-            if (left < slice) {
-                slice = left;
-            }
-        }
-        PyLockStatus r;
-        Py_BEGIN_ALLOW_THREADS
-        r = PyThread_acquire_lock_timed(h->lock, (PY_TIMEOUT_T)(slice * 1e6),
-                                        0);
-        Py_END_ALLOW_THREADS
-        if (r == PY_LOCK_ACQUIRED) {
-            Py_RETURN_TRUE;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return NULL;
-        }
-    }
-}
-
-static PyObject *
-lock_release(LockObject *self, PyObject *unused)
-{
-    (void)unused;
-    HeapObject *h = self->heap;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
-        PyThread_release_lock(h->lock);
-        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
-        return NULL;
-    }
-    PyThread_release_lock(h->lock);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-lock_locked(LockObject *self, PyObject *unused)
-{
-    (void)unused;
-    HeapObject *h = self->heap;
-    if (heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
-        PyThread_release_lock(h->lock);
-        Py_RETURN_FALSE;
-    }
-    Py_RETURN_TRUE;
-}
-
-static PyObject *
-lock_enter(LockObject *self, PyObject *unused)
-{
-    (void)unused;
-    PyObject *r = lock_acquire(self, NULL, 0, NULL);
-    if (r == NULL) {
-        return NULL;
-    }
-    Py_DECREF(r);
-    Py_RETURN_TRUE;
-}
-
-static PyObject *
-lock_exit(LockObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)args;
-    (void)nargs;
-    return lock_release(self, NULL);
-}
-
-static int
-lock_traverse(LockObject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->heap);
-    return 0;
-}
-
-static void
-lock_dealloc(LockObject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    Py_XDECREF(self->heap);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static PyMethodDef lock_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))lock_acquire,
-     METH_FASTCALL | METH_KEYWORDS,
-     "acquire(blocking=True, timeout=-1) -> bool"},
-    {"release", (PyCFunction)lock_release, METH_NOARGS, "release()"},
-    {"locked", (PyCFunction)lock_locked, METH_NOARGS, "locked() -> bool"},
-    {"__enter__", (PyCFunction)lock_enter, METH_NOARGS, NULL},
-    {"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot lock_slots[] = {
-    {Py_tp_dealloc, lock_dealloc},
-    {Py_tp_traverse, lock_traverse},
-    {Py_tp_methods, lock_methods},
-    {Py_tp_doc, "The lock of a Heap (not reentrant)."},
-    {0, NULL},
-};
-
-static PyType_Spec lock_spec = {
-    .name = "_cmultiprocessing.HeapLock",
-    .basicsize = sizeof(LockObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = lock_slots,
 };
 
 /* ==== module ========================================================== */
@@ -1539,7 +1032,7 @@ cmp_heap_exec(PyObject *module)
         {&arena_spec, &st->Arena_type, "Arena"},
         {&heap_spec, &st->Heap_type, "Heap"},
         {&block_spec, &st->HeapBlock_type, "HeapBlock"},
-        {&lock_spec, &st->HeapLock_type, "HeapLock"},
+        {&cmp_heap_lock_spec, &st->HeapLock_type, "HeapLock"},
     };
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         *types[i].slot = PyType_FromModuleAndSpec(module, types[i].spec, NULL);

@@ -108,8 +108,10 @@ cmp_exec(PyObject *module)
     if (cmp_connection_exec(module) < 0 ||
         cmp_fdpass_exec(module) < 0 ||
         cmp_semaphore_exec(module) < 0 ||
+        cmp_condition_exec(module) < 0 ||
         cmp_process_exec(module) < 0 ||
         cmp_spawn_exec(module) < 0 ||
+        cmp_forkserver_exec(module) < 0 ||
         cmp_shmem_exec(module) < 0 ||
         cmp_heap_exec(module) < 0 ||
         cmp_queue_exec(module) < 0 ||

@@ -17,26 +17,7 @@
 
 #ifdef CMP_HAVE_FORK
 
-/* ---- small argument helpers -------------------------------------------- */
-
-static int
-check_nargs(const char *fname, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
-{
-    if (nargs < lo || nargs > hi) {
-        if (lo == hi) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() takes exactly %zd argument%s (%zd given)",
-                         fname, lo, lo == 1 ? "" : "s", nargs);
-        }
-        else {
-            PyErr_Format(PyExc_TypeError,
-                         "%s() takes from %zd to %zd arguments (%zd given)",
-                         fname, lo, hi, nargs);
-        }
-        return -1;
-    }
-    return 0;
-}
+/* ---- argument converters (the count check is args.c's) ----------------- */
 
 static int
 arg_pid(PyObject *obj, long *pid)
@@ -104,7 +85,7 @@ proc_fork_with_sentinels(PyObject *module, PyObject *const *args,
 {
     (void)module;
     (void)args;
-    if (check_nargs("fork_with_sentinels", nargs, 0, 0) < 0) {
+    if (cmp_check_positional("fork_with_sentinels", nargs, 0, 0) < 0) {
         return NULL;
     }
     cmp_handle_t up[2] = {-1, -1};   /* child writes (holds), parent reads */
@@ -193,7 +174,7 @@ proc_reap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     (void)module;
     long pid;
     int block = 0;
-    if (check_nargs("reap", nargs, 1, 2) < 0 || arg_pid(args[0], &pid) < 0) {
+    if (cmp_check_positional("reap", nargs, 1, 2) < 0 || arg_pid(args[0], &pid) < 0) {
         return NULL;
     }
     if (nargs == 2 && (block = PyObject_IsTrue(args[1])) < 0) {
@@ -210,39 +191,38 @@ proc_reap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLong(code);
 }
 
-/* Wait until `fd` is readable or the deadline passes, in slices so that
-   signal handlers run.  Returns 1 ready, 0 timed out, -1 error. */
+/* One slice of a wait for `fd` to be readable (wait.h's cmp_wait_step). */
+static int
+fd_readable_step(void *ctx, double slice, int *err)
+{
+    int ready = 0;
+    *err = cmp_io_wait_readable(*(cmp_handle_t *)ctx, slice, &ready);
+    if (*err == 0) {
+        return ready;
+    }
+    return *err == CMP_IO_INTERRUPTED ? 0 : -1;
+}
+
+/* Wait until `fd` is readable or the deadline passes: a first look with
+   the GIL held, then cmp_wait_sliced.  Returns 1 ready, 0 timed out, -1
+   error. */
 static int
 wait_fd_until(cmp_handle_t fd, int has_timeout, double seconds)
 {
-    double deadline = has_timeout ? cmp_monotonic() + seconds : 0.0;
-    int ready = 0;
-    int err = cmp_io_wait_readable(fd, 0.0, &ready);  /* GIL held */
-    for (;;) {
-        if (err == 0 && ready) {
-            return 1;
-        }
-        if (err != 0 && err != CMP_IO_INTERRUPTED) {
-            cmp_raise_oserror(err);
-            return -1;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return -1;
-        }
-        double slice = CMP_WAIT_SLICE;
-        if (has_timeout) {
-            double left = deadline - cmp_monotonic();
-            if (left <= 0.0) {
-                return 0;
-            }
-            if (left < slice) {
-                slice = left;
-            }
-        }
-        Py_BEGIN_ALLOW_THREADS
-        err = cmp_io_wait_readable(fd, slice, &ready);
-        Py_END_ALLOW_THREADS
+    cmp_deadline d = cmp_deadline_in(has_timeout, seconds);
+    int err = 0;
+    int r = fd_readable_step(&fd, 0.0, &err);  /* GIL held */
+    if (r < 0) {
+        cmp_raise_oserror(err);
+        return -1;
     }
+    if (r > 0) {
+        return 1;
+    }
+    if (PyErr_CheckSignals() < 0) {
+        return -1;
+    }
+    return cmp_wait_sliced(&d, fd_readable_step, &fd);
 }
 
 /* wait_child(pid, sentinel, timeout=None) -> exit code, or None when the
@@ -255,7 +235,7 @@ proc_wait_child(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     cmp_handle_t fd;
     int has_timeout;
     double seconds;
-    if (check_nargs("wait_child", nargs, 2, 3) < 0 ||
+    if (cmp_check_positional("wait_child", nargs, 2, 3) < 0 ||
         arg_pid(args[0], &pid) < 0 || arg_fd(args[1], &fd) < 0 ||
         cmp_parse_timeout(nargs == 3 ? args[2] : NULL, &has_timeout,
                           &seconds) < 0) {
@@ -289,7 +269,7 @@ proc_wait_readable(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     cmp_handle_t fd;
     int has_timeout;
     double seconds;
-    if (check_nargs("wait_readable", nargs, 1, 2) < 0 ||
+    if (cmp_check_positional("wait_readable", nargs, 1, 2) < 0 ||
         arg_fd(args[0], &fd) < 0 ||
         cmp_parse_timeout(nargs == 2 ? args[1] : NULL, &has_timeout,
                           &seconds) < 0) {
@@ -309,7 +289,7 @@ proc_send_signal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
     long pid;
-    if (check_nargs("send_signal", nargs, 2, 2) < 0 ||
+    if (cmp_check_positional("send_signal", nargs, 2, 2) < 0 ||
         arg_pid(args[0], &pid) < 0) {
         return NULL;
     }

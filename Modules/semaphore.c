@@ -1,27 +1,22 @@
 /*
  * semaphore.c -- SemLock: a counting semaphore shared between processes,
  * with the per-object owner/recursion bookkeeping of multiprocessing's
- * locks; and _ConditionCore, the native body of synchronize.Condition and
- * synchronize.Event (wait/notify and the event operations), built from
- * SemLock objects so that their hot paths never run Python code.
+ * locks, and the module's sem_unlink/flags.  The Condition/Event core built
+ * on SemLock objects is condition.c's; what the two share is semlock.h.
  *
- * Blocking: one attempt with the GIL held, then a wait with the GIL
- * released.  A wait without a timeout is the platform's plain blocking
- * wait, which every signal ends (EINTR); a timed wait goes in slices of at
- * most CMP_WAIT_SLICE towards a deadline on the monotonic clock.  After
- * EINTR and between slices the signal handlers run (PyErr_CheckSignals), so
- * Ctrl-C and SIGALRM handlers interrupt any wait.
+ * Blocking: one attempt with the GIL held, then a short spin (spin.h), then
+ * a wait with the GIL released.  A wait without a timeout is the platform's
+ * plain blocking wait, which every signal ends (EINTR); a timed wait goes
+ * in slices towards a deadline (wait.h's cmp_wait_sliced).  After EINTR and
+ * between slices the signal handlers run (PyErr_CheckSignals), so Ctrl-C
+ * and SIGALRM handlers interrupt any wait.
  */
 #include "cmp.h"
+#include "semlock.h"
 #include "spin.h"
 
 #include <limits.h>
-#include <math.h>
 #include <string.h>
-
-/* SemLock kinds (the values multiprocessing.synchronize uses). */
-#define CMP_RECURSIVE_MUTEX 0
-#define CMP_SEMAPHORE 1
 
 /* ------------------------------------------------------------------ */
 /* Argument helpers (the parser itself is args.c's).                   */
@@ -62,60 +57,6 @@ copy_name(const char *s)
     return copy;
 }
 
-/* Keep an exception aside while cleanup runs, then put it back. */
-typedef struct {
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc;
-#else
-    PyObject *type, *value, *tb;
-#endif
-} pending_exc;
-
-static void
-exc_stash(pending_exc *p)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    p->exc = PyErr_GetRaisedException();
-#else
-    PyErr_Fetch(&p->type, &p->value, &p->tb);
-#endif
-}
-
-/* Restore the stashed exception.  If the cleanup raised one of its own,
-   that one wins (as in a Python `finally`) and the stash becomes its
-   context where the API allows it. */
-static void
-exc_unstash(pending_exc *p)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    if (p->exc == NULL) {
-        return;
-    }
-    if (PyErr_Occurred()) {
-        PyObject *now = PyErr_GetRaisedException();
-        PyException_SetContext(now, p->exc);
-        PyErr_SetRaisedException(now);
-    }
-    else {
-        PyErr_SetRaisedException(p->exc);
-    }
-    p->exc = NULL;
-#else
-    if (p->type == NULL) {
-        return;
-    }
-    if (PyErr_Occurred()) {
-        Py_XDECREF(p->type);
-        Py_XDECREF(p->value);
-        Py_XDECREF(p->tb);
-    }
-    else {
-        PyErr_Restore(p->type, p->value, p->tb);
-    }
-    p->type = p->value = p->tb = NULL;
-#endif
-}
-
 /* ------------------------------------------------------------------ */
 /* Raw semaphore operations with the waiting policy.                   */
 
@@ -125,13 +66,13 @@ sem_take_now(cmp_sem_t sem)
 {
     for (;;) {
         int rc = cmp_sem_trywait(sem);
-        if (rc == CMP_SEM_OK) {
+        if (rc == CMP_OK) {
             return 1;
         }
-        if (rc == CMP_SEM_BUSY) {
+        if (rc == CMP_BUSY) {
             return 0;
         }
-        if (rc != CMP_SEM_INTR) {
+        if (rc != CMP_INTR) {
             cmp_raise_oserror(rc);
             return -1;
         }
@@ -153,10 +94,10 @@ sem_take_untimed(cmp_sem_t sem)
         Py_BEGIN_ALLOW_THREADS
         rc = cmp_sem_wait(sem);
         Py_END_ALLOW_THREADS
-        if (rc == CMP_SEM_OK) {
+        if (rc == CMP_OK) {
             return 1;
         }
-        if (rc != CMP_SEM_BUSY && rc != CMP_SEM_INTR) {
+        if (rc != CMP_BUSY && rc != CMP_INTR) {
             cmp_raise_oserror(rc);
             return -1;
         }
@@ -166,33 +107,28 @@ sem_take_untimed(cmp_sem_t sem)
     }
 }
 
-/* Wait at most `seconds` for a unit with the GIL released, in slices of
-   CMP_WAIT_SLICE on the monotonic clock.  1 taken, 0 timed out, -1 error. */
+/* One slice of a timed wait (wait.h's cmp_wait_step). */
+static int
+sem_wait_step(void *ctx, double slice, int *err)
+{
+    int rc = cmp_sem_wait_for(*(cmp_sem_t *)ctx, slice);
+    if (rc == CMP_OK) {
+        return 1;
+    }
+    if (rc == CMP_BUSY || rc == CMP_INTR) {
+        return 0;
+    }
+    *err = rc;
+    return -1;
+}
+
+/* Wait at most `seconds` for a unit with the GIL released, in slices
+   (cmp_wait_sliced).  1 taken, 0 timed out, -1 error. */
 static int
 sem_take_timed(cmp_sem_t sem, double seconds)
 {
-    double deadline = cmp_monotonic() + seconds;
-    for (;;) {
-        double left = deadline - cmp_monotonic();
-        if (left <= 0.0) {
-            return 0;
-        }
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = cmp_sem_wait_for(sem, left < CMP_WAIT_SLICE ? left
-                                                         : CMP_WAIT_SLICE);
-        Py_END_ALLOW_THREADS
-        if (rc == CMP_SEM_OK) {
-            return 1;
-        }
-        if (rc != CMP_SEM_BUSY && rc != CMP_SEM_INTR) {
-            cmp_raise_oserror(rc);
-            return -1;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return -1;
-        }
-    }
+    cmp_deadline d = cmp_deadline_in(1, seconds);
+    return cmp_wait_sliced(&d, sem_wait_step, &sem);
 }
 
 /* A spinning wait's check: take a unit if there is one (ready = taken). */
@@ -200,8 +136,8 @@ static int
 sem_check_take(void *arg, int *ready)
 {
     int rc = cmp_sem_trywait(*(cmp_sem_t *)arg);
-    *ready = rc == CMP_SEM_OK;
-    return (rc == CMP_SEM_OK || rc == CMP_SEM_BUSY || rc == CMP_SEM_INTR)
+    *ready = rc == CMP_OK;
+    return (rc == CMP_OK || rc == CMP_BUSY || rc == CMP_INTR)
            ? 0 : rc;
 }
 
@@ -225,26 +161,9 @@ sem_take_spinning(cmp_sem_t sem, cmp_spin *spin, double budget)
 /* ------------------------------------------------------------------ */
 /* SemLock                                                             */
 
-typedef struct {
-    PyObject_HEAD
-    cmp_sem_t handle;
-    unsigned long last_tid; /* thread that last acquired */
-    int count;              /* acquisitions not yet released */
-    int kind;
-    int maxvalue;
-    cmp_spin spin;          /* before a blocking wait (spin.h) */
-    char *name; /* NULL once unlinked at creation, or never named */
-} SemLockObject;
-
-static inline int
-semlock_is_mine(SemLockObject *self)
-{
-    return self->count > 0 && self->last_tid == PyThread_get_thread_ident();
-}
-
-/* acquire(): 1 acquired, 0 not (non-blocking or timed out), -1 error. */
-static int
-semlock_take(SemLockObject *self, int blocking, int has_timeout,
+/* acquire(): see semlock.h. */
+int
+cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
              double seconds)
 {
     if (self->kind == CMP_RECURSIVE_MUTEX && semlock_is_mine(self)) {
@@ -275,9 +194,9 @@ semlock_take(SemLockObject *self, int blocking, int has_timeout,
     return got;
 }
 
-/* release(): 0 or -1 with an exception. */
-static int
-semlock_give(SemLockObject *self)
+/* release(): see semlock.h. */
+int
+cmp_semlock_give(SemLockObject *self)
 {
     int rc;
     if (self->kind == CMP_RECURSIVE_MUTEX) {
@@ -296,7 +215,7 @@ semlock_give(SemLockObject *self)
     else {
         rc = cmp_sem_post(self->handle, self->maxvalue);
     }
-    if (rc == CMP_SEM_OVERFLOW) {
+    if (rc == CMP_OVERFLOW) {
         PyErr_SetString(PyExc_ValueError,
                         "semaphore or lock released too many times");
         return -1;
@@ -456,7 +375,7 @@ semlock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         cmp_parse_timeout(a[1], &has_timeout, &seconds) < 0) {
         return NULL;
     }
-    int got = semlock_take((SemLockObject *)op, blocking, has_timeout,
+    int got = cmp_semlock_take((SemLockObject *)op, blocking, has_timeout,
                            seconds);
     if (got < 0) {
         return NULL;
@@ -467,7 +386,7 @@ semlock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
 static PyObject *
 semlock_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    int got = semlock_take((SemLockObject *)op, 1, 0, 0.0);
+    int got = cmp_semlock_take((SemLockObject *)op, 1, 0, 0.0);
     if (got < 0) {
         return NULL;
     }
@@ -477,7 +396,7 @@ semlock_enter(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 semlock_release(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    if (semlock_give((SemLockObject *)op) < 0) {
+    if (cmp_semlock_give((SemLockObject *)op) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -488,7 +407,7 @@ semlock_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)args;
     (void)nargs;
-    if (semlock_give((SemLockObject *)op) < 0) {
+    if (cmp_semlock_give((SemLockObject *)op) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -546,10 +465,7 @@ semlock_after_fork(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 semlock_rebuild(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError,
-                     "_rebuild() takes exactly 4 arguments (%zd given)",
-                     nargs);
+    if (cmp_check_positional("_rebuild", nargs, 4, 4) < 0) {
         return NULL;
     }
     int kind, maxvalue;
@@ -729,431 +645,6 @@ static PyType_Spec semlock_spec = {
 };
 
 /* ------------------------------------------------------------------ */
-/* _ConditionCore: Condition's wait/notify and Event's operations.     */
-/*
- * The protocol is multiprocessing's, so that a Condition shared with a
- * process keeps working: waiters post `sleeping` before they let go of the
- * lock and post `woken` after their wait; notify(n) first cancels the
- * sleepers that gave up (one `sleeping` unit per `woken` unit), then hands
- * one `waiting` unit to each of up to n sleepers, waits for each of them to
- * report through `woken`, and finally takes back the units of sleepers that
- * timed out meanwhile.
- */
-
-typedef struct {
-    PyObject_HEAD
-    SemLockObject *lock;
-    SemLockObject *sleeping;
-    SemLockObject *woken;
-    SemLockObject *waiting;
-    SemLockObject *flag; /* Event only, else NULL */
-} CondCoreObject;
-
-static int
-condcore_traverse(PyObject *op, visitproc visit, void *arg)
-{
-    CondCoreObject *self = (CondCoreObject *)op;
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(self->lock);
-    Py_VISIT(self->sleeping);
-    Py_VISIT(self->woken);
-    Py_VISIT(self->waiting);
-    Py_VISIT(self->flag);
-    return 0;
-}
-
-static int
-condcore_clear(PyObject *op)
-{
-    CondCoreObject *self = (CondCoreObject *)op;
-    Py_CLEAR(self->lock);
-    Py_CLEAR(self->sleeping);
-    Py_CLEAR(self->woken);
-    Py_CLEAR(self->waiting);
-    Py_CLEAR(self->flag);
-    return 0;
-}
-
-static void
-condcore_dealloc(PyObject *op)
-{
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    (void)condcore_clear(op);
-    tp->tp_free(op);
-    Py_DECREF(tp);
-}
-
-static PyObject *
-condcore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
-{
-    static const char *const names[] = {"lock", "sleeping", "woken",
-                                        "waiting", "flag"};
-    static const cmp_argspec spec = CMP_ARGSPEC("_ConditionCore", names, 4);
-    PyObject *a[5];
-    if (cmp_parse_tuple(&spec, args, kwds, a) < 0) {
-        return NULL;
-    }
-    if (a[4] == Py_None) {
-        a[4] = NULL;
-    }
-    cmp_state *st = cmp_state_from_type(type);
-    if (st == NULL) {
-        return NULL;
-    }
-    for (int i = 0; i < 5; i++) {
-        if (a[i] != NULL &&
-            !PyObject_TypeCheck(a[i], (PyTypeObject *)st->SemLock_type)) {
-            PyErr_Format(PyExc_TypeError,
-                         "_ConditionCore() argument '%s' must be a "
-                         "cmultiprocessing lock or semaphore, not %.100s",
-                         names[i], Py_TYPE(a[i])->tp_name);
-            return NULL;
-        }
-    }
-    CondCoreObject *self = (CondCoreObject *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    self->lock = (SemLockObject *)Py_NewRef(a[0]);
-    self->sleeping = (SemLockObject *)Py_NewRef(a[1]);
-    self->woken = (SemLockObject *)Py_NewRef(a[2]);
-    self->waiting = (SemLockObject *)Py_NewRef(a[3]);
-    self->flag = (SemLockObject *)Py_XNewRef(a[4]);
-    return (PyObject *)self;
-}
-
-/* Condition.wait: 1 notified, 0 timed out, -1 error.  The caller must hold
-   the lock; it holds it again on return, unless reacquiring it was
-   interrupted by an exception. */
-static int
-cond_wait(CondCoreObject *c, int has_timeout, double seconds)
-{
-    SemLockObject *lock = c->lock;
-    if (!semlock_is_mine(lock)) {
-        PyErr_SetString(PyExc_AssertionError,
-                        "must acquire() condition before using wait()");
-        return -1;
-    }
-    /* announce the sleeper, then let go of every level of the lock */
-    if (semlock_give(c->sleeping) < 0) {
-        return -1;
-    }
-    int depth = lock->count;
-    for (int i = 0; i < depth; i++) {
-        if (semlock_give(lock) < 0) {
-            return -1;
-        }
-    }
-    int got = semlock_take(c->waiting, 1, has_timeout, seconds);
-
-    pending_exc stash;
-    exc_stash(&stash);
-    int failed = semlock_give(c->woken) < 0;
-    for (int i = 0; i < depth && !failed; i++) {
-        failed = semlock_take(lock, 1, 0, 0.0) < 0;
-    }
-    exc_unstash(&stash);
-    if (failed || got < 0) {
-        return -1;
-    }
-    return got;
-}
-
-/* Condition.notify(n); n < 0 means no limit.  0 or -1. */
-static int
-cond_notify(CondCoreObject *c, Py_ssize_t n)
-{
-    if (!semlock_is_mine(c->lock)) {
-        PyErr_SetString(PyExc_AssertionError, "lock is not owned");
-        return -1;
-    }
-    int r = semlock_take(c->waiting, 0, 0, 0.0);
-    if (r != 0) {
-        if (r > 0) {
-            PyErr_SetString(PyExc_AssertionError,
-                            "notify: Should not have been able to acquire "
-                            "_wait_semaphore");
-        }
-        return -1;
-    }
-    /* forget the sleepers that stopped waiting (timeouts) */
-    while ((r = semlock_take(c->woken, 0, 0, 0.0)) == 1) {
-        r = semlock_take(c->sleeping, 0, 0, 0.0);
-        if (r != 1) {
-            if (r == 0) {
-                PyErr_SetString(PyExc_AssertionError,
-                                "notify: Bug in sleeping_count.acquire- res "
-                                "should not be False");
-            }
-            return -1;
-        }
-    }
-    if (r < 0) {
-        return -1;
-    }
-    Py_ssize_t woke = 0;
-    while (n < 0 || woke < n) {
-        r = semlock_take(c->sleeping, 0, 0, 0.0);
-        if (r < 0) {
-            return -1;
-        }
-        if (r == 0) {
-            break;
-        }
-        if (semlock_give(c->waiting) < 0) {
-            return -1;
-        }
-        woke++;
-    }
-    if (woke == 0) {
-        return 0;
-    }
-    /* each woken sleeper reports back */
-    for (Py_ssize_t i = 0; i < woke; i++) {
-        if (semlock_take(c->woken, 1, 0, 0.0) < 0) {
-            return -1;
-        }
-    }
-    /* take back the units of sleepers whose wait timed out meanwhile */
-    while ((r = semlock_take(c->waiting, 0, 0, 0.0)) == 1) {
-    }
-    return r < 0 ? -1 : 0;
-}
-
-/* The (timeout=None) of Condition.wait and Event.wait. */
-static int
-condcore_parse_timeout(PyObject *const *args, Py_ssize_t nargs,
-                       PyObject *kwnames, int *has_timeout, double *seconds)
-{
-    static const char *const names[] = {"timeout"};
-    static const cmp_argspec spec = CMP_ARGSPEC("wait", names, 0);
-    PyObject *a[1];
-    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
-        return -1;
-    }
-    return cmp_parse_timeout(a[0], has_timeout, seconds);
-}
-
-static PyObject *
-condcore_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
-              PyObject *kwnames)
-{
-    int has_timeout;
-    double seconds;
-    if (condcore_parse_timeout(args, nargs, kwnames, &has_timeout,
-                               &seconds) < 0) {
-        return NULL;
-    }
-    int got = cond_wait((CondCoreObject *)op, has_timeout, seconds);
-    if (got < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(got);
-}
-
-/* The `n` of notify(n): an int (clamped), or a real number. */
-static int
-parse_notify_count(PyObject *obj, Py_ssize_t *n)
-{
-    if (obj == NULL) {
-        *n = 1;
-        return 0;
-    }
-    if (PyLong_Check(obj) || PyIndex_Check(obj)) {
-        Py_ssize_t v = PyNumber_AsSsize_t(obj, NULL); /* clamps */
-        if (v == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-        *n = v < 0 ? 0 : v;
-        return 0;
-    }
-    double d = PyFloat_AsDouble(obj);
-    if (d == -1.0 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (isnan(d)) {
-        PyErr_SetString(PyExc_ValueError, "n must not be NaN");
-        return -1;
-    }
-    d = ceil(d);
-    *n = d <= 0.0 ? 0 : (d >= (double)PY_SSIZE_T_MAX ? -1 : (Py_ssize_t)d);
-    return 0;
-}
-
-static PyObject *
-condcore_notify(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
-                PyObject *kwnames)
-{
-    static const char *const names[] = {"n"};
-    static const cmp_argspec spec = CMP_ARGSPEC("notify", names, 0);
-    PyObject *a[1];
-    Py_ssize_t n;
-    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
-        parse_notify_count(a[0], &n) < 0) {
-        return NULL;
-    }
-    if (n == PY_SSIZE_T_MAX) {
-        n = -1;
-    }
-    if (cond_notify((CondCoreObject *)op, n) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-condcore_notify_all(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    if (cond_notify((CondCoreObject *)op, -1) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-/* Event operations: each runs under the condition's lock. */
-enum { EV_IS_SET, EV_SET, EV_CLEAR, EV_WAIT };
-
-static PyObject *
-event_run(CondCoreObject *c, int op, int has_timeout, double seconds)
-{
-    SemLockObject *flag = c->flag;
-    if (flag == NULL) {
-        PyErr_SetString(PyExc_TypeError, "this core has no event flag");
-        return NULL;
-    }
-    if (semlock_take(c->lock, 1, 0, 0.0) < 0) {
-        return NULL;
-    }
-    int result = 0, r = 0;
-    switch (op) {
-    case EV_CLEAR:
-        r = semlock_take(flag, 0, 0, 0.0);
-        break;
-    case EV_SET:
-        r = semlock_take(flag, 0, 0, 0.0);
-        if (r >= 0) {
-            r = semlock_give(flag);
-        }
-        if (r >= 0) {
-            r = cond_notify(c, -1);
-        }
-        break;
-    case EV_WAIT:
-        r = semlock_take(flag, 0, 0, 0.0);
-        if (r == 1) {
-            r = semlock_give(flag);
-        }
-        else if (r == 0) {
-            r = cond_wait(c, has_timeout, seconds);
-        }
-        /* fall through: report the flag as it is now */
-        /* FALLTHROUGH */
-    case EV_IS_SET:
-    default:
-        if (op == EV_IS_SET || r >= 0) {
-            r = semlock_take(flag, 0, 0, 0.0);
-            if (r == 1) {
-                result = 1;
-                r = semlock_give(flag);
-            }
-        }
-        break;
-    }
-    /* release the lock whatever happened, keeping the first exception */
-    pending_exc stash;
-    exc_stash(&stash);
-    int unlock_failed = semlock_give(c->lock) < 0;
-    exc_unstash(&stash);
-    if (r < 0 || unlock_failed) {
-        return NULL;
-    }
-    if (op == EV_SET || op == EV_CLEAR) {
-        Py_RETURN_NONE;
-    }
-    return PyBool_FromLong(result);
-}
-
-static PyObject *
-condcore_is_set(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    return event_run((CondCoreObject *)op, EV_IS_SET, 0, 0.0);
-}
-
-static PyObject *
-condcore_set(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    return event_run((CondCoreObject *)op, EV_SET, 0, 0.0);
-}
-
-static PyObject *
-condcore_clear_flag(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    return event_run((CondCoreObject *)op, EV_CLEAR, 0, 0.0);
-}
-
-static PyObject *
-condcore_event_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
-                    PyObject *kwnames)
-{
-    int has_timeout;
-    double seconds;
-    if (condcore_parse_timeout(args, nargs, kwnames, &has_timeout,
-                               &seconds) < 0) {
-        return NULL;
-    }
-    return event_run((CondCoreObject *)op, EV_WAIT, has_timeout, seconds);
-}
-
-/* A bound method of the core (Event.wait, Condition.notify, ...) pickled
-   for a new child: the core travels as its semaphores, which pickle only
-   while a child is being spawned, as the Event or Condition itself. */
-static PyObject *
-condcore_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    CondCoreObject *c = (CondCoreObject *)op;
-    return Py_BuildValue("O(OOOOO)", (PyObject *)Py_TYPE(op), c->lock,
-                         c->sleeping, c->woken, c->waiting,
-                         c->flag ? (PyObject *)c->flag : Py_None);
-}
-
-static PyMethodDef condcore_methods[] = {
-    {"__reduce__", condcore_reduce, METH_NOARGS, NULL},
-    {"wait", (PyCFunction)(void (*)(void))condcore_wait,
-     METH_FASTCALL | METH_KEYWORDS,
-     "wait(timeout=None) -> bool: Condition.wait (lock held)."},
-    {"notify", (PyCFunction)(void (*)(void))condcore_notify,
-     METH_FASTCALL | METH_KEYWORDS, "notify(n=1): Condition.notify."},
-    {"notify_all", condcore_notify_all, METH_NOARGS,
-     "Condition.notify_all."},
-    {"is_set", condcore_is_set, METH_NOARGS, "Event.is_set."},
-    {"set", condcore_set, METH_NOARGS, "Event.set."},
-    {"clear", condcore_clear_flag, METH_NOARGS, "Event.clear."},
-    {"event_wait", (PyCFunction)(void (*)(void))condcore_event_wait,
-     METH_FASTCALL | METH_KEYWORDS, "event_wait(timeout=None): Event.wait."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot condcore_slots[] = {
-    {Py_tp_new, condcore_new},
-    {Py_tp_dealloc, condcore_dealloc},
-    {Py_tp_traverse, condcore_traverse},
-    {Py_tp_clear, condcore_clear},
-    {Py_tp_methods, condcore_methods},
-    {Py_tp_doc, "_ConditionCore(lock, sleeping, woken, waiting, flag=None)"
-                "\n\nNative wait/notify over SemLock objects."},
-    {0, NULL},
-};
-
-static PyType_Spec condcore_spec = {
-    .name = "_cmultiprocessing._ConditionCore",
-    .basicsize = sizeof(CondCoreObject),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
-             Py_TPFLAGS_IMMUTABLETYPE,
-    .slots = condcore_slots,
-};
-
-/* ------------------------------------------------------------------ */
 /* Module functions and setup.                                         */
 
 static PyObject *
@@ -1232,14 +723,6 @@ cmp_semaphore_exec(PyObject *module)
     }
     PyType_Modified((PyTypeObject *)st->SemLock_type);
     if (PyModule_AddObjectRef(module, "SemLock", st->SemLock_type) < 0) {
-        return -1;
-    }
-
-    st->CondCore_type = PyType_FromModuleAndSpec(module, &condcore_spec,
-                                                 NULL);
-    if (st->CondCore_type == NULL ||
-        PyModule_AddObjectRef(module, "_ConditionCore", st->CondCore_type) <
-            0) {
         return -1;
     }
 

@@ -15,12 +15,6 @@
 #include <errno.h>
 #include <stddef.h>
 
-#ifndef Py_T_PYSSIZET /* before 3.12 */
-#  include <structmember.h>
-#  define Py_T_PYSSIZET T_PYSSIZET
-#  define Py_READONLY READONLY
-#endif
-
 typedef struct {
     PyObject_HEAD
     cmp_mapping map;
@@ -175,7 +169,7 @@ shm_segment_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         }
     }
     if (err) {
-        if (err == CMP_SHM_EMPTY) {
+        if (err == CMP_EMPTY) {
             PyErr_SetString(PyExc_ValueError, "cannot mmap an empty file");
         }
         else {
@@ -207,21 +201,30 @@ segment_dealloc(SegmentObject *self)
     Py_DECREF(tp);
 }
 
-static int
-segment_getbuffer(SegmentObject *self, Py_buffer *view, int flags)
+int
+cmp_mapping_getbuffer(PyObject *owner, const cmp_mapping *m,
+                      Py_ssize_t *exports, Py_buffer *view, int flags,
+                      const char *unmapped)
 {
-    if (self->map.addr == NULL) {
-        PyErr_SetString(PyExc_ValueError,
-                        "the shared memory segment is closed");
+    if (m->addr == NULL) {
+        PyErr_SetString(PyExc_ValueError, unmapped);
         view->obj = NULL;
         return -1;
     }
-    if (PyBuffer_FillInfo(view, (PyObject *)self, self->map.addr,
-                          (Py_ssize_t)self->map.size, 0, flags) < 0) {
+    if (PyBuffer_FillInfo(view, owner, m->addr, (Py_ssize_t)m->size, 0,
+                          flags) < 0) {
         return -1;
     }
-    self->exports++;
+    (*exports)++;
     return 0;
+}
+
+static int
+segment_getbuffer(SegmentObject *self, Py_buffer *view, int flags)
+{
+    return cmp_mapping_getbuffer((PyObject *)self, &self->map,
+                                 &self->exports, view, flags,
+                                 "the shared memory segment is closed");
 }
 
 static void

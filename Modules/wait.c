@@ -54,13 +54,16 @@ cmp_deadline_slice(const cmp_deadline *d)
     return left < CMP_WAIT_SLICE ? left : CMP_WAIT_SLICE;
 }
 
-int
-cmp_wait_sliced(const cmp_deadline *d, cmp_wait_step step, void *ctx)
+static int
+wait_loop(const cmp_deadline *d, cmp_wait_step step, void *ctx, int first)
 {
-    for (;;) {
+    for (;; first = 0) {
         double slice = cmp_deadline_slice(d);
         if (slice < 0.0) {
-            return 0;
+            if (!first) {
+                return 0;
+            }
+            slice = 0.0;
         }
         int r, err = 0;
         Py_BEGIN_ALLOW_THREADS
@@ -77,4 +80,16 @@ cmp_wait_sliced(const cmp_deadline *d, cmp_wait_step step, void *ctx)
             return -1;
         }
     }
+}
+
+int
+cmp_wait_sliced(const cmp_deadline *d, cmp_wait_step step, void *ctx)
+{
+    return wait_loop(d, step, ctx, 0);
+}
+
+int
+cmp_wait_sliced_once(const cmp_deadline *d, cmp_wait_step step, void *ctx)
+{
+    return wait_loop(d, step, ctx, 1);
 }

@@ -36,31 +36,34 @@ pipe_name(PyObject *address)
     return PyUnicode_AsWideCharString(address, NULL);
 }
 
-/* The deadline of an optional timeout (seconds), or -1 for none. */
+/* One slice of winpipe_accept's wait (wait.h's cmp_wait_step). */
 static int
-deadline_of(PyObject *timeout, double *deadline)
+accept_step(void *ctx, double slice, int *err)
 {
-    int has = 0;
-    double seconds = 0.0;
-    if (cmp_parse_timeout(timeout, &has, &seconds) < 0) {
+    int connected = 0;
+    *err = cmp_npipe_accept(*(HANDLE *)ctx, slice, &connected);
+    if (*err != 0 && *err != CMP_IO_INTERRUPTED) {
         return -1;
     }
-    *deadline = has ? cmp_monotonic() + seconds : -1.0;
-    return 0;
+    return connected;
 }
 
-/* The next step of a sliced wait; < 0 after the deadline has passed. */
-static double
-next_slice(double deadline, int first)
+/* What one slice of winpipe_connect's wait works on. */
+typedef struct {
+    const wchar_t *name;
+    int flags;
+    HANDLE h;
+} connect_ctx;
+
+static int
+connect_step(void *ctx, double slice, int *err)
 {
-    if (deadline < 0.0) {
-        return CMP_WAIT_SLICE;
+    connect_ctx *c = ctx;
+    *err = cmp_npipe_connect(c->name, c->flags, slice, &c->h);
+    if (*err == 0) {
+        return 1;
     }
-    double left = deadline - cmp_monotonic();
-    if (left <= 0.0) {
-        return first ? 0.0 : -1.0;
-    }
-    return left < CMP_WAIT_SLICE ? left : CMP_WAIT_SLICE;
+    return *err == ERROR_SEM_TIMEOUT || *err == CMP_IO_INTERRUPTED ? 0 : -1;
 }
 
 static PyObject *
@@ -133,33 +136,19 @@ winpipe_accept(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     static const cmp_argspec spec = CMP_ARGSPEC("winpipe_accept", names, 1);
     PyObject *a[2];
     HANDLE h;
-    double deadline;
+    cmp_deadline d;
 
     (void)module;
     if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
         cmp_arg_handle(a[0], "invalid pipe handle", &h) < 0 ||
-        deadline_of(a[1], &deadline) < 0) {
+        cmp_deadline_parse(a[1], &d) < 0) {
         return NULL;
     }
-    for (int first = 1;; first = 0) {
-        double step = next_slice(deadline, first);
-        if (step < 0.0) {
-            Py_RETURN_FALSE;
-        }
-        int connected = 0, err;
-        Py_BEGIN_ALLOW_THREADS
-        err = cmp_npipe_accept(h, step, &connected);
-        Py_END_ALLOW_THREADS
-        if (err != 0 && err != CMP_IO_INTERRUPTED) {
-            return cmp_raise_oserror(err);
-        }
-        if (connected) {
-            Py_RETURN_TRUE;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return NULL;
-        }
+    int r = cmp_wait_sliced_once(&d, accept_step, &h);
+    if (r < 0) {
+        return NULL;
     }
+    return PyBool_FromLong(r);
 }
 
 static PyObject *
@@ -170,42 +159,30 @@ winpipe_connect(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     static const cmp_argspec spec = CMP_ARGSPEC("winpipe_connect", names, 1);
     PyObject *a[3];
     int duplex;
-    double deadline;
+    cmp_deadline d;
 
     (void)module;
     if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
         cmp_arg_bool(a[1], 1, &duplex) < 0 ||
-        deadline_of(a[2], &deadline) < 0) {
+        cmp_deadline_parse(a[2], &d) < 0) {
         return NULL;
     }
     wchar_t *name = pipe_name(a[0]);
     if (name == NULL) {
         return NULL;
     }
-    int flags = duplex ? CMP_NPIPE_DUPLEX : 0;
-    for (int first = 1;; first = 0) {
-        double step = next_slice(deadline, first);
-        HANDLE h = INVALID_HANDLE_VALUE;
-        int err = ERROR_SEM_TIMEOUT;
-        if (step >= 0.0) {
-            Py_BEGIN_ALLOW_THREADS
-            err = cmp_npipe_connect(name, flags, step, &h);
-            Py_END_ALLOW_THREADS
-        }
-        if (err == 0) {
-            PyMem_Free(name);
-            return cmp_handle_to_int(h);
-        }
-        if ((err != ERROR_SEM_TIMEOUT && err != CMP_IO_INTERRUPTED) ||
-            step < 0.0) {
-            PyMem_Free(name);
-            return cmp_raise_oserror(err);
-        }
-        if (PyErr_CheckSignals() < 0) {
-            PyMem_Free(name);
-            return NULL;
-        }
+    connect_ctx c = {name, duplex ? CMP_NPIPE_DUPLEX : 0,
+                     INVALID_HANDLE_VALUE};
+    int r = cmp_wait_sliced_once(&d, connect_step, &c);
+    PyMem_Free(name);
+    if (r < 0) {
+        return NULL;
     }
+    if (r == 0) {
+        /* the timeout passed: what the system says of a pipe too busy */
+        return cmp_raise_oserror(ERROR_SEM_TIMEOUT);
+    }
+    return cmp_handle_to_int(c.h);
 }
 
 /* An optional str as a wide string (NULL for None; PyMem_Free it). */

@@ -18,24 +18,24 @@ cmp_sem_wait_for(cmp_sem_t sem, double seconds)
     double pause = 0.00005;
     for (;;) {
         if (sem_trywait(sem) == 0) {
-            return CMP_SEM_OK;
+            return CMP_OK;
         }
         if (errno == EINTR) {
-            return CMP_SEM_INTR;
+            return CMP_INTR;
         }
         if (errno != EAGAIN) {
             return errno;
         }
         double left = deadline - cmp_monotonic();
         if (left <= 0.0) {
-            return CMP_SEM_BUSY;
+            return CMP_BUSY;
         }
         double nap = pause < left ? pause : left;
         struct timespec ts;
         ts.tv_sec = (time_t)nap;
         ts.tv_nsec = (long)((nap - (double)ts.tv_sec) * 1e9);
         if (nanosleep(&ts, NULL) != 0 && errno == EINTR) {
-            return CMP_SEM_INTR;
+            return CMP_INTR;
         }
         pause *= 2.0;
         if (pause > CMP_DARWIN_POLL_MAX) {
@@ -76,7 +76,7 @@ cmp_sem_post(cmp_sem_t sem, int bound)
             if (sem_post(sem) != 0) {
                 return errno;
             }
-            return CMP_SEM_OVERFLOW;
+            return CMP_OVERFLOW;
         }
         if (errno != EAGAIN) {
             return errno;

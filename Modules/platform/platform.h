@@ -3,10 +3,17 @@
  *
  * Concern files (connection.c, semaphore.c, ...) include this header and
  * never test MS_WINDOWS or __APPLE__ themselves.  The functions declared
- * here run without the GIL and without touching Python objects: they return
- * 0 on success or a platform error code (errno on POSIX, GetLastError() on
- * Windows), which the caller turns into an exception with
- * cmp_raise_oserror() once it holds the GIL again.
+ * here run without the GIL and without touching Python objects.
+ *
+ * Result codes, the one convention of sem.h, shm.h, proc.h, spawn.h and
+ * forkserver.h: a function returns 0 (CMP_OK) on success, or a platform
+ * error code (errno on POSIX, GetLastError() on Windows; always > 0), which
+ * the caller turns into an exception with cmp_raise_oserror() once it holds
+ * the GIL again.  An outcome that is neither success nor failure has one of
+ * the negative names below (negative, so it never collides with an error
+ * code); a header says which of them each function can return.  (Before,
+ * sem.h had its own CMP_SEM_* names for these and shm.h a CMP_SHM_EMPTY of
+ * the same value as CMP_SEM_BUSY.  io.h and queue.h name their own.)
  *
  * Each concern's declarations live in their own header, included here; the
  * implementations live in posix_<concern>.c (Linux, and macOS where the two
@@ -34,6 +41,17 @@ typedef HANDLE cmp_handle_t;
 typedef int cmp_handle_t;
 #  define CMP_INVALID_HANDLE (-1)
 #endif
+
+/* The outcomes of the convention above (see the top of this file). */
+enum {
+    CMP_OK = 0,        /* done */
+    CMP_BUSY = -1,     /* nothing now: a try found nothing, a wait timed out */
+    CMP_INTR = -2,     /* a signal interrupted the call: run the handlers and
+                          call again */
+    CMP_OVERFLOW = -3, /* a bounded semaphore is already at its bound */
+    CMP_EMPTY = -4,    /* the object exists but holds nothing to map (an
+                          empty shared-memory segment) */
+};
 
 /* Monotonic clock in seconds, for deadlines. */
 double cmp_monotonic(void);
@@ -70,5 +88,6 @@ void cmp_process_unlock(void);
 #include "platform/proc.h"
 #include "platform/shm.h"
 #include "platform/spawn.h"
+#include "platform/forkserver.h"
 
 #endif /* CMP_PLATFORM_H */

@@ -1,13 +1,41 @@
 /* platform/posix_common.c -- helpers of the POSIX layer shared by every
-   concern. */
+   concern, and the internal ones of posix_internal.h. */
 #include "platform/platform.h"
+#include "platform/posix_internal.h"
 
 #ifdef CMP_POSIX
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+int
+cmp_posix_set_cloexec(int fd)
+{
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
+        return errno;
+    }
+    return 0;
+}
+
+int
+cmp_posix_exit_code(int status)
+{
+    if (WIFEXITED(status)) {
+        return WEXITSTATUS(status);
+    }
+    if (WIFSIGNALED(status)) {
+        return -WTERMSIG(status);
+    }
+    /* Not reachable without WUNTRACED/WCONTINUED; report it raw. */
+    return status;
+}
 
 double
 cmp_monotonic(void)

@@ -7,6 +7,7 @@
 #  define _DARWIN_C_SOURCE 1
 #endif
 #include "platform/platform.h"
+#include "platform/posix_internal.h"
 
 #ifdef CMP_POSIX
 #include <errno.h>
@@ -15,16 +16,6 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static int
-set_cloexec(int fd)
-{
-    int flags = fcntl(fd, F_GETFD);
-    if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
-        return errno;
-    }
-    return 0;
-}
 
 int
 cmp_proc_pipe(cmp_handle_t fds[2])
@@ -41,9 +32,9 @@ cmp_proc_pipe(cmp_handle_t fds[2])
     if (pipe(fds) < 0) {
         return errno;
     }
-    int err = set_cloexec(fds[0]);
+    int err = cmp_posix_set_cloexec(fds[0]);
     if (err == 0) {
-        err = set_cloexec(fds[1]);
+        err = cmp_posix_set_cloexec(fds[1]);
     }
     if (err != 0) {
         close(fds[0]);
@@ -92,15 +83,24 @@ cmp_proc_reap(long pid, int block, int *done, int *exitcode)
         return 0;
     }
     *done = 1;
-    if (WIFEXITED(status)) {
-        *exitcode = WEXITSTATUS(status);
+    *exitcode = cmp_posix_exit_code(status);
+    return 0;
+}
+
+int
+cmp_proc_reap_any(long *pid, int *exitcode)
+{
+    int status = 0;
+    pid_t got;
+    while ((got = waitpid(-1, &status, WNOHANG)) < 0 && errno == EINTR) {
     }
-    else if (WIFSIGNALED(status)) {
-        *exitcode = -WTERMSIG(status);
+    if (got < 0) {
+        *pid = 0;
+        return errno == ECHILD ? 0 : errno;
     }
-    else {
-        /* Not reachable without WUNTRACED/WCONTINUED; report it raw. */
-        *exitcode = status;
+    *pid = (long)got;
+    if (got > 0) {
+        *exitcode = cmp_posix_exit_code(status);
     }
     return 0;
 }

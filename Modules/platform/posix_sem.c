@@ -51,20 +51,28 @@ cmp_sem_unlink(const char *name)
     return sem_unlink(name) == 0 ? 0 : errno;
 }
 
-int
-cmp_sem_trywait(cmp_sem_t sem)
+/* The result of a sem_*wait() call that returned rc, in sem.h's terms. */
+static int
+wait_result(int rc)
 {
-    if (sem_trywait(sem) == 0) {
-        return CMP_SEM_OK;
+    if (rc == 0) {
+        return CMP_OK;
     }
     switch (errno) {
+    case ETIMEDOUT:
     case EAGAIN:
-        return CMP_SEM_BUSY;
+        return CMP_BUSY;
     case EINTR:
-        return CMP_SEM_INTR;
+        return CMP_INTR;
     default:
         return errno;
     }
+}
+
+int
+cmp_sem_trywait(cmp_sem_t sem)
+{
+    return wait_result(sem_trywait(sem));
 }
 
 /* sem_wait is never restarted after a signal handler (whatever
@@ -72,10 +80,7 @@ cmp_sem_trywait(cmp_sem_t sem)
 int
 cmp_sem_wait(cmp_sem_t sem)
 {
-    if (sem_wait(sem) == 0) {
-        return CMP_SEM_OK;
-    }
-    return errno == EINTR ? CMP_SEM_INTR : errno;
+    return wait_result(sem_wait(sem));
 }
 
 #ifndef CMP_DARWIN
@@ -117,18 +122,7 @@ cmp_sem_wait_for(cmp_sem_t sem, double seconds)
     deadline_after(CLOCK_REALTIME, seconds, &until);
     rc = sem_timedwait(sem, &until);
 #endif
-    if (rc == 0) {
-        return CMP_SEM_OK;
-    }
-    switch (errno) {
-    case ETIMEDOUT:
-    case EAGAIN:
-        return CMP_SEM_BUSY;
-    case EINTR:
-        return CMP_SEM_INTR;
-    default:
-        return errno;
-    }
+    return wait_result(rc);
 }
 
 int
@@ -165,7 +159,7 @@ cmp_sem_post(cmp_sem_t sem, int bound)
             return errno;
         }
         if (v >= bound) {
-            return CMP_SEM_OVERFLOW;
+            return CMP_OVERFLOW;
         }
     }
     return sem_post(sem) == 0 ? 0 : errno;

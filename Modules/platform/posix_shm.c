@@ -117,7 +117,7 @@ cmp_shm_segment_open(const char *name, int flags, int mode,
         }
         size = (size_t)st.st_size;
         if (size == 0) {
-            err = CMP_SHM_EMPTY;
+            err = CMP_EMPTY;
             goto error;
         }
     }

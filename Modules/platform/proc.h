@@ -37,6 +37,11 @@ void cmp_proc_exit_now(int code);
    is no such child (already collected elsewhere). */
 int cmp_proc_reap(long pid, int block, int *done, int *exitcode);
 
+/* Collect any one exited child without waiting: *pid is its pid, or 0
+   when none is left to collect now (ECHILD counts as none); *exitcode as
+   for cmp_proc_reap.  EINTR is retried. */
+int cmp_proc_reap_any(long *pid, int *exitcode);
+
 /* Send signal `sig` to process `pid` (ESRCH when it is gone). */
 int cmp_proc_signal(long pid, int sig);
 #endif /* CMP_HAVE_FORK */

@@ -2,15 +2,10 @@
  * processes (named POSIX semaphores; kernel semaphore objects on Windows).
  *
  * The wait/post functions never touch Python objects and may run with the
- * GIL released.  Results are small integers that the concern file can act
- * on without knowing errno names:
- *
- *   CMP_SEM_OK        the operation happened
- *   CMP_SEM_BUSY      the count was zero (try) or the wait timed out
- *   CMP_SEM_INTR      a signal interrupted the call; run the handlers, retry
- *   CMP_SEM_OVERFLOW  a bounded post found the count already at its bound
- *   > 0               any other failure: a platform error code for
- *                     cmp_raise_oserror()
+ * GIL released.  They return 0 (CMP_OK), a platform error code, or one of
+ * platform.h's outcomes CMP_BUSY (the count was zero, or the wait timed
+ * out), CMP_INTR (a signal interrupted the call: run the handlers, call
+ * again) and CMP_OVERFLOW (a bounded post found the count at its bound).
  *
  * None of them retries on EINTR: the caller holds that policy.
  */
@@ -50,12 +45,6 @@ typedef sem_t *cmp_sem_t;
 #  endif
 #endif
 
-enum {
-    CMP_SEM_OK = 0,
-    CMP_SEM_BUSY = -1,
-    CMP_SEM_INTR = -2,
-    CMP_SEM_OVERFLOW = -3,
-};
 
 /* Create a new semaphore called `name` holding `value`, failing with the
    platform's "already exists" code (EEXIST) when the name is taken.
@@ -72,21 +61,21 @@ int cmp_sem_close(cmp_sem_t sem);
 /* Remove the name (the semaphore lives on while it is open somewhere). */
 int cmp_sem_unlink(const char *name);
 
-/* Take one unit if the count is above zero: CMP_SEM_OK or CMP_SEM_BUSY. */
+/* Take one unit if the count is above zero: CMP_OK or CMP_BUSY. */
 int cmp_sem_trywait(cmp_sem_t sem);
 
-/* Wait at most `seconds` for a unit: CMP_SEM_OK, CMP_SEM_BUSY (timed out)
-   or CMP_SEM_INTR.  Meant for short slices of a longer wait. */
+/* Wait at most `seconds` for a unit: CMP_OK, CMP_BUSY (timed out)
+   or CMP_INTR.  Meant for short slices of a longer wait. */
 int cmp_sem_wait_for(cmp_sem_t sem, double seconds);
 
 /* Wait for a unit with no time limit, as a plain blocking wait where the
-   platform's wait is interrupted by signals (POSIX: EINTR): CMP_SEM_OK or
-   CMP_SEM_INTR.  Where it is not (Windows), the wait lasts at most
-   CMP_WAIT_SLICE and may end with CMP_SEM_BUSY.  Either way the caller
-   runs the signal handlers and calls again until CMP_SEM_OK. */
+   platform's wait is interrupted by signals (POSIX: EINTR): CMP_OK or
+   CMP_INTR.  Where it is not (Windows), the wait lasts at most
+   CMP_WAIT_SLICE and may end with CMP_BUSY.  Either way the caller
+   runs the signal handlers and calls again until CMP_OK. */
 int cmp_sem_wait(cmp_sem_t sem);
 
-/* Add one unit.  With bound >= 0 the post is refused (CMP_SEM_OVERFLOW)
+/* Add one unit.  With bound >= 0 the post is refused (CMP_OVERFLOW)
    when the count is already >= bound, as far as the platform can tell. */
 int cmp_sem_post(cmp_sem_t sem, int bound);
 

@@ -26,9 +26,8 @@ size_t cmp_shm_page_size(void);
    size is read.  The whole segment is then mapped read-write and shared.
    On success *created tells whether this call made the name exist (only
    known for O_CREAT|O_EXCL; 0 otherwise).  On a failure after the name was
-   created the name is removed again.  CMP_SHM_EMPTY means the segment
-   exists but is empty (nothing to map). */
-#define CMP_SHM_EMPTY (-1)
+   created the name is removed again.  CMP_EMPTY (platform.h) means the
+   segment exists but is empty (nothing to map). */
 int cmp_shm_segment_open(const char *name, int flags, int mode,
                          size_t truncate_to, cmp_mapping *m, int *created);
 

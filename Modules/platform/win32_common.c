@@ -1,6 +1,8 @@
 /* platform/win32_common.c -- helpers of the Windows layer shared by every
-   concern: the monotonic clock behind every deadline. */
+   concern: the monotonic clock behind every deadline; and the internal
+   ones of win32_internal.h. */
 #include "platform/platform.h"
+#include "platform/win32_internal.h"
 
 #include <math.h>
 
@@ -71,4 +73,13 @@ cmp_process_unlock(void)
 {
     ReleaseSRWLockExclusive(&process_lock);
 }
+int
+cmp_win32_is_socket(cmp_handle_t h)
+{
+    int type = 0;
+    int len = (int)sizeof(type);
+    return getsockopt(cmp_win32_as_socket(h), SOL_SOCKET, SO_TYPE,
+                      (char *)&type, &len) == 0;
+}
+
 #endif /* CMP_WINDOWS */

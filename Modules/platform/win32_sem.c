@@ -46,9 +46,9 @@ wait_ms(cmp_sem_t sem, DWORD ms)
 {
     switch (WaitForSingleObjectEx(sem, ms, FALSE)) {
     case WAIT_OBJECT_0:
-        return CMP_SEM_OK;
+        return CMP_OK;
     case WAIT_TIMEOUT:
-        return CMP_SEM_BUSY;
+        return CMP_BUSY;
     default:
         return (int)GetLastError();
     }
@@ -83,13 +83,13 @@ cmp_sem_post(cmp_sem_t sem, int bound)
 {
     /* the kernel enforces the maximum given at creation, except 0 */
     if (bound == 0) {
-        return CMP_SEM_OVERFLOW;
+        return CMP_OVERFLOW;
     }
     if (ReleaseSemaphore(sem, 1, NULL)) {
         return 0;
     }
     DWORD err = GetLastError();
-    return err == ERROR_TOO_MANY_POSTS ? CMP_SEM_OVERFLOW : (int)err;
+    return err == ERROR_TOO_MANY_POSTS ? CMP_OVERFLOW : (int)err;
 }
 
 int
@@ -98,11 +98,11 @@ cmp_sem_getvalue(cmp_sem_t sem, int *value)
     /* No direct query: take a unit if there is one and give it back,
        which reports the count before the give. */
     int rc = wait_ms(sem, 0);
-    if (rc == CMP_SEM_BUSY) {
+    if (rc == CMP_BUSY) {
         *value = 0;
         return 0;
     }
-    if (rc != CMP_SEM_OK) {
+    if (rc != CMP_OK) {
         return rc;
     }
     LONG before;

@@ -122,23 +122,23 @@ test_sem_counts(void)
     int v = -1;
     CHECK_EQ(cmp_sem_getvalue(s, &v), 0);
     CHECK_EQ(v, 2);
-    CHECK_EQ(cmp_sem_trywait(s), CMP_SEM_OK);
+    CHECK_EQ(cmp_sem_trywait(s), CMP_OK);
     CHECK_EQ(cmp_sem_getvalue(s, &v), 0);
     CHECK_EQ(v, 1);
-    CHECK_EQ(cmp_sem_trywait(s), CMP_SEM_OK);
-    CHECK_EQ(cmp_sem_trywait(s), CMP_SEM_BUSY);
+    CHECK_EQ(cmp_sem_trywait(s), CMP_OK);
+    CHECK_EQ(cmp_sem_trywait(s), CMP_BUSY);
     int zero = -1;
     CHECK_EQ(cmp_sem_is_zero(s, &zero), 0);
     CHECK_EQ(zero, 1);
     /* reading the value does not change it */
     CHECK_EQ(cmp_sem_getvalue(s, &v), 0);
     CHECK_EQ(v, 0);
-    CHECK_EQ(cmp_sem_post(s, 2), CMP_SEM_OK);
+    CHECK_EQ(cmp_sem_post(s, 2), CMP_OK);
     CHECK_EQ(cmp_sem_is_zero(s, &zero), 0);
     CHECK_EQ(zero, 0);
-    CHECK_EQ(cmp_sem_post(s, 2), CMP_SEM_OK);
+    CHECK_EQ(cmp_sem_post(s, 2), CMP_OK);
     /* the kernel's maximum is the bound */
-    CHECK_EQ(cmp_sem_post(s, 2), CMP_SEM_OVERFLOW);
+    CHECK_EQ(cmp_sem_post(s, 2), CMP_OVERFLOW);
     CHECK_EQ(cmp_sem_getvalue(s, &v), 0);
     CHECK_EQ(v, 2);
     CHECK_EQ(cmp_sem_unlink("ignored"), 0);
@@ -150,8 +150,8 @@ test_sem_bound_zero(void)
 {
     cmp_sem_t s = CMP_SEM_NONE;
     CHECK_EQ(cmp_sem_create(NULL, 0, 0, &s), 0);
-    CHECK_EQ(cmp_sem_post(s, 0), CMP_SEM_OVERFLOW);
-    CHECK_EQ(cmp_sem_trywait(s), CMP_SEM_BUSY);
+    CHECK_EQ(cmp_sem_post(s, 0), CMP_OVERFLOW);
+    CHECK_EQ(cmp_sem_trywait(s), CMP_BUSY);
     CHECK_EQ(cmp_sem_close(s), 0);
 }
 
@@ -179,17 +179,17 @@ test_sem_timed_wait(void)
 {
     cmp_sem_t s = CMP_SEM_NONE;
     CHECK_EQ(cmp_sem_create(NULL, 0, 10, &s), 0);
-    CHECK_EQ(cmp_sem_wait_for(s, 0.0), CMP_SEM_BUSY);
+    CHECK_EQ(cmp_sem_wait_for(s, 0.0), CMP_BUSY);
     double t0 = cmp_monotonic();
-    CHECK_EQ(cmp_sem_wait_for(s, 0.05), CMP_SEM_BUSY);
+    CHECK_EQ(cmp_sem_wait_for(s, 0.05), CMP_BUSY);
     CHECK(cmp_monotonic() - t0 >= 0.04);
     HANDLE th = CreateThread(NULL, 0, post_later, s, 0, NULL);
     CHECK(th != NULL);
-    int rc = CMP_SEM_BUSY;
-    for (int i = 0; i < 200 && rc == CMP_SEM_BUSY; i++) {
+    int rc = CMP_BUSY;
+    for (int i = 0; i < 200 && rc == CMP_BUSY; i++) {
         rc = cmp_sem_wait_for(s, CMP_WAIT_SLICE);
     }
-    CHECK_EQ(rc, CMP_SEM_OK);
+    CHECK_EQ(rc, CMP_OK);
     if (th != NULL) {
         WaitForSingleObject(th, INFINITE);
         CloseHandle(th);
@@ -1341,11 +1341,11 @@ child_main(int argc, char **argv)
                        &done) != 0) {
         return 3;
     }
-    int rc = CMP_SEM_BUSY;
-    for (int i = 0; i < 200 && rc == CMP_SEM_BUSY; i++) {
+    int rc = CMP_BUSY;
+    for (int i = 0; i < 200 && rc == CMP_BUSY; i++) {
         rc = cmp_sem_wait_for(go, CMP_WAIT_SLICE);
     }
-    if (rc != CMP_SEM_OK) {
+    if (rc != CMP_OK) {
         return 4;
     }
     cmp_mapping m;
@@ -1354,7 +1354,7 @@ child_main(int argc, char **argv)
     }
     strcpy(m.addr + 100, "from the child");
     cmp_arena_release(&m);
-    return cmp_sem_post(done, -1) == CMP_SEM_OK ? 0 : 6;
+    return cmp_sem_post(done, -1) == CMP_OK ? 0 : 6;
 }
 
 static void
@@ -1394,12 +1394,12 @@ test_child_process(void)
         size_t n = 9;
         CHECK_EQ(cmp_io_wait_many(&pi.hProcess, 1, 0.0, &flag, &n), 0);
         CHECK_EQ(n, 0);
-        CHECK_EQ(cmp_sem_post(go, 1), CMP_SEM_OK);
-        int rc = CMP_SEM_BUSY;
-        for (int i = 0; i < 400 && rc == CMP_SEM_BUSY; i++) {
+        CHECK_EQ(cmp_sem_post(go, 1), CMP_OK);
+        int rc = CMP_BUSY;
+        for (int i = 0; i < 400 && rc == CMP_BUSY; i++) {
             rc = cmp_sem_wait_for(done, CMP_WAIT_SLICE);
         }
-        CHECK_EQ(rc, CMP_SEM_OK);
+        CHECK_EQ(rc, CMP_OK);
         CHECK(strcmp(m.addr + 100, "from the child") == 0);
         CHECK_EQ(cmp_io_wait_many(&pi.hProcess, 1, 20.0, &flag, &n), 0);
         CHECK_EQ(n, 1);

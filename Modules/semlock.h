@@ -1,0 +1,41 @@
+/*
+ * semlock.h -- what semaphore.c (SemLock) shares with condition.c (the
+ * Condition/Event core built from SemLock objects): the object's layout and
+ * its acquire/release with the waiting policy, so that the core's hot paths
+ * never go through Python calls.
+ */
+#ifndef CMP_SEMLOCK_H
+#define CMP_SEMLOCK_H
+
+#include "cmp.h"
+#include "spin.h"
+
+/* SemLock kinds (the values multiprocessing.synchronize uses). */
+#define CMP_RECURSIVE_MUTEX 0
+#define CMP_SEMAPHORE 1
+
+typedef struct {
+    PyObject_HEAD
+    cmp_sem_t handle;
+    unsigned long last_tid; /* thread that last acquired */
+    int count;              /* acquisitions not yet released */
+    int kind;
+    int maxvalue;
+    cmp_spin spin;          /* before a blocking wait (spin.h) */
+    char *name; /* NULL once unlinked at creation, or never named */
+} SemLockObject;
+
+static inline int
+semlock_is_mine(SemLockObject *self)
+{
+    return self->count > 0 && self->last_tid == PyThread_get_thread_ident();
+}
+
+/* acquire(): 1 acquired, 0 not (non-blocking or timed out), -1 error. */
+int cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
+                     double seconds);
+
+/* release(): 0 or -1 with an exception. */
+int cmp_semlock_give(SemLockObject *self);
+
+#endif /* CMP_SEMLOCK_H */
