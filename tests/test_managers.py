@@ -23,6 +23,8 @@ from cmultiprocessing import managers
 from cmultiprocessing.managers import (BaseManager, BaseProxy, RemoteError,
                                        SyncManager)
 
+from support import is_gone
+
 LONG = 60.0
 CTX = cmp.get_context('fork')
 
@@ -333,14 +335,6 @@ def _start_manager_then_die(conn):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _gone(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
-    except OSError:
-        return True
-
-
 def test_manager_of_a_killed_parent_does_not_live_on():
     reader, writer = CTX.Pipe(duplex=False)
     middle = CTX.Process(target=_start_manager_then_die, args=(writer,))
@@ -351,9 +345,9 @@ def test_manager_of_a_killed_parent_does_not_live_on():
     middle.join(LONG)
     assert middle.exitcode == -signal.SIGKILL
     deadline = time.monotonic() + LONG
-    while not _gone(manager_pid) and time.monotonic() < deadline:
+    while not is_gone(manager_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _gone(manager_pid)
+    assert is_gone(manager_pid)
 
 
 # ---------------------------------------------------------------------------

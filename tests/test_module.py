@@ -25,6 +25,8 @@ import pytest
 
 import _cmultiprocessing as native
 
+from support import open_fd_count
+
 EXCEPTIONS = ("ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError")
 
 
@@ -208,25 +210,18 @@ def test_isolated_subinterpreter_loads_it_or_refuses_cleanly():
 # ---------------------------------------------------------------------------
 # leaks
 
-def _fd_count():
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        pytest.skip("no /proc/self/fd here")
-
-
 def assert_no_leak(fn, n=3000, blocks=200):
     """Run fn n times after a warm-up; allocated blocks and open file
     descriptors must not grow with n."""
     for _ in range(200):
         fn()
     gc.collect()
-    fds, before = _fd_count(), sys.getallocatedblocks()
+    fds, before = open_fd_count(), sys.getallocatedblocks()
     for _ in range(n):
         fn()
     gc.collect()
     grown = sys.getallocatedblocks() - before
-    assert _fd_count() == fds, "file descriptors leaked"
+    assert open_fd_count() == fds, "file descriptors leaked"
     assert grown < blocks, "%d memory blocks kept over %d calls" % (grown, n)
 
 

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from support import sem_file
+
 _cmp = pytest.importorskip("_cmultiprocessing")
 SemLock = _cmp.SemLock
 
@@ -30,10 +32,6 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX")
 
 def fresh_name():
     return "/cmp-test-%d-%d" % (os.getpid(), next(_names))
-
-
-def sem_file(name):
-    return "/dev/shm/sem." + name.lstrip("/")
 
 
 def make(kind=SEMAPHORE, value=1, maxvalue=1, unlink=True, cls=SemLock):
