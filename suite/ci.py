@@ -776,9 +776,12 @@ def run_extras(stages, failures, interp, lldb, platforms, fuzz_seconds,
         if sys.platform.startswith("linux"):
             checks.append(("LLDB 21 check (sid)", run_lldb21_sid_check, ()))
     if platforms:
+        # the headers of the first interpreter (tools/crosscheck.sh)
+        headers = {} if interp.in_sid else {"PYTHON": interp.python}
         checks.append(("cross-compile check", run_script, (
             "cross-compile check", ["bash", os.path.join(
-                ROOT, "tools", "crosscheck.sh")])))
+                ROOT, "tools", "crosscheck.sh")], 1800,
+            dict(os.environ, **headers))))
         checks.append(("Windows platform tests under wine", run_script, (
             "Windows platform tests under wine", ["bash", os.path.join(
                 ROOT, "tests", "platform_c", "run.sh")])))
