@@ -38,7 +38,7 @@ sys.path.insert(0, HERE)
 
 from stdlib_suite import (iter_tests, kill_group,  # noqa: E402
                           make_reporter, per_class, read_events, tail_of,
-                          totals, worst)
+                          totals)
 
 PACKAGE = "test.test_concurrent_futures"
 

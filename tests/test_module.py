@@ -39,7 +39,8 @@ def run_python(code, timeout=120):
         here.append(os.path.dirname(os.path.dirname(os.path.abspath(cmultiprocessing.__file__))))
     except ImportError:
         pass
-    env["PYTHONPATH"] = os.pathsep.join(here + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        here + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -410,10 +411,11 @@ def _type_error(fn, *args, **kwargs):
 
 
 def test_parser_binds_positional_and_keyword_arguments_alike():
-    a, b = native.Connection(os.pipe()[0]), None
+    a = native.Connection(os.pipe()[0])
     os.close(a.fileno())
     r, w = os.pipe()
-    reader, writer = native.Connection(r, writable=False), native.Connection(handle=w, readable=False)
+    reader = native.Connection(r, writable=False)
+    writer = native.Connection(handle=w, readable=False)
     try:
         writer.send_bytes(b"abcdef", 1, 3)
         writer.send_bytes(buf=b"abcdef", size=2, offset=4)
@@ -457,7 +459,8 @@ def test_parser_messages_are_cpythons():
 
 def test_parser_converters_reject_bad_values():
     # ints: float refused, OverflowError past a C int / Py_ssize_t
-    assert "kind must be an integer, not float" in _type_error(native.SemLock, 1.0, 1, 1, "/x", True)
+    assert "kind must be an integer, not float" in \
+        _type_error(native.SemLock, 1.0, 1, 1, "/x", True)
     with pytest.raises(OverflowError):
         native.SemLock(1, 2 ** 40, 1, "/x", True)
     with pytest.raises(TypeError):

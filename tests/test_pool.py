@@ -11,7 +11,6 @@ import os
 import pickle
 import signal
 import struct
-import sys
 import threading
 import time
 import unittest.mock

@@ -371,11 +371,12 @@ def test_errors_match_stdlib(made):
         dict(name=base.name, size=4000),
     ]
     for kwargs in cases:
-        ours = _outcome(lambda: sm.SharedMemory(**kwargs))
+        ours = _outcome(lambda kwargs=kwargs: sm.SharedMemory(**kwargs))
         if HAS_TRACK:
-            theirs = _outcome(lambda: std.SharedMemory(track=False, **kwargs))
+            theirs = _outcome(
+                lambda kwargs=kwargs: std.SharedMemory(track=False, **kwargs))
         else:
-            def make():
+            def make(kwargs=kwargs):
                 shm = std.SharedMemory(**kwargs)
                 std_untrack(shm._name)
                 return shm
@@ -384,7 +385,6 @@ def test_errors_match_stdlib(made):
 
 
 def test_stdlib_and_ours_share_bytes(made):
-    from multiprocessing import shared_memory as std
     ours = sm.SharedMemory(create=True, size=64)
     made.append(ours)
     theirs = std_attach(ours.name)
