@@ -15,8 +15,11 @@ import sys
 import pytest
 
 # The test files import their shared helpers as `support` (tests/support.py),
-# whatever pytest's import mode.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# whatever pytest's import mode (the default, prepend, has put this folder on
+# sys.path already: no second entry, which children would inherit).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 from support import is_helper, live_children, settle, shm_entries  # noqa: E402
 
