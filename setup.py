@@ -13,7 +13,7 @@ import glob
 import os
 import sys
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
@@ -127,7 +127,22 @@ class BuildWithAliasHook(build_py):
             os.path.join(self.build_lib, ALIAS_PTH)]
 
 
+# The packages under Lib/: the ones found there, plus the PEP 561 stub-only
+# package of the extension module (_cmultiprocessing is a top-level module,
+# whose stub a type checker finds only as _cmultiprocessing-stubs; the name
+# is not an identifier, so find_packages() skips it), with their data files.
+# (Here rather than in pyproject.toml: the setuptools of 3.11 and Debian
+# (65, 66) refuse that name as a package-data key there.)
+PACKAGES = find_packages("Lib") + ["_cmultiprocessing-stubs"]
+PACKAGE_DATA = {
+    "cmultiprocessing": ["py.typed"],
+    "_cmultiprocessing-stubs": ["__init__.pyi"],
+}
+
+
 setup(
+    packages=PACKAGES,
+    package_data=PACKAGE_DATA,
     cmdclass={"build_ext": BuildWithLauncher, "build_py": BuildWithAliasHook},
     ext_modules=[
         Extension(

@@ -622,7 +622,9 @@ def fmt_value(bench, entry):
     sec = entry["median"]
     if bench.kind == "bandwidth":
         rate = bench.nbytes / sec
-        return "%.2f GiB/s" % (rate / (1 << 30)) if rate >= (1 << 30) else "%.0f MiB/s" % (rate / MiB)
+        if rate >= (1 << 30):
+            return "%.2f GiB/s" % (rate / (1 << 30))
+        return "%.0f MiB/s" % (rate / MiB)
     if bench.kind == "rate":
         rate = 1.0 / sec
         return "%.2fM/s" % (rate / 1e6) if rate >= 1e6 else "%.0fk/s" % (rate / 1e3)
@@ -797,7 +799,9 @@ def fmt_cref(row):
         return "n/a"
     if row["nbytes"]:
         rate = row["nbytes"] / row["best"]
-        return "%.2f GiB/s" % (rate / (1 << 30)) if rate >= (1 << 30) else "%.0f MiB/s" % (rate / MiB)
+        if rate >= (1 << 30):
+            return "%.2f GiB/s" % (rate / (1 << 30))
+        return "%.0f MiB/s" % (rate / MiB)
     return fmt_time(row["best"])
 
 
@@ -811,12 +815,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a short run (about a minute)")
     ap.add_argument("--only", metavar="NAME", action="append",
-                    help="run the benchmarks whose name contains NAME (case-insensitive; repeatable)")
+                    help="run the benchmarks whose name contains NAME "
+                    "(case-insensitive; repeatable)")
     ap.add_argument("--json", metavar="FILE", help="write every sample as JSON")
-    ap.add_argument("--reps", type=int, help="repetitions per library (default 3, or 5 for a full run)")
+    ap.add_argument("--reps", type=int,
+                    help="repetitions per library (default 3, or 5 for a full run)")
     ap.add_argument("--start-method", default=None,
                     help="start method for the worker processes (default: fork where it exists)")
-    ap.add_argument("--no-peers", action="store_true", help="leave out billiard, multiprocess, faster-fifo")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="leave out billiard, multiprocess, faster-fifo")
     ap.add_argument("--no-cref", action="store_true", help="leave out the C reference table")
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = ap.parse_args(argv)
@@ -854,11 +861,14 @@ def main(argv=None):
                 pass
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print("cmultiprocessing benchmarks: Python %s on %s, %s CPUs, start method %s, %d repetitions (median)"
-          % (platform.python_version(), platform.platform(terse=True), os.cpu_count(), method, reps))
+    print("cmultiprocessing benchmarks: Python %s on %s, %s CPUs, start method %s, "
+          "%d repetitions (median)"
+          % (platform.python_version(), platform.platform(terse=True), os.cpu_count(),
+             method, reps))
     if load is not None:
+        busy = load[0] > (os.cpu_count() or 1) * 0.5
         print("load average %.2f %.2f %.2f%s" % (load + (
-            "  (a busy machine: figures will be noisy)" if load[0] > (os.cpu_count() or 1) * 0.5 else "",)))
+            "  (a busy machine: figures will be noisy)" if busy else "",)))
     if impls[1].error:
         print("cmultiprocessing could not be imported (%s): its column is n/a" % impls[1].error)
     if impls[1].mod is not None:

@@ -11,66 +11,20 @@ nothing else runs at the same time: in CI (CI=true) or with CMP_LEAK_CHECK=1.
 """
 import os
 import sys
-import time
 
 import pytest
 
-SHM_DIR = "/dev/shm"
-HELPER_MARKERS = (b"resource_tracker", b"forkserver")
+# The test files import their shared helpers as `support` (tests/support.py),
+# whatever pytest's import mode (the default, prepend, has put this folder on
+# sys.path already: no second entry, which children would inherit).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from support import is_helper, live_children, settle, shm_entries  # noqa: E402
+
 CHECK_SHM = os.environ.get("CMP_LEAK_CHECK",
                            "1" if os.environ.get("CI") == "true" else "0") == "1"
-
-
-def _shm_entries():
-    try:
-        return set(os.listdir(SHM_DIR))
-    except OSError:
-        return set()
-
-
-def _children():
-    """pids of live (not zombie) children of this process, by /proc."""
-    me = os.getpid()
-    found = set()
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return found
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # the command name is in parentheses and may hold spaces
-        rest = stat[stat.rfind(b")") + 2:].split()
-        if len(rest) < 2:
-            continue
-        state, ppid = rest[0], int(rest[1])
-        if ppid == me and state != b"Z":
-            found.add(int(name))
-    return found
-
-
-def _is_helper(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            cmdline = f.read()
-    except OSError:
-        return True     # gone already
-    return any(m in cmdline for m in HELPER_MARKERS)
-
-
-def _settle(check, timeout=5.0):
-    """Poll check() until it returns a false value or timeout; return it."""
-    deadline = time.monotonic() + timeout
-    leftover = check()
-    while leftover and time.monotonic() < deadline:
-        time.sleep(0.05)
-        leftover = check()
-    return leftover
 
 
 @pytest.fixture(autouse=True)
@@ -79,12 +33,12 @@ def no_leaks(request):
             request.node.get_closest_marker("allow_leaks"):
         yield
         return
-    shm_before = _shm_entries() if CHECK_SHM else set()
-    children_before = _children()
+    shm_before = shm_entries() if CHECK_SHM else set()
+    children_before = live_children()
     yield
-    new_children = _settle(lambda: {p for p in _children() - children_before
-                                    if not _is_helper(p)})
-    new_shm = _settle(lambda: _shm_entries() - shm_before) if CHECK_SHM \
+    new_children = settle(lambda: {p for p in live_children() - children_before
+                                   if not is_helper(p)})
+    new_shm = settle(lambda: shm_entries() - shm_before) if CHECK_SHM \
         else set()
     problems = []
     if new_children:

@@ -177,7 +177,9 @@ def test_sdist_holds_every_source_and_builds_a_working_wheel(
     needed = [f for f in files
               if f.startswith(("Modules/", "Lib/cmultiprocessing/"))
               and f.endswith((".c", ".h", ".py"))]
-    needed += ["setup.py", "pyproject.toml", "README.md"]
+    needed += ["setup.py", "pyproject.toml", "README.md", "LICENSE", "NOTICE",
+               "Lib/cmultiprocessing/py.typed",
+               "Lib/_cmultiprocessing-stubs/__init__.pyi"]
     missing = sorted(f for f in needed if f not in inside)
     assert not missing, "not in the sdist: %s" % missing
 

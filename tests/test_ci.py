@@ -1,4 +1,4 @@
-"""Unit tests of the test command's own logic (tests/ci.py): which suite rows
+"""Unit tests of the test command's own logic (suite/ci.py): which suite rows
 it plans, how a row is judged against the committed stdlib results and the
 ratchet, and that a row that did not run is reported and fails the run."""
 import importlib.util
@@ -8,13 +8,15 @@ import sys
 
 import pytest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+# the runner lives in suite/, beside tests/
+_SUITE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "suite")
 
 
 @pytest.fixture(scope="module")
 def ci():
     spec = importlib.util.spec_from_file_location(
-        "_cmp_ci", os.path.join(_HERE, "ci.py"))
+        "_cmp_ci", os.path.join(_SUITE, "ci.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -73,6 +75,20 @@ def test_row_below_ratchet_fails_and_update_raises_it(ci):
     ci.record_row(_suite_data(["A.%d" % i for i in range(7)]), {}, ratchet,
                   "3.12", "spawn", failures, True)
     assert failures == [] and ratchet["3.12"]["spawn"] == 7
+
+
+def test_narrowed_row_is_judged_by_the_tests_that_ran(ci):
+    recorded = {"3.12": {"fork": {"python": "3.12.1",
+                                  "passed": ["A.a", "A.b", "B.c"]}}}
+    ratchet = {"3.12": {"fork": 300}}
+    failures = []
+    row = ci.record_row(_suite_data(["A.a", "A.b"]), recorded, ratchet,
+                        "3.12", "fork", failures, True, narrowed=True)
+    assert failures == [] and row["missing"] == []   # B.c did not run
+    assert ratchet["3.12"]["fork"] == 300             # left alone
+    ci.record_row(_suite_data(["A.a"], failed=["A.b"]), recorded, ratchet,
+                  "3.12", "fork", failures, False, narrowed=True)
+    assert len(failures) == 1 and "--only" in failures[0]
 
 
 def test_row_without_result_is_a_failure(ci, capsys):

@@ -1,10 +1,11 @@
-"""tests/clients.py's own logic: junit outcomes and the comparison."""
+"""suite/clients.py's own logic: junit outcomes and the comparison."""
 import importlib.util
 import os
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+SUITE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                     "suite")
 spec = importlib.util.spec_from_file_location(
-    "clients", os.path.join(HERE, "clients.py"))
+    "clients", os.path.join(SUITE, "clients.py"))
 clients = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(clients)
 

@@ -23,6 +23,8 @@ from cmultiprocessing import connection
 from cmultiprocessing.connection import (AuthenticationError, Client,
                                          Listener)
 
+from support import thread_count
+
 KEY = b"robust-key"
 FAMILIES = ["AF_INET", "AF_UNIX"]
 JOIN = 60.0
@@ -505,19 +507,16 @@ def test_manager_drops_stalled_clients_after_deadline():
     import cmultiprocessing
     ctx = cmultiprocessing.get_context("fork")
 
-    def threads(pid):
-        return len(os.listdir("/proc/%d/task" % pid))
-
     with ctx.Manager() as m:
         family = connection.address_type(m.address)
         pid = m._process.pid
-        base = threads(pid)
+        base = thread_count(pid)
         stalled = [raw_connect(m.address, family) for _ in range(8)]
         try:
             for s in stalled:
                 # each was challenged: its thread exists by now
                 assert read_frame(s).startswith(b"#CHALLENGE#")
-            assert threads(pid) >= base + 8
+            assert thread_count(pid) >= base + 8
             for s in stalled:
                 assert drained_to_eof(s)       # closed after the deadline
         finally:

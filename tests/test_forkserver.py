@@ -11,6 +11,8 @@ import _cmultiprocessing
 import cmultiprocessing
 from cmultiprocessing import forkserver
 
+from support import cmdline, proc_state
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX only")
 
 
@@ -76,9 +78,8 @@ def test_server_restarts_after_being_killed(ctx):
         except ProcessLookupError:
             break
         # a zombie until ensure_running() reaps it
-        with open("/proc/%d/stat" % old) as f:
-            if f.read().split(")")[-1].split()[0] == "Z":
-                break
+        if proc_state(old) == "Z":
+            break
         time.sleep(0.01)
     p = ctx.Process(target=_sleep_then_exit, args=(0, 0))
     p.start()
@@ -202,18 +203,13 @@ authenticated = pytest.mark.skipif(
     reason="the stdlib authenticates forkserver requests from 3.14 on")
 
 
-def _cmdline(pid):
-    with open("/proc/%d/cmdline" % pid, "rb") as f:
-        return f.read()
-
-
 @pytest.mark.skipif(sys.version_info >= (3, 14), reason="before 3.14 only")
 def test_no_authkey_before_3_14(ctx):
     forkserver.ensure_running()
     fs = forkserver._forkserver
     assert fs._forkserver_authkey is None
     if sys.platform.startswith("linux"):
-        assert b"authkey_r" not in _cmdline(fs._forkserver_pid)
+        assert b"authkey_r" not in cmdline(fs._forkserver_pid)
 
 
 @authenticated
@@ -225,7 +221,7 @@ def test_authkey_is_fresh_per_server_and_not_in_argv():
     key = fs._forkserver_authkey
     assert isinstance(key, bytes) and len(key) == 32
     if sys.platform.startswith("linux"):
-        argv = _cmdline(fs._forkserver_pid)
+        argv = cmdline(fs._forkserver_pid)
         assert key not in argv
         assert repr(key).encode() not in argv
         assert key.hex().encode() not in argv

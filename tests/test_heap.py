@@ -35,7 +35,7 @@ def check_consistent(h):
     blocks = layout(h)
     sizes = [a.size for a in h._arenas]
     assert sum(stop - start for _, start, stop, _ in blocks) == sum(sizes)
-    for (i, s, e, kind), (j, s2, e2, kind2) in zip(blocks, blocks[1:]):
+    for (i, _s, e, kind), (j, s2, _e2, kind2) in zip(blocks, blocks[1:]):
         if i == j:
             assert e == s2
             assert not (kind == kind2 == "free"), "free blocks not merged"

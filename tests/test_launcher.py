@@ -153,7 +153,8 @@ def test_launcher_library_that_is_not_python():
 
 def _other_versions_library():
     ours = "%d.%d" % sys.version_info[:2]
-    for pattern in ("/root/.pyenv/versions/*/lib/libpython3.*.so.1.0",
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    for pattern in (os.path.join(pyenv, "versions/*/lib/libpython3.*.so.1.0"),
                     "/usr/lib/*/libpython3.*.so.1.0",
                     "/usr/local/lib/libpython3.*.so.1.0"):
         for path in sorted(glob.glob(pattern)):

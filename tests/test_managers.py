@@ -9,7 +9,6 @@ import errno
 import gc
 import os
 import pickle
-import queue as pyqueue
 import signal
 import socket
 import sys
@@ -22,6 +21,8 @@ import cmultiprocessing as cmp
 from cmultiprocessing import managers
 from cmultiprocessing.managers import (BaseManager, BaseProxy, RemoteError,
                                        SyncManager)
+
+from support import is_gone
 
 LONG = 60.0
 CTX = cmp.get_context('fork')
@@ -105,7 +106,7 @@ def test_sync_manager_types(manager):
     assert 'x=1' in str(ns) and '_y' not in str(ns)
     del ns.z
     with pytest.raises(AttributeError):
-        ns.z
+        ns.z  # noqa: B018 -- the look-up is what raises
     v = manager.Value('i', 5)
     v.value += 1
     assert v.get() == 6 and v.value == 6
@@ -333,14 +334,6 @@ def _start_manager_then_die(conn):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _gone(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
-    except OSError:
-        return True
-
-
 def test_manager_of_a_killed_parent_does_not_live_on():
     reader, writer = CTX.Pipe(duplex=False)
     middle = CTX.Process(target=_start_manager_then_die, args=(writer,))
@@ -351,9 +344,9 @@ def test_manager_of_a_killed_parent_does_not_live_on():
     middle.join(LONG)
     assert middle.exitcode == -signal.SIGKILL
     deadline = time.monotonic() + LONG
-    while not _gone(manager_pid) and time.monotonic() < deadline:
+    while not is_gone(manager_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _gone(manager_pid)
+    assert is_gone(manager_pid)
 
 
 # ---------------------------------------------------------------------------

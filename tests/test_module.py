@@ -25,6 +25,8 @@ import pytest
 
 import _cmultiprocessing as native
 
+from support import open_fd_count
+
 EXCEPTIONS = ("ProcessError", "BufferTooShort", "TimeoutError", "AuthenticationError")
 
 
@@ -37,7 +39,8 @@ def run_python(code, timeout=120):
         here.append(os.path.dirname(os.path.dirname(os.path.abspath(cmultiprocessing.__file__))))
     except ImportError:
         pass
-    env["PYTHONPATH"] = os.pathsep.join(here + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        here + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -208,25 +211,18 @@ def test_isolated_subinterpreter_loads_it_or_refuses_cleanly():
 # ---------------------------------------------------------------------------
 # leaks
 
-def _fd_count():
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        pytest.skip("no /proc/self/fd here")
-
-
 def assert_no_leak(fn, n=3000, blocks=200):
     """Run fn n times after a warm-up; allocated blocks and open file
     descriptors must not grow with n."""
     for _ in range(200):
         fn()
     gc.collect()
-    fds, before = _fd_count(), sys.getallocatedblocks()
+    fds, before = open_fd_count(), sys.getallocatedblocks()
     for _ in range(n):
         fn()
     gc.collect()
     grown = sys.getallocatedblocks() - before
-    assert _fd_count() == fds, "file descriptors leaked"
+    assert open_fd_count() == fds, "file descriptors leaked"
     assert grown < blocks, "%d memory blocks kept over %d calls" % (grown, n)
 
 
@@ -415,10 +411,11 @@ def _type_error(fn, *args, **kwargs):
 
 
 def test_parser_binds_positional_and_keyword_arguments_alike():
-    a, b = native.Connection(os.pipe()[0]), None
+    a = native.Connection(os.pipe()[0])
     os.close(a.fileno())
     r, w = os.pipe()
-    reader, writer = native.Connection(r, writable=False), native.Connection(handle=w, readable=False)
+    reader = native.Connection(r, writable=False)
+    writer = native.Connection(handle=w, readable=False)
     try:
         writer.send_bytes(b"abcdef", 1, 3)
         writer.send_bytes(buf=b"abcdef", size=2, offset=4)
@@ -462,7 +459,8 @@ def test_parser_messages_are_cpythons():
 
 def test_parser_converters_reject_bad_values():
     # ints: float refused, OverflowError past a C int / Py_ssize_t
-    assert "kind must be an integer, not float" in _type_error(native.SemLock, 1.0, 1, 1, "/x", True)
+    assert "kind must be an integer, not float" in \
+        _type_error(native.SemLock, 1.0, 1, 1, "/x", True)
     with pytest.raises(OverflowError):
         native.SemLock(1, 2 ** 40, 1, "/x", True)
     with pytest.raises(TypeError):

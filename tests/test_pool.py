@@ -11,7 +11,6 @@ import os
 import pickle
 import signal
 import struct
-import sys
 import threading
 import time
 import unittest.mock
@@ -21,6 +20,8 @@ import pytest
 
 import cmultiprocessing as cmp
 from cmultiprocessing import pool as mpool
+
+from support import is_gone, open_fd_count
 
 LONG = 60.0          # bound for things that must happen (never reached)
 
@@ -504,10 +505,6 @@ def test_pool_survives_a_failed_replacement(capsys):
     assert 'cannot start a worker now' in capsys.readouterr().err
 
 
-def _open_fds():
-    return len(os.listdir('/proc/self/fd'))
-
-
 @pytest.mark.skipif(not os.path.isdir('/proc/self/fd'), reason='needs /proc')
 def test_no_descriptor_leaks():
     class NoStart:
@@ -524,7 +521,7 @@ def test_no_descriptor_leaks():
     warm.join()
     del warm
     gc.collect()
-    before = _open_fds()
+    before = open_fd_count()
     for _ in range(3):
         p = ctx.Pool(2)
         p.map(square, range(10))
@@ -538,7 +535,7 @@ def test_no_descriptor_leaks():
             mpool.Pool(2, context=fake)
     del p
     gc.collect()
-    assert _open_fds() <= before
+    assert open_fd_count() <= before
 
 
 def test_tasks_batched_behind_a_killed_task_still_run():
@@ -572,14 +569,6 @@ def _pool_then_die(conn, method):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _gone(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
-    except OSError:
-        return True
-
-
 @pytest.mark.skipif(not os.path.isdir('/proc/self'), reason='needs /proc')
 @pytest.mark.parametrize('method', ['fork', 'spawn'])
 def test_workers_of_a_killed_pool_exit(method):
@@ -592,9 +581,9 @@ def test_workers_of_a_killed_pool_exit(method):
     reader.close()
     middle.join(LONG)
     deadline = time.monotonic() + LONG
-    while not all(map(_gone, pids)) and time.monotonic() < deadline:
+    while not all(map(is_gone, pids)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert all(map(_gone, pids))
+    assert all(map(is_gone, pids))
 
 
 # -- packed map() results ------------------------------------------------------

@@ -4,7 +4,6 @@ Every test counts the messages that arrive: each one put must come out
 exactly once, in order for a single producer, except those the feeder-error
 hook reports as dropped.
 """
-import io
 import os
 import pickle
 import queue as pyqueue
@@ -501,7 +500,7 @@ def test_simple_queue_between_processes(method):
 
 
 def _worker(jq):
-    for item in iter(jq.get, None):
+    for _item in iter(jq.get, None):
         jq.task_done()
     jq.task_done()
 
@@ -514,7 +513,7 @@ def test_joinable_queue_task_done_and_join():
     for i in range(100):
         jq.put(i)
     jq.join()                         # all 100 processed
-    for w in workers:
+    for _ in workers:
         jq.put(None)
     jq.join()
     for w in workers:

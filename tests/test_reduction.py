@@ -14,11 +14,9 @@ import _cmultiprocessing as native
 from cmultiprocessing import reduction, resource_sharer
 from cmultiprocessing.connection import Pipe, Connection
 
+from support import open_fds
+
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX fds")
-
-
-def open_fds():
-    return set(int(n) for n in os.listdir("/proc/self/fd"))
 
 
 @pytest.fixture
@@ -60,7 +58,7 @@ def test_register_custom_reducer_and_isolation():
     finally:
         del reduction.ForkingPickler._extra_reducers[Custom]
     # plain pickle never saw the registration
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 -- whichever pickle raises
         pickle.dumps(Custom())
 
 

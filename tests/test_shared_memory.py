@@ -13,6 +13,8 @@ import cmultiprocessing
 import cmultiprocessing.resource_tracker
 from cmultiprocessing import shared_memory as sm
 
+from support import shm_exists
+
 POSIX = os.name == "posix"
 HAS_TRACK = sys.version_info >= (3, 13)
 
@@ -21,10 +23,6 @@ pytestmark = pytest.mark.skipif(not POSIX, reason="POSIX segments")
 
 def fresh_name(tag="t"):
     return "cmpt_%s_%d_%s" % (tag, os.getpid(), uuid.uuid4().hex[:8])
-
-
-def exists(name):
-    return os.path.exists("/dev/shm/" + name.lstrip("/"))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -44,7 +42,7 @@ def nothing_left_in_dev_shm():
     finally:
         _cmultiprocessing.shm_segment = real
     assert created, "the recording hook saw nothing"
-    left = [path for path in created if exists(path)]
+    left = [path for path in created if shm_exists(path)]
     assert not left, "segments left in /dev/shm: %r" % left
 
 
@@ -95,7 +93,7 @@ def test_native_open_unlink_roundtrip():
     finally:
         os.close(fd)
         _cmultiprocessing.shm_unlink(path)
-    assert not exists(path)
+    assert not shm_exists(path)
     with pytest.raises(FileNotFoundError):
         _cmultiprocessing.shm_unlink(path)
     with pytest.raises(FileNotFoundError):
@@ -170,7 +168,7 @@ def test_create_attach_close_unlink(made):
     b.close()
     a.close()
     a.unlink()
-    assert not exists(name)
+    assert not shm_exists(name)
     made.clear()
 
 
@@ -179,7 +177,7 @@ def test_random_names(made):
     made.append(a)
     assert a._name.startswith(sm._SHM_NAME_PREFIX)
     assert len(a._name) <= sm._SHM_SAFE_NAME_LENGTH
-    assert exists(a.name)
+    assert shm_exists(a.name)
     assert sm._make_filename() != sm._make_filename()
 
 
@@ -373,11 +371,12 @@ def test_errors_match_stdlib(made):
         dict(name=base.name, size=4000),
     ]
     for kwargs in cases:
-        ours = _outcome(lambda: sm.SharedMemory(**kwargs))
+        ours = _outcome(lambda kwargs=kwargs: sm.SharedMemory(**kwargs))
         if HAS_TRACK:
-            theirs = _outcome(lambda: std.SharedMemory(track=False, **kwargs))
+            theirs = _outcome(
+                lambda kwargs=kwargs: std.SharedMemory(track=False, **kwargs))
         else:
-            def make():
+            def make(kwargs=kwargs):
                 shm = std.SharedMemory(**kwargs)
                 std_untrack(shm._name)
                 return shm
@@ -386,7 +385,6 @@ def test_errors_match_stdlib(made):
 
 
 def test_stdlib_and_ours_share_bytes(made):
-    from multiprocessing import shared_memory as std
     ours = sm.SharedMemory(create=True, size=64)
     made.append(ours)
     theirs = std_attach(ours.name)

@@ -12,6 +12,8 @@ import _cmultiprocessing
 import cmultiprocessing
 from cmultiprocessing import _interpreter, spawn
 
+from support import child_states
+
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX only")
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIB = os.path.join(os.path.dirname(HERE), "Lib")
@@ -87,7 +89,7 @@ def test_spawnv_passfds_accepts_keywords_and_duplicates():
 
 @posix_only
 def test_spawnv_passfds_exec_failure_is_oserror(tmp_path):
-    before = _children_of_this_process()
+    before = child_states()
     missing = str(tmp_path / "no-such-python")
     with pytest.raises(FileNotFoundError) as info:
         _cmultiprocessing.spawnv_passfds(missing, [missing], [])
@@ -100,25 +102,7 @@ def test_spawnv_passfds_exec_failure_is_oserror(tmp_path):
     # the failed children were reaped: no new child of ours, running or
     # zombie (helpers earlier tests started, e.g. the resource tracker,
     # may still be our children in a full run)
-    assert not set(_children_of_this_process()) - set(before)
-
-
-def _children_of_this_process():
-    """{pid: state letter} of this process's children, from /proc."""
-    me = os.getpid()
-    found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(b")") + 2:].split()
-        if int(rest[1]) == me:
-            found[int(name)] = rest[0].decode()
-    return found
+    assert not set(child_states()) - set(before)
 
 
 @posix_only

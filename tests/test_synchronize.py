@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from support import sem_file
+
 _cmp = pytest.importorskip("_cmultiprocessing")
 SemLock = _cmp.SemLock
 
@@ -30,10 +32,6 @@ posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX")
 
 def fresh_name():
     return "/cmp-test-%d-%d" % (os.getpid(), next(_names))
-
-
-def sem_file(name):
-    return "/dev/shm/sem." + name.lstrip("/")
 
 
 def make(kind=SEMAPHORE, value=1, maxvalue=1, unlink=True, cls=SemLock):
@@ -680,7 +678,7 @@ def test_condition_with_statement_uses_the_locks_methods():
         with pytest.raises(ZeroDivisionError):
             with cond as got:
                 assert got is True and native._is_mine()
-                1 / 0
+                1 / 0  # noqa: B018 -- raises inside the with block, on purpose
         assert not native._is_mine()
         with contextlib.ExitStack() as stack:       # calls Condition.__enter__(cond)
             assert stack.enter_context(cond) is True
@@ -866,7 +864,7 @@ def test_locked_seen_from_another_process():
     for make in (c.Lock, c.RLock):
         lock, taken = make(), c.Semaphore(0)
 
-        def child():
+        def child(lock=lock, taken=taken):
             lock.acquire()
             ok = lock.locked()
             taken.release()

@@ -2,7 +2,6 @@
 logging, temp dirs, fd helpers, interpreter flags."""
 import gc
 import io
-import logging
 import os
 import subprocess
 import sys
@@ -277,7 +276,6 @@ def test_thread_waits_in_a_child_without_threading_imported_first():
     # A child whose target starts a non-daemon thread still waits for it
     # before exiting (threading._shutdown runs once threading is loaded).
     def target():
-        import threading
         import time
         done = []
 

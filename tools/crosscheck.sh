@@ -8,8 +8,13 @@
 #
 # The compiler is PyPI's ziglang (`python -m ziglang cc -target ...`),
 # installed into .ci-venvs/zig (git-ignored) when missing.  Python.h comes
-# from the CPython 3.12 headers (CMP_PYINC to override) with the small
-# per-target pyconfig.h of tools/cross/<target>/ in place of the host's.
+# from the headers of $PYTHON (default python3 on PATH; the folder its
+# sysconfig.get_paths()["include"] names), or from CMP_PYINC when set, with
+# the small per-target pyconfig.h of tools/cross/<target>/ in place of the
+# host's.  The test command passes its first interpreter (3.12).
+#
+# Environment: PYTHON (the interpreter that makes the zig venv and whose
+# headers are used), CMP_PYINC (a folder holding Python.h, instead).
 # The child launcher (Modules/launcher/) is compiled the same way and
 # linked as an executable of each target.  Objects go to a temporary
 # directory that is removed at exit: nothing is left in the tree.  Prints one line per file and target, then the link
@@ -27,7 +32,7 @@ venv="$here/.ci-venvs/zig"
 zigpy="$venv/bin/python"
 if ! "$zigpy" -m ziglang version >/dev/null 2>&1; then
     host_py=""
-    for p in /work/venvs/py3.12/bin/python python3 python; do
+    for p in ${PYTHON:-} python3 python; do
         if command -v "$p" >/dev/null 2>&1; then host_py=$p; break; fi
     done
     [ -n "$host_py" ] || { echo "crosscheck: no python to make $venv"; exit 2; }
@@ -39,9 +44,13 @@ fi
 zigcc() { "$zigpy" -m ziglang cc "$@"; }
 
 # ---- the headers ------------------------------------------------------------
-pyinc=${CMP_PYINC:-/root/.pyenv/versions/3.12.1/include/python3.12}
+include_of() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null; }
+pyinc=${CMP_PYINC:-}
+if [ -z "$pyinc" ]; then
+    pyinc=$(include_of "${PYTHON:-python3}")
+fi
 if [ ! -f "$pyinc/Python.h" ]; then
-    pyinc=$("$zigpy" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+    pyinc=$(include_of "$zigpy")
 fi
 [ -f "$pyinc/Python.h" ] || { echo "crosscheck: no Python.h (set CMP_PYINC)"; exit 2; }
 

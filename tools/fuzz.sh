@@ -16,14 +16,15 @@
 # refuses every global, so no input can run code.
 #
 # Environment: FUZZ_OUT (build and work folder, default /tmp/cmp-fuzz),
-# PYTHON (a CPython 3.11+ with a shared libpython, default the 3.12 venv),
+# PYTHON (a CPython 3.11+ with a shared libpython and its headers, default
+# python3 on PATH; its sysconfig gives the include and library folders),
 # CC (default the newest clang-NN found).  Crashing inputs are kept under
 # $FUZZ_OUT/artifacts/<target>-<time>/.
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${FUZZ_OUT:-/tmp/cmp-fuzz}
-py=${PYTHON:-/work/venvs/py3.12/bin/python}
+py=${PYTHON:-python3}
 targets="conn handshake"
 
 if [ -z "${CC:-}" ]; then

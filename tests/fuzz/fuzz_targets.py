@@ -121,14 +121,20 @@ def _endpoints(use_pipe, stream, dribble):
     pauses between them, so that the reader waits mid-frame."""
     if use_pipe:
         r, w = os.pipe()
-        reader, write = Connection(r, writable=False), \
-            lambda data: os.write(w, data)
-        finish = lambda: os.close(w)
+        reader = Connection(r, writable=False)
+
+        def write(data):
+            return os.write(w, data)
+
+        def finish():
+            os.close(w)
         peer = None
     else:
         a, peer = socket.socketpair()
         reader, write = Connection(a.detach()), peer.sendall
-        finish = lambda: peer.shutdown(socket.SHUT_WR)
+
+        def finish():
+            peer.shutdown(socket.SHUT_WR)
     if not dribble:
         try:
             if stream:
@@ -201,7 +207,7 @@ def _read_all(conn, stream, method, param):
         if method == 0:
             _check(want, lambda: conn.recv_bytes())
         elif method == 1:
-            _check(want, lambda: conn.recv_bytes(maxlength))
+            _check(want, lambda maxlength=maxlength: conn.recv_bytes(maxlength))
         elif method == 2:
             _check_into(conn, want, param)
         else:

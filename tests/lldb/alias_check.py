@@ -5,7 +5,9 @@ cmultiprocessing.install(), ProcessPoolExecutor under fork, spawn and
 forkserver must run children on LLDB's interpreter that see the alias and
 load nothing of the stdlib's multiprocessing.  Prints one line,
 "CMP-LLDB <json>"; the runner judges it."""
-import json, os, sys
+import json
+import os
+import sys
 
 def child_report(_=None):
     import multiprocessing
@@ -26,6 +28,7 @@ def __lldb_init_module(debugger, internal_dict):
         for m in ('fork', 'spawn', 'forkserver'):
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(m)) as ex:
                 out[m] = ex.submit(child_report).result(timeout=60)
-    except BaseException as e:
-        import traceback; out['error'] = traceback.format_exc()
+    except BaseException:
+        import traceback
+        out['error'] = traceback.format_exc()
     print('CMP-LLDB ' + json.dumps(out))

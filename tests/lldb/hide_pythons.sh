@@ -16,10 +16,12 @@
 # tools/sid-pythons.sh (itself a private mount namespace) it nests one more.
 # Exit status: CMD's, or 70 when it cannot hide (no unshare, mount failed).
 set -eu
+# pyenv's folder: PYENV_ROOT, else what `pyenv root` says, else ~/.pyenv
+pyenv_root=${PYENV_ROOT:-$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")}
 if [ "${1:-}" = --other ] && [ $# = 2 ]; then
     for minor in 12 13 11 15 14 10; do
         [ "3.$minor" != "$2" ] || continue
-        for f in /root/.pyenv/versions/3.$minor.*/bin/python3.$minor \
+        for f in "$pyenv_root"/versions/3.$minor.*/bin/python3.$minor \
                  /usr/local/bin/python3.$minor /usr/bin/python3.$minor; do
             [ -x "$f" ] && [ -f "$f" ] && { echo "$f"; exit 0; }
         done
@@ -51,9 +53,7 @@ what=$1
 shift
 
 dirs="/usr/bin /usr/local/bin /bin"
-for d in /root/.pyenv/versions/*/bin /root/.pyenv/shims \
-         "${PYENV_ROOT:-/nonexistent}"/versions/*/bin \
-         "${PYENV_ROOT:-/nonexistent}"/shims; do
+for d in "$pyenv_root"/versions/*/bin "$pyenv_root"/shims; do
     dirs="$dirs $d"
 done
 old_ifs=$IFS

@@ -64,7 +64,8 @@ find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
 
 # A PATH with lldb and nothing else, and one with another Python first.
 other=""
-for cand in /root/.pyenv/shims "$HOME/.pyenv/shims" /usr/local/bin; do
+pyenv_root=${PYENV_ROOT:-$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")}
+for cand in "$pyenv_root/shims" /usr/local/bin; do
     if [ -x "$cand/python3" ] && [ "$(readlink -f "$cand/python3")" != "$(readlink -f "$py")" ]; then
         other=$cand; break
     fi

@@ -29,9 +29,10 @@ fail() { failed=$((failed + 1)); echo "FAIL   launcher: $1"; }
 finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit; }
 
 # ---- build ------------------------------------------------------------------
-pyinc=${CMP_PYINC:-/root/.pyenv/versions/3.12.1/include/python3.12}
+# Python.h: CMP_PYINC, else the headers of $PYTHON (default python3)
+pyinc=${CMP_PYINC:-}
 if [ ! -f "$pyinc/Python.h" ]; then
-    pyinc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)
+    pyinc=$("${PYTHON:-python3}" -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)
 fi
 if [ ! -f "$pyinc/Python.h" ]; then
     fail "no Python.h (set CMP_PYINC)"

@@ -2,10 +2,10 @@
 """Run the interpreter's test_multiprocessing_forkserver/test_preload.py
 (3.15+) against cmultiprocessing, or with --stdlib against the stdlib.
 
-    python tests/stdlib_preload.py [--stdlib] [-v]
+    python suite/stdlib_preload.py [--stdlib] [-v]
 
 The file is copied into a scratch folder with the module names rewritten as
-tests/stdlib_suite.py does, and run there with unittest; the exit status is
+suite/stdlib_suite.py does, and run there with unittest; the exit status is
 unittest's.  An interpreter without the file skips (exit status 0).
 """
 import argparse

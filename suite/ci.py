@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """The project's test run: what `.ci/run` and the README's test command do.
 
-    python3 tests/ci.py                       # everything (about an hour here)
-    python3 tests/ci.py --pythons 3.12 --methods fork --no-extras
-    python3 tests/ci.py --pythons 3.14 --compare   # also re-run the stdlib
+    python3 suite/ci.py                       # everything (about an hour here)
+    python3 suite/ci.py --pythons 3.12 --methods fork --no-extras
+    python3 suite/ci.py --pythons 3.14 --compare   # also re-run the stdlib
+    python3 suite/ci.py --pythons 3.12 --no-unit --no-extras --only Queue
 
 For each interpreter it makes a virtual environment under .ci-venvs/,
-installs the package with its test extra (the C extension built with
--Werror), runs the unit tests with pytest, then runs that interpreter's own
+installs the package with its test and lint extras (the C extension built
+with -Werror), runs the unit tests with pytest (tests/; tests/test_lint.py
+runs ruff and clang-format over the tree), then runs that interpreter's own
 multiprocessing suite (test/_test_multiprocessing.py) against
 cmultiprocessing: under every start method on 3.12 and 3.14, under the
 version's default method on 3.11, 3.13 and 3.15.  3.11-3.13 come from pyenv
@@ -16,15 +18,15 @@ tools/sid-pythons.sh (about two minutes the first time).
 
 The suite is not re-run for the stdlib in CI: each row is compared with the
 stdlib's own result for the same interpreter, committed in
-tests/stdlib_results.json (which tests the stdlib passes).  `--compare` runs
+suite/stdlib_results.json (which tests the stdlib passes).  `--compare` runs
 the stdlib beside ours instead, `--record-stdlib` writes that file from such
 runs.
 
 Then, on each interpreter, CPython's test_concurrent_futures runs on
-cmultiprocessing through the alias (tests/cf_suite.py: the worker is
+cmultiprocessing through the alias (suite/cf_suite.py: the worker is
 `python -m cmultiprocessing`), compared with the stdlib's own results for
-the same interpreter, committed in tests/stdlib_cf_results.json
-(`--record-cf-from` writes it from `tests/cf_suite.py --stdlib --json`
+the same interpreter, committed in suite/stdlib_cf_results.json
+(`--record-cf-from` writes it from `suite/cf_suite.py --stdlib --json`
 runs); the row fails on a test the stdlib passes and we do not, a hang, a
 leak warning the stdlib's run does not have, or a module of the stdlib's
 multiprocessing loaded under the alias.  Interpreters without that suite
@@ -35,10 +37,10 @@ on every version (tests/embed/), the cross-compile check for macOS and Windows
 (tools/crosscheck.sh), the Windows platform layer's tests under wine
 (tests/platform_c/), a bounded libFuzzer run (tools/fuzz.sh), and real
 libraries' own suites on the stdlib and through the alias, compared test by
-test (tests/clients.py: pebble).
+test (suite/clients.py: pebble).
 
 Every run has a time limit.  The run fails when a unit test fails, when a
-suite row passes fewer tests than the committed ratchet (tests/ratchet.json,
+suite row passes fewer tests than the committed ratchet (suite/ratchet.json,
 a few below the last clean-clone counts, to absorb timing flakes on a loaded
 2-core machine), or when a planned row did not run (no interpreter, no time
 left).  It ends with the suite table and a table of every stage's time.
@@ -53,10 +55,11 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RATCHET = os.path.join(ROOT, "tests", "ratchet.json")
-STDLIB_RESULTS = os.path.join(ROOT, "tests", "stdlib_results.json")
-CF_RESULTS = os.path.join(ROOT, "tests", "stdlib_cf_results.json")
+HERE = os.path.dirname(os.path.abspath(__file__))     # suite/
+ROOT = os.path.dirname(HERE)
+RATCHET = os.path.join(HERE, "ratchet.json")
+STDLIB_RESULTS = os.path.join(HERE, "stdlib_results.json")
+CF_RESULTS = os.path.join(HERE, "stdlib_cf_results.json")
 VENVS = os.path.join(ROOT, ".ci-venvs")
 RESULTS = os.path.join(ROOT, "results")
 SID = os.path.join(ROOT, "tools", "sid-pythons.sh")
@@ -211,7 +214,7 @@ def make_venv(interp):
             else ""))
         interp.run([interp.base, "-m", "venv", interp.venv], check=True,
                    timeout=600)
-    log("installing cmultiprocessing[test] into %s" % interp.venv)
+    log("installing cmultiprocessing[test,lint] into %s" % interp.venv)
     py = interp.python
     interp.run(["env", "CMP_WERROR=1", py, "-m", "pip", "install", "-q",
                 "--upgrade", "pip", "setuptools", "wheel"], check=True,
@@ -219,8 +222,10 @@ def make_venv(interp):
     interp.run(["env", "CMP_WERROR=1", py, "-m", "pip", "install", "-q",
                 "--force-reinstall", "--no-deps", ROOT], check=True, env=env,
                timeout=900)
+    # the test extra, and the lint extra for tests/test_lint.py (ruff and
+    # clang-format, pinned in pyproject.toml)
     interp.run(["env", "CMP_WERROR=1", py, "-m", "pip", "install", "-q",
-                ROOT + "[test]"], check=True, env=env, timeout=900)
+                ROOT + "[test,lint]"], check=True, env=env, timeout=900)
     return True
 
 
@@ -251,16 +256,18 @@ def run_pytest(interp, extra, timeout):
     return ok, counts
 
 
-def run_suite(interp, method, timeout, test_timeout, compare):
+def run_suite(interp, method, timeout, test_timeout, compare, only=None):
     out = os.path.join(RESULTS, "stdlib-suite-%s-%s.json"
                        % (interp.version, method))
     if os.path.exists(out):
         os.unlink(out)
-    cmd = [interp.python, os.path.join(ROOT, "tests", "stdlib_suite.py"),
+    cmd = [interp.python, os.path.join(HERE, "stdlib_suite.py"),
            "--start-method", method, "--json", out,
            "--timeout", str(timeout), "--test-timeout", str(test_timeout)]
     if compare:
         cmd.append("--compare")
+    if only:
+        cmd += ["--only", only]
     log("stdlib suite on Python %s, %s (cmultiprocessing%s), limit %d s"
         % (interp.version, method, " and stdlib" if compare else "",
            timeout))
@@ -275,15 +282,17 @@ def run_suite(interp, method, timeout, test_timeout, compare):
         return json.load(f)
 
 
-def run_cf(interp, timeout, test_timeout):
+def run_cf(interp, timeout, test_timeout, only=None):
     """CPython's test_concurrent_futures on cmultiprocessing (through the
     alias); the result dict, or None where the runner failed."""
     out = os.path.join(RESULTS, "cf-suite-%s.json" % interp.version)
     if os.path.exists(out):
         os.unlink(out)
-    cmd = [interp.python, os.path.join(ROOT, "tests", "cf_suite.py"),
+    cmd = [interp.python, os.path.join(HERE, "cf_suite.py"),
            "--json", out, "--timeout", str(timeout),
            "--test-timeout", str(test_timeout)]
+    if only:
+        cmd += ["--only", only]
     log("test_concurrent_futures on Python %s (cmultiprocessing through "
         "the alias), limit %d s" % (interp.version, timeout))
     try:
@@ -307,9 +316,10 @@ def _tracker_warnings(lines):
     return sorted(found)
 
 
-def record_cf_row(data, recorded, version, failures):
+def record_cf_row(data, recorded, version, failures, narrowed=False):
     """A table row for test_concurrent_futures on version, judged against
-    the stdlib's committed result."""
+    the stdlib's committed result (narrowed: by --only, so only against the
+    tests that ran)."""
     if data is None:
         failures.append("test_concurrent_futures %s: no result (the runner "
                         "failed)" % version)
@@ -321,6 +331,8 @@ def record_cf_row(data, recorded, version, failures):
     passed = {t for t, o in ours["tests"].items() if o == "passed"}
     entry = recorded.get(version)
     std = None if not entry or entry.get("absent") else set(entry["passed"])
+    if narrowed and std is not None:
+        std &= set(ours["tests"])
     missing = None if std is None else sorted(std - passed)
     leaks = _tracker_warnings(ours["warnings"])
     std_leaks = None if not entry else sorted(entry.get("leaks", []))
@@ -382,7 +394,7 @@ def print_cf_table(rows):
 
 
 def record_cf_from(paths):
-    """tests/stdlib_cf_results.json from `cf_suite.py --stdlib --json`
+    """suite/stdlib_cf_results.json from `cf_suite.py --stdlib --json`
     files (a file of an interpreter without the suite records that)."""
     recorded = load_json(CF_RESULTS)
     for path in paths:
@@ -563,14 +575,18 @@ def main(argv=None):
                    help="time limit for one suite test, seconds")
     p.add_argument("--compare", action="store_true",
                    help="run the stdlib's suite beside ours in each row "
-                   "instead of using tests/stdlib_results.json")
+                   "instead of using suite/stdlib_results.json")
     p.add_argument("--record-stdlib", action="store_true",
                    help="with --compare: write the stdlib's results of the "
-                   "rows run into tests/stdlib_results.json")
+                   "rows run into suite/stdlib_results.json")
     p.add_argument("--record-stdlib-from", nargs="+", metavar="JSON",
-                   help="write tests/stdlib_results.json from these files of "
-                   "`tests/stdlib_suite.py --stdlib --json FILE` runs, and "
+                   help="write suite/stdlib_results.json from these files of "
+                   "`suite/stdlib_suite.py --stdlib --json FILE` runs, and "
                    "stop")
+    p.add_argument("--only", metavar="REGEX",
+                   help="run only the suite tests (multiprocessing and "
+                   "test_concurrent_futures) whose id matches REGEX; such a "
+                   "row is judged by the tests that ran, not the ratchet")
     p.add_argument("--no-cf", action="store_true",
                    help="no test_concurrent_futures stage")
     p.add_argument("--no-mp-suite", action="store_true",
@@ -579,8 +595,8 @@ def main(argv=None):
     p.add_argument("--cf-timeout", type=int, default=900,
                    help="time limit for one test_concurrent_futures run")
     p.add_argument("--record-cf-from", nargs="+", metavar="JSON",
-                   help="write tests/stdlib_cf_results.json from these files "
-                   "of `tests/cf_suite.py --stdlib --json FILE` runs, and "
+                   help="write suite/stdlib_cf_results.json from these files "
+                   "of `suite/cf_suite.py --stdlib --json FILE` runs, and "
                    "stop")
     p.add_argument("--no-extras", action="store_true",
                    help="no LLDB, cross-compile, wine or fuzzing stages")
@@ -595,13 +611,13 @@ def main(argv=None):
                    "ziglang, mingw-w64 and wine); auto: only in CI")
     p.add_argument("--clients", choices=["auto", "yes", "no"],
                    default="auto", help="run real libraries' own suites on "
-                   "the stdlib and through the alias (tests/clients.py: "
+                   "the stdlib and through the alias (suite/clients.py: "
                    "downloads their pinned sources); auto: only in CI")
     p.add_argument("--fuzz", type=int, default=None, metavar="SECONDS",
                    help="fuzz each target for SECONDS (tools/fuzz.sh; "
                    "installs clang with apt); default: 60 in CI, else none")
     p.add_argument("--update-ratchet", action="store_true",
-                   help="raise tests/ratchet.json to today's pass counts")
+                   help="raise suite/ratchet.json to today's pass counts")
     p.add_argument("pytest_args", nargs="*")
     args = p.parse_args(argv)
     if args.record_stdlib:
@@ -676,9 +692,10 @@ def main(argv=None):
                 limit = int(min(args.suite_timeout, max(120, left() - 60)))
                 data = stages.run("suite %s %s" % (version, method),
                                   run_suite, interp, method, limit,
-                                  args.test_timeout, args.compare)
+                                  args.test_timeout, args.compare, args.only)
                 row = record_row(data, recorded, ratchet, version, method,
-                                 failures, args.update_ratchet)
+                                 failures, args.update_ratchet,
+                                 bool(args.only))
                 suite_rows.append(row)
                 if args.record_stdlib and data and data.get("stdlib"):
                     recorded.setdefault(version, {})[method] = \
@@ -692,9 +709,10 @@ def main(argv=None):
             else:
                 limit = int(min(args.cf_timeout, max(120, left() - 60)))
                 data = stages.run("test_concurrent_futures %s" % version,
-                                  run_cf, interp, limit, args.test_timeout)
+                                  run_cf, interp, limit, args.test_timeout,
+                                  args.only)
                 cf_rows.append(record_cf_row(data, recorded_cf, version,
-                                             failures))
+                                             failures, bool(args.only)))
         if index == 0:
             run_extras(stages, failures, interp, wanted(args.lldb),
                        wanted(args.platforms), fuzz_seconds, versions,
@@ -749,7 +767,7 @@ def run_extras(stages, failures, interp, lldb, platforms, fuzz_seconds,
     if clients and not interp.in_sid:
         checks.append(("client suites", run_script, (
             "real libraries' suites, on the stdlib and through the alias",
-            [interp.python, os.path.join(ROOT, "tests", "clients.py"),
+            [interp.python, os.path.join(HERE, "clients.py"),
              "--python", interp.python, "--timeout", "600"], 1500)))
     if lldb:
         checks.append(("LLDB check", run_lldb_check, ()))
@@ -758,9 +776,12 @@ def run_extras(stages, failures, interp, lldb, platforms, fuzz_seconds,
         if sys.platform.startswith("linux"):
             checks.append(("LLDB 21 check (sid)", run_lldb21_sid_check, ()))
     if platforms:
+        # the headers of the first interpreter (tools/crosscheck.sh)
+        headers = {} if interp.in_sid else {"PYTHON": interp.python}
         checks.append(("cross-compile check", run_script, (
             "cross-compile check", ["bash", os.path.join(
-                ROOT, "tools", "crosscheck.sh")])))
+                ROOT, "tools", "crosscheck.sh")], 1800,
+            dict(os.environ, **headers))))
         checks.append(("Windows platform tests under wine", run_script, (
             "Windows platform tests under wine", ["bash", os.path.join(
                 ROOT, "tests", "platform_c", "run.sh")])))
@@ -777,8 +798,11 @@ def run_extras(stages, failures, interp, lldb, platforms, fuzz_seconds,
 
 
 def record_row(data, recorded, ratchet, version, method, failures,
-               update_ratchet):
-    floor = ratchet.get(version, {}).get(method, 0)
+               update_ratchet, narrowed=False):
+    """A table row for one suite run, judged against the ratchet; a run
+    narrowed by --only is judged instead by the tests that ran: each that
+    the stdlib passes must pass (and the ratchet is left alone)."""
+    floor = 0 if narrowed else ratchet.get(version, {}).get(method, 0)
     if data is None:
         failures.append("suite %s/%s: no result (the runner failed)"
                         % (version, method))
@@ -790,6 +814,8 @@ def record_row(data, recorded, ratchet, version, method, failures,
                                                       version, method)
     missing = None
     if std_passed is not None:
+        if narrowed:
+            std_passed &= set(ours["tests"])
         missing = sorted(std_passed - passed_ids - not_applicable)
     row = dict(version=version, method=method, python=ours["python"],
                passed=len(passed_ids), floor=floor,
@@ -800,7 +826,11 @@ def record_row(data, recorded, ratchet, version, method, failures,
     if len(passed_ids) < floor:
         failures.append("stdlib suite %s/%s: %d passed, below the ratchet's "
                         "%d" % (version, method, len(passed_ids), floor))
-    if update_ratchet and len(passed_ids) > floor:
+    if narrowed and missing:
+        failures.append("stdlib suite %s/%s (--only): %d tests the stdlib "
+                        "passes did not pass" % (version, method,
+                                                 len(missing)))
+    if update_ratchet and not narrowed and len(passed_ids) > floor:
         ratchet.setdefault(version, {})[method] = len(passed_ids)
     return row
 

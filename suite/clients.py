@@ -2,7 +2,7 @@
 """Real libraries' own test suites, on the standard library and through
 `python -m cmultiprocessing` (the alias), compared test by test.
 
-    python tests/clients.py --python PY [--client NAME] [--timeout S] [--json OUT]
+    python suite/clients.py --python PY [--client NAME] [--timeout S] [--json OUT]
 
 PY is an interpreter with cmultiprocessing, pytest and pytest-timeout
 installed (a CI venv).  Each client is pinned: its source distribution,

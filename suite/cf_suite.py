@@ -1,20 +1,20 @@
 #!/usr/bin/env python3
 """Run the interpreter's own concurrent.futures test suite on cmultiprocessing.
 
-    python tests/cf_suite.py                 # through `python -m cmultiprocessing`
-    python tests/cf_suite.py --stdlib        # the stdlib, same runner
-    python tests/cf_suite.py --compare       # both, side by side
+    python suite/cf_suite.py                 # through `python -m cmultiprocessing`
+    python suite/cf_suite.py --stdlib        # the stdlib, same runner
+    python suite/cf_suite.py --compare       # both, side by side
 
 The suite is the running interpreter's ``test.test_concurrent_futures`` (a
 package from 3.13 on, a module before; the pyenv builds of 3.11.7 and 3.12.1
 here ship neither, and the run then says so and writes no result).  Nothing
 in it is rewritten: for cmultiprocessing the worker itself runs as
-``python -m cmultiprocessing tests/cf_suite.py --worker ...``, so every
+``python -m cmultiprocessing suite/cf_suite.py --worker ...``, so every
 ``multiprocessing`` that the suite and concurrent.futures import is
 cmultiprocessing through the alias (cmultiprocessing.install()), and every
 child gets the alias from the command's environment variable.
 
-As tests/stdlib_suite.py does, the tests run in a worker process that reports
+As suite/stdlib_suite.py does, the tests run in a worker process that reports
 each test's start and outcome as it goes; a test that runs longer than
 ``--test-timeout`` is killed (faulthandler traceback), recorded as hung, and
 the run goes on in a new worker; the whole run stops after ``--timeout``.
@@ -38,7 +38,7 @@ sys.path.insert(0, HERE)
 
 from stdlib_suite import (iter_tests, kill_group,  # noqa: E402
                           make_reporter, per_class, read_events, tail_of,
-                          totals, worst)
+                          totals)
 
 PACKAGE = "test.test_concurrent_futures"
 

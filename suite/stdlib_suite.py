@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Run the interpreter's own multiprocessing test suite against cmultiprocessing.
 
-    python tests/stdlib_suite.py --start-method fork            # cmultiprocessing
-    python tests/stdlib_suite.py --start-method fork --stdlib   # the stdlib, same runner
-    python tests/stdlib_suite.py --start-method spawn --compare # both, side by side
+    python suite/stdlib_suite.py --start-method fork            # cmultiprocessing
+    python suite/stdlib_suite.py --start-method fork --stdlib   # the stdlib, same runner
+    python suite/stdlib_suite.py --start-method spawn --compare # both, side by side
 
 The suite is the running interpreter's ``test/_test_multiprocessing.py``.  For
 cmultiprocessing it is copied into a scratch folder with the module names
