@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What ruff checks: the Python of the tests, the runners, the tools and the
 # benchmarks.  (Lib/ joins once its own findings are fixed: `ruff check .`
 # in the GitHub lint job covers the whole tree.)
-RUFF_PATHS = ["setup.py", "tests", "suite", "tools", "benchmarks"]
+RUFF_PATHS = ["setup.py", "Lib", "tests", "suite", "tools", "benchmarks"]
 
 
 def _tool(name):

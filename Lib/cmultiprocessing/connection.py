@@ -14,7 +14,8 @@ import sys
 import time
 
 import _cmultiprocessing as _native
-from _cmultiprocessing import AuthenticationError, BufferTooShort
+# BufferTooShort is re-exported, as the stdlib's connection module does
+from _cmultiprocessing import AuthenticationError, BufferTooShort  # noqa: F401
 
 from . import util
 from . import reduction
@@ -105,7 +106,7 @@ def _validate_family(family):
 
 def address_type(address):
     '''The family of `address`: 'AF_INET', 'AF_UNIX' or 'AF_PIPE'.'''
-    if type(address) == tuple:
+    if type(address) is tuple:
         return 'AF_INET'
     if type(address) is str:
         # Windows pipe names start with two backslashes.
