@@ -859,7 +859,7 @@ wait_many_step(void *arg, double slice, int *err)
     ctx->nready = 0;
     *err = cmp_io_wait_many(ctx->fds, ctx->count, slice, ctx->ready,
                             &ctx->nready);
-    if (*err == CMP_IO_INTERRUPTED) {
+    if (*err == CMP_INTR) {
         *err = 0;
         ctx->nready = 0;
         return 0;
@@ -901,7 +901,7 @@ cmp_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     }
     cmp_wait_many_ctx ctx = {fds, (size_t)n, ready, 0};
     int err = cmp_io_wait_many(fds, (size_t)n, 0.0, ready, &ctx.nready);
-    if (err != 0 && err != CMP_IO_INTERRUPTED) {
+    if (err != 0 && err != CMP_INTR) {
         cmp_raise_oserror(err);
         goto done;
     }

@@ -62,7 +62,7 @@ fdpass_sendfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         err = cmp_io_sendfds(sock, fds, (size_t)n, msg.buf, (size_t)msg.len,
                              &sent);
         Py_END_ALLOW_THREADS
-        if (err != EINTR) {
+        if (err != CMP_INTR) {
             break;
         }
         if (PyErr_CheckSignals() < 0) {
@@ -82,7 +82,7 @@ fdpass_sendfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             Py_BEGIN_ALLOW_THREADS
             err = cmp_io_writev(sock, CMP_IO_KIND_SOCKET, &piece, 1, 0, &sent);
             Py_END_ALLOW_THREADS
-            if (err == EINTR) {
+            if (err == CMP_INTR) {
                 if (PyErr_CheckSignals() < 0) {
                     goto done;
                 }
@@ -166,7 +166,7 @@ fdpass_recvfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         if (err == 0 && ready) {
             break;
         }
-        if (err != 0 && err != EINTR && err != EAGAIN) {
+        if (err != 0 && err != CMP_INTR && err != CMP_BUSY) {
             break;
         }
         if (PyErr_CheckSignals() < 0) {

@@ -266,7 +266,7 @@ fs_take_request(int conn, PyObject *handshake, int *req, size_t max,
         Py_BEGIN_ALLOW_THREADS
         err = cmp_fs_recv_fds(conn, req, max, n);
         Py_END_ALLOW_THREADS
-        if (err != EINTR) {
+        if (err != CMP_INTR) {
             if (err != 0) {
                 *n = 0;     /* malformed, vanished or too slow */
             }
@@ -337,7 +337,7 @@ forkserver_serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         Py_BEGIN_ALLOW_THREADS
         err = cmp_io_wait_many(watched, 3, 1.0, ready, &nready);
         Py_END_ALLOW_THREADS
-        if (err == EINTR) {
+        if (err == CMP_INTR) {
             if (PyErr_CheckSignals() < 0) {
                 goto error;
             }

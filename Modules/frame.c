@@ -100,7 +100,7 @@ wire_check_readable(void *arg, int *ready)
 }
 
 /* One read that cannot block, into the slots: 0 with *got (0: end of
-   file), CMP_IO_WOULDBLOCK, or an error code. */
+   file), CMP_BUSY, or an error code. */
 static int
 wire_read_nowait(const cmp_wire *w, cmp_iobuf *slots, int count,
                  size_t *got)
@@ -120,8 +120,8 @@ wire_read_nowait(const cmp_wire *w, cmp_iobuf *slots, int count,
         return cmp_io_read(w->fd, w->kind, buf, len < avail ? len : avail, 0,
                            got);
     }
-    if (err == 0 || err != CMP_IO_BADHANDLE) {
-        return CMP_IO_WOULDBLOCK; /* nothing yet, or not a pipe: wait */
+    if (err == 0 || err != CMP_BADHANDLE) {
+        return CMP_BUSY; /* nothing yet, or not a pipe: wait */
     }
     return err;
 }
@@ -140,7 +140,7 @@ wire_read_blocking(const cmp_wire *w, cmp_iobuf *slots, int count,
         size_t got = 0;
         if (stream) {
             err = cmp_io_read(w->fd, w->kind, buf, len, 1, &got);
-            if (err == CMP_IO_WOULDBLOCK) {
+            if (err == CMP_BUSY) {
                 int more = 0;
                 err = cmp_spin_until(CMP_SPIN_MAX, wire_check_readable,
                                      (void *)w, &more);
@@ -210,12 +210,12 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
             done = got;
             cmp_iobuf_advance(slots, count, &first, got);
         }
-        else if (err == CMP_IO_INTERRUPTED) {
+        else if (err == CMP_INTR) {
             if (PyErr_CheckSignals() < 0) {
                 return -1;
             }
         }
-        else if (err != CMP_IO_WOULDBLOCK) {
+        else if (err != CMP_BUSY) {
             cmp_raise_oserror(err);
             return -1;
         }
@@ -270,7 +270,11 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
         if (eof) {
             return wire_eof((flags & CMP_WIRE_STARTED) != 0 || done > 0);
         }
-        if (err == CMP_IO_INTERRUPTED || err == CMP_IO_WOULDBLOCK ||
+        /* (nothing to read is a reason to wait on only for a shared
+           pipe, which another reader may have emptied; from a blocking
+           read it is a timeout the handle was given -- SO_RCVTIMEO, as
+           the fork server sets -- and is raised) */
+        if (err == CMP_INTR || (err == CMP_BUSY && shared) ||
             (err == 0 && !ready)) {
             if (PyErr_CheckSignals() < 0) {
                 return -1;
@@ -324,7 +328,7 @@ wire_write_blocking(const cmp_wire *w, cmp_iobuf *pieces, int count,
             err = cmp_io_writev(w->fd, w->kind, pieces + *first,
                                 count - *first, 0, &n);
         }
-        if (err == CMP_IO_INTERRUPTED && retry_intr) {
+        if (err == CMP_INTR && retry_intr) {
             continue;
         }
         if (err != 0) {
@@ -349,7 +353,7 @@ wire_write_shared(cmp_wire *w, cmp_iobuf *pieces, int count, int first)
             cmp_iobuf_advance(pieces, count, &first, n);
             continue;
         }
-        if (err == CMP_IO_WOULDBLOCK) {
+        if (err == CMP_BUSY) {
             int ready = 0;
             Py_BEGIN_ALLOW_THREADS
             err = cmp_io_shared_wait(w->fd, 1, CMP_WAIT_SLICE, &ready);
@@ -358,7 +362,7 @@ wire_write_shared(cmp_wire *w, cmp_iobuf *pieces, int count, int first)
                 continue;
             }
         }
-        if (err == 0 || err == CMP_IO_INTERRUPTED) {
+        if (err == 0 || err == CMP_INTR) {
             if (PyErr_CheckSignals() < 0) {
                 return -1;
             }
@@ -385,12 +389,12 @@ cmp_wire_write_all(cmp_wire *w, cmp_iobuf *pieces, int count)
         if (err == 0) {
             cmp_iobuf_advance(pieces, count, &first, sent);
         }
-        else if (err == CMP_IO_INTERRUPTED) {
+        else if (err == CMP_INTR) {
             if (PyErr_CheckSignals() < 0) {
                 return -1;
             }
         }
-        else if (err != CMP_IO_WOULDBLOCK) {
+        else if (err != CMP_BUSY) {
             cmp_raise_oserror(err);
             return -1;
         }
@@ -399,7 +403,7 @@ cmp_wire_write_all(cmp_wire *w, cmp_iobuf *pieces, int count)
         Py_BEGIN_ALLOW_THREADS
         err = wire_write_blocking(w, pieces, count, &first, 0, &sent);
         Py_END_ALLOW_THREADS
-        if (err == CMP_IO_INTERRUPTED) {
+        if (err == CMP_INTR) {
             if (PyErr_CheckSignals() < 0) {
                 return -1;
             }
@@ -431,7 +435,7 @@ wire_poll_step(void *ctx, double slice, int *err)
 {
     int ready = 0;
     *err = wire_wait_readable((const cmp_wire *)ctx, slice, &ready);
-    if (*err == CMP_IO_INTERRUPTED) {
+    if (*err == CMP_INTR) {
         *err = 0;
         return 0;
     }
@@ -446,11 +450,11 @@ cmp_wire_poll(cmp_wire *w, const cmp_deadline *deadline)
     if (err == 0 && ready) {
         return 1;
     }
-    if (err != 0 && err != CMP_IO_INTERRUPTED) {
+    if (err != 0 && err != CMP_INTR) {
         cmp_raise_oserror(err);
         return -1;
     }
-    if (err == CMP_IO_INTERRUPTED && PyErr_CheckSignals() < 0) {
+    if (err == CMP_INTR && PyErr_CheckSignals() < 0) {
         return -1;
     }
     return cmp_wait_sliced(deadline, wire_poll_step, w);

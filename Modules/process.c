@@ -158,7 +158,7 @@ reap_child(long pid, int block, int *code)
                this as "no status yet". */
             return 0;
         }
-        if (err != EINTR) {
+        if (err != CMP_INTR) {
             cmp_raise_oserror(err);
             return -1;
         }
@@ -200,7 +200,7 @@ fd_readable_step(void *ctx, double slice, int *err)
     if (*err == 0) {
         return ready;
     }
-    return *err == CMP_IO_INTERRUPTED ? 0 : -1;
+    return *err == CMP_INTR ? 0 : -1;
 }
 
 /* Wait until `fd` is readable or the deadline passes: a first look with

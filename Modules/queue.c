@@ -238,7 +238,7 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
             else {
                 int np = qframe_pieces(f, pieces, scratch);
                 int err = cmp_io_shared_writev(h, pieces, np, 1, &done);
-                if (err == CMP_IO_WOULDBLOCK || err == CMP_IO_INTERRUPTED) {
+                if (err == CMP_BUSY || err == CMP_INTR) {
                     done = 0;
                 }
                 else if (err != 0) {

@@ -63,7 +63,7 @@ shm_open_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         Py_BEGIN_ALLOW_THREADS
         err = cmp_shm_open_fd(cpath, flags, mode, &fd);
         Py_END_ALLOW_THREADS
-        if (err != EINTR) {
+        if (err != CMP_INTR) {
             break;
         }
         if (PyErr_CheckSignals() < 0) {
@@ -161,7 +161,7 @@ shm_segment_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         err = cmp_shm_segment_open(cpath, flags, mode, (size_t)size, &map,
                                    &created);
         Py_END_ALLOW_THREADS
-        if (err != EINTR) {
+        if (err != CMP_INTR) {
             break;
         }
         if (PyErr_CheckSignals() < 0) {

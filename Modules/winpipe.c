@@ -42,7 +42,7 @@ accept_step(void *ctx, double slice, int *err)
 {
     int connected = 0;
     *err = cmp_npipe_accept(*(HANDLE *)ctx, slice, &connected);
-    if (*err != 0 && *err != CMP_IO_INTERRUPTED) {
+    if (*err != 0 && *err != CMP_INTR) {
         return -1;
     }
     return connected;
@@ -63,7 +63,7 @@ connect_step(void *ctx, double slice, int *err)
     if (*err == 0) {
         return 1;
     }
-    return *err == ERROR_SEM_TIMEOUT || *err == CMP_IO_INTERRUPTED ? 0 : -1;
+    return *err == ERROR_SEM_TIMEOUT || *err == CMP_INTR ? 0 : -1;
 }
 
 static PyObject *

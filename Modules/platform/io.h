@@ -11,26 +11,13 @@
 #ifndef CMP_PLATFORM_IO_H
 #define CMP_PLATFORM_IO_H
 
-/* The few error codes the connection code acts on, in the platform's
-   numbering (the functions below return errno values on POSIX, and
-   GetLastError()/WSAGetLastError() values on Windows). */
 #ifdef CMP_WINDOWS
 #  include <winsock2.h>
-#  define CMP_IO_WOULDBLOCK WSAEWOULDBLOCK
-#  define CMP_IO_INTERRUPTED WSAEINTR
-#  define CMP_IO_BADHANDLE ERROR_INVALID_HANDLE
-#  define CMP_IO_NOMEMORY ERROR_NOT_ENOUGH_MEMORY
-#else
-#  include <errno.h>
-#  define CMP_IO_WOULDBLOCK EAGAIN
-#  define CMP_IO_INTERRUPTED EINTR
-#  define CMP_IO_BADHANDLE EBADF
-#  define CMP_IO_NOMEMORY ENOMEM
 #endif
 
 /* Handles as Python sees them: a file descriptor on POSIX, the integer
    value of a SOCKET or HANDLE on Windows.  cmp_io_handle_from_value
-   returns CMP_IO_BADHANDLE for a value that cannot be a handle. */
+   returns CMP_BADHANDLE for a value that cannot be a handle. */
 long long cmp_io_handle_value(cmp_handle_t h);
 int cmp_io_handle_from_value(long long value, cmp_handle_t *h);
 
@@ -52,9 +39,9 @@ enum { CMP_IO_KIND_UNKNOWN = 0, CMP_IO_KIND_SOCKET = 1, CMP_IO_KIND_OTHER = 2 };
 int cmp_io_kind(cmp_handle_t fd, int *kind);
 
 /* One read of at most `len` bytes into `buf`.  *got = 0 means end of file.
-   With nowait != 0 the call must not block: it returns CMP_IO_WOULDBLOCK
+   With nowait != 0 the call must not block: it returns CMP_BUSY
    when no byte is there (for handles where that cannot be promised it
-   returns CMP_IO_WOULDBLOCK without reading, and the caller falls back to
+   returns CMP_BUSY without reading, and the caller falls back to
    a blocking read).  A
    blocking read may wait until all `len` bytes are there (sockets), but
    returns early at end of file or when a signal interrupts it. */
@@ -70,7 +57,7 @@ int cmp_io_writev(cmp_handle_t fd, int kind, const cmp_iobuf *pieces,
 int cmp_io_pending(cmp_handle_t fd, size_t *avail);
 
 /* Wait at most `timeout` seconds (< 0: forever) for `fd` to be readable,
-   at end of file or in error.  *ready = 1 when it is.  CMP_IO_BADHANDLE
+   at end of file or in error.  *ready = 1 when it is.  CMP_BADHANDLE
    when the handle is not open. */
 int cmp_io_wait_readable(cmp_handle_t fd, double timeout, int *ready);
 
@@ -122,14 +109,14 @@ enum { CMP_IO_KIND_PIPE = 3 };
    what the pipe or socket says fits).  They take any handle kind. */
 
 /* A gathered write.  nowait: as much as the handle takes without
-   blocking (CMP_IO_WOULDBLOCK when nothing could go); else one write that
+   blocking (CMP_BUSY when nothing could go); else one write that
    may wait until the handle takes some bytes.  *sent = bytes written. */
 int cmp_io_shared_writev(cmp_handle_t h, const cmp_iobuf *pieces, int count,
                          int nowait, size_t *sent);
 
 /* A scattered read, in order, of at most what the handle holds now,
    without blocking: 0 with *got > 0; 0 with *got = 0 at end of file (every
-   writer has closed); CMP_IO_WOULDBLOCK when it is empty. */
+   writer has closed); CMP_BUSY when it is empty. */
 int cmp_io_shared_readv(cmp_handle_t h, const cmp_iobuf *slots, int count,
                         size_t *got);
 

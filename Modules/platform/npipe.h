@@ -31,7 +31,7 @@ enum {
 
 /* A manual-reset event that is set when Ctrl-C (or Ctrl-Break) reaches the
    process; the blocking waits of the Windows layer also wait on it and
-   return CMP_IO_INTERRUPTED when it fires, after cancelling their I/O.
+   return CMP_INTR when it fires, after cancelling their I/O.
    Created, with its console control handler, on first use; NULL if that
    failed (waits then cannot be interrupted). */
 HANDLE cmp_io_interrupt_event(void);
@@ -49,7 +49,7 @@ int cmp_io_interrupt_pending(void);
    until Ctrl-C.  When the time is up or Ctrl-C comes, the operation is
    cancelled and waited for (so `ov` may go away afterwards).  Returns 0
    with *n bytes transferred when it completed -- also when it completed
-   while being cancelled --, WAIT_TIMEOUT or CMP_IO_INTERRUPTED when it
+   while being cancelled --, WAIT_TIMEOUT or CMP_INTR when it
    was cancelled, else the operation's own error (ERROR_MORE_DATA
    included, with *n set). */
 int cmp_io_overlapped_wait(HANDLE h, OVERLAPPED *ov, DWORD ms, DWORD *n);
@@ -71,7 +71,7 @@ int cmp_npipe_create(const wchar_t *name, int flags, HANDLE *server);
 
 /* Wait at most `timeout` seconds (< 0: forever) for a client to connect to
    `server`.  *connected = 1 when one did (also when it has already gone
-   again: reads then give end of file).  CMP_IO_INTERRUPTED on Ctrl-C.  A
+   again: reads then give end of file).  CMP_INTR on Ctrl-C.  A
    wait that ends without a client leaves no I/O pending on the handle, so
    the call can simply be repeated. */
 int cmp_npipe_accept(HANDLE server, double timeout, int *connected);

@@ -5,15 +5,20 @@
  * never test MS_WINDOWS or __APPLE__ themselves.  The functions declared
  * here run without the GIL and without touching Python objects.
  *
- * Result codes, the one convention of sem.h, shm.h, proc.h, spawn.h and
- * forkserver.h: a function returns 0 (CMP_OK) on success, or a platform
- * error code (errno on POSIX, GetLastError() on Windows; always > 0), which
- * the caller turns into an exception with cmp_raise_oserror() once it holds
- * the GIL again.  An outcome that is neither success nor failure has one of
- * the negative names below (negative, so it never collides with an error
- * code); a header says which of them each function can return.  (Before,
- * sem.h had its own CMP_SEM_* names for these and shm.h a CMP_SHM_EMPTY of
- * the same value as CMP_SEM_BUSY.  io.h and queue.h name their own.)
+ * Result codes, the one convention of every platform header (io.h, sem.h,
+ * shm.h, proc.h, spawn.h, forkserver.h, npipe.h): a function returns 0
+ * (CMP_OK) on success, or a platform error code (errno on POSIX,
+ * GetLastError()/WSAGetLastError() on Windows), which the caller turns into
+ * an exception with cmp_raise_oserror() once it holds the GIL again.  The
+ * codes callers act on are named once, below, in the platform's numbering:
+ * CMP_BUSY (nothing now: a try found nothing, a wait timed out, a
+ * non-blocking transfer would block), CMP_INTR (a signal interrupted the
+ * call: run the handlers, call again), CMP_BADHANDLE, CMP_NOMEMORY.  Two
+ * outcomes no platform code names are negative, so they never collide with
+ * one: CMP_OVERFLOW and CMP_EMPTY.  A header says which of them each
+ * function can return.  (Before, sem.h had its own negative CMP_SEM_* names
+ * for BUSY and INTR, shm.h a CMP_SHM_EMPTY of the same value, and io.h and
+ * queue.h CMP_IO_* and CMP_QPIPE_* names of their own.)
  *
  * Each concern's declarations live in their own header, included here; the
  * implementations live in posix_<concern>.c (Linux, and macOS where the two
@@ -42,16 +47,23 @@ typedef int cmp_handle_t;
 #  define CMP_INVALID_HANDLE (-1)
 #endif
 
-/* The outcomes of the convention above (see the top of this file). */
-enum {
-    CMP_OK = 0,        /* done */
-    CMP_BUSY = -1,     /* nothing now: a try found nothing, a wait timed out */
-    CMP_INTR = -2,     /* a signal interrupted the call: run the handlers and
-                          call again */
-    CMP_OVERFLOW = -3, /* a bounded semaphore is already at its bound */
-    CMP_EMPTY = -4,    /* the object exists but holds nothing to map (an
-                          empty shared-memory segment) */
-};
+/* The codes of the convention above (see the top of this file). */
+#define CMP_OK 0
+#ifdef CMP_WINDOWS
+#  define CMP_BUSY WSAEWOULDBLOCK
+#  define CMP_INTR WSAEINTR
+#  define CMP_BADHANDLE ERROR_INVALID_HANDLE
+#  define CMP_NOMEMORY ERROR_NOT_ENOUGH_MEMORY
+#else
+#  include <errno.h>
+#  define CMP_BUSY EAGAIN
+#  define CMP_INTR EINTR
+#  define CMP_BADHANDLE EBADF
+#  define CMP_NOMEMORY ENOMEM
+#endif
+#define CMP_OVERFLOW (-3) /* a bounded semaphore is already at its bound */
+#define CMP_EMPTY (-4)    /* the object exists but holds nothing to map (an
+                             empty shared-memory segment) */
 
 /* Monotonic clock in seconds, for deadlines. */
 double cmp_monotonic(void);

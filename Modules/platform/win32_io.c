@@ -7,7 +7,7 @@
  * structure and its event (which also works on a handle opened for
  * synchronous I/O: the call then completes before it returns); a pending
  * operation is waited for together with the Ctrl-C event, and Ctrl-C
- * cancels it (CancelIoEx) and returns CMP_IO_INTERRUPTED.  A read that
+ * cancels it (CancelIoEx) and returns CMP_INTR.  A read that
  * gets part of a message (ERROR_MORE_DATA) returns what it got: the rest
  * comes with the next read.  A broken pipe reads as end of file.
  * Waiting on a mix of sockets and other handles has no single system call:
@@ -19,6 +19,7 @@
  */
 #include "platform/platform.h"
 #include "platform/npipe.h"
+#include "platform/win32_internal.h"
 
 #ifdef CMP_WINDOWS
 #include <winsock2.h>
@@ -43,25 +44,10 @@ cmp_io_handle_from_value(long long value, cmp_handle_t *h)
     return 0;
 }
 
-static SOCKET
-as_socket(cmp_handle_t h)
-{
-    return (SOCKET)(uintptr_t)h;
-}
-
-static int
-is_socket(cmp_handle_t h)
-{
-    int type = 0;
-    int len = (int)sizeof(type);
-    return getsockopt(as_socket(h), SOL_SOCKET, SO_TYPE, (char *)&type,
-                      &len) == 0;
-}
-
 int
 cmp_io_kind(cmp_handle_t fd, int *kind)
 {
-    if (is_socket(fd)) {
+    if (cmp_win32_is_socket(fd)) {
         *kind = CMP_IO_KIND_SOCKET;
         return 0;
     }
@@ -123,9 +109,9 @@ pipe_transfer(HANDLE h, int writing, void *buf, DWORD len, DWORD *n)
 int
 cmp_io_pending(cmp_handle_t fd, size_t *avail)
 {
-    if (is_socket(fd)) {
+    if (cmp_win32_is_socket(fd)) {
         u_long n = 0;
-        if (ioctlsocket(as_socket(fd), FIONREAD, &n) != 0) {
+        if (ioctlsocket(cmp_win32_as_socket(fd), FIONREAD, &n) != 0) {
             return WSAGetLastError();
         }
         *avail = (size_t)n;
@@ -152,7 +138,7 @@ cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
     if (kind == CMP_IO_KIND_SOCKET) {
         if (nowait) {
             u_long n = 0;
-            if (ioctlsocket(as_socket(fd), FIONREAD, &n) != 0) {
+            if (ioctlsocket(cmp_win32_as_socket(fd), FIONREAD, &n) != 0) {
                 return WSAGetLastError();
             }
             if (n == 0) {
@@ -162,7 +148,7 @@ cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
                 chunk = (int)n;
             }
         }
-        int r = recv(as_socket(fd), (char *)buf, chunk, nowait ? 0 : MSG_WAITALL);
+        int r = recv(cmp_win32_as_socket(fd), (char *)buf, chunk, nowait ? 0 : MSG_WAITALL);
         if (r == SOCKET_ERROR) {
             return WSAGetLastError();
         }
@@ -264,7 +250,7 @@ pipe_writev(HANDLE h, const cmp_iobuf *pieces, int count, size_t *sent)
         DWORD want = len > (size_t)INT_MAX ? (DWORD)INT_MAX : (DWORD)len;
         err = pipe_transfer(h, 1, (void *)pieces[0].base, want, &n);
     }
-    if (err == CMP_IO_INTERRUPTED && n > 0) {
+    if (err == CMP_INTR && n > 0) {
         err = 0;            /* part went out before Ctrl-C: report it */
     }
     *sent = (size_t)n;
@@ -290,7 +276,7 @@ cmp_io_writev(cmp_handle_t fd, int kind, const cmp_iobuf *pieces, int count,
             bufs[i].len = len > (size_t)INT_MAX ? (ULONG)INT_MAX : (ULONG)len;
         }
         DWORD n = 0;
-        if (WSASend(as_socket(fd), bufs, (DWORD)count, &n, 0, NULL, NULL) !=
+        if (WSASend(cmp_win32_as_socket(fd), bufs, (DWORD)count, &n, 0, NULL, NULL) !=
             0) {
             return WSAGetLastError();
         }
@@ -326,9 +312,9 @@ cmp_io_writev(cmp_handle_t fd, int kind, const cmp_iobuf *pieces, int count,
 static int
 ready_now(cmp_handle_t h, int *ready)
 {
-    if (is_socket(h)) {
+    if (cmp_win32_is_socket(h)) {
         WSAPOLLFD p;
-        p.fd = as_socket(h);
+        p.fd = cmp_win32_as_socket(h);
         p.events = POLLRDNORM;
         p.revents = 0;
         int r = WSAPoll(&p, 1, 0);
@@ -396,7 +382,7 @@ wait_by_events(const cmp_handle_t *handles, size_t count, DWORD ms,
 
     *handled = 0;
     for (size_t i = 0; i < count; i++) {
-        if (is_socket(handles[i]) ||
+        if (cmp_win32_is_socket(handles[i]) ||
             (GetFileType(handles[i]) == FILE_TYPE_PIPE &&
              !cmp_io_is_overlapped(handles[i]))) {
             return 0;
@@ -469,7 +455,7 @@ wait_by_events(const cmp_handle_t *handles, size_t count, DWORD ms,
     }
     err = scan_ready(handles, count, ready, nready);
     if (err == 0 && *nready == 0 && interrupted) {
-        return CMP_IO_INTERRUPTED;
+        return CMP_INTR;
     }
     return err;
 }
@@ -480,7 +466,7 @@ cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
 {
     int all_sockets = count > 0;
     for (size_t i = 0; i < count && all_sockets; i++) {
-        all_sockets = is_socket(handles[i]);
+        all_sockets = cmp_win32_is_socket(handles[i]);
     }
     if (all_sockets) {
         WSAPOLLFD small[16];
@@ -489,7 +475,7 @@ cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
             return ERROR_NOT_ENOUGH_MEMORY;
         }
         for (size_t i = 0; i < count; i++) {
-            p[i].fd = as_socket(handles[i]);
+            p[i].fd = cmp_win32_as_socket(handles[i]);
             p[i].events = POLLRDNORM;
             p[i].revents = 0;
         }
@@ -533,7 +519,7 @@ cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
         }
         else if (WaitForSingleObject(ev, 1) == WAIT_OBJECT_0 &&
                  cmp_io_interrupt_pending()) {
-            return CMP_IO_INTERRUPTED;
+            return CMP_INTR;
         }
     }
 }
@@ -553,8 +539,8 @@ cmp_io_wait_readable(cmp_handle_t fd, double timeout, int *ready)
 int
 cmp_io_close(cmp_handle_t fd)
 {
-    if (is_socket(fd)) {
-        return closesocket(as_socket(fd)) == 0 ? 0 : WSAGetLastError();
+    if (cmp_win32_is_socket(fd)) {
+        return closesocket(cmp_win32_as_socket(fd)) == 0 ? 0 : WSAGetLastError();
     }
     return CloseHandle(fd) ? 0 : (int)GetLastError();
 }
@@ -592,7 +578,7 @@ cmp_io_physical_memory(void)
    Pipes have no readiness event, so waits on them poll with growing naps
    (at most CMP_WQ_NAP_MAX_MS), bounded by the caller's short slices.
    Ctrl-C (the event of win32_npipe.c) ends a blocking write on an
-   overlapped pipe and the polling waits with CMP_IO_INTERRUPTED.
+   overlapped pipe and the polling waits with CMP_INTR.
 
    The helpers below speak in four private outcomes (SH_*), which the
    public functions at the end turn into io.h's convention. */
@@ -669,7 +655,7 @@ pipe_op(cmp_handle_t h, int writing, void *buf, size_t len, int wait,
     DWORD e = ok ? 0 : GetLastError();
     if (e == ERROR_IO_PENDING && wait) {
         err = cmp_io_overlapped_wait(h, &ov, INFINITE, &got);
-        if (err == CMP_IO_INTERRUPTED) {
+        if (err == CMP_INTR) {
             err = got > 0 ? 0 : SH_INTR;
         }
     }
@@ -855,7 +841,7 @@ sh_write_nowait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
     if (count > CMP_IO_MAX_PIECES) {
         count = CMP_IO_MAX_PIECES;
     }
-    if (is_socket(h)) {
+    if (cmp_win32_is_socket(h)) {
         /* chunk by chunk while the socket says it has room */
         cmp_iobuf rest[CMP_IO_MAX_PIECES];
         int left = 0;
@@ -865,7 +851,7 @@ sh_write_nowait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
             }
         }
         while (left > 0) {
-            int r = socket_ready(as_socket(h), 1, 0);
+            int r = socket_ready(cmp_win32_as_socket(h), 1, 0);
             if (r == SH_AGAIN) {
                 return SH_OK;
             }
@@ -873,7 +859,7 @@ sh_write_nowait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
                 return r;
             }
             size_t n = 0;
-            r = socket_send(as_socket(h), rest, left, CMP_WQ_SOCK_CHUNK, &n);
+            r = socket_send(cmp_win32_as_socket(h), rest, left, CMP_WQ_SOCK_CHUNK, &n);
             if (r != SH_OK) {
                 return *done > 0 ? SH_OK : r;
             }
@@ -939,8 +925,8 @@ sh_write_wait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
     if (count > CMP_IO_MAX_PIECES) {
         count = CMP_IO_MAX_PIECES;
     }
-    if (is_socket(h)) {
-        return socket_send(as_socket(h), pieces, count, (size_t)-1, done);
+    if (cmp_win32_is_socket(h)) {
+        return socket_send(cmp_win32_as_socket(h), pieces, count, (size_t)-1, done);
     }
     int i = first_piece(pieces, count);
     if (i < 0) {
@@ -956,12 +942,12 @@ sh_read_nowait(cmp_handle_t h, void *buf, size_t len, size_t *done)
     if (len > (size_t)INT_MAX) {
         len = (size_t)INT_MAX;
     }
-    if (is_socket(h)) {
-        int r = socket_ready(as_socket(h), 0, 0);
+    if (cmp_win32_is_socket(h)) {
+        int r = socket_ready(cmp_win32_as_socket(h), 0, 0);
         if (r != SH_OK) {
             return r;
         }
-        int got = recv(as_socket(h), (char *)buf, (int)len, 0);
+        int got = recv(cmp_win32_as_socket(h), (char *)buf, (int)len, 0);
         if (got == SOCKET_ERROR) {
             int err = WSAGetLastError();
             if (err == WSAEWOULDBLOCK) {
@@ -1027,8 +1013,8 @@ pipe_ready(cmp_handle_t h, int for_write)
 static int
 sh_wait(cmp_handle_t h, int for_write, double seconds)
 {
-    if (is_socket(h)) {
-        return socket_ready(as_socket(h), for_write, to_ms(seconds));
+    if (cmp_win32_is_socket(h)) {
+        return socket_ready(cmp_win32_as_socket(h), for_write, to_ms(seconds));
     }
     ULONGLONG start = GetTickCount64();
     ULONGLONG limit = (ULONGLONG)to_ms(seconds);
@@ -1064,10 +1050,10 @@ static int
 sh_result(int r)
 {
     if (r == SH_AGAIN) {
-        return CMP_IO_WOULDBLOCK;
+        return CMP_BUSY;
     }
     if (r == SH_INTR) {
-        return CMP_IO_INTERRUPTED;
+        return CMP_INTR;
     }
     return r;
 }
@@ -1079,7 +1065,7 @@ cmp_io_shared_writev(cmp_handle_t h, const cmp_iobuf *pieces, int count,
     int r = nowait ? sh_write_nowait(h, pieces, count, sent)
                    : sh_write_wait(h, pieces, count, sent);
     if (r == SH_OK && nowait && *sent == 0) {
-        return CMP_IO_WOULDBLOCK;
+        return CMP_BUSY;
     }
     return sh_result(r);
 }

@@ -115,7 +115,7 @@ cmp_io_overlapped_wait(HANDLE h, OVERLAPPED *ov, DWORD ms, DWORD *n)
             if (!cmp_io_interrupt_pending()) {
                 continue;       /* a stale Ctrl-C, now reset */
             }
-            cancelled_by = CMP_IO_INTERRUPTED;
+            cancelled_by = CMP_INTR;
         }
         else if (w == WAIT_TIMEOUT) {
             cancelled_by = WAIT_TIMEOUT;
@@ -306,7 +306,7 @@ cmp_npipe_connect(const wchar_t *name, int flags, double timeout,
             }
         }
         if (cmp_io_interrupt_pending()) {
-            return CMP_IO_INTERRUPTED;
+            return CMP_INTR;
         }
         if (!WaitNamedPipeW(name, step == 0 ? 1 : step)) {
             e = GetLastError();

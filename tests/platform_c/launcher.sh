@@ -7,8 +7,8 @@
 #
 # Run by run.sh, which has installed MinGW-w64 and wine, made the wine
 # prefix and exported WINEPREFIX, WINEDEBUG and CMP_WINE (the wine program);
-# builds into WORKDIR (run.sh removes it).  Python.h is that of CPython 3.12
-# (CMP_PYINC to override) with tools/cross/x86_64-windows-gnu/pyconfig.h in
+# builds into WORKDIR (run.sh removes it).  Python.h is that of $PYTHON
+# (default python3; CMP_PYINC to override) with tools/cross/x86_64-windows-gnu/pyconfig.h in
 # place of the host's, as for tools/crosscheck.sh.  Prints one line per
 # check and "N passed, N failed"; exits 1 when a check failed.
 set -u
@@ -59,7 +59,7 @@ build "$work/_cmp_launcher.exe" -municode -IModules -I"$inc" Modules/launcher/*.
 build "$dlldir/fakepython.dll" -shared -I"$inc" tests/platform_c/fakepy_win32.c &&
 build "$work/fakepy_norun.dll" -shared -I"$inc" -DFAKEPY_OMIT_RUN_MAIN \
     tests/platform_c/fakepy_win32.c &&
-build "$work/fakepy_311.dll" -shared -I"$inc" -DFAKEPY_VERSION=0x030b07f0 \
+build "$work/fakepy_39.dll" -shared -I"$inc" -DFAKEPY_VERSION=0x030912f0 \
     tests/platform_c/fakepy_win32.c &&
 build "$work/test_libraryof_win32.exe" -municode -IModules \
     tests/platform_c/test_libraryof_win32.c Modules/platform/*.c -lws2_32 -static ||
@@ -192,8 +192,8 @@ run "a library that does not exist" 71 '^cmultiprocessing launcher: cannot load 
     -- "--libpython=$(winpath "$dlldir/nö-such-日本.dll")" -- -c pass
 run "a library without Py_RunMain" 71 '^cmultiprocessing launcher: this library has no Py_RunMain \(not a Python 3\.8\+ runtime\?\): Z:.*\\fakepy_norun\.dll$' \
     -- "--libpython=$(winpath "$work/fakepy_norun.dll")" -- -c pass
-run "a library of Python 3.11" 64 '^cmultiprocessing launcher: the library is Python 3\.11, this launcher is for Python 3\.[0-9]+' \
-    -- "--libpython=$(winpath "$work/fakepy_311.dll")" -- -c pass
+run "a library of another Python (3.9)" 64 '^cmultiprocessing launcher: the library is Python 3\.9, this launcher is for Python 3\.[0-9]+' \
+    -- "--libpython=$(winpath "$work/fakepy_39.dll")" -- -c pass
 run "no '--'" 64 "^cmultiprocessing launcher: missing '--' before the interpreter's arguments$" \
     -- "--libpython=$dll"
 run "python arguments without '--'" 64 '^cmultiprocessing launcher: unknown option \(started by cmultiprocessing only\): -c$' \

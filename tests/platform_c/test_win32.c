@@ -300,7 +300,7 @@ static void
 test_io_handles(void)
 {
     cmp_handle_t h;
-    CHECK_EQ(cmp_io_handle_from_value(-1, &h), CMP_IO_BADHANDLE);
+    CHECK_EQ(cmp_io_handle_from_value(-1, &h), CMP_BADHANDLE);
     CHECK_EQ(cmp_io_handle_from_value(1234, &h), 0);
     CHECK_EQ(cmp_io_handle_value(h), 1234);
     CHECK(cmp_io_physical_memory() > 0);
@@ -323,7 +323,7 @@ test_io_socket(void)
     char buf[64];
     size_t got = 99;
     CHECK_EQ(cmp_io_read(b, kind, buf, sizeof(buf), 1, &got),
-             CMP_IO_WOULDBLOCK);
+             CMP_BUSY);
 
     cmp_iobuf pieces[3] = {{"\0\0\0\x05", 4}, {"hel", 3}, {"lo", 2}};
     size_t sent = 0;
@@ -509,7 +509,7 @@ test_npipe_pair_frames(void)
     CHECK(memcmp(buf, "abcdefgh", 8) == 0);
     /* nothing left: a read that must not block says so */
     CHECK_EQ(cmp_io_read(e[1], CMP_IO_KIND_PIPE, buf, sizeof(buf), 1, &got),
-             CMP_IO_WOULDBLOCK);
+             CMP_BUSY);
     CHECK_EQ(cmp_io_close(e[0]), 0);
     CHECK_EQ(cmp_io_close(e[1]), 0);
 }
@@ -685,7 +685,7 @@ test_npipe_cancelled_wait(void)
     size_t got = 9;
     double t0 = cmp_monotonic();
     CHECK_EQ(cmp_io_read(e[0], CMP_IO_KIND_PIPE, buf, sizeof(buf), 0, &got),
-             CMP_IO_INTERRUPTED);
+             CMP_INTR);
     CHECK(cmp_monotonic() - t0 < 10.0);
     WaitForSingleObject(th, INFINITE);
     CloseHandle(th);
@@ -702,7 +702,7 @@ test_npipe_cancelled_wait(void)
     cmp_handle_t hs[2] = {e[0], ev};
     unsigned char flags[2];
     size_t n = 0;
-    CHECK_EQ(cmp_io_wait_many(hs, 2, 30.0, flags, &n), CMP_IO_INTERRUPTED);
+    CHECK_EQ(cmp_io_wait_many(hs, 2, 30.0, flags, &n), CMP_INTR);
     WaitForSingleObject(th, INFINITE);
     CloseHandle(th);
     CloseHandle(ev);
@@ -876,7 +876,7 @@ test_npipe_listener(void)
     HANDLE second = INVALID_HANDLE_VALUE;
     CHECK_EQ(cmp_npipe_create(name, CMP_NPIPE_DUPLEX, &second), 0);
     th = CreateThread(NULL, 0, interrupt_later, (LPVOID)50, 0, NULL);
-    CHECK_EQ(cmp_npipe_accept(second, 30.0, &connected), CMP_IO_INTERRUPTED);
+    CHECK_EQ(cmp_npipe_accept(second, 30.0, &connected), CMP_INTR);
     CHECK_EQ(connected, 0);
     WaitForSingleObject(th, INFINITE);
     CloseHandle(th);
@@ -900,10 +900,10 @@ enum { Q_OK = 0, Q_AGAIN = -1, Q_INTR = -2, Q_EOF = -3 };
 static int
 q_code(int err)
 {
-    if (err == CMP_IO_WOULDBLOCK) {
+    if (err == CMP_BUSY) {
         return Q_AGAIN;
     }
-    return err == CMP_IO_INTERRUPTED ? Q_INTR : err;
+    return err == CMP_INTR ? Q_INTR : err;
 }
 
 static int
@@ -922,7 +922,7 @@ q_write_nowait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
                size_t *done)
 {
     int err = cmp_io_shared_writev(h, pieces, count, 1, done);
-    return err == CMP_IO_WOULDBLOCK ? Q_OK : q_code(err);
+    return err == CMP_BUSY ? Q_OK : q_code(err);
 }
 
 static int
