@@ -265,6 +265,25 @@ cmp_handle_to_int(cmp_handle_t h)
     return PyLong_FromLongLong(cmp_io_handle_value(h));
 }
 
+PyObject *
+cmp_list_of(Py_ssize_t n, PyObject *(*item)(const void *, Py_ssize_t),
+            const void *ctx)
+{
+    PyObject *list = PyList_New(n);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = item(ctx, i);
+        if (v == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, v);
+    }
+    return list;
+}
+
 int
 cmp_check_positional(const char *fname, Py_ssize_t nargs, Py_ssize_t min,
                      Py_ssize_t max)

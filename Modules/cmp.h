@@ -140,6 +140,11 @@ int cmp_arg_fileno(PyObject *obj, const char *what, cmp_handle_t *out);
 /* The Python int of a descriptor or handle (-1 for none). */
 PyObject *cmp_handle_to_int(cmp_handle_t h);
 
+/* A list of n items, item i made by item(ctx, i) as a new reference. */
+PyObject *cmp_list_of(Py_ssize_t n,
+                      PyObject *(*item)(const void *ctx, Py_ssize_t i),
+                      const void *ctx);
+
 /* ---- shmem.c: shared with heap.c ------------------------------------- */
 
 /* The buffer protocol over the whole of a mapping (a shared-memory

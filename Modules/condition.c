@@ -8,6 +8,7 @@
 #include "semlock.h"
 
 #include <math.h>
+#include <stddef.h>
 
 /* ------------------------------------------------------------------ */
 /* _ConditionCore: Condition's wait/notify and Event's operations.     */
@@ -30,28 +31,39 @@ typedef struct {
     SemLockObject *flag; /* Event only, else NULL */
 } CondCoreObject;
 
+/* The five SemLock fields, in the order of _ConditionCore's arguments: the
+   one list that traverse, clear and new walk. */
+static const Py_ssize_t condcore_fields[] = {
+    offsetof(CondCoreObject, lock),    offsetof(CondCoreObject, sleeping),
+    offsetof(CondCoreObject, woken),   offsetof(CondCoreObject, waiting),
+    offsetof(CondCoreObject, flag),
+};
+enum {
+    N_CONDCORE_FIELDS = (int)(sizeof(condcore_fields) / sizeof(Py_ssize_t))
+};
+
+static PyObject **
+condcore_field(PyObject *op, int i)
+{
+    return (PyObject **)((char *)op + condcore_fields[i]);
+}
+
 static int
 condcore_traverse(PyObject *op, visitproc visit, void *arg)
 {
-    CondCoreObject *self = (CondCoreObject *)op;
     Py_VISIT(Py_TYPE(op));
-    Py_VISIT(self->lock);
-    Py_VISIT(self->sleeping);
-    Py_VISIT(self->woken);
-    Py_VISIT(self->waiting);
-    Py_VISIT(self->flag);
+    for (int i = 0; i < N_CONDCORE_FIELDS; i++) {
+        Py_VISIT(*condcore_field(op, i));
+    }
     return 0;
 }
 
 static int
 condcore_clear(PyObject *op)
 {
-    CondCoreObject *self = (CondCoreObject *)op;
-    Py_CLEAR(self->lock);
-    Py_CLEAR(self->sleeping);
-    Py_CLEAR(self->woken);
-    Py_CLEAR(self->waiting);
-    Py_CLEAR(self->flag);
+    for (int i = 0; i < N_CONDCORE_FIELDS; i++) {
+        Py_CLEAR(*condcore_field(op, i));
+    }
     return 0;
 }
 
@@ -82,7 +94,7 @@ condcore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (st == NULL) {
         return NULL;
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < N_CONDCORE_FIELDS; i++) {
         if (a[i] != NULL &&
             !PyObject_TypeCheck(a[i], (PyTypeObject *)st->SemLock_type)) {
             PyErr_Format(PyExc_TypeError,
@@ -92,16 +104,14 @@ condcore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             return NULL;
         }
     }
-    CondCoreObject *self = (CondCoreObject *)type->tp_alloc(type, 0);
+    PyObject *self = type->tp_alloc(type, 0);
     if (self == NULL) {
         return NULL;
     }
-    self->lock = (SemLockObject *)Py_NewRef(a[0]);
-    self->sleeping = (SemLockObject *)Py_NewRef(a[1]);
-    self->woken = (SemLockObject *)Py_NewRef(a[2]);
-    self->waiting = (SemLockObject *)Py_NewRef(a[3]);
-    self->flag = (SemLockObject *)Py_XNewRef(a[4]);
-    return (PyObject *)self;
+    for (int i = 0; i < N_CONDCORE_FIELDS; i++) {
+        *condcore_field(self, i) = Py_XNewRef(a[i]); /* flag may be NULL */
+    }
+    return self;
 }
 
 /* Condition.wait: 1 notified, 0 timed out, -1 error.  The caller must hold
@@ -202,35 +212,15 @@ cond_notify(CondCoreObject *c, Py_ssize_t n)
     return r < 0 ? -1 : 0;
 }
 
-/* The (timeout=None) of Condition.wait and Event.wait. */
+/* The one optional argument of wait(timeout=None) and notify(n=1), named
+   `name` of method `fname`: *arg is NULL where it was not given. */
 static int
-condcore_parse_timeout(PyObject *const *args, Py_ssize_t nargs,
-                       PyObject *kwnames, int *has_timeout, double *seconds)
+condcore_arg(const char *fname, const char *name, PyObject *const *args,
+             Py_ssize_t nargs, PyObject *kwnames, PyObject **arg)
 {
-    static const char *const names[] = {"timeout"};
-    static const cmp_argspec spec = CMP_ARGSPEC("wait", names, 0);
-    PyObject *a[1];
-    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
-        return -1;
-    }
-    return cmp_parse_timeout(a[0], has_timeout, seconds);
-}
-
-static PyObject *
-condcore_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
-              PyObject *kwnames)
-{
-    int has_timeout;
-    double seconds;
-    if (condcore_parse_timeout(args, nargs, kwnames, &has_timeout,
-                               &seconds) < 0) {
-        return NULL;
-    }
-    int got = cond_wait((CondCoreObject *)op, has_timeout, seconds);
-    if (got < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(got);
+    const char *const names[] = {name};
+    const cmp_argspec spec = CMP_ARGSPEC(fname, names, 0);
+    return cmp_parse_args(&spec, args, nargs, kwnames, arg);
 }
 
 /* The `n` of notify(n): an int (clamped), or a real number. */
@@ -266,12 +256,10 @@ static PyObject *
 condcore_notify(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
 {
-    static const char *const names[] = {"n"};
-    static const cmp_argspec spec = CMP_ARGSPEC("notify", names, 0);
-    PyObject *a[1];
+    PyObject *count;
     Py_ssize_t n;
-    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
-        parse_notify_count(a[0], &n) < 0) {
+    if (condcore_arg("notify", "n", args, nargs, kwnames, &count) < 0 ||
+        parse_notify_count(count, &n) < 0) {
         return NULL;
     }
     if (n == PY_SSIZE_T_MAX) {
@@ -373,17 +361,41 @@ condcore_clear_flag(PyObject *op, PyObject *Py_UNUSED(ignored))
     return event_run((CondCoreObject *)op, EV_CLEAR, 0, 0.0);
 }
 
+/* wait(timeout=None): Event.wait where `event`, else Condition.wait. */
+static PyObject *
+condcore_timed_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+                    PyObject *kwnames, int event)
+{
+    PyObject *timeout;
+    int has_timeout;
+    double seconds;
+    if (condcore_arg("wait", "timeout", args, nargs, kwnames, &timeout) < 0 ||
+        cmp_parse_timeout(timeout, &has_timeout, &seconds) < 0) {
+        return NULL;
+    }
+    CondCoreObject *c = (CondCoreObject *)op;
+    if (event) {
+        return event_run(c, EV_WAIT, has_timeout, seconds);
+    }
+    int got = cond_wait(c, has_timeout, seconds);
+    if (got < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(got);
+}
+
+static PyObject *
+condcore_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames)
+{
+    return condcore_timed_wait(op, args, nargs, kwnames, 0);
+}
+
 static PyObject *
 condcore_event_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames)
 {
-    int has_timeout;
-    double seconds;
-    if (condcore_parse_timeout(args, nargs, kwnames, &has_timeout,
-                               &seconds) < 0) {
-        return NULL;
-    }
-    return event_run((CondCoreObject *)op, EV_WAIT, has_timeout, seconds);
+    return condcore_timed_wait(op, args, nargs, kwnames, 1);
 }
 
 /* A bound method of the core (Event.wait, Condition.notify, ...) pickled

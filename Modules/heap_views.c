@@ -20,30 +20,22 @@ seg_tuple(seg *s)
                          (Py_ssize_t)s->start, (Py_ssize_t)s->stop);
 }
 
+/* Item i of _arenas and of _pending_free_blocks (cmp_list_of). */
 static PyObject *
-heap_get_arenas(HeapObject *h, void *closure)
+arena_item(const void *h, Py_ssize_t i)
 {
-    (void)closure;
-    if (cmp_heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    PyObject *list = PyList_New(h->n_arenas);
-    if (list == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < h->n_arenas; i++) {
-        PyList_SET_ITEM(list, i, Py_NewRef((PyObject *)h->arenas[i]->obj));
-    }
-    return list;
+    return Py_NewRef((PyObject *)((const HeapObject *)h)->arenas[i]->obj);
 }
 
 static PyObject *
-heap_get_len_to_seq(HeapObject *h, void *closure)
+pending_item(const void *h, Py_ssize_t i)
 {
-    (void)closure;
-    if (cmp_heap_check_fork(h) < 0) {
-        return NULL;
-    }
+    return seg_tuple(((const HeapObject *)h)->pending[i]);
+}
+
+static PyObject *
+view_len_to_seq(HeapObject *h)
+{
     PyObject *d = PyDict_New(), *list = NULL, *key = NULL;
     if (d == NULL) {
         return NULL;
@@ -80,12 +72,8 @@ error:
 }
 
 static PyObject *
-heap_get_lengths(HeapObject *h, void *closure)
+view_lengths(HeapObject *h)
 {
-    (void)closure;
-    if (cmp_heap_check_fork(h) < 0) {
-        return NULL;
-    }
     PyObject *list = PyList_New(0);
     size_t last = 0;
     for (Py_ssize_t i = 0; list != NULL && i < h->n_free; i++) {
@@ -106,12 +94,8 @@ heap_get_lengths(HeapObject *h, void *closure)
 }
 
 static PyObject *
-heap_get_allocated_blocks(HeapObject *h, void *closure)
+view_allocated_blocks(HeapObject *h)
 {
-    (void)closure;
-    if (cmp_heap_check_fork(h) < 0) {
-        return NULL;
-    }
     PyObject *d = PyDict_New();
     if (d == NULL) {
         return NULL;
@@ -146,45 +130,45 @@ error:
     return NULL;
 }
 
-static PyObject *
-heap_get_pending(HeapObject *h, void *closure)
-{
-    (void)closure;
-    if (cmp_heap_check_fork(h) < 0) {
-        return NULL;
-    }
-    PyObject *list = PyList_New(h->n_pending);
-    if (list == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < h->n_pending; i++) {
-        PyObject *t = seg_tuple(h->pending[i]);
-        if (t == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, t);
-    }
-    return list;
-}
-
-/* Scalar views; the closure says which. */
-enum { STAT_MALLOCS, STAT_FREES, STAT_SIZE, STAT_PID, STAT_ALIGNMENT };
+/* Every view is this one getter: it checks that the heap is still this
+   process's, then builds the view the closure names. */
+enum {
+    VIEW_ARENAS,
+    VIEW_LEN_TO_SEQ,
+    VIEW_LENGTHS,
+    VIEW_ALLOCATED,
+    VIEW_PENDING,
+    VIEW_MALLOCS,
+    VIEW_FREES,
+    VIEW_SIZE,
+    VIEW_PID,
+    VIEW_ALIGNMENT,
+};
 
 static PyObject *
-heap_get_stat(HeapObject *h, void *closure)
+heap_get_view(HeapObject *h, void *closure)
 {
     if (cmp_heap_check_fork(h) < 0) {
         return NULL;
     }
     switch ((int)(intptr_t)closure) {
-    case STAT_MALLOCS:
+    case VIEW_ARENAS:
+        return cmp_list_of(h->n_arenas, arena_item, h);
+    case VIEW_LEN_TO_SEQ:
+        return view_len_to_seq(h);
+    case VIEW_LENGTHS:
+        return view_lengths(h);
+    case VIEW_ALLOCATED:
+        return view_allocated_blocks(h);
+    case VIEW_PENDING:
+        return cmp_list_of(h->n_pending, pending_item, h);
+    case VIEW_MALLOCS:
         return PyLong_FromSsize_t(h->n_mallocs);
-    case STAT_FREES:
+    case VIEW_FREES:
         return PyLong_FromSsize_t(h->n_frees);
-    case STAT_SIZE:
+    case VIEW_SIZE:
         return PyLong_FromSize_t(h->size);
-    case STAT_PID:
+    case VIEW_PID:
         return PyLong_FromLong(h->pid);
     default:
         return PyLong_FromLong(HEAP_ALIGNMENT);
@@ -236,25 +220,29 @@ heap_get_lock(HeapObject *h, void *closure)
 }
 
 PyGetSetDef cmp_heap_getset[] = {
-    {"_arenas", (getter)heap_get_arenas, NULL, "Arenas, oldest first.", NULL},
-    {"_len_to_seq", (getter)heap_get_len_to_seq, NULL,
-     "{length: [(arena, start, stop), ...]} of the free blocks.", NULL},
-    {"_lengths", (getter)heap_get_lengths, NULL,
-     "Sorted lengths of the free blocks.", NULL},
-    {"_allocated_blocks", (getter)heap_get_allocated_blocks, NULL,
-     "{arena: {(start, stop), ...}} of the blocks in use.", NULL},
-    {"_pending_free_blocks", (getter)heap_get_pending, NULL,
-     "Blocks freed while the heap was busy, not yet given back.", NULL},
-    {"_n_mallocs", (getter)heap_get_stat, NULL, "Blocks handed out.",
-     (void *)STAT_MALLOCS},
-    {"_n_frees", (getter)heap_get_stat, NULL, "Blocks given back.",
-     (void *)STAT_FREES},
-    {"_size", (getter)heap_get_stat, NULL, "Size of the next arena.",
-     (void *)STAT_SIZE},
-    {"_lastpid", (getter)heap_get_stat, NULL,
-     "The process the heap's state belongs to.", (void *)STAT_PID},
-    {"_alignment", (getter)heap_get_stat, NULL, "Block alignment.",
-     (void *)STAT_ALIGNMENT},
+    {"_arenas", (getter)heap_get_view, NULL, "Arenas, oldest first.",
+     (void *)VIEW_ARENAS},
+    {"_len_to_seq", (getter)heap_get_view, NULL,
+     "{length: [(arena, start, stop), ...]} of the free blocks.",
+     (void *)VIEW_LEN_TO_SEQ},
+    {"_lengths", (getter)heap_get_view, NULL,
+     "Sorted lengths of the free blocks.", (void *)VIEW_LENGTHS},
+    {"_allocated_blocks", (getter)heap_get_view, NULL,
+     "{arena: {(start, stop), ...}} of the blocks in use.",
+     (void *)VIEW_ALLOCATED},
+    {"_pending_free_blocks", (getter)heap_get_view, NULL,
+     "Blocks freed while the heap was busy, not yet given back.",
+     (void *)VIEW_PENDING},
+    {"_n_mallocs", (getter)heap_get_view, NULL, "Blocks handed out.",
+     (void *)VIEW_MALLOCS},
+    {"_n_frees", (getter)heap_get_view, NULL, "Blocks given back.",
+     (void *)VIEW_FREES},
+    {"_size", (getter)heap_get_view, NULL, "Size of the next arena.",
+     (void *)VIEW_SIZE},
+    {"_lastpid", (getter)heap_get_view, NULL,
+     "The process the heap's state belongs to.", (void *)VIEW_PID},
+    {"_alignment", (getter)heap_get_view, NULL, "Block alignment.",
+     (void *)VIEW_ALIGNMENT},
     {"_lock", (getter)heap_get_lock, NULL, "The heap's lock.", NULL},
     {"_DISCARD_FREE_SPACE_LARGER_THAN", (getter)heap_get_tunable,
      (setter)heap_set_tunable,
@@ -323,20 +311,35 @@ lock_acquire(LockObject *self, PyObject *const *args, Py_ssize_t nargs,
     return PyBool_FromLong(got);
 }
 
+/* Whether the heap's lock is held, leaving it as it is: 1 held, 0 free,
+   -1 error (the heap belongs to another process). */
+static int
+lock_is_held(LockObject *self)
+{
+    HeapObject *h = self->heap;
+    if (cmp_heap_check_fork(h) < 0) {
+        return -1;
+    }
+    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
+        PyThread_release_lock(h->lock);
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *
 lock_release(LockObject *self, PyObject *unused)
 {
     (void)unused;
-    HeapObject *h = self->heap;
-    if (cmp_heap_check_fork(h) < 0) {
+    int held = lock_is_held(self);
+    if (held < 0) {
         return NULL;
     }
-    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
-        PyThread_release_lock(h->lock);
+    if (!held) {
         PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
         return NULL;
     }
-    PyThread_release_lock(h->lock);
+    PyThread_release_lock(self->heap->lock);
     Py_RETURN_NONE;
 }
 
@@ -344,15 +347,11 @@ static PyObject *
 lock_locked(LockObject *self, PyObject *unused)
 {
     (void)unused;
-    HeapObject *h = self->heap;
-    if (cmp_heap_check_fork(h) < 0) {
+    int held = lock_is_held(self);
+    if (held < 0) {
         return NULL;
     }
-    if (PyThread_acquire_lock(h->lock, NOWAIT_LOCK)) {
-        PyThread_release_lock(h->lock);
-        Py_RETURN_FALSE;
-    }
-    Py_RETURN_TRUE;
+    return PyBool_FromLong(held);
 }
 
 static PyObject *

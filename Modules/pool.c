@@ -104,23 +104,18 @@ cell_value(char tag, const unsigned char *cells, Py_ssize_t i)
     return PyFloat_FromDouble(d);
 }
 
+static PyObject *
+packer_item(const void *ctx, Py_ssize_t i)
+{
+    const packer *p = ctx;
+    return cell_value(p->tag, p->cells, i);
+}
+
 /* The packed run so far, as a list with room to grow. */
 static PyObject *
 packer_to_list(const packer *p)
 {
-    PyObject *list = PyList_New(p->count);
-    if (list == NULL) {
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < p->count; i++) {
-        PyObject *v = cell_value(p->tag, p->cells, i);
-        if (v == NULL) {
-            Py_DECREF(list);
-            return NULL;
-        }
-        PyList_SET_ITEM(list, i, v);
-    }
-    return list;
+    return cmp_list_of(p->count, packer_item, p);
 }
 
 static PyObject *
