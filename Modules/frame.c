@@ -80,6 +80,23 @@ cmp_iobuf_advance(cmp_iobuf *pieces, int count, int *first, size_t sent)
     *first = i;
 }
 
+/* The end of a try that released the GIL (or could not block): `again`
+   says the try is one to make again -- an interruption, or nothing to do
+   yet -- and then signal handlers run first.  -1 with an exception set (a
+   handler's, or `err` raised as an OSError), else 0 to go on. */
+static int
+wire_settle(int err, int again)
+{
+    if (again) {
+        return PyErr_CheckSignals() < 0 ? -1 : 0;
+    }
+    if (err != 0) {
+        cmp_raise_oserror(err);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- reading ------------------------------------------------------------ */
 
 /* Is the handle readable within `timeout` seconds?  GIL not needed. */
@@ -210,13 +227,7 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
             done = got;
             cmp_iobuf_advance(slots, count, &first, got);
         }
-        else if (err == CMP_INTR) {
-            if (PyErr_CheckSignals() < 0) {
-                return -1;
-            }
-        }
-        else if (err != CMP_BUSY) {
-            cmp_raise_oserror(err);
+        else if (err != CMP_BUSY && wire_settle(err, err == CMP_INTR) < 0) {
             return -1;
         }
     }
@@ -274,15 +285,8 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
            pipe, which another reader may have emptied; from a blocking
            read it is a timeout the handle was given -- SO_RCVTIMEO, as
            the fork server sets -- and is raised) */
-        if (err == CMP_INTR || (err == CMP_BUSY && shared) ||
-            (err == 0 && !ready)) {
-            if (PyErr_CheckSignals() < 0) {
-                return -1;
-            }
-            continue;
-        }
-        if (err != 0) {
-            cmp_raise_oserror(err);
+        if (wire_settle(err, err == CMP_INTR || (err == CMP_BUSY && shared) ||
+                                 (err == 0 && !ready)) < 0) {
             return -1;
         }
     }
@@ -362,14 +366,9 @@ wire_write_shared(cmp_wire *w, cmp_iobuf *pieces, int count, int first)
                 continue;
             }
         }
-        if (err == 0 || err == CMP_INTR) {
-            if (PyErr_CheckSignals() < 0) {
-                return -1;
-            }
-            continue;
+        if (wire_settle(err, err == 0 || err == CMP_INTR) < 0) {
+            return -1;
         }
-        cmp_raise_oserror(err);
-        return -1;
     }
     return 0;
 }
@@ -389,13 +388,7 @@ cmp_wire_write_all(cmp_wire *w, cmp_iobuf *pieces, int count)
         if (err == 0) {
             cmp_iobuf_advance(pieces, count, &first, sent);
         }
-        else if (err == CMP_INTR) {
-            if (PyErr_CheckSignals() < 0) {
-                return -1;
-            }
-        }
-        else if (err != CMP_BUSY) {
-            cmp_raise_oserror(err);
+        else if (err != CMP_BUSY && wire_settle(err, err == CMP_INTR) < 0) {
             return -1;
         }
     }
@@ -403,14 +396,7 @@ cmp_wire_write_all(cmp_wire *w, cmp_iobuf *pieces, int count)
         Py_BEGIN_ALLOW_THREADS
         err = wire_write_blocking(w, pieces, count, &first, 0, &sent);
         Py_END_ALLOW_THREADS
-        if (err == CMP_INTR) {
-            if (PyErr_CheckSignals() < 0) {
-                return -1;
-            }
-            continue;
-        }
-        if (err != 0) {
-            cmp_raise_oserror(err);
+        if (wire_settle(err, err == CMP_INTR) < 0) {
             return -1;
         }
     }
@@ -450,11 +436,7 @@ cmp_wire_poll(cmp_wire *w, const cmp_deadline *deadline)
     if (err == 0 && ready) {
         return 1;
     }
-    if (err != 0 && err != CMP_INTR) {
-        cmp_raise_oserror(err);
-        return -1;
-    }
-    if (err == CMP_INTR && PyErr_CheckSignals() < 0) {
+    if (wire_settle(err, err == CMP_INTR) < 0) {
         return -1;
     }
     return cmp_wait_sliced(deadline, wire_poll_step, w);

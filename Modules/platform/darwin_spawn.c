@@ -9,6 +9,7 @@
 
 #ifdef CMP_DARWIN
 
+#include "platform/posix_internal.h"
 #include "platform/spawn.h"
 
 #include <errno.h>
@@ -17,9 +18,7 @@
 #include <spawn.h>
 #include <unistd.h>
 
-#include <dlfcn.h>
 #include <mach-o/dyld.h>
-#include <string.h>
 
 extern char **environ;
 
@@ -79,30 +78,21 @@ cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out)
     return err;
 }
 
+/* The main program is the image of index 0. */
+static int
+is_main_image(const void *addr, const void *image_base)
+{
+    (void)addr;
+    return image_base == (const void *)_dyld_get_image_header(0);
+}
+
 /* The image holding addr: the Python framework's binary or a libpython
-   dylib, unless it is the main program's own image (index 0). */
+   dylib, unless it is the main program's own image. */
 int
 cmp_spawn_library_of(const void *addr, char *buf, size_t size,
                      int *in_program)
 {
-    *in_program = 0;
-    if (size > 0) {
-        buf[0] = '\0';
-    }
-    Dl_info info;
-    if (dladdr(addr, &info) == 0 || info.dli_fname == NULL ||
-        info.dli_fname[0] == '\0') {
-        return ENOENT;   /* not in any loaded image: cannot happen */
-    }
-    if (info.dli_fbase == (void *)_dyld_get_image_header(0)) {
-        *in_program = 1;
-        return 0;
-    }
-    if (strlen(info.dli_fname) >= size) {
-        return ENAMETOOLONG;
-    }
-    strcpy(buf, info.dli_fname);
-    return 0;
+    return cmp_posix_library_of(addr, is_main_image, buf, size, in_program);
 }
 
 #endif /* CMP_DARWIN */

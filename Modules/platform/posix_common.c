@@ -4,11 +4,13 @@
 #include "platform/posix_internal.h"
 
 #ifdef CMP_POSIX
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -35,6 +37,32 @@ cmp_posix_exit_code(int status)
     }
     /* Not reachable without WUNTRACED/WCONTINUED; report it raw. */
     return status;
+}
+
+int
+cmp_posix_library_of(const void *addr,
+                     int (*is_program)(const void *addr,
+                                       const void *image_base),
+                     char *buf, size_t size, int *in_program)
+{
+    *in_program = 0;
+    if (size > 0) {
+        buf[0] = '\0';
+    }
+    Dl_info info;
+    if (dladdr(addr, &info) == 0 || info.dli_fname == NULL ||
+        info.dli_fname[0] == '\0') {
+        return ENOENT;   /* not in any loaded image: cannot happen */
+    }
+    if (is_program(addr, info.dli_fbase)) {
+        *in_program = 1;
+        return 0;
+    }
+    if (strlen(info.dli_fname) >= size) {
+        return ENAMETOOLONG;
+    }
+    strcpy(buf, info.dli_fname);
+    return 0;
 }
 
 double

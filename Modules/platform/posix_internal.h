@@ -15,6 +15,16 @@ int cmp_posix_set_cloexec(int fd);
    -signal for a child a signal killed. */
 int cmp_posix_exit_code(int status);
 
+/* cmp_spawn_library_of (spawn.h) with the one part that differs by OS
+   passed in: dladdr() finds the image holding addr, then
+   `is_program(addr, image_base)` tells whether that image is the main
+   program's own (*in_program = 1, no path) rather than a library, whose
+   path goes to buf. */
+int cmp_posix_library_of(const void *addr,
+                         int (*is_program)(const void *addr,
+                                           const void *image_base),
+                         char *buf, size_t size, int *in_program);
+
 #endif /* CMP_POSIX */
 
 #endif /* CMP_PLATFORM_POSIX_INTERNAL_H */

@@ -34,15 +34,18 @@ close_keeping_errno(int fd)
     return saved;
 }
 
-/* Map `size` bytes of `fd` read-write and shared. */
+/* Map `size` bytes of `fd` read-write and shared, into *m (which then
+   owns fd); *m is left as it is on an error. */
 static int
-map_shared(int fd, size_t size, char **addr)
+map_shared(int fd, size_t size, cmp_mapping *m)
 {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
         return errno;
     }
-    *addr = (char *)p;
+    m->addr = (char *)p;
+    m->size = size;
+    m->handle = fd;
     return 0;
 }
 
@@ -121,12 +124,10 @@ cmp_shm_segment_open(const char *name, int flags, int mode,
             goto error;
         }
     }
-    err = map_shared(fd, size, &m->addr);
+    err = map_shared(fd, size, m);
     if (err) {
         goto error;
     }
-    m->size = size;
-    m->handle = fd;
     return 0;
 
 error:
@@ -221,14 +222,11 @@ cmp_arena_create(size_t size, cmp_mapping *m)
             return close_keeping_errno(fd);
         }
     }
-    err = map_shared(fd, size, &m->addr);
+    err = map_shared(fd, size, m);
     if (err) {
         (void)close(fd);
-        return err;
     }
-    m->size = size;
-    m->handle = fd;
-    return 0;
+    return err;
 }
 
 int
@@ -245,13 +243,7 @@ cmp_arena_attach(cmp_handle_t handle, size_t size, cmp_mapping *m)
         /* Mapping past the end would fault on first touch. */
         return EINVAL;
     }
-    int err = map_shared(handle, size, &m->addr);
-    if (err) {
-        return err;
-    }
-    m->size = size;
-    m->handle = handle;
-    return 0;
+    return map_shared(handle, size, m);
 }
 
 int

@@ -12,6 +12,7 @@
 
 #if defined(CMP_POSIX) && !defined(CMP_DARWIN)
 
+#include "platform/posix_internal.h"
 #include "platform/spawn.h"
 
 #include <errno.h>
@@ -23,7 +24,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <dlfcn.h>
 #include <link.h>
 
 #ifdef __linux__
@@ -323,30 +323,22 @@ probe_main_program(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
+/* Is addr inside the main program's loaded segments? */
+static int
+in_main_program(const void *addr, const void *image_base)
+{
+    program_probe probe = {(uintptr_t)addr, 0, 0};
+    (void)image_base;
+    dl_iterate_phdr(probe_main_program, &probe);
+    return probe.in_program;
+}
+
 int
 cmp_spawn_library_of(const void *addr, char *buf, size_t size,
                      int *in_program)
 {
-    *in_program = 0;
-    if (size > 0) {
-        buf[0] = '\0';
-    }
-    Dl_info info;
-    program_probe probe = {(uintptr_t)addr, 0, 0};
-    if (dladdr(addr, &info) == 0 || info.dli_fname == NULL ||
-        info.dli_fname[0] == '\0') {
-        return ENOENT;   /* not in any loaded image: cannot happen */
-    }
-    dl_iterate_phdr(probe_main_program, &probe);
-    if (probe.in_program) {
-        *in_program = 1;
-        return 0;
-    }
-    if (strlen(info.dli_fname) >= size) {
-        return ENAMETOOLONG;
-    }
-    strcpy(buf, info.dli_fname);
-    return 0;
+    return cmp_posix_library_of(addr, in_main_program, buf, size,
+                                in_program);
 }
 
 #endif /* CMP_POSIX && !CMP_DARWIN */

@@ -67,61 +67,18 @@ pipe_ended(DWORD err)
     return err == ERROR_BROKEN_PIPE || err == ERROR_PIPE_NOT_CONNECTED;
 }
 
-/* One ReadFile or WriteFile of `len` bytes on a pipe, waited for (with
-   Ctrl-C) when it does not complete at once.  *n receives the bytes
-   transferred.  ERROR_MORE_DATA (part of a message) counts as success. */
+/* Bytes waiting in pipe `h` (*avail); *eof when the writers are gone
+   (*avail is then 0: a read returns at once). */
 static int
-pipe_transfer(HANDLE h, int writing, void *buf, DWORD len, DWORD *n)
+pipe_avail(cmp_handle_t h, size_t *avail, int *eof)
 {
-    OVERLAPPED ov;
-    memset(&ov, 0, sizeof(ov));
-    *n = 0;
-    ov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
-    if (ov.hEvent == NULL) {
-        return (int)GetLastError();
-    }
-    BOOL ok = writing ? WriteFile(h, buf, len, NULL, &ov)
-                      : ReadFile(h, buf, len, NULL, &ov);
-    int err = 0;
-    if (ok) {
-        err = GetOverlappedResult(h, &ov, n, FALSE) ? 0 : (int)GetLastError();
-    }
-    else {
-        DWORD e = GetLastError();
-        if (e == ERROR_IO_PENDING) {
-            err = cmp_io_overlapped_wait(h, &ov, INFINITE, n);
-        }
-        else if (e == ERROR_MORE_DATA) {
-            err = GetOverlappedResult(h, &ov, n, FALSE) ? 0
-                                                        : (int)GetLastError();
-        }
-        else {
-            err = (int)e;
-        }
-    }
-    if (err == ERROR_MORE_DATA) {
-        err = 0;
-    }
-    CloseHandle(ov.hEvent);
-    return err;
-}
-
-int
-cmp_io_pending(cmp_handle_t fd, size_t *avail)
-{
-    if (cmp_win32_is_socket(fd)) {
-        u_long n = 0;
-        if (ioctlsocket(cmp_win32_as_socket(fd), FIONREAD, &n) != 0) {
-            return WSAGetLastError();
-        }
-        *avail = (size_t)n;
-        return 0;
-    }
     DWORD n = 0;
-    if (!PeekNamedPipe(fd, NULL, 0, NULL, &n, NULL)) {
+    *avail = 0;
+    *eof = 0;
+    if (!PeekNamedPipe(h, NULL, 0, NULL, &n, NULL)) {
         DWORD err = GetLastError();
         if (pipe_ended(err)) {
-            *avail = 0;     /* at end of file: a read returns at once */
+            *eof = 1;
             return 0;
         }
         return (int)err;
@@ -130,24 +87,107 @@ cmp_io_pending(cmp_handle_t fd, size_t *avail)
     return 0;
 }
 
+/* Bytes waiting on socket `s` (FIONREAD). */
+static int
+socket_avail(SOCKET s, size_t *avail)
+{
+    u_long n = 0;
+    if (ioctlsocket(s, FIONREAD, &n) != 0) {
+        return WSAGetLastError();
+    }
+    *avail = (size_t)n;
+    return 0;
+}
+
+/* One ReadFile or WriteFile of at most `len` bytes, with an OVERLAPPED
+   structure.  An operation that pends (overlapped handles only) is waited
+   for when `wait` (Ctrl-C ends the wait: CMP_INTR), else cancelled at
+   once.  *n receives the bytes transferred, also those of an interrupted
+   or cancelled operation.  Part of a message (ERROR_MORE_DATA) is a
+   success. */
+static int
+pipe_op(cmp_handle_t h, int writing, void *buf, size_t len, int wait,
+        size_t *n)
+{
+    OVERLAPPED ov;
+    DWORD want = len > (size_t)0x7fffffff ? 0x7fffffff : (DWORD)len;
+    DWORD got = 0;
+    int err = 0;
+    *n = 0;
+    memset(&ov, 0, sizeof(ov));
+    ov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (ov.hEvent == NULL) {
+        return (int)GetLastError();
+    }
+    BOOL ok = writing ? WriteFile(h, buf, want, NULL, &ov)
+                      : ReadFile(h, buf, want, NULL, &ov);
+    DWORD e = ok ? 0 : GetLastError();
+    if (e == ERROR_IO_PENDING && wait) {
+        err = cmp_io_overlapped_wait(h, &ov, INFINITE, &got);
+    }
+    else if (e == ERROR_IO_PENDING) {
+        CancelIoEx(h, &ov);
+        if (!GetOverlappedResult(h, &ov, &got, TRUE)) {
+            err = (int)GetLastError();
+            if (err == ERROR_OPERATION_ABORTED) {
+                err = 0;
+            }
+        }
+    }
+    else if (e == 0 || e == ERROR_MORE_DATA) {
+        if (!GetOverlappedResult(h, &ov, &got, FALSE)) {
+            err = (int)GetLastError();
+        }
+    }
+    else {
+        err = (int)e;
+    }
+    if (err == ERROR_MORE_DATA) {
+        err = 0;
+    }
+    CloseHandle(ov.hEvent);
+    *n = (size_t)got;
+    return err;
+}
+
+int
+cmp_io_pending(cmp_handle_t fd, size_t *avail)
+{
+    if (cmp_win32_is_socket(fd)) {
+        return socket_avail(cmp_win32_as_socket(fd), avail);
+    }
+    int eof = 0;
+    return pipe_avail(fd, avail, &eof);
+}
+
 int
 cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
             size_t *got)
 {
     int chunk = len > (size_t)INT_MAX ? INT_MAX : (int)len;
-    if (kind == CMP_IO_KIND_SOCKET) {
-        if (nowait) {
-            u_long n = 0;
-            if (ioctlsocket(cmp_win32_as_socket(fd), FIONREAD, &n) != 0) {
-                return WSAGetLastError();
-            }
-            if (n == 0) {
-                return WSAEWOULDBLOCK;
-            }
-            if ((size_t)n < (size_t)chunk) {
-                chunk = (int)n;
-            }
+    if (nowait &&
+        (kind == CMP_IO_KIND_SOCKET || kind == CMP_IO_KIND_PIPE)) {
+        /* only what is there: a read of that much cannot block */
+        size_t avail = 0;
+        int eof = 0;
+        int err = kind == CMP_IO_KIND_SOCKET
+                      ? socket_avail(cmp_win32_as_socket(fd), &avail)
+                      : pipe_avail(fd, &avail, &eof);
+        if (err != 0) {
+            return err;
         }
+        if (eof) {
+            *got = 0;
+            return 0;
+        }
+        if (avail == 0) {
+            return WSAEWOULDBLOCK;
+        }
+        if (avail < (size_t)chunk) {
+            chunk = (int)avail;
+        }
+    }
+    if (kind == CMP_IO_KIND_SOCKET) {
         int r = recv(cmp_win32_as_socket(fd), (char *)buf, chunk, nowait ? 0 : MSG_WAITALL);
         if (r == SOCKET_ERROR) {
             return WSAGetLastError();
@@ -156,31 +196,13 @@ cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
         return 0;
     }
     if (kind == CMP_IO_KIND_PIPE) {
-        if (nowait) {
-            /* only what is there: a read of that much cannot block */
-            DWORD avail = 0;
-            if (!PeekNamedPipe(fd, NULL, 0, NULL, &avail, NULL)) {
-                DWORD err = GetLastError();
-                if (pipe_ended(err)) {
-                    *got = 0;
-                    return 0;
-                }
-                return (int)err;
-            }
-            if (avail == 0) {
-                return WSAEWOULDBLOCK;
-            }
-            if ((size_t)avail < (size_t)chunk) {
-                chunk = (int)avail;
-            }
-        }
-        DWORD n = 0;
-        int err = pipe_transfer(fd, 0, buf, (DWORD)chunk, &n);
+        size_t n = 0;
+        int err = pipe_op(fd, 0, buf, (size_t)chunk, 1, &n);
         if (pipe_ended((DWORD)err)) {
             *got = 0;
             return 0;
         }
-        *got = (size_t)n;
+        *got = n;
         return err;
     }
     if (nowait) {
@@ -227,7 +249,7 @@ pipe_writev(HANDLE h, const cmp_iobuf *pieces, int count, size_t *sent)
         total += pieces[take].len;
         take++;
     }
-    DWORD n = 0;
+    size_t n = 0;
     int err;
     if (take >= 2) {
         char small[4096];
@@ -240,20 +262,18 @@ pipe_writev(HANDLE h, const cmp_iobuf *pieces, int count, size_t *sent)
             memcpy(buf + at, pieces[i].base, pieces[i].len);
             at += pieces[i].len;
         }
-        err = pipe_transfer(h, 1, buf, (DWORD)total, &n);
+        err = pipe_op(h, 1, buf, total, 1, &n);
         if (buf != small) {
             free(buf);
         }
     }
     else {
-        size_t len = pieces[0].len;
-        DWORD want = len > (size_t)INT_MAX ? (DWORD)INT_MAX : (DWORD)len;
-        err = pipe_transfer(h, 1, (void *)pieces[0].base, want, &n);
+        err = pipe_op(h, 1, (void *)pieces[0].base, pieces[0].len, 1, &n);
     }
     if (err == CMP_INTR && n > 0) {
         err = 0;            /* part went out before Ctrl-C: report it */
     }
-    *sent = (size_t)n;
+    *sent = n;
     return err;
 }
 
@@ -325,15 +345,13 @@ ready_now(cmp_handle_t h, int *ready)
         return 0;
     }
     if (GetFileType(h) == FILE_TYPE_PIPE) {
-        DWORD n = 0;
-        if (!PeekNamedPipe(h, NULL, 0, NULL, &n, NULL)) {
-            DWORD err = GetLastError();
-            if (!pipe_ended(err)) {
-                return (int)err;
-            }
-            n = 1;          /* end of file counts as readable */
+        size_t n = 0;
+        int eof = 0;
+        int err = pipe_avail(h, &n, &eof);
+        if (err != 0) {
+            return err;
         }
-        *ready = n > 0;
+        *ready = n > 0 || eof;  /* end of file counts as readable */
         return 0;
     }
     DWORD w = WaitForSingleObject(h, 0);
@@ -630,79 +648,6 @@ pipe_room(cmp_handle_t h, size_t *room, int *broken)
     return 0;
 }
 
-/* One ReadFile or WriteFile of at most `len` bytes, with an OVERLAPPED
-   structure.  An operation that pends (overlapped handles only) is waited
-   for when `wait` (Ctrl-C ends the wait: SH_INTR if nothing went
-   through), else cancelled at once.  *n receives the bytes transferred,
-   also those of a cancelled operation.  Part of a message
-   (ERROR_MORE_DATA) is a success. */
-static int
-pipe_op(cmp_handle_t h, int writing, void *buf, size_t len, int wait,
-        size_t *n)
-{
-    OVERLAPPED ov;
-    DWORD want = len > (size_t)0x7fffffff ? 0x7fffffff : (DWORD)len;
-    DWORD got = 0;
-    int err = 0;
-    *n = 0;
-    memset(&ov, 0, sizeof(ov));
-    ov.hEvent = CreateEventW(NULL, TRUE, FALSE, NULL);
-    if (ov.hEvent == NULL) {
-        return (int)GetLastError();
-    }
-    BOOL ok = writing ? WriteFile(h, buf, want, NULL, &ov)
-                      : ReadFile(h, buf, want, NULL, &ov);
-    DWORD e = ok ? 0 : GetLastError();
-    if (e == ERROR_IO_PENDING && wait) {
-        err = cmp_io_overlapped_wait(h, &ov, INFINITE, &got);
-        if (err == CMP_INTR) {
-            err = got > 0 ? 0 : SH_INTR;
-        }
-    }
-    else if (e == ERROR_IO_PENDING) {
-        CancelIoEx(h, &ov);
-        if (!GetOverlappedResult(h, &ov, &got, TRUE)) {
-            err = (int)GetLastError();
-            if (err == ERROR_OPERATION_ABORTED) {
-                err = 0;
-            }
-        }
-    }
-    else if (e == 0 || e == ERROR_MORE_DATA) {
-        if (!GetOverlappedResult(h, &ov, &got, FALSE)) {
-            err = (int)GetLastError();
-        }
-    }
-    else {
-        err = (int)e;
-    }
-    if (err == ERROR_MORE_DATA) {
-        err = 0;
-    }
-    CloseHandle(ov.hEvent);
-    *n = (size_t)got;
-    return err;
-}
-
-/* Bytes waiting in pipe `h` (*avail); *eof when the writers are gone. */
-static int
-pipe_avail(cmp_handle_t h, size_t *avail, int *eof)
-{
-    DWORD n = 0;
-    *avail = 0;
-    *eof = 0;
-    if (!PeekNamedPipe(h, NULL, 0, NULL, &n, NULL)) {
-        DWORD err = GetLastError();
-        if (err == ERROR_BROKEN_PIPE || err == ERROR_PIPE_NOT_CONNECTED) {
-            *eof = 1;
-            return 0;
-        }
-        return (int)err;
-    }
-    *avail = (size_t)n;
-    return 0;
-}
-
 /* One write to pipe `h` that must not block, used when the write quota
    reads 0: a full pipe, or a system that does not report the quota
    (wine).  On an overlapped handle: the write, cancelled if it has to
@@ -830,7 +775,11 @@ first_piece(const cmp_iobuf *pieces, int count)
 static int
 pipe_write(cmp_handle_t h, const void *base, size_t len, size_t *done)
 {
-    return pipe_op(h, 1, (void *)base, len, 1, done);
+    int err = pipe_op(h, 1, (void *)base, len, 1, done);
+    if (err == CMP_INTR) {
+        err = *done > 0 ? 0 : SH_INTR;  /* what went through counts */
+    }
+    return err;
 }
 
 static int
@@ -980,7 +929,7 @@ sh_read_nowait(cmp_handle_t h, void *buf, size_t len, size_t *done)
     /* (no more than is there: the read cannot wait; a message-mode pipe
        hands over part of a message) */
     err = pipe_op(h, 0, buf, avail < len ? avail : len, 0, &got);
-    if (err == ERROR_BROKEN_PIPE || err == ERROR_PIPE_NOT_CONNECTED) {
+    if (pipe_ended((DWORD)err)) {
         return SH_EOF;
     }
     if (err) {

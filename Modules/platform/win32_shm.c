@@ -51,24 +51,27 @@ wide_name(const char *name, wchar_t **out)
     return 0;
 }
 
-/* Map the whole of mapping `h`; *size = 0 asks for the mapping's size. */
+/* Map the whole of mapping `h` into *m (which then owns h); `size` 0 asks
+   for the mapping's size.  *m is left as it is on an error. */
 static int
-map_view(HANDLE h, size_t *size, char **addr)
+map_view(HANDLE h, size_t size, cmp_mapping *m)
 {
-    void *p = MapViewOfFile(h, FILE_MAP_ALL_ACCESS, 0, 0, *size);
+    void *p = MapViewOfFile(h, FILE_MAP_ALL_ACCESS, 0, 0, size);
     if (p == NULL) {
         return (int)GetLastError();
     }
-    if (*size == 0) {
+    if (size == 0) {
         MEMORY_BASIC_INFORMATION info;
         if (VirtualQuery(p, &info, sizeof(info)) == 0) {
             int err = (int)GetLastError();
             UnmapViewOfFile(p);
             return err;
         }
-        *size = info.RegionSize;
+        size = info.RegionSize;
     }
-    *addr = (char *)p;
+    m->addr = (char *)p;
+    m->size = size;
+    m->handle = h;
     return 0;
 }
 
@@ -119,15 +122,12 @@ cmp_shm_segment_open(const char *name, int flags, int mode,
     if (err) {
         return err;
     }
-    err = map_view(h, &size, &m->addr);
+    err = map_view(h, size, m);
     if (err) {
         CloseHandle(h);
         *created = 0;
-        return err;
     }
-    m->size = size;
-    m->handle = h;
-    return 0;
+    return err;
 }
 
 int
@@ -181,14 +181,11 @@ cmp_arena_create(size_t size, cmp_mapping *m)
     if (h == NULL) {
         return (int)GetLastError();
     }
-    int err = map_view(h, &size, &m->addr);
+    int err = map_view(h, size, m);
     if (err) {
         CloseHandle(h);
-        return err;
     }
-    m->size = size;
-    m->handle = h;
-    return 0;
+    return err;
 }
 
 int
@@ -197,13 +194,7 @@ cmp_arena_attach(cmp_handle_t handle, size_t size, cmp_mapping *m)
     if (size == 0) {
         return ERROR_INVALID_PARAMETER;
     }
-    int err = map_view(handle, &size, &m->addr);
-    if (err) {
-        return err;
-    }
-    m->size = size;
-    m->handle = handle;
-    return 0;
+    return map_view(handle, size, m);
 }
 
 int
