@@ -67,8 +67,8 @@ bind_keyword(const cmp_argspec *spec, PyObject *key, PyObject *value,
     }
     if (out[slot] != NULL) {
         PyErr_Format(PyExc_TypeError,
-                     "%s() got multiple values for argument '%s'",
-                     spec->fname, spec->names[slot]);
+                     "%s() got multiple values for argument '%s'", spec->fname,
+                     spec->names[slot]);
         return -1;
     }
     out[slot] = value;
@@ -77,8 +77,8 @@ bind_keyword(const cmp_argspec *spec, PyObject *key, PyObject *value,
 
 /* Fill the positional slots; the rest start empty. */
 static int
-bind_positional(const cmp_argspec *spec, PyObject *const *pos,
-                Py_ssize_t npos, PyObject **out)
+bind_positional(const cmp_argspec *spec, PyObject *const *pos, Py_ssize_t npos,
+                PyObject **out)
 {
     if (npos > spec->nnames) {
         return too_many(spec, npos);
@@ -246,7 +246,8 @@ cmp_arg_fileno(PyObject *obj, const char *what, cmp_handle_t *out)
         PyErr_Clear();
         PyErr_Format(PyExc_TypeError,
                      "expected an integer handle or an object with a "
-                     "fileno() method, not %.100s", Py_TYPE(obj)->tp_name);
+                     "fileno() method, not %.100s",
+                     Py_TYPE(obj)->tp_name);
         return -1;
     }
     PyObject *num = PyObject_CallNoArgs(meth);
@@ -293,13 +294,13 @@ cmp_check_positional(const char *fname, Py_ssize_t nargs, Py_ssize_t min,
     }
     if (min == max) {
         PyErr_Format(PyExc_TypeError,
-                     "%s() takes exactly %zd argument%s (%zd given)",
-                     fname, min, min == 1 ? "" : "s", nargs);
+                     "%s() takes exactly %zd argument%s (%zd given)", fname,
+                     min, min == 1 ? "" : "s", nargs);
     }
     else {
         PyErr_Format(PyExc_TypeError,
-                     "%s() takes from %zd to %zd arguments (%zd given)",
-                     fname, min, max, nargs);
+                     "%s() takes from %zd to %zd arguments (%zd given)", fname,
+                     min, max, nargs);
     }
     return -1;
 }

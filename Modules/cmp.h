@@ -98,7 +98,7 @@ typedef struct {
 } cmp_argspec;
 
 #define CMP_ARGSPEC(fname, names, nrequired)                                  \
-    {(fname), (names), (Py_ssize_t)(sizeof(names) / sizeof((names)[0])),     \
+    {(fname), (names), (Py_ssize_t)(sizeof(names) / sizeof((names)[0])),      \
      (nrequired)}
 
 /* Bind a METH_FASTCALL | METH_KEYWORDS call to out[0..spec->nnames):

@@ -34,8 +34,8 @@ typedef struct {
 /* The five SemLock fields, in the order of _ConditionCore's arguments: the
    one list that traverse, clear and new walk. */
 static const Py_ssize_t condcore_fields[] = {
-    offsetof(CondCoreObject, lock),    offsetof(CondCoreObject, sleeping),
-    offsetof(CondCoreObject, woken),   offsetof(CondCoreObject, waiting),
+    offsetof(CondCoreObject, lock),  offsetof(CondCoreObject, sleeping),
+    offsetof(CondCoreObject, woken), offsetof(CondCoreObject, waiting),
     offsetof(CondCoreObject, flag),
 };
 enum {
@@ -80,8 +80,8 @@ condcore_dealloc(PyObject *op)
 static PyObject *
 condcore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static const char *const names[] = {"lock", "sleeping", "woken",
-                                        "waiting", "flag"};
+    static const char *const names[] = {"lock", "sleeping", "woken", "waiting",
+                                        "flag"};
     static const cmp_argspec spec = CMP_ARGSPEC("_ConditionCore", names, 4);
     PyObject *a[5];
     if (cmp_parse_tuple(&spec, args, kwds, a) < 0) {
@@ -417,8 +417,7 @@ static PyMethodDef condcore_methods[] = {
      "wait(timeout=None) -> bool: Condition.wait (lock held)."},
     {"notify", (PyCFunction)(void (*)(void))condcore_notify,
      METH_FASTCALL | METH_KEYWORDS, "notify(n=1): Condition.notify."},
-    {"notify_all", condcore_notify_all, METH_NOARGS,
-     "Condition.notify_all."},
+    {"notify_all", condcore_notify_all, METH_NOARGS, "Condition.notify_all."},
     {"is_set", condcore_is_set, METH_NOARGS, "Event.is_set."},
     {"set", condcore_set, METH_NOARGS, "Event.set."},
     {"clear", condcore_clear_flag, METH_NOARGS, "Event.clear."},
@@ -450,8 +449,7 @@ int
 cmp_condition_exec(PyObject *module)
 {
     cmp_state *st = cmp_get_state(module);
-    st->CondCore_type = PyType_FromModuleAndSpec(module, &condcore_spec,
-                                                 NULL);
+    st->CondCore_type = PyType_FromModuleAndSpec(module, &condcore_spec, NULL);
     if (st->CondCore_type == NULL ||
         PyModule_AddObjectRef(module, "_ConditionCore", st->CondCore_type) <
             0) {

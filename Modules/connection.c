@@ -418,8 +418,7 @@ Conn_recv_bytes_into(ConnObject *self, PyTypeObject *cls,
                      PyObject *kwnames)
 {
     static const char *const names[] = {"buf", "offset"};
-    static const cmp_argspec spec =
-        CMP_ARGSPEC("recv_bytes_into", names, 1);
+    static const cmp_argspec spec = CMP_ARGSPEC("recv_bytes_into", names, 1);
     PyObject *a[2];
     if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
@@ -659,8 +658,7 @@ static PyGetSetDef Conn_getset[] = {
      (void *)1},
     {"_handle", (getter)Conn_get_handle, (setter)Conn_set_handle,
      "The handle, or None once closed", NULL},
-    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL,
-     NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -793,8 +791,7 @@ Conn_repr(ConnObject *self)
     if (CONN_CLOSED(self)) {
         return PyUnicode_FromFormat("<%s closed>", Py_TYPE(self)->tp_name);
     }
-    return PyUnicode_FromFormat("<%s handle=%lld%s%s>",
-                                Py_TYPE(self)->tp_name,
+    return PyUnicode_FromFormat("<%s handle=%lld%s%s>", Py_TYPE(self)->tp_name,
                                 cmp_io_handle_value(self->fd),
                                 self->readable ? " r" : "",
                                 self->writable ? " w" : "");
@@ -920,8 +917,7 @@ cmp_wait(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         goto done;
     }
     for (Py_ssize_t i = 0; nready > 0 && i < n; i++) {
-        if (ready[i] &&
-            PyList_Append(result, PyList_GET_ITEM(objs, i)) < 0) {
+        if (ready[i] && PyList_Append(result, PyList_GET_ITEM(objs, i)) < 0) {
             Py_CLEAR(result);
             goto done;
         }

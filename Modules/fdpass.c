@@ -13,7 +13,7 @@
 #include "cmp.h"
 
 #ifdef CMP_POSIX
-#include <errno.h>
+#  include <errno.h>
 
 static PyObject *
 fdpass_sendfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
@@ -159,8 +159,8 @@ fdpass_recvfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         err = cmp_io_wait_readable(sock, CMP_WAIT_SLICE, &ready);
         if (err == 0 && ready) {
             err = cmp_io_recvfds(sock, fds, (size_t)maxfds, &nfds,
-                                 PyBytes_AS_STRING(msg), (size_t)msgsize,
-                                 &got, &truncated);
+                                 PyBytes_AS_STRING(msg), (size_t)msgsize, &got,
+                                 &truncated);
         }
         Py_END_ALLOW_THREADS
         if (err == 0 && ready) {

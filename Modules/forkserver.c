@@ -253,8 +253,7 @@ fs_child_result(const int *fds, size_t n)
    closed); -1 with an exception set when the handshake raised or a signal
    handler did. */
 static int
-fs_take_request(int conn, PyObject *handshake, int *req, size_t max,
-                size_t *n)
+fs_take_request(int conn, PyObject *handshake, int *req, size_t max, size_t *n)
 {
     *n = 0;
     int ok = call_handshake(handshake, conn);
@@ -319,8 +318,7 @@ forkserver_serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     }
     int has_timeout = 0;
     double timeout = -1.0;
-    if (a[4] != NULL &&
-        cmp_parse_timeout(a[4], &has_timeout, &timeout) < 0) {
+    if (a[4] != NULL && cmp_parse_timeout(a[4], &has_timeout, &timeout) < 0) {
         return NULL;
     }
     if (!has_timeout) {
@@ -365,8 +363,8 @@ forkserver_serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
             continue;   /* gone before we got to it: nothing to do */
         }
         size_t n = 0;
-        int taken = fs_take_request(conn, handshake, req,
-                                    (size_t)max_fds + 1, &n);
+        int taken = fs_take_request(conn, handshake, req, (size_t)max_fds + 1,
+                                    &n);
         cmp_fs_close_fds(&conn, 1);
         if (taken < 0) {
             goto error;

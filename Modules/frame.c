@@ -119,8 +119,7 @@ wire_check_readable(void *arg, int *ready)
 /* One read that cannot block, into the slots: 0 with *got (0: end of
    file), CMP_BUSY, or an error code. */
 static int
-wire_read_nowait(const cmp_wire *w, cmp_iobuf *slots, int count,
-                 size_t *got)
+wire_read_nowait(const cmp_wire *w, cmp_iobuf *slots, int count, size_t *got)
 {
     *got = 0;
     if (w->kind == CMP_WIRE_SHARED) {
@@ -147,8 +146,8 @@ wire_read_nowait(const cmp_wire *w, cmp_iobuf *slots, int count,
    file (*eof) or an error.  A long payload on a socket (`stream`) is taken
    as it comes, checking for more for a while before sleeping. */
 static int
-wire_read_blocking(const cmp_wire *w, cmp_iobuf *slots, int count,
-                   int *first, size_t *done, int stream, int *eof)
+wire_read_blocking(const cmp_wire *w, cmp_iobuf *slots, int count, int *first,
+                   size_t *done, int stream, int *eof)
 {
     int err = 0;
     while (*first < count) {
@@ -235,7 +234,8 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
         *w->waited = first < count;
     }
     double spin = (start && done == 0 && w->spin != NULL)
-                      ? cmp_spin_budget(w->spin) : 0.0;
+                      ? cmp_spin_budget(w->spin)
+                      : 0.0;
     const int stream = !start && w->kind == CMP_IO_KIND_SOCKET &&
                        want - done > WIRE_STREAM_MIN && cmp_spin_possible();
     while (first < count) {
@@ -325,8 +325,8 @@ wire_write_blocking(const cmp_wire *w, cmp_iobuf *pieces, int count,
     while (*first < count) {
         size_t n = 0;
         if (w->kind == CMP_WIRE_SHARED) {
-            err = cmp_io_shared_writev(w->fd, pieces + *first,
-                                       count - *first, 0, &n);
+            err = cmp_io_shared_writev(w->fd, pieces + *first, count - *first,
+                                       0, &n);
         }
         else {
             err = cmp_io_writev(w->fd, w->kind, pieces + *first,
@@ -351,8 +351,8 @@ wire_write_shared(cmp_wire *w, cmp_iobuf *pieces, int count, int first)
 {
     while (first < count) {
         size_t n = 0;
-        int err = cmp_io_shared_writev(w->fd, pieces + first, count - first,
-                                       1, &n);
+        int err = cmp_io_shared_writev(w->fd, pieces + first, count - first, 1,
+                                       &n);
         if (err == 0) {
             cmp_iobuf_advance(pieces, count, &first, n);
             continue;

@@ -91,7 +91,6 @@ int cmp_wire_poll(cmp_wire *w, const cmp_deadline *deadline);
 
 /* Drop `sent` bytes from the front of pieces[*first..count): *first moves
    past the pieces written (and empty ones), the next one is trimmed. */
-void cmp_iobuf_advance(cmp_iobuf *pieces, int count, int *first,
-                       size_t sent);
+void cmp_iobuf_advance(cmp_iobuf *pieces, int count, int *first, size_t sent);
 
 #endif /* CMP_FRAME_H */

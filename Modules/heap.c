@@ -204,8 +204,7 @@ arena_view(ArenaObject *self, PyObject *const *args, Py_ssize_t nargs,
     PyObject *a[2];
     Py_ssize_t start, size;
     if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
-        cmp_arg_ssize(a[0], &start) < 0 ||
-        cmp_arg_ssize(a[1], &size) < 0) {
+        cmp_arg_ssize(a[0], &start) < 0 || cmp_arg_ssize(a[1], &size) < 0) {
         return NULL;
     }
     if (start < 0 || size < 0 || (size_t)start > self->map.size ||
@@ -246,8 +245,8 @@ static PyGetSetDef arena_getset[] = {
 };
 
 static PyMemberDef arena_members[] = {
-    {"__weaklistoffset__", Py_T_PYSSIZET,
-     offsetof(ArenaObject, weakreflist), Py_READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(ArenaObject, weakreflist),
+     Py_READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -409,8 +408,8 @@ heap_lock_step(void *ctx, double slice, int *err)
 {
     (void)err;
     PyThread_type_lock lock = (PyThread_type_lock)ctx;
-    return PyThread_acquire_lock_timed(lock, (PY_TIMEOUT_T)(slice * 1e6), 0)
-           == PY_LOCK_ACQUIRED;
+    return PyThread_acquire_lock_timed(lock, (PY_TIMEOUT_T)(slice * 1e6), 0) ==
+           PY_LOCK_ACQUIRED;
 }
 
 int
@@ -800,8 +799,8 @@ static PyGetSetDef block_getset[] = {
 };
 
 static PyMemberDef block_members[] = {
-    {"__weaklistoffset__", Py_T_PYSSIZET,
-     offsetof(BlockObject, weakreflist), Py_READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(BlockObject, weakreflist),
+     Py_READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -971,8 +970,7 @@ heap_free_method(HeapObject *h, PyObject *arg)
             continue;
         }
         for (seg *s = a->first; s != NULL; s = s->next) {
-            if ((Py_ssize_t)s->start == start &&
-                (Py_ssize_t)s->stop == stop) {
+            if ((Py_ssize_t)s->start == start && (Py_ssize_t)s->stop == stop) {
                 if (s->state != SEG_TUPLE) {
                     break;
                 }
@@ -984,7 +982,8 @@ heap_free_method(HeapObject *h, PyObject *arg)
     }
     PyErr_Format(PyExc_ValueError,
                  "block %R was not allocated by malloc() of this heap in "
-                 "this process, or was already freed", arg);
+                 "this process, or was already freed",
+                 arg);
     return NULL;
 }
 

@@ -75,21 +75,21 @@ add_exceptions(PyObject *module, cmp_state *st)
     }
     st->TimeoutError = PyErr_NewExceptionWithDoc(
         "cmultiprocessing.context.TimeoutError",
-        "An operation did not finish before its timeout.",
-        st->ProcessError, NULL);
+        "An operation did not finish before its timeout.", st->ProcessError,
+        NULL);
     if (st->TimeoutError == NULL) {
         return -1;
     }
     st->AuthenticationError = PyErr_NewExceptionWithDoc(
         "cmultiprocessing.context.AuthenticationError",
-        "The peer failed the authentication handshake.",
-        st->ProcessError, NULL);
+        "The peer failed the authentication handshake.", st->ProcessError,
+        NULL);
     if (st->AuthenticationError == NULL) {
         return -1;
     }
     if (PyModule_AddObjectRef(module, "ProcessError", st->ProcessError) < 0 ||
-        PyModule_AddObjectRef(module, "BufferTooShort",
-                              st->BufferTooShort) < 0 ||
+        PyModule_AddObjectRef(module, "BufferTooShort", st->BufferTooShort) <
+            0 ||
         PyModule_AddObjectRef(module, "TimeoutError", st->TimeoutError) < 0 ||
         PyModule_AddObjectRef(module, "AuthenticationError",
                               st->AuthenticationError) < 0) {
@@ -105,18 +105,12 @@ cmp_exec(PyObject *module)
     if (add_exceptions(module, st) < 0) {
         return -1;
     }
-    if (cmp_connection_exec(module) < 0 ||
-        cmp_fdpass_exec(module) < 0 ||
-        cmp_semaphore_exec(module) < 0 ||
-        cmp_condition_exec(module) < 0 ||
-        cmp_process_exec(module) < 0 ||
-        cmp_spawn_exec(module) < 0 ||
-        cmp_forkserver_exec(module) < 0 ||
-        cmp_shmem_exec(module) < 0 ||
-        cmp_heap_exec(module) < 0 ||
-        cmp_queue_exec(module) < 0 ||
-        cmp_pool_exec(module) < 0 ||
-        cmp_winpipe_exec(module) < 0) {
+    if (cmp_connection_exec(module) < 0 || cmp_fdpass_exec(module) < 0 ||
+        cmp_semaphore_exec(module) < 0 || cmp_condition_exec(module) < 0 ||
+        cmp_process_exec(module) < 0 || cmp_spawn_exec(module) < 0 ||
+        cmp_forkserver_exec(module) < 0 || cmp_shmem_exec(module) < 0 ||
+        cmp_heap_exec(module) < 0 || cmp_queue_exec(module) < 0 ||
+        cmp_pool_exec(module) < 0 || cmp_winpipe_exec(module) < 0) {
         return -1;
     }
     return 0;

@@ -245,8 +245,7 @@ cmp_pickler_release(PyObject *op)
     /* Forget what the pickler remembered (its memo keeps every object
        pickled alive, and would make the next pickle refer back to them);
        a pickler that cannot forget is not kept. */
-    PyObject *r = kp->clear_memo ? PyObject_CallNoArgs(kp->clear_memo)
-                                 : NULL;
+    PyObject *r = kp->clear_memo ? PyObject_CallNoArgs(kp->clear_memo) : NULL;
     if (r == NULL) {
         PyErr_Clear();
         kept_drop(kp);

@@ -121,8 +121,7 @@ packer_to_list(const packer *p)
 static PyObject *
 packer_to_bytes(const packer *p)
 {
-    PyObject *data =
-        PyBytes_FromStringAndSize(NULL, 1 + p->count * PACK_CELL);
+    PyObject *data = PyBytes_FromStringAndSize(NULL, 1 + p->count * PACK_CELL);
     if (data == NULL) {
         return NULL;
     }
@@ -167,8 +166,10 @@ map_chunk_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     }
     PyObject *func = a[0];
     if (!PyCallable_Check(func)) {
-        PyErr_Format(PyExc_TypeError, "map_chunk: %.200s object is not "
-                     "callable", Py_TYPE(func)->tp_name);
+        PyErr_Format(PyExc_TypeError,
+                     "map_chunk: %.200s object is not "
+                     "callable",
+                     Py_TYPE(func)->tp_name);
         return NULL;
     }
     it = PyObject_GetIter(a[1]);
@@ -240,8 +241,10 @@ unpack_into_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     }
     PyObject *target = a[1];
     if (!PyList_Check(target)) {
-        PyErr_Format(PyExc_TypeError, "unpack_into: target must be a list, "
-                     "not %.200s", Py_TYPE(target)->tp_name);
+        PyErr_Format(PyExc_TypeError,
+                     "unpack_into: target must be a list, "
+                     "not %.200s",
+                     Py_TYPE(target)->tp_name);
         return NULL;
     }
     if (cmp_arg_ssize(a[2], &start) < 0) {
@@ -262,7 +265,8 @@ unpack_into_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         count > PyList_GET_SIZE(target) - start) {
         PyErr_Format(PyExc_ValueError,
                      "unpack_into: %zd values at %zd do not fit a list of "
-                     "%zd", count, start, PyList_GET_SIZE(target));
+                     "%zd",
+                     count, start, PyList_GET_SIZE(target));
         goto done;
     }
     for (Py_ssize_t i = 0; i < count; i++) {

@@ -54,8 +54,7 @@ arg_fd(PyObject *obj, cmp_handle_t *fd)
         return -1;
     }
     if (overflow != 0 || v < 0 || v > 0x7fffffffL) {
-        PyErr_SetString(PyExc_ValueError,
-                        "file descriptor out of range");
+        PyErr_SetString(PyExc_ValueError, "file descriptor out of range");
         return -1;
     }
     *fd = (cmp_handle_t)v;
@@ -174,7 +173,8 @@ proc_reap(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     (void)module;
     long pid;
     int block = 0;
-    if (cmp_check_positional("reap", nargs, 1, 2) < 0 || arg_pid(args[0], &pid) < 0) {
+    if (cmp_check_positional("reap", nargs, 1, 2) < 0 ||
+        arg_pid(args[0], &pid) < 0) {
         return NULL;
     }
     if (nargs == 2 && (block = PyObject_IsTrue(args[1])) < 0) {
@@ -316,8 +316,8 @@ proc_send_signal(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 static PyMethodDef proc_methods[] = {
 #ifdef CMP_HAVE_FORK
-    {"fork_with_sentinels", (PyCFunction)(void (*)(void))proc_fork_with_sentinels,
-     METH_FASTCALL,
+    {"fork_with_sentinels",
+     (PyCFunction)(void (*)(void))proc_fork_with_sentinels, METH_FASTCALL,
      "fork_with_sentinels() -> (pid, fd, fd)\n\n"
      "Fork with the interpreter's at-fork protocol and two sentinel pipes.\n"
      "Parent gets (pid, exit_sentinel_r, keepalive_w); child gets\n"

@@ -23,8 +23,6 @@ static size_t pipe_growth_held = 0;
 
 static void raise_queue_exception(cmp_state *st, int full);
 
-
-
 static PyObject *
 queue_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 {
@@ -221,7 +219,8 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
         }
         if (locked && fd->count != 0) {
             /* another thread queued frames while we took the lock */
-            if (fd->wl_release != NULL && queue_call_release(fd->wl_release) < 0) {
+            if (fd->wl_release != NULL &&
+                queue_call_release(fd->wl_release) < 0) {
                 goto fail_release_sem;
             }
             locked = 0;
@@ -246,8 +245,7 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
                     rc = -1;
                 }
             }
-            if (rc < 0 || done == 0 ||
-                (Py_ssize_t)done == qframe_total(f)) {
+            if (rc < 0 || done == 0 || (Py_ssize_t)done == qframe_total(f)) {
                 if (fd->wl_release != NULL) {
                     if (rc < 0) {
                         queue_release_keeping_error(fd->wl_release);
@@ -502,7 +500,8 @@ simple_put(PyObject *op, PyObject *obj)
         return NULL;
     }
     grow_pipe_for(q, &f);
-    if (fd->wl_acquire != NULL && queue_call_acquire(fd->wl_acquire, 1, NULL) < 0) {
+    if (fd->wl_acquire != NULL &&
+        queue_call_acquire(fd->wl_acquire, 1, NULL) < 0) {
         qframe_clear(&f);
         return NULL;
     }
@@ -582,8 +581,9 @@ static PyObject *
 queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
            PyObject *kwnames)
 {
-    static const char *const names[] = {"reader", "writer", "rlock", "wlock",
-                                        "sem", "dumps", "loads", "pickler"};
+    static const char *const names[] = {"reader", "writer", "rlock",
+                                        "wlock",  "sem",    "dumps",
+                                        "loads",  "pickler"};
     static const cmp_argspec spec = CMP_ARGSPEC("_bind", names, 7);
     enum { READER, WRITER, RLOCK, WLOCK, SEM, DUMPS, LOADS, PICKLER };
     QueueObject *q = (QueueObject *)op;
@@ -607,8 +607,7 @@ queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     }
     PyObject *rl_a = NULL, *rl_r = NULL, *sem_a = NULL, *sem_r = NULL;
     PyObject *r_fileno = NULL, *kept = NULL;
-    FeedObject *fd = (FeedObject *)PyObject_CallNoArgs(
-        q->st->QueueFeed_type);
+    FeedObject *fd = (FeedObject *)PyObject_CallNoArgs(q->st->QueueFeed_type);
     if (fd == NULL) {
         return NULL;
     }
@@ -753,8 +752,7 @@ raise_queue_exception(cmp_state *st, int full)
             return;
         }
         PyObject *empty = PyObject_GetAttrString(mod, "Empty");
-        PyObject *fullexc = empty ? PyObject_GetAttrString(mod, "Full")
-                                  : NULL;
+        PyObject *fullexc = empty ? PyObject_GetAttrString(mod, "Full") : NULL;
         Py_DECREF(mod);
         if (fullexc == NULL) {
             Py_XDECREF(empty);

@@ -71,8 +71,6 @@ typedef struct {
     Py_ssize_t done;   /* bytes of the frame already in the pipe */
 } qframe;
 
-
-
 /* ---- queue_codec.c ---- */
 
 Py_ssize_t qframe_total(const qframe *f);
@@ -98,10 +96,10 @@ int qcodec_read(cmp_wire *w, PyObject **obj, PyObject **payload);
 
 typedef struct {
     PyObject_HEAD
-    qframe *ring;        /* circular, `cap` slots, `count` used from `first` */
+    qframe *ring; /* circular, `cap` slots, `count` used from `first` */
     Py_ssize_t cap, first, count;
-    PyObject *writer;    /* Connection */
-    PyObject *w_fileno;  /* its bound fileno */
+    PyObject *writer; /* Connection */
+    PyObject *w_fileno; /* its bound fileno */
     PyObject *wl_acquire, *wl_release; /* NULL: no writer lock */
     PyObject *failed_obj; /* object of the frame the last error dropped */
     PyThread_type_lock wake;
@@ -138,8 +136,8 @@ typedef struct {
     PyObject_HEAD
     cmp_state *st;
     FeedObject *feed;
-    PyObject *reader;    /* Connection */
-    PyObject *r_fileno;  /* its bound fileno */
+    PyObject *reader; /* Connection */
+    PyObject *r_fileno; /* its bound fileno */
     PyObject *rl_acquire, *rl_release;
     PyObject *sem_acquire, *sem_release; /* NULL: no size semaphore */
     PyObject *dumps, *loads;

@@ -348,7 +348,6 @@ decode_direct_object(const unsigned char *p, Py_ssize_t n)
     }
 }
 
-
 /* 1 with *out (a new reference) when the payload is one of the direct
    encodings, 0 when it needs pickle, -1 with an exception set. */
 static int
@@ -368,8 +367,7 @@ decode_direct(const unsigned char *p, Py_ssize_t n, PyObject **out)
    object and a str is decoded from it; anything else is reassembled for
    pickle (*payload). */
 static int
-read_long_body(cmp_wire *w, Py_ssize_t len, PyObject **obj,
-               PyObject **payload)
+read_long_body(cmp_wire *w, Py_ssize_t len, PyObject **obj, PyObject **payload)
 {
     unsigned char pre[7];
     char stop;

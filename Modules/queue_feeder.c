@@ -24,9 +24,8 @@ queue_call_acquire(PyObject *acquire, int block, PyObject *timeout)
     if (block && nargs == 1) {
         nargs = 0; /* plain blocking acquire() */
     }
-    PyObject *r = PyObject_Vectorcall(acquire, args + 1,
-                                      nargs | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                      NULL);
+    PyObject *r = PyObject_Vectorcall(
+        acquire, args + 1, nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     if (r == NULL) {
         return -1;
     }
@@ -83,7 +82,6 @@ queue_conn_handle(PyObject *fileno, cmp_handle_t *out)
 
 /* ------------------------------------------------------------------ */
 /* QueueFeed                                                           */
-
 
 static qframe *
 feed_at(FeedObject *fd, Py_ssize_t i)
@@ -500,7 +498,6 @@ static PyType_Spec feed_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .slots = feed_slots,
 };
-
 
 int
 queue_feeder_exec(PyObject *module)

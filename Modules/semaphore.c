@@ -26,8 +26,7 @@ static const char *
 as_sem_name(PyObject *obj)
 {
     if (!PyUnicode_Check(obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "semaphore name must be str, not %.100s",
+        PyErr_Format(PyExc_TypeError, "semaphore name must be str, not %.100s",
                      Py_TYPE(obj)->tp_name);
         return NULL;
     }
@@ -137,8 +136,7 @@ sem_check_take(void *arg, int *ready)
 {
     int rc = cmp_sem_trywait(*(cmp_sem_t *)arg);
     *ready = rc == CMP_OK;
-    return (rc == CMP_OK || rc == CMP_BUSY || rc == CMP_INTR)
-           ? 0 : rc;
+    return (rc == CMP_OK || rc == CMP_BUSY || rc == CMP_INTR) ? 0 : rc;
 }
 
 /* Check for a unit for up to `budget` seconds with the GIL released
@@ -164,7 +162,7 @@ sem_take_spinning(cmp_sem_t sem, cmp_spin *spin, double budget)
 /* acquire(): see semlock.h. */
 int
 cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
-             double seconds)
+                 double seconds)
 {
     if (self->kind == CMP_RECURSIVE_MUTEX && semlock_is_mine(self)) {
         self->count++;
@@ -287,8 +285,7 @@ semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     if (value > CMP_SEM_VALUE_MAX) {
-        PyErr_Format(PyExc_ValueError,
-                     "semaphore initial value must be <= %d",
+        PyErr_Format(PyExc_ValueError, "semaphore initial value must be <= %d",
                      CMP_SEM_VALUE_MAX);
         return NULL;
     }
@@ -376,7 +373,7 @@ semlock_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     int got = cmp_semlock_take((SemLockObject *)op, blocking, has_timeout,
-                           seconds);
+                               seconds);
     if (got < 0) {
         return NULL;
     }
@@ -491,8 +488,8 @@ semlock_rebuild(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
         PyMem_Free(name_copy);
         return cmp_raise_oserror(rc);
     }
-    PyObject *self = semlock_wrap((PyTypeObject *)cls, handle, kind,
-                                  maxvalue, name_copy);
+    PyObject *self = semlock_wrap((PyTypeObject *)cls, handle, kind, maxvalue,
+                                  name_copy);
     if (self == NULL) {
         if (name_copy != NULL) {
             (void)cmp_sem_close(handle);

@@ -222,8 +222,8 @@ cmp_mapping_getbuffer(PyObject *owner, const cmp_mapping *m,
 static int
 segment_getbuffer(SegmentObject *self, Py_buffer *view, int flags)
 {
-    return cmp_mapping_getbuffer((PyObject *)self, &self->map,
-                                 &self->exports, view, flags,
+    return cmp_mapping_getbuffer((PyObject *)self, &self->map, &self->exports,
+                                 view, flags,
                                  "the shared memory segment is closed");
 }
 
@@ -241,11 +241,11 @@ segment_close(SegmentObject *self, PyObject *unused)
     if (self->exports > 0) {
         PyErr_Format(PyExc_BufferError,
                      "cannot close the shared memory segment: %zd "
-                     "exported view(s) still in use", self->exports);
+                     "exported view(s) still in use",
+                     self->exports);
         return NULL;
     }
-    if (self->map.addr == NULL &&
-        self->map.handle == CMP_INVALID_HANDLE) {
+    if (self->map.addr == NULL && self->map.handle == CMP_INVALID_HANDLE) {
         Py_RETURN_NONE;
     }
     int err = cmp_shm_segment_close(&self->map);
@@ -290,8 +290,8 @@ segment_repr(SegmentObject *self)
         return PyUnicode_FromFormat("<SharedMemoryHandle %R closed>",
                                     self->name);
     }
-    return PyUnicode_FromFormat("<SharedMemoryHandle %R size=%zu>",
-                                self->name, self->map.size);
+    return PyUnicode_FromFormat("<SharedMemoryHandle %R size=%zu>", self->name,
+                                self->map.size);
 }
 
 static PyMethodDef segment_methods[] = {
@@ -312,8 +312,8 @@ static PyGetSetDef segment_getset[] = {
 };
 
 static PyMemberDef segment_members[] = {
-    {"__weaklistoffset__", Py_T_PYSSIZET,
-     offsetof(SegmentObject, weakreflist), Py_READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(SegmentObject, weakreflist),
+     Py_READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -357,8 +357,8 @@ int
 cmp_shmem_exec(PyObject *module)
 {
     cmp_state *st = cmp_get_state(module);
-    st->SharedMemoryHandle_type =
-        PyType_FromModuleAndSpec(module, &segment_spec, NULL);
+    st->SharedMemoryHandle_type = PyType_FromModuleAndSpec(
+        module, &segment_spec, NULL);
     if (st->SharedMemoryHandle_type == NULL) {
         return -1;
     }

@@ -45,8 +45,8 @@ cmp_spin_result(cmp_spin *s, double budget, int caught)
 }
 
 int
-cmp_spin_until(double budget, int (*check)(void *arg, int *ready),
-               void *arg, int *ready)
+cmp_spin_until(double budget, int (*check)(void *arg, int *ready), void *arg,
+               int *ready)
 {
     const double deadline = cmp_monotonic() + budget;
 

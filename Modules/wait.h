@@ -50,7 +50,6 @@ int cmp_wait_sliced(const cmp_deadline *d, cmp_wait_step step, void *ctx);
 /* The same, except that step() runs at least once: with a slice of 0 when
    the deadline has already passed (a zero timeout still makes one try).
    For waits whose first try is itself a GIL-free system call. */
-int cmp_wait_sliced_once(const cmp_deadline *d, cmp_wait_step step,
-                         void *ctx);
+int cmp_wait_sliced_once(const cmp_deadline *d, cmp_wait_step step, void *ctx);
 
 #endif /* CMP_WAIT_H */

@@ -117,7 +117,8 @@ winpipe_create(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
     if (name == NULL) {
         return NULL;
     }
-    int flags = (first ? CMP_NPIPE_FIRST : 0) | (duplex ? CMP_NPIPE_DUPLEX : 0);
+    int flags = (first ? CMP_NPIPE_FIRST : 0) |
+                (duplex ? CMP_NPIPE_DUPLEX : 0);
     Py_BEGIN_ALLOW_THREADS
     err = cmp_npipe_create(name, flags, &h);
     Py_END_ALLOW_THREADS

@@ -105,7 +105,8 @@ parse_options(int argc, cmpl_char **argv, cmpl_options *o)
         }
         if (k == N_OPTS) {
             cmpl_error("unknown option (started by cmultiprocessing "
-                       "only): ", a);
+                       "only): ",
+                       a);
             return -1;
         }
     }
@@ -120,15 +121,16 @@ parse_options(int argc, cmpl_char **argv, cmpl_options *o)
     return 0;
 }
 
-#define TAKE(field, name)                                                  \
-    do {                                                                   \
-        void *p_ = cmpl_symbol(lib, name);                                 \
-        if (p_ == NULL) {                                                  \
-            cmpl_error("this library has no " name                         \
-                       " (not a Python 3.8+ runtime?): ", path);           \
-            return -1;                                                     \
-        }                                                                  \
-        memcpy(&api->field, &p_, sizeof(p_));                              \
+#define TAKE(field, name)                                                     \
+    do {                                                                      \
+        void *p_ = cmpl_symbol(lib, name);                                    \
+        if (p_ == NULL) {                                                     \
+            cmpl_error("this library has no " name                            \
+                       " (not a Python 3.8+ runtime?): ",                     \
+                       path);                                                 \
+            return -1;                                                        \
+        }                                                                     \
+        memcpy(&api->field, &p_, sizeof(p_));                                 \
     } while (0)
 
 static int
@@ -162,9 +164,9 @@ take_api(void *lib, const cmpl_char *path, cmpl_api *api)
         char text[160];
         snprintf(text, sizeof(text),
                  "the library is Python %lu.%lu, this launcher is for "
-                 "Python %d.%d: ", (*api->version >> 24) & 0xff,
-                 (*api->version >> 16) & 0xff, PY_MAJOR_VERSION,
-                 PY_MINOR_VERSION);
+                 "Python %d.%d: ",
+                 (*api->version >> 24) & 0xff, (*api->version >> 16) & 0xff,
+                 PY_MAJOR_VERSION, PY_MINOR_VERSION);
         cmpl_error(text, path);
         return 1;
     }
@@ -178,14 +180,22 @@ static wchar_t **
 config_field(PyConfig *config, int k)
 {
     switch (k) {
-    case OPT_EXECUTABLE: return &config->executable;
-    case OPT_BASE_EXECUTABLE: return &config->base_executable;
-    case OPT_PREFIX: return &config->prefix;
-    case OPT_EXEC_PREFIX: return &config->exec_prefix;
-    case OPT_BASE_PREFIX: return &config->base_prefix;
-    case OPT_BASE_EXEC_PREFIX: return &config->base_exec_prefix;
-    case OPT_STDLIB_DIR: return &config->stdlib_dir;
-    case OPT_PLATLIBDIR: return &config->platlibdir;
+    case OPT_EXECUTABLE:
+        return &config->executable;
+    case OPT_BASE_EXECUTABLE:
+        return &config->base_executable;
+    case OPT_PREFIX:
+        return &config->prefix;
+    case OPT_EXEC_PREFIX:
+        return &config->exec_prefix;
+    case OPT_BASE_PREFIX:
+        return &config->base_prefix;
+    case OPT_BASE_EXEC_PREFIX:
+        return &config->base_exec_prefix;
+    case OPT_STDLIB_DIR:
+        return &config->stdlib_dir;
+    case OPT_PLATLIBDIR:
+        return &config->platlibdir;
     }
     return NULL;
 }

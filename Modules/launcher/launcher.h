@@ -28,8 +28,10 @@
 
 #include <stddef.h>
 
-#define CMPL_EXIT_USAGE 64   /* bad command line, or a libpython of another version */
-#define CMPL_EXIT_LOAD 71    /* the library cannot be loaded, or lacks a function */
+/* bad command line, or a libpython of another version */
+#define CMPL_EXIT_USAGE 64
+/* the library cannot be loaded, or lacks a function */
+#define CMPL_EXIT_LOAD 71
 
 /* Command-line characters: the OS's own (wide on Windows), so that paths
    reach PyConfig without a lossy conversion. */

@@ -5,8 +5,8 @@
 
 #ifndef _WIN32
 
-#include <dlfcn.h>
-#include <stdio.h>
+#  include <dlfcn.h>
+#  include <stdio.h>
 
 int
 main(int argc, char **argv)

@@ -5,14 +5,14 @@
 
 #ifdef _WIN32
 
-#ifndef WIN32_LEAN_AND_MEAN
-#  define WIN32_LEAN_AND_MEAN
-#endif
-#include <windows.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <wchar.h>
+#  ifndef WIN32_LEAN_AND_MEAN
+#    define WIN32_LEAN_AND_MEAN
+#  endif
+#  include <windows.h>
+#  include <stdio.h>
+#  include <stdlib.h>
+#  include <string.h>
+#  include <wchar.h>
 
 /* Print "cmultiprocessing launcher: " and the parts that are not NULL, and
    a line end, to stderr: as UTF-16 to a console, else (a pipe, a file) as
@@ -21,8 +21,8 @@
 static void
 say(const wchar_t *a, const wchar_t *b, const wchar_t *c, const wchar_t *d)
 {
-    const wchar_t *parts[] = {L"cmultiprocessing launcher: ", a, b, c, d,
-                              L"\r\n"};
+    const wchar_t *parts[] = {
+        L"cmultiprocessing launcher: ", a, b, c, d, L"\r\n"};
     const size_t nparts = sizeof(parts) / sizeof(parts[0]);
     HANDLE err = GetStdHandle(STD_ERROR_HANDLE);
     size_t len = 0;
@@ -51,12 +51,11 @@ say(const wchar_t *a, const wchar_t *b, const wchar_t *c, const wchar_t *d)
         WriteConsoleW(err, text, (DWORD)len, &done, NULL);
     }
     else {
-        int n = WideCharToMultiByte(CP_UTF8, 0, text, (int)len, NULL, 0,
-                                    NULL, NULL);
+        int n = WideCharToMultiByte(CP_UTF8, 0, text, (int)len, NULL, 0, NULL,
+                                    NULL);
         char *utf8 = n > 0 ? malloc((size_t)n) : NULL;
-        if (utf8 != NULL &&
-            WideCharToMultiByte(CP_UTF8, 0, text, (int)len, utf8, n, NULL,
-                                NULL) == n) {
+        if (utf8 != NULL && WideCharToMultiByte(CP_UTF8, 0, text, (int)len,
+                                                utf8, n, NULL, NULL) == n) {
             WriteFile(err, utf8, (DWORD)n, &done, NULL);
         }
         free(utf8);
@@ -73,14 +72,13 @@ wmain(int argc, wchar_t **argv)
 void *
 cmpl_load(const wchar_t *path)
 {
-    HMODULE lib = LoadLibraryExW(path, NULL,
-                                 LOAD_WITH_ALTERED_SEARCH_PATH);
+    HMODULE lib = LoadLibraryExW(path, NULL, LOAD_WITH_ALTERED_SEARCH_PATH);
     if (lib == NULL) {
         DWORD code = GetLastError();
         wchar_t text[512];
         DWORD n = FormatMessageW(FORMAT_MESSAGE_FROM_SYSTEM |
-                                 FORMAT_MESSAGE_IGNORE_INSERTS, NULL, code,
-                                 0, text, 512, NULL);
+                                     FORMAT_MESSAGE_IGNORE_INSERTS,
+                                 NULL, code, 0, text, 512, NULL);
         while (n > 0 && (text[n - 1] == L'\n' || text[n - 1] == L'\r' ||
                          text[n - 1] == L' ' || text[n - 1] == L'.')) {
             text[--n] = L'\0';

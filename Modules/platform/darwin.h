@@ -18,7 +18,7 @@ int cmp_darwin_nosigpipe(int fd);
 
 /* Names of POSIX shared memory segments are at most PSHMNAMLEN (31)
    bytes on macOS, the leading '/' included. */
-#define CMP_DARWIN_SHM_NAME_MAX 31
+#  define CMP_DARWIN_SHM_NAME_MAX 31
 
 /* An arena descriptor: a POSIX shared memory object made under a unique
    short name and unlinked at once, so that it is memory, not a file in

@@ -5,11 +5,11 @@
 #include "platform/platform.h"
 
 #ifdef CMP_DARWIN
-#include <errno.h>
-#include <time.h>
+#  include <errno.h>
+#  include <time.h>
 
 /* Longest single sleep between two polls of a timed wait (seconds). */
-#define CMP_DARWIN_POLL_MAX 0.005
+#  define CMP_DARWIN_POLL_MAX 0.005
 
 int
 cmp_sem_wait_for(cmp_sem_t sem, double seconds)

@@ -4,12 +4,12 @@
 #include "platform/darwin.h"
 
 #ifdef CMP_DARWIN
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#  include <errno.h>
+#  include <fcntl.h>
+#  include <stdio.h>
+#  include <sys/mman.h>
+#  include <sys/stat.h>
+#  include <unistd.h>
 
 int
 cmp_darwin_shm_anonymous(int *out)

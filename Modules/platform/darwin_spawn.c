@@ -9,16 +9,16 @@
 
 #ifdef CMP_DARWIN
 
-#include "platform/posix_internal.h"
-#include "platform/spawn.h"
+#  include "platform/posix_internal.h"
+#  include "platform/spawn.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <unistd.h>
+#  include <errno.h>
+#  include <fcntl.h>
+#  include <signal.h>
+#  include <spawn.h>
+#  include <unistd.h>
 
-#include <mach-o/dyld.h>
+#  include <mach-o/dyld.h>
 
 extern char **environ;
 
@@ -63,8 +63,8 @@ cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out)
         err = posix_spawnattr_setsigmask(&attr, &mask);
     }
     if (err == 0) {
-        err = posix_spawnattr_setflags(
-            &attr, POSIX_SPAWN_CLOEXEC_DEFAULT | POSIX_SPAWN_SETSIGMASK);
+        err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_CLOEXEC_DEFAULT |
+                                                  POSIX_SPAWN_SETSIGMASK);
     }
     if (err == 0) {
         err = posix_spawn(&pid, req->path, &actions, &attr, req->argv,
@@ -89,8 +89,7 @@ is_main_image(const void *addr, const void *image_base)
 /* The image holding addr: the Python framework's binary or a libpython
    dylib, unless it is the main program's own image. */
 int
-cmp_spawn_library_of(const void *addr, char *buf, size_t size,
-                     int *in_program)
+cmp_spawn_library_of(const void *addr, char *buf, size_t size, int *in_program)
 {
     return cmp_posix_library_of(addr, is_main_image, buf, size, in_program);
 }

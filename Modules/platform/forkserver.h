@@ -16,7 +16,7 @@
 #ifdef CMP_POSIX
 
 /* The most fds one request may carry. */
-#define CMP_FS_MAX_FDS 260
+#  define CMP_FS_MAX_FDS 260
 
 /* Connect a new close-on-exec stream socket to the listener at addr
    (addrlen bytes; a leading NUL byte means Linux's abstract namespace);

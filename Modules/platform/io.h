@@ -33,7 +33,11 @@ typedef struct {
 #define CMP_IO_MAX_PIECES 64
 
 /* Handle kinds, as far as the connection code cares. */
-enum { CMP_IO_KIND_UNKNOWN = 0, CMP_IO_KIND_SOCKET = 1, CMP_IO_KIND_OTHER = 2 };
+enum {
+    CMP_IO_KIND_UNKNOWN = 0,
+    CMP_IO_KIND_SOCKET = 1,
+    CMP_IO_KIND_OTHER = 2
+};
 
 /* Classify `fd` (CMP_IO_KIND_SOCKET or CMP_IO_KIND_OTHER). */
 int cmp_io_kind(cmp_handle_t fd, int *kind);
@@ -65,8 +69,8 @@ int cmp_io_wait_readable(cmp_handle_t fd, double timeout, int *ready);
    `count` handles is readable (or at end of file, or a process sentinel
    is signalled); ready[i] is set to 1 for each one that is, 0 otherwise.
    *nready receives how many are. */
-int cmp_io_wait_many(const cmp_handle_t *handles, size_t count,
-                     double timeout, unsigned char *ready, size_t *nready);
+int cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
+                     unsigned char *ready, size_t *nready);
 
 /* Close a handle (EINTR counts as closed). */
 int cmp_io_close(cmp_handle_t fd);

@@ -17,17 +17,17 @@
 #include "platform/platform.h"
 
 #ifdef CMP_WINDOWS
-#include <wchar.h>
+#  include <wchar.h>
 
 /* Flags of cmp_npipe_create / cmp_npipe_connect. */
 enum {
-    CMP_NPIPE_DUPLEX = 1,   /* both ways (else: server reads, client writes) */
-    CMP_NPIPE_FIRST = 2,    /* FILE_FLAG_FIRST_PIPE_INSTANCE: fail if taken */
-    CMP_NPIPE_ONLY = 4,     /* one instance only (a pair's private pipe) */
+    CMP_NPIPE_DUPLEX = 1, /* both ways (else: server reads, client writes) */
+    CMP_NPIPE_FIRST = 2, /* FILE_FLAG_FIRST_PIPE_INSTANCE: fail if taken */
+    CMP_NPIPE_ONLY = 4, /* one instance only (a pair's private pipe) */
 };
 
 /* The buffer size the stdlib gives its pipes. */
-#define CMP_NPIPE_BUFSIZE 8192
+#  define CMP_NPIPE_BUFSIZE 8192
 
 /* A manual-reset event that is set when Ctrl-C (or Ctrl-Break) reaches the
    process; the blocking waits of the Windows layer also wait on it and

@@ -61,9 +61,11 @@ typedef int cmp_handle_t;
 #  define CMP_BADHANDLE EBADF
 #  define CMP_NOMEMORY ENOMEM
 #endif
-#define CMP_OVERFLOW (-3) /* a bounded semaphore is already at its bound */
-#define CMP_EMPTY (-4)    /* the object exists but holds nothing to map (an
-                             empty shared-memory segment) */
+/* a bounded semaphore is already at its bound */
+#define CMP_OVERFLOW (-3)
+/* the object exists but holds nothing to map (an empty shared-memory
+   segment) */
+#define CMP_EMPTY (-4)
 
 /* Monotonic clock in seconds, for deadlines. */
 double cmp_monotonic(void);

@@ -7,29 +7,29 @@
 
 #ifdef CMP_POSIX
 
-#include "platform/io.h"
-#include "platform/forkserver.h"
-#include "platform/posix_internal.h"
+#  include "platform/io.h"
+#  include "platform/forkserver.h"
+#  include "platform/posix_internal.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/types.h>
-#include <sys/un.h>
-#include <unistd.h>
+#  include <errno.h>
+#  include <fcntl.h>
+#  include <poll.h>
+#  include <signal.h>
+#  include <stdint.h>
+#  include <string.h>
+#  include <sys/socket.h>
+#  include <sys/time.h>
+#  include <sys/types.h>
+#  include <sys/un.h>
+#  include <unistd.h>
 
 /* macOS loses descriptors still in flight when the sender closes them, so
    there the receiver acknowledges with one byte before the sender goes on. */
-#ifdef CMP_DARWIN
-#  define CMP_FS_ACK 1
-#else
-#  define CMP_FS_ACK 0
-#endif
+#  ifdef CMP_DARWIN
+#    define CMP_FS_ACK 1
+#  else
+#    define CMP_FS_ACK 0
+#  endif
 
 void
 cmp_fs_close_fds(const int *fds, size_t n)
@@ -164,8 +164,7 @@ cmp_fs_recv_fds(int conn, int *fds, size_t max, size_t *nfds)
     unsigned char count = 0;
     size_t n = 0, got = 0;
     int truncated = 0;
-    int err = cmp_io_recvfds(conn, fds, max, &n, &count, 1, &got,
-                             &truncated);
+    int err = cmp_io_recvfds(conn, fds, max, &n, &count, 1, &got, &truncated);
     if (err != 0) {
         return err;
     }

@@ -14,30 +14,30 @@
 #include "platform/darwin.h"
 
 #ifdef CMP_POSIX
-#include <errno.h>
-#include <limits.h>
-#include <math.h>
-#include <poll.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <unistd.h>
+#  include <errno.h>
+#  include <limits.h>
+#  include <math.h>
+#  include <poll.h>
+#  include <stdlib.h>
+#  include <string.h>
+#  include <sys/ioctl.h>
+#  include <sys/socket.h>
+#  include <sys/stat.h>
+#  include <sys/uio.h>
+#  include <unistd.h>
 
-#ifndef MSG_NOSIGNAL
-#  define MSG_NOSIGNAL 0
-#endif
+#  ifndef MSG_NOSIGNAL
+#    define MSG_NOSIGNAL 0
+#  endif
 
 /* Linux hands received descriptors over already close-on-exec. */
-#ifdef MSG_CMSG_CLOEXEC
-#  define CMP_RECV_CLOEXEC MSG_CMSG_CLOEXEC
-#else
-#  define CMP_RECV_CLOEXEC 0
-#endif
+#  ifdef MSG_CMSG_CLOEXEC
+#    define CMP_RECV_CLOEXEC MSG_CMSG_CLOEXEC
+#  else
+#    define CMP_RECV_CLOEXEC 0
+#  endif
 
-#include <fcntl.h>
+#  include <fcntl.h>
 
 long long
 cmp_io_handle_value(cmp_handle_t h)
@@ -63,9 +63,9 @@ cmp_io_kind(cmp_handle_t fd, int *kind)
         return errno;
     }
     *kind = S_ISSOCK(st.st_mode) ? CMP_IO_KIND_SOCKET : CMP_IO_KIND_OTHER;
-#ifdef CMP_DARWIN
+#  ifdef CMP_DARWIN
     (void)cmp_darwin_nosigpipe(fd);     /* EPIPE, not SIGPIPE */
-#endif
+#  endif
     return 0;
 }
 
@@ -101,11 +101,11 @@ cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
 int
 cmp_io_max_pieces(void)
 {
-#ifdef IOV_MAX
+#  ifdef IOV_MAX
     return IOV_MAX < 1024 ? IOV_MAX : 1024;
-#else
+#  else
     return 16;
-#endif
+#  endif
 }
 
 int
@@ -231,19 +231,19 @@ cmp_io_close(cmp_handle_t fd)
 uint64_t
 cmp_io_physical_memory(void)
 {
-#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+#  if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
     long pages = sysconf(_SC_PHYS_PAGES);
     long size = sysconf(_SC_PAGESIZE);
     if (pages > 0 && size > 0) {
         return (uint64_t)pages * (uint64_t)size;
     }
-#endif
+#  endif
     return 0;
 }
 
 int
-cmp_io_sendfds(cmp_handle_t sock, const int *fds, size_t nfds,
-               const void *msg, size_t msglen, size_t *sent)
+cmp_io_sendfds(cmp_handle_t sock, const int *fds, size_t nfds, const void *msg,
+               size_t msglen, size_t *sent)
 {
     size_t space = CMSG_SPACE(nfds * sizeof(int));
     char *control = calloc(1, space ? space : 1);
@@ -320,11 +320,11 @@ cmp_io_recvfds(cmp_handle_t sock, int *fds, size_t maxfds, size_t *nfds,
             }
         }
     }
-#if CMP_RECV_CLOEXEC == 0
+#  if CMP_RECV_CLOEXEC == 0
     for (size_t i = 0; i < count; i++) {
         (void)fcntl(fds[i], F_SETFD, FD_CLOEXEC);
     }
-#endif
+#  endif
     *nfds = count;
     *got = (size_t)n;
     free(control);
@@ -333,15 +333,15 @@ cmp_io_recvfds(cmp_handle_t sock, int *fds, size_t maxfds, size_t *nfds,
 
 /* ---- the pipe ends of a queue ------------------------------------------ */
 
-#ifndef PIPE_BUF
-#  define PIPE_BUF 512
-#endif
+#  ifndef PIPE_BUF
+#    define PIPE_BUF 512
+#  endif
 
 /* 1 while RWF_NOWAIT is believed to work on pipes here; cleared the first
    time the kernel refuses it.  A plain int: a stale read only costs one
    more refused call. */
-#if defined(RWF_NOWAIT) && !defined(CMP_IO_NO_NOWAIT_FLAG)
-#  define CMP_IO_NOWAIT_FLAG 1
+#  if defined(RWF_NOWAIT) && !defined(CMP_IO_NO_NOWAIT_FLAG)
+#    define CMP_IO_NOWAIT_FLAG 1
 static volatile int nowait_flag_works = 1;
 
 static int
@@ -349,7 +349,7 @@ flag_refused(int err)
 {
     return err == EOPNOTSUPP || err == EINVAL || err == ENOSYS;
 }
-#endif
+#  endif
 
 /* Copy the pieces into an iovec array, at most `cap` bytes in all. */
 static int
@@ -424,7 +424,7 @@ shared_write_nowait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
                     size_t *done)
 {
     struct iovec iov[CMP_IO_MAX_PIECES];
-#ifdef CMP_IO_NOWAIT_FLAG
+#  ifdef CMP_IO_NOWAIT_FLAG
     if (nowait_flag_works) {
         int n = fill_iov(iov, pieces, count, (size_t)SSIZE_MAX);
         ssize_t r = pwritev2(h, iov, n, -1, RWF_NOWAIT);
@@ -438,7 +438,7 @@ shared_write_nowait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
         }
         nowait_flag_works = 0;
     }
-#endif
+#  endif
     /* Fallback: while the pipe reports room, move PIPE_BUF at a time. */
     cmp_iobuf rest[CMP_IO_MAX_PIECES];
     for (int i = 0; i < count; i++) {
@@ -506,7 +506,7 @@ cmp_io_shared_readv(cmp_handle_t h, const cmp_iobuf *slots, int count,
     if (n == 0) {
         return 0;
     }
-#ifdef CMP_IO_NOWAIT_FLAG
+#  ifdef CMP_IO_NOWAIT_FLAG
     if (nowait_flag_works) {
         r = preadv2(h, iov, n, -1, RWF_NOWAIT);
         if (r >= 0) {
@@ -519,7 +519,7 @@ cmp_io_shared_readv(cmp_handle_t h, const cmp_iobuf *slots, int count,
         }
         nowait_flag_works = 0;
     }
-#endif
+#  endif
     /* Fallback: a readable pipe returns what it holds without blocking. */
     int ready = 0;
     int err = poll_one(h, POLLIN, 0, &ready);
@@ -547,7 +547,7 @@ cmp_io_shared_wait(cmp_handle_t h, int for_write, double seconds, int *ready)
 size_t
 cmp_io_pipe_grow(cmp_handle_t h, size_t want)
 {
-#if defined(F_SETPIPE_SZ) && defined(F_GETPIPE_SZ)
+#  if defined(F_SETPIPE_SZ) && defined(F_GETPIPE_SZ)
     /* Linux: the buffer is the pipe's, shared by both ends and every
        process.  Unprivileged processes may go up to
        /proc/sys/fs/pipe-max-size (1 MiB by default) and not past the
@@ -571,13 +571,13 @@ cmp_io_pipe_grow(cmp_handle_t h, size_t want)
         want /= 2;
     }
     return (size_t)now;
-#else
+#  else
     /* no way to resize a pipe here (macOS: the kernel grows pipes by
        itself up to 64 KiB) */
     (void)h;
     (void)want;
     return 0;
-#endif
+#  endif
 }
 
 #endif /* CMP_POSIX */

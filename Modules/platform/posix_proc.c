@@ -10,25 +10,25 @@
 #include "platform/posix_internal.h"
 
 #ifdef CMP_POSIX
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#  include <errno.h>
+#  include <fcntl.h>
+#  include <signal.h>
+#  include <sys/types.h>
+#  include <sys/wait.h>
+#  include <unistd.h>
 
 int
 cmp_proc_pipe(cmp_handle_t fds[2])
 {
-#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||  \
-    defined(__OpenBSD__)
+#  if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) ||    \
+      defined(__OpenBSD__)
     if (pipe2(fds, O_CLOEXEC) == 0) {
         return 0;
     }
     if (errno != ENOSYS) {
         return errno;
     }
-#endif
+#  endif
     if (pipe(fds) < 0) {
         return errno;
     }

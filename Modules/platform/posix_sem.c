@@ -5,10 +5,10 @@
 #include "platform/platform.h"
 
 #ifdef CMP_POSIX
-#include <errno.h>
-#include <fcntl.h>
-#include <math.h>
-#include <time.h>
+#  include <errno.h>
+#  include <fcntl.h>
+#  include <math.h>
+#  include <time.h>
 
 int
 cmp_sem_create(const char *name, int value, int maxvalue, cmp_sem_t *out)
@@ -83,7 +83,7 @@ cmp_sem_wait(cmp_sem_t sem)
     return wait_result(sem_wait(sem));
 }
 
-#ifndef CMP_DARWIN
+#  ifndef CMP_DARWIN
 
 /* An absolute time `seconds` from now on `clock`. */
 static void
@@ -102,10 +102,10 @@ deadline_after(clockid_t clock, double seconds, struct timespec *ts)
 /* glibc 2.30 added sem_clockwait, which takes a CLOCK_MONOTONIC deadline:
    immune to wall-clock jumps.  Elsewhere each (short) slice is measured on
    the real-time clock; the caller keeps the overall deadline monotonic. */
-#if defined(__GLIBC__) &&                                                    \
-    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
-#  define CMP_USE_SEM_CLOCKWAIT 1
-#endif
+#    if defined(__GLIBC__) &&                                                 \
+        (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
+#      define CMP_USE_SEM_CLOCKWAIT 1
+#    endif
 
 int
 cmp_sem_wait_for(cmp_sem_t sem, double seconds)
@@ -115,13 +115,13 @@ cmp_sem_wait_for(cmp_sem_t sem, double seconds)
     if (seconds < 0.0) {
         seconds = 0.0;
     }
-#ifdef CMP_USE_SEM_CLOCKWAIT
+#    ifdef CMP_USE_SEM_CLOCKWAIT
     deadline_after(CLOCK_MONOTONIC, seconds, &until);
     rc = sem_clockwait(sem, CLOCK_MONOTONIC, &until);
-#else
+#    else
     deadline_after(CLOCK_REALTIME, seconds, &until);
     rc = sem_timedwait(sem, &until);
-#endif
+#    endif
     return wait_result(rc);
 }
 
@@ -165,5 +165,5 @@ cmp_sem_post(cmp_sem_t sem, int bound)
     return sem_post(sem) == 0 ? 0 : errno;
 }
 
-#endif /* !CMP_DARWIN */
+#  endif /* !CMP_DARWIN */
 #endif /* CMP_POSIX */

@@ -4,15 +4,15 @@
 #include "platform/darwin.h"
 
 #ifdef CMP_POSIX
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#  include <errno.h>
+#  include <fcntl.h>
+#  include <pthread.h>
+#  include <stdio.h>
+#  include <stdlib.h>
+#  include <string.h>
+#  include <sys/mman.h>
+#  include <sys/stat.h>
+#  include <unistd.h>
 
 size_t
 cmp_shm_page_size(void)
@@ -59,13 +59,13 @@ cmp_shm_open_fd(const char *name, int flags, int mode, cmp_handle_t *fd)
     if (r < 0) {
         return errno;
     }
-#ifndef __linux__
+#  ifndef __linux__
     /* glibc opens with O_CLOEXEC itself; other systems may not. */
     int fdflags = fcntl(r, F_GETFD);
     if (fdflags >= 0 && !(fdflags & FD_CLOEXEC)) {
         (void)fcntl(r, F_SETFD, fdflags | FD_CLOEXEC);
     }
-#endif
+#  endif
     *fd = r;
     return 0;
 }
@@ -77,8 +77,8 @@ cmp_shm_unlink(const char *name)
 }
 
 int
-cmp_shm_segment_open(const char *name, int flags, int mode,
-                     size_t truncate_to, cmp_mapping *m, int *created)
+cmp_shm_segment_open(const char *name, int flags, int mode, size_t truncate_to,
+                     cmp_mapping *m, int *created)
 {
     int fd = -1, err;
     size_t size = truncate_to;
@@ -97,20 +97,20 @@ cmp_shm_segment_open(const char *name, int flags, int mode,
             err = EFBIG;
             goto error;
         }
-#ifdef CMP_DARWIN
+#  ifdef CMP_DARWIN
         /* (macOS sizes a shared memory object once only) */
         err = cmp_darwin_shm_resize(fd, truncate_to);
         if (err) {
             goto error;
         }
-#else
+#  else
         while (ftruncate(fd, (off_t)truncate_to) < 0) {
             if (errno != EINTR) {
                 err = errno;
                 goto error;
             }
         }
-#endif
+#  endif
     }
     else {
         struct stat st;
@@ -164,7 +164,7 @@ static int
 anonymous_fd(int *out)
 {
     int fd = -1;
-#if defined(__linux__) && defined(MFD_CLOEXEC)
+#  if defined(__linux__) && defined(MFD_CLOEXEC)
     fd = memfd_create("cmp-arena", MFD_CLOEXEC);
     if (fd >= 0) {
         *out = fd;
@@ -173,13 +173,13 @@ anonymous_fd(int *out)
     if (errno != ENOSYS && errno != EPERM) {
         return errno;
     }
-#endif
-#ifdef CMP_DARWIN
+#  endif
+#  ifdef CMP_DARWIN
     /* macOS: an unlinked POSIX shared memory object */
     if (cmp_darwin_shm_anonymous(out) == 0) {
         return 0;
     }
-#endif
+#  endif
     /* No memfd: a temporary file, removed at once, in a memory-backed
        directory where there is one. */
     const char *dirs[3] = {"/dev/shm", getenv("TMPDIR"), "/tmp"};

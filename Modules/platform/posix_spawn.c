@@ -12,29 +12,29 @@
 
 #if defined(CMP_POSIX) && !defined(CMP_DARWIN)
 
-#include "platform/posix_internal.h"
-#include "platform/spawn.h"
+#  include "platform/posix_internal.h"
+#  include "platform/spawn.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#  include <errno.h>
+#  include <fcntl.h>
+#  include <signal.h>
+#  include <stdint.h>
+#  include <string.h>
+#  include <sys/types.h>
+#  include <sys/wait.h>
+#  include <unistd.h>
 
-#include <link.h>
+#  include <link.h>
 
-#ifdef __linux__
-#  include <dirent.h>
-#  include <sys/syscall.h>
-#  define CMP_USE_VFORK 1
-#endif
+#  ifdef __linux__
+#    include <dirent.h>
+#    include <sys/syscall.h>
+#    define CMP_USE_VFORK 1
+#  endif
 
-#ifndef NSIG
-#  define NSIG 65
-#endif
+#  ifndef NSIG
+#    define NSIG 65
+#  endif
 
 int
 cmp_spawn_check_fd(int fd)
@@ -66,7 +66,7 @@ child_keeps(const cmp_spawn_request *req, int errfd, int fd)
     return 0;
 }
 
-#ifdef __linux__
+#  ifdef __linux__
 /* Old kernels without close_range(): walk /proc/self/fd with raw
    getdents64 (opendir() allocates, so it is not allowed here). */
 struct cmp_dirent64 {
@@ -109,17 +109,17 @@ child_close_by_listing(const cmp_spawn_request *req, int errfd)
     close(dirfd);
     return 0;
 }
-#endif
+#  endif
 
 /* Close every descriptor in [lo, hi]. */
 static int
 child_close_span(unsigned int lo, unsigned int hi)
 {
-#if defined(__linux__) && defined(SYS_close_range)
+#  if defined(__linux__) && defined(SYS_close_range)
     if (syscall(SYS_close_range, lo, hi, 0) == 0) {
         return 0;
     }
-#endif
+#  endif
     (void)lo;
     (void)hi;
     return -1;
@@ -135,8 +135,7 @@ child_close_others(const cmp_spawn_request *req, int errfd, long max_fd)
        closing the gaps between them. */
     for (;;) {
         int next;
-        if (i < req->n_keep &&
-            (err_done || req->keep_fds[i] < errfd)) {
+        if (i < req->n_keep && (err_done || req->keep_fds[i] < errfd)) {
             next = req->keep_fds[i++];
         }
         else if (!err_done) {
@@ -158,11 +157,11 @@ child_close_others(const cmp_spawn_request *req, int errfd, long max_fd)
         return;
     }
 slow:
-#ifdef __linux__
+#  ifdef __linux__
     if (child_close_by_listing(req, errfd) == 0) {
         return;
     }
-#endif
+#  endif
     for (long fd = 3; fd < max_fd; fd++) {
         if (!child_keeps(req, errfd, (int)fd)) {
             close((int)fd);
@@ -216,9 +215,8 @@ child_exec(const cmp_spawn_request *req, int errfd, long max_fd,
     for (size_t i = 0; i < req->n_keep; i++) {
         int fd = req->keep_fds[i];
         int flags = fcntl(fd, F_GETFD);
-        if (flags < 0 ||
-            ((flags & FD_CLOEXEC) &&
-             fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) < 0)) {
+        if (flags < 0 || ((flags & FD_CLOEXEC) &&
+                          fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) < 0)) {
             code = errno;
             goto fail;
         }
@@ -266,11 +264,11 @@ cmp_spawn_fork_exec(const cmp_spawn_request *req, long *pid_out)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-#ifdef CMP_USE_VFORK
+#  ifdef CMP_USE_VFORK
     pid_t pid = vfork();
-#else
+#  else
     pid_t pid = fork();
-#endif
+#  endif
     if (pid == 0) {
         child_exec(req, pipefd[1], max_fd, &old);
     }
@@ -334,11 +332,9 @@ in_main_program(const void *addr, const void *image_base)
 }
 
 int
-cmp_spawn_library_of(const void *addr, char *buf, size_t size,
-                     int *in_program)
+cmp_spawn_library_of(const void *addr, char *buf, size_t size, int *in_program)
 {
-    return cmp_posix_library_of(addr, in_main_program, buf, size,
-                                in_program);
+    return cmp_posix_library_of(addr, in_main_program, buf, size, in_program);
 }
 
 #endif /* CMP_POSIX && !CMP_DARWIN */

@@ -37,14 +37,13 @@ typedef sem_t *cmp_sem_t;
 #  endif
 /* Some systems define SEM_VALUE_MAX as an unsigned value that would be
    negative as an int; cap it at INT_MAX. */
-#  if defined(SEM_VALUE_MAX) && (SEM_VALUE_MAX - 0) > 0 &&                 \
+#  if defined(SEM_VALUE_MAX) && (SEM_VALUE_MAX - 0) > 0 &&                    \
       (SEM_VALUE_MAX - 0) <= INT_MAX
 #    define CMP_SEM_VALUE_MAX ((int)SEM_VALUE_MAX)
 #  else
 #    define CMP_SEM_VALUE_MAX INT_MAX
 #  endif
 #endif
-
 
 /* Create a new semaphore called `name` holding `value`, failing with the
    platform's "already exists" code (EEXIST) when the name is taken.

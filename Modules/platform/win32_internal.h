@@ -7,7 +7,7 @@
 #include "platform/platform.h"
 
 #ifdef CMP_WINDOWS
-#include <winsock2.h>
+#  include <winsock2.h>
 
 /* A handle as the SOCKET it may be. */
 static inline SOCKET

@@ -22,11 +22,11 @@
 #include "platform/win32_internal.h"
 
 #ifdef CMP_WINDOWS
-#include <winsock2.h>
-#include <limits.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
+#  include <winsock2.h>
+#  include <limits.h>
+#  include <math.h>
+#  include <stdlib.h>
+#  include <string.h>
 
 long long
 cmp_io_handle_value(cmp_handle_t h)
@@ -165,8 +165,7 @@ cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
             size_t *got)
 {
     int chunk = len > (size_t)INT_MAX ? INT_MAX : (int)len;
-    if (nowait &&
-        (kind == CMP_IO_KIND_SOCKET || kind == CMP_IO_KIND_PIPE)) {
+    if (nowait && (kind == CMP_IO_KIND_SOCKET || kind == CMP_IO_KIND_PIPE)) {
         /* only what is there: a read of that much cannot block */
         size_t avail = 0;
         int eof = 0;
@@ -188,7 +187,8 @@ cmp_io_read(cmp_handle_t fd, int kind, void *buf, size_t len, int nowait,
         }
     }
     if (kind == CMP_IO_KIND_SOCKET) {
-        int r = recv(cmp_win32_as_socket(fd), (char *)buf, chunk, nowait ? 0 : MSG_WAITALL);
+        int r = recv(cmp_win32_as_socket(fd), (char *)buf, chunk,
+                     nowait ? 0 : MSG_WAITALL);
         if (r == SOCKET_ERROR) {
             return WSAGetLastError();
         }
@@ -230,7 +230,7 @@ cmp_io_max_pieces(void)
 /* Small pieces are gathered into one buffer so that they go out in one
    WriteFile (one message on a message-mode pipe); a large piece goes out
    by itself, straight from the caller's memory. */
-#define GATHER_LIMIT 65536
+#  define GATHER_LIMIT 65536
 
 static int
 pipe_writev(HANDLE h, const cmp_iobuf *pieces, int count, size_t *sent)
@@ -296,8 +296,8 @@ cmp_io_writev(cmp_handle_t fd, int kind, const cmp_iobuf *pieces, int count,
             bufs[i].len = len > (size_t)INT_MAX ? (ULONG)INT_MAX : (ULONG)len;
         }
         DWORD n = 0;
-        if (WSASend(cmp_win32_as_socket(fd), bufs, (DWORD)count, &n, 0, NULL, NULL) !=
-            0) {
+        if (WSASend(cmp_win32_as_socket(fd), bufs, (DWORD)count, &n, 0, NULL,
+                    NULL) != 0) {
             return WSAGetLastError();
         }
         *sent = (size_t)n;
@@ -527,7 +527,7 @@ cmp_io_wait_many(const cmp_handle_t *handles, size_t count, double timeout,
             return err;
         }
         if (*nready > 0 || (limit != INFINITE &&
-                      GetTickCount64() - start >= (ULONGLONG)limit)) {
+                            GetTickCount64() - start >= (ULONGLONG)limit)) {
             return 0;
         }
         /* a millisecond's pause that Ctrl-C cuts short */
@@ -558,7 +558,8 @@ int
 cmp_io_close(cmp_handle_t fd)
 {
     if (cmp_win32_is_socket(fd)) {
-        return closesocket(cmp_win32_as_socket(fd)) == 0 ? 0 : WSAGetLastError();
+        return closesocket(cmp_win32_as_socket(fd)) == 0 ? 0
+                                                         : WSAGetLastError();
     }
     return CloseHandle(fd) ? 0 : (int)GetLastError();
 }
@@ -604,9 +605,9 @@ cmp_io_physical_memory(void)
 enum { SH_OK = 0, SH_AGAIN = -1, SH_INTR = -2, SH_EOF = -3 };
 
 /* Largest send to a writable socket that is sure not to block. */
-#define CMP_WQ_SOCK_CHUNK 4096
+#  define CMP_WQ_SOCK_CHUNK 4096
 /* Longest nap between two polls of a pipe (milliseconds). */
-#define CMP_WQ_NAP_MAX_MS 8
+#  define CMP_WQ_NAP_MAX_MS 8
 
 /* ---- pipe room: NtQueryInformationFile(FilePipeLocalInformation) ---------- */
 
@@ -623,8 +624,8 @@ typedef struct {
     ULONG NamedPipeEnd;
 } cmp_wq_pipe_local_info;
 
-#define CMP_WQ_FILE_PIPE_LOCAL_INFORMATION 24
-#define CMP_WQ_PIPE_CLOSING_STATE 4
+#  define CMP_WQ_FILE_PIPE_LOCAL_INFORMATION 24
+#  define CMP_WQ_PIPE_CLOSING_STATE 4
 
 /* Bytes a write to pipe `h` takes now without blocking (*room), and
    whether the reading end is gone (*broken). */
@@ -699,8 +700,8 @@ socket_ready(SOCKET s, int for_write, long ms)
         tv.tv_sec = ms / 1000;
         tv.tv_usec = (ms % 1000) * 1000;
     }
-    int r = select(0, for_write ? NULL : &set, for_write ? &set : NULL,
-                   &errs, ms >= 0 ? &tv : NULL);
+    int r = select(0, for_write ? NULL : &set, for_write ? &set : NULL, &errs,
+                   ms >= 0 ? &tv : NULL);
     if (r == SOCKET_ERROR) {
         return WSAGetLastError();
     }
@@ -808,7 +809,8 @@ sh_write_nowait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
                 return r;
             }
             size_t n = 0;
-            r = socket_send(cmp_win32_as_socket(h), rest, left, CMP_WQ_SOCK_CHUNK, &n);
+            r = socket_send(cmp_win32_as_socket(h), rest, left,
+                            CMP_WQ_SOCK_CHUNK, &n);
             if (r != SH_OK) {
                 return *done > 0 ? SH_OK : r;
             }
@@ -848,8 +850,7 @@ sh_write_nowait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
             return *done > 0 ? SH_OK : ERROR_NO_DATA;
         }
         if (room == 0) {
-            err = pipe_write_nowait_mode(h, pieces[i].base, pieces[i].len,
-                                         &n);
+            err = pipe_write_nowait_mode(h, pieces[i].base, pieces[i].len, &n);
         }
         else {
             size_t want = pieces[i].len < room ? pieces[i].len : room;
@@ -867,15 +868,15 @@ sh_write_nowait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
 }
 
 static int
-sh_write_wait(cmp_handle_t h, const cmp_iobuf *pieces, int count,
-              size_t *done)
+sh_write_wait(cmp_handle_t h, const cmp_iobuf *pieces, int count, size_t *done)
 {
     *done = 0;
     if (count > CMP_IO_MAX_PIECES) {
         count = CMP_IO_MAX_PIECES;
     }
     if (cmp_win32_is_socket(h)) {
-        return socket_send(cmp_win32_as_socket(h), pieces, count, (size_t)-1, done);
+        return socket_send(cmp_win32_as_socket(h), pieces, count, (size_t)-1,
+                           done);
     }
     int i = first_piece(pieces, count);
     if (i < 0) {
@@ -903,9 +904,8 @@ sh_read_nowait(cmp_handle_t h, void *buf, size_t len, size_t *done)
                 return SH_AGAIN;
             }
             /* a peer that went away is an end of file, as on a pipe */
-            return (err == WSAECONNRESET || err == WSAECONNABORTED)
-                       ? SH_EOF
-                       : err;
+            return (err == WSAECONNRESET || err == WSAECONNABORTED) ? SH_EOF
+                                                                    : err;
         }
         if (got == 0) {
             return SH_EOF;
@@ -953,8 +953,7 @@ pipe_ready(cmp_handle_t h, int for_write)
     if (err) {
         /* a write end that cannot be queried: report it ready, and let
            the write itself tell */
-        return (for_write && err == ERROR_NOT_SUPPORTED) ? SH_OK
-                                                          : err;
+        return (for_write && err == ERROR_NOT_SUPPORTED) ? SH_OK : err;
     }
     return (flag || n > 0) ? SH_OK : SH_AGAIN;
 }
@@ -992,7 +991,6 @@ sh_wait(cmp_handle_t h, int for_write, double seconds)
         }
     }
 }
-
 
 /* io.h's result for a private outcome (SH_EOF is handled by the caller). */
 static int

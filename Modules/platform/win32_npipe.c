@@ -6,8 +6,8 @@
 #include "platform/npipe.h"
 
 #ifdef CMP_WINDOWS
-#include <stdio.h>
-#include <string.h>
+#  include <stdio.h>
+#  include <string.h>
 
 /* ---- Ctrl-C --------------------------------------------------------------
 
@@ -19,7 +19,7 @@
    (INTERRUPT_GRACE_MS), during which every wait returns at once and the
    caller re-checks, and only then is it treated as seen and reset. */
 
-#define INTERRUPT_GRACE_MS 200
+#  define INTERRUPT_GRACE_MS 200
 
 static HANDLE interrupt_event;
 static volatile LONGLONG interrupt_tick;
@@ -152,8 +152,8 @@ typedef struct {
 typedef LONG(NTAPI *cmp_np_query_fn)(HANDLE, cmp_np_io_status *, PVOID, ULONG,
                                      int);
 
-#define CMP_NP_FILE_MODE_INFORMATION 16
-#define CMP_NP_FILE_SYNCHRONOUS_IO 0x30   /* _ALERT | _NONALERT */
+#  define CMP_NP_FILE_MODE_INFORMATION 16
+#  define CMP_NP_FILE_SYNCHRONOUS_IO 0x30   /* _ALERT | _NONALERT */
 
 int
 cmp_win32_query_file(HANDLE h, void *info, unsigned long size, int info_class)
@@ -264,9 +264,8 @@ static int
 set_message_mode(HANDLE h)
 {
     DWORD mode = PIPE_READMODE_MESSAGE;
-    return SetNamedPipeHandleState(h, &mode, NULL, NULL)
-               ? 0
-               : (int)GetLastError();
+    return SetNamedPipeHandleState(h, &mode, NULL, NULL) ? 0
+                                                         : (int)GetLastError();
 }
 
 int
@@ -337,8 +336,7 @@ cmp_npipe_pair(int duplex, HANDLE ends[2])
                  (long)InterlockedIncrement(&serial),
                  (unsigned long long)GetTickCount64());
         err = cmp_npipe_create(name, flags, &server);
-        if (err != 0 && err != ERROR_ACCESS_DENIED &&
-            err != ERROR_PIPE_BUSY) {
+        if (err != 0 && err != ERROR_ACCESS_DENIED && err != ERROR_PIPE_BUSY) {
             return err;
         }
     }

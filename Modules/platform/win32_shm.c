@@ -5,16 +5,16 @@
 #include "platform/platform.h"
 
 #ifdef CMP_WINDOWS
-#include <errno.h>
-#include <fcntl.h>
-#include <stdlib.h>
+#  include <errno.h>
+#  include <fcntl.h>
+#  include <stdlib.h>
 
-#ifndef O_CREAT
-#  define O_CREAT 0x0100
-#endif
-#ifndef O_EXCL
-#  define O_EXCL 0x0400
-#endif
+#  ifndef O_CREAT
+#    define O_CREAT 0x0100
+#  endif
+#  ifndef O_EXCL
+#    define O_EXCL 0x0400
+#  endif
 
 size_t
 cmp_shm_page_size(void)
@@ -32,8 +32,8 @@ cmp_shm_page_size(void)
 static int
 wide_name(const char *name, wchar_t **out)
 {
-    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, name, -1,
-                                NULL, 0);
+    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, name, -1, NULL,
+                                0);
     if (n <= 0) {
         return (int)GetLastError();
     }
@@ -41,8 +41,8 @@ wide_name(const char *name, wchar_t **out)
     if (w == NULL) {
         return ERROR_NOT_ENOUGH_MEMORY;
     }
-    if (MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, name, -1, w,
-                            n) <= 0) {
+    if (MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, name, -1, w, n) <=
+        0) {
         int err = (int)GetLastError();
         free(w);
         return err;
@@ -76,8 +76,8 @@ map_view(HANDLE h, size_t size, cmp_mapping *m)
 }
 
 int
-cmp_shm_segment_open(const char *name, int flags, int mode,
-                     size_t truncate_to, cmp_mapping *m, int *created)
+cmp_shm_segment_open(const char *name, int flags, int mode, size_t truncate_to,
+                     cmp_mapping *m, int *created)
 {
     wchar_t *wname = NULL;
     HANDLE h;
@@ -176,8 +176,8 @@ cmp_arena_create(size_t size, cmp_mapping *m)
         return ERROR_INVALID_PARAMETER;
     }
     HANDLE h = CreateFileMappingW(INVALID_HANDLE_VALUE, NULL, PAGE_READWRITE,
-                                  (DWORD)(n >> 32),
-                                  (DWORD)(n & 0xFFFFFFFFu), NULL);
+                                  (DWORD)(n >> 32), (DWORD)(n & 0xFFFFFFFFu),
+                                  NULL);
     if (h == NULL) {
         return (int)GetLastError();
     }

@@ -5,8 +5,8 @@
 #include "platform/spawn.h"
 
 #ifdef CMP_WINDOWS
-#include <stdlib.h>
-#include <string.h>
+#  include <stdlib.h>
+#  include <string.h>
 
 /* Handles are marked inheritable for the call only: the list attribute
    requires it.  Another thread creating a process with bInheritHandles and
@@ -123,8 +123,7 @@ cmp_winspawn(const cmp_winspawn_request *req, HANDLE *process,
 /* The DLL holding addr (pythonXY.dll), unless it is the program's own
    module; its path as UTF-8. */
 int
-cmp_spawn_library_of(const void *addr, char *buf, size_t size,
-                     int *in_program)
+cmp_spawn_library_of(const void *addr, char *buf, size_t size, int *in_program)
 {
     *in_program = 0;
     if (size > 0) {
@@ -135,7 +134,7 @@ cmp_spawn_library_of(const void *addr, char *buf, size_t size,
     DWORD n;
     int written;
     if (!GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS |
-                            GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                                GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
                             (LPCWSTR)addr, &module)) {
         return (int)GetLastError();
     }

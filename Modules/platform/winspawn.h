@@ -8,7 +8,7 @@
 #include "platform/platform.h"
 
 #ifdef CMP_WINDOWS
-#include <wchar.h>
+#  include <wchar.h>
 
 typedef struct {
     const wchar_t *exe;      /* the program; NULL: the command line's first
