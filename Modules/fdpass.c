@@ -114,6 +114,36 @@ fdpass_close_all(const int *fds, size_t n)
     }
 }
 
+/* One slice of recvfds()'s wait (wait.h): wait until the socket is
+   readable, then receive; run without the GIL. */
+typedef struct {
+    cmp_handle_t sock;
+    int *fds;
+    size_t maxfds, nfds;
+    char *msg;
+    size_t msgsize, got;
+    int truncated;
+} recv_step;
+
+static int
+recvfds_step(void *ctx, double slice, int *err)
+{
+    recv_step *st = ctx;
+    int ready = 0;
+    *err = cmp_io_wait_readable(st->sock, slice, &ready);
+    if (*err == 0 && ready) {
+        *err = cmp_io_recvfds(st->sock, st->fds, st->maxfds, &st->nfds,
+                              st->msg, st->msgsize, &st->got, &st->truncated);
+        if (*err == 0) {
+            return 1;
+        }
+    }
+    if (*err == 0 || *err == CMP_INTR || *err == CMP_BUSY) {
+        return 0;
+    }
+    return -1;
+}
+
 static PyObject *
 fdpass_recvfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                PyObject *kwnames)
@@ -151,32 +181,15 @@ fdpass_recvfds(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
         Py_DECREF(msg);
         return PyErr_NoMemory();
     }
-    size_t nfds = 0, got = 0;
-    int truncated = 0, err, ready;
-    for (;;) {
-        /* Sliced wait, then the receive itself. */
-        Py_BEGIN_ALLOW_THREADS
-        err = cmp_io_wait_readable(sock, CMP_WAIT_SLICE, &ready);
-        if (err == 0 && ready) {
-            err = cmp_io_recvfds(sock, fds, (size_t)maxfds, &nfds,
-                                 PyBytes_AS_STRING(msg), (size_t)msgsize, &got,
-                                 &truncated);
-        }
-        Py_END_ALLOW_THREADS
-        if (err == 0 && ready) {
-            break;
-        }
-        if (err != 0 && err != CMP_INTR && err != CMP_BUSY) {
-            break;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            goto fail;
-        }
-    }
-    if (err != 0) {
-        cmp_raise_oserror(err);
+    recv_step st = {
+        sock, fds, (size_t)maxfds, 0, PyBytes_AS_STRING(msg), (size_t)msgsize,
+        0,    0};
+    const cmp_deadline forever = cmp_deadline_in(0, 0.0);
+    if (cmp_wait_sliced(&forever, recvfds_step, &st) < 0) {
         goto fail;
     }
+    size_t nfds = st.nfds, got = st.got;
+    int truncated = st.truncated;
     PyObject *list = PyList_New((Py_ssize_t)nfds);
     if (list == NULL) {
         fdpass_close_all(fds, nfds);

@@ -952,13 +952,18 @@ heap_free_method(HeapObject *h, PyObject *arg)
 {
     PyObject *arena_obj;
     Py_ssize_t start, stop;
-    if (!PyTuple_Check(arg) ||
-        !PyArg_ParseTuple(arg, "Onn;block must be (arena, start, stop)",
-                          &arena_obj, &start, &stop)) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError,
-                            "block must be a tuple (arena, start, stop)");
-        }
+    if (!PyTuple_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "block must be a tuple (arena, start, stop)");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(arg) != 3) {
+        PyErr_SetString(PyExc_TypeError, "block must be (arena, start, stop)");
+        return NULL;
+    }
+    arena_obj = PyTuple_GET_ITEM(arg, 0);
+    if (cmp_arg_ssize(PyTuple_GET_ITEM(arg, 1), &start) < 0 ||
+        cmp_arg_ssize(PyTuple_GET_ITEM(arg, 2), &stop) < 0) {
         return NULL;
     }
     if (cmp_heap_check_fork(h) < 0) {

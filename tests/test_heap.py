@@ -170,8 +170,10 @@ def test_malloc_free_tuples_and_double_free():
         h.free((_cmultiprocessing.Arena(PAGE), 0, 24))
     with pytest.raises(TypeError):
         h.free("block")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"block must be \(arena, start, stop\)"):
         h.free((arena, 0))
+    with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+        h.free((arena, "0", 24))
     # a block owned by a HeapBlock object cannot be freed by tuple
     owned = h.take(8)
     with pytest.raises(ValueError):
