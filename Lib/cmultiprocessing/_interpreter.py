@@ -19,6 +19,9 @@ imported only by a process that starts children, not by every child.
 import os
 import sys
 
+# (every module of the package has one: the stdlib's _TestImportStar checks)
+__all__ = ['set_executable', 'get_executable', 'describe_executable']
+
 WINDOWS = sys.platform == 'win32'
 
 class _Interpreter:
