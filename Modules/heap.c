@@ -994,12 +994,15 @@ heap_free_method(HeapObject *h, PyObject *arg)
 
 static PyMethodDef heap_methods[] = {
     {"take", (PyCFunction)heap_take_method, METH_O,
-     "take(size) -> HeapBlock of `size` zeroed bytes, given back to the "
-     "heap when the block object is destroyed."},
+     "take($self, size, /)\n--\n\n"
+     "A HeapBlock of `size` zeroed bytes, given back to the heap when the "
+     "block object is destroyed."},
     {"malloc", (PyCFunction)heap_malloc_method, METH_O,
-     "malloc(size) -> (arena, start, stop); give it back with free()."},
+     "malloc($self, size, /)\n--\n\n"
+     "A block as (arena, start, stop); give it back with free()."},
     {"free", (PyCFunction)heap_free_method, METH_O,
-     "free(block): give back a block that malloc() returned."},
+     "free($self, block, /)\n--\n\n"
+     "Give back a block that malloc() returned."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -87,7 +87,8 @@ kept_dealloc(PyObject *op)
 }
 
 static PyMethodDef kept_methods[] = {
-    {"write", kept_write, METH_O, "Keep one chunk of the pickle."},
+    {"write", kept_write, METH_O,
+     "write($self, chunk, /)\n--\n\nKeep one chunk of the pickle."},
     {NULL, NULL, 0, NULL},
 };
 

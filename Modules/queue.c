@@ -698,8 +698,10 @@ static PyMethodDef queue_methods[] = {
      "The first half of put(): ValueError when closed, queue.Full when no "
      "room came in time; on success the caller owns one unit of room."},
     {"_put_acquired", queue_put_acquired, METH_O,
+     "_put_acquired($self, obj, /)\n--\n\n"
      "put() for a caller that already holds a unit of the size semaphore."},
     {"_simple_put", simple_put, METH_O,
+     "_simple_put($self, obj, /)\n--\n\n"
      "SimpleQueue.put: encode, then write the whole frame under the "
      "writer lock."},
     {"_simple_get", simple_get, METH_NOARGS,

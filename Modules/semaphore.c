@@ -660,7 +660,8 @@ cmp_sem_unlink_func(PyObject *Py_UNUSED(module), PyObject *arg)
 
 static PyMethodDef semaphore_functions[] = {
     {"sem_unlink", cmp_sem_unlink_func, METH_O,
-     "sem_unlink(name): remove a named semaphore."},
+     "sem_unlink($module, name, /)\n--\n\n"
+     "Remove a named semaphore."},
     {NULL, NULL, 0, NULL},
 };
 
