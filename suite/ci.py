@@ -89,12 +89,14 @@ class Stages:
     def __init__(self):
         self.rows = []
 
-    def run(self, name, func, *args, **kwargs):
+    def run(self, name, func, *args, judge=None, **kwargs):
+        """func(*args, **kwargs), timed; its row says FAILED when it returns
+        False, or when judge(result) is false."""
         t0 = time.monotonic()
         status = "ok"
         try:
             result = func(*args, **kwargs)
-            if result is False:
+            if result is False or (judge is not None and not judge(result)):
                 status = "FAILED"
             return result
         except subprocess.TimeoutExpired:
@@ -105,6 +107,12 @@ class Stages:
             raise
         finally:
             self.rows.append((name, time.monotonic() - t0, status))
+
+    def fail_last(self):
+        """Mark the last stage FAILED (a verdict reached after it ran)."""
+        name, secs, status = self.rows[-1]
+        if status == "ok":
+            self.rows[-1] = (name, secs, "FAILED")
 
     def note(self, name, status):
         self.rows.append((name, 0.0, status))
@@ -676,7 +684,8 @@ def main(argv=None):
         if not args.no_unit:
             ok, counts = stages.run("unit tests, %s" % version, run_pytest,
                                     interp, args.pytest_args,
-                                    min(args.unit_timeout, max(60, left())))
+                                    min(args.unit_timeout, max(60, left())),
+                                    judge=lambda result: result[0])
             for k in unit_totals:
                 unit_totals[k] += counts[k]
             if not ok:
@@ -693,9 +702,12 @@ def main(argv=None):
                 data = stages.run("suite %s %s" % (version, method),
                                   run_suite, interp, method, limit,
                                   args.test_timeout, args.compare, args.only)
+                before = len(failures)
                 row = record_row(data, recorded, ratchet, version, method,
                                  failures, args.update_ratchet,
                                  bool(args.only))
+                if len(failures) > before:
+                    stages.fail_last()
                 suite_rows.append(row)
                 if args.record_stdlib and data and data.get("stdlib"):
                     recorded.setdefault(version, {})[method] = \
@@ -711,8 +723,11 @@ def main(argv=None):
                 data = stages.run("test_concurrent_futures %s" % version,
                                   run_cf, interp, limit, args.test_timeout,
                                   args.only)
+                before = len(failures)
                 cf_rows.append(record_cf_row(data, recorded_cf, version,
                                              failures, bool(args.only)))
+                if len(failures) > before:
+                    stages.fail_last()
         if index == 0:
             run_extras(stages, failures, interp, wanted(args.lldb),
                        wanted(args.platforms), fuzz_seconds, versions,

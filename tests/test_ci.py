@@ -173,3 +173,17 @@ def test_cf_row_of_an_interpreter_without_the_suite(ci):
     assert failures == [] and "no test_concurrent_futures" in row["not_run"]
     row = ci.record_cf_row(None, {}, "3.13", failures)
     assert row["not_run"] == "runner failed" and len(failures) == 1
+
+
+def test_stage_table_marks_failed_stages(ci):
+    stages = ci.Stages()
+    stages.run("plain", lambda: None)
+    stages.run("returns False", lambda: False)
+    stages.run("unit, failed", lambda: (False, {}), judge=lambda r: r[0])
+    stages.run("unit, passed", lambda: (True, {}), judge=lambda r: r[0])
+    assert [(name, status) for name, _, status in stages.rows] == [
+        ("plain", "ok"), ("returns False", "FAILED"),
+        ("unit, failed", "FAILED"), ("unit, passed", "ok")]
+    stages.run("suite, judged after", lambda: {})
+    stages.fail_last()
+    assert stages.rows[-1][2] == "FAILED"
