@@ -28,7 +28,6 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,9 +35,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from stdlib_suite import (iter_tests, kill_group,  # noqa: E402
-                          make_reporter, per_class, read_events, tail_of,
-                          totals)
+from stdlib_suite import (event_lines, iter_tests, kill_group,  # noqa: E402
+                          make_reporter, per_class, read_events, run_worker,
+                          tail_of, totals)
 
 PACKAGE = "test.test_concurrent_futures"
 
@@ -140,19 +139,10 @@ def run_suite(stdlib, only=None, timeout=1800, test_timeout=180, log=None):
                            "--test-timeout", str(test_timeout)]
             if only:
                 cmd += ["--only", only]
-            proc = subprocess.Popen(cmd, cwd=scratch, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=logf,
-                                    stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            try:
-                proc.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
+            proc, timed_out = run_worker(cmd, scratch, env, logf, remaining)
+            if timed_out:
                 stopped = "time limit of %ds reached" % timeout
-                kill_group(proc)
-            lines = []
-            if os.path.exists(events):
-                with open(events, encoding="utf-8") as f:
-                    lines = f.readlines()
+            lines = event_lines(events)
             current, began, end = read_events(lines[seen_lines:], outcomes,
                                               details, fixture_errors)
             finished = end is not None

@@ -334,18 +334,10 @@ def run_suite(start_method, stdlib, only=None, exclude=None, timeout=1500,
                 cmd += ["--only", only]
             if exclude:
                 cmd += ["--exclude", exclude]
-            proc = subprocess.Popen(cmd, cwd=scratch, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=logf,
-                                    stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-            try:
-                proc.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
+            proc, timed_out = run_worker(cmd, scratch, env, logf, remaining)
+            if timed_out:
                 stopped = "time limit of %ds reached" % timeout
-                kill_group(proc)
-            # read what this worker reported
-            with open(events, encoding="utf-8") as f:
-                lines = f.readlines()
+            lines = event_lines(events)     # what this worker reported
             current, began, end = read_events(lines[seen_lines:], outcomes,
                                               details, fixture_errors)
             finished = end is not None
@@ -406,6 +398,30 @@ def run_suite(start_method, stdlib, only=None, exclude=None, timeout=1500,
         "log": log or kept_log,
         "not_applicable": NOT_APPLICABLE,
     }
+
+
+def run_worker(cmd, cwd, env, log, seconds):
+    """Start one worker in a session of its own, its output to `log`, and
+    wait for it at most `seconds` (then kill its group).  Returns (proc,
+    timed_out); the caller kills the group again (kill_group) once it has
+    read the events, for children the worker left behind."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        proc.wait(timeout=seconds)
+        return proc, False
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        return proc, True
+
+
+def event_lines(events):
+    """The lines a worker has written to its events file so far."""
+    if not os.path.exists(events):
+        return []
+    with open(events, encoding="utf-8") as f:
+        return f.readlines()
 
 
 def kill_group(proc):
