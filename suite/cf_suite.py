@@ -35,7 +35,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from stdlib_suite import (event_lines, iter_tests, kill_group,  # noqa: E402
+from stdlib_suite import (common_options, event_lines,  # noqa: E402
+                          iter_tests, kill_group,
                           make_reporter, per_class, read_events, run_worker,
                           tail_of, totals)
 
@@ -236,21 +237,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stdlib", action="store_true",
-                   help="run against the stdlib's multiprocessing instead")
-    p.add_argument("--compare", action="store_true",
-                   help="run the stdlib too and compare")
-    p.add_argument("--only", help="regex: run only matching test ids")
-    p.add_argument("--timeout", type=float, default=1800,
-                   help="time limit for the whole run, seconds")
-    p.add_argument("--test-timeout", type=float, default=180,
-                   help="time limit for one test, seconds")
-    p.add_argument("--json", help="write results here")
-    p.add_argument("--show", action="store_true",
-                   help="print the details of tests that did not pass")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--events", help=argparse.SUPPRESS)
-    p.add_argument("--skip-file", help=argparse.SUPPRESS)
+    common_options(p, timeout=1800, test_timeout=180)
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args)

@@ -518,30 +518,35 @@ def print_table(ours, ref=None, out=sys.stdout):
     out.flush()
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--start-method", "-m", default="fork",
-                   choices=["fork", "spawn", "forkserver"])
+def common_options(p, timeout, test_timeout):
+    """The options of both suite runners (this one and cf_suite.py), with
+    the hidden ones of their worker mode."""
     p.add_argument("--stdlib", action="store_true",
                    help="run against the stdlib's multiprocessing instead")
     p.add_argument("--compare", action="store_true",
                    help="run the stdlib too and print them side by side")
     p.add_argument("--only", help="regex: run only tests whose id "
                    "(Class.test_name) matches")
-    p.add_argument("--exclude", help="regex: leave out matching tests")
-    p.add_argument("--timeout", type=float, default=1500,
+    p.add_argument("--timeout", type=float, default=timeout,
                    help="time limit for the whole run, seconds")
-    p.add_argument("--test-timeout", type=float, default=120,
+    p.add_argument("--test-timeout", type=float, default=test_timeout,
                    help="time limit for one test, seconds")
     p.add_argument("--json", help="write results here")
     p.add_argument("--show", action="store_true",
                    help="print the details of tests that did not pass")
-    # worker mode (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--suite-module", help=argparse.SUPPRESS)
     p.add_argument("--events", help=argparse.SUPPRESS)
     p.add_argument("--skip-file", help=argparse.SUPPRESS)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--start-method", "-m", default="fork",
+                   choices=["fork", "spawn", "forkserver"])
+    common_options(p, timeout=1500, test_timeout=120)
+    p.add_argument("--exclude", help="regex: leave out matching tests")
+    p.add_argument("--suite-module", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.worker:
