@@ -37,8 +37,8 @@ sys.path.insert(0, HERE)
 
 from stdlib_suite import (common_options, event_lines,  # noqa: E402
                           iter_tests, kill_group,
-                          make_reporter, per_class, read_events, run_worker,
-                          tail_of, totals)
+                          make_reporter, read_events, run_record,
+                          run_worker, tail_of)
 
 PACKAGE = "test.test_concurrent_futures"
 
@@ -190,21 +190,9 @@ def run_suite(stdlib, only=None, timeout=1800, test_timeout=180, log=None):
                 f.write(text)
         import shutil
         shutil.rmtree(scratch, ignore_errors=True)
-    return {
-        "python": "%d.%d.%d" % sys.version_info[:3],
-        "implementation": "stdlib" if stdlib else "cmultiprocessing",
-        "seconds": round(time.monotonic() - t_start, 1),
-        "stopped": stopped,
-        "hung": hung,
-        "fixture_errors": fixture_errors,
-        "totals": totals(outcomes),
-        "classes": per_class(outcomes),
-        "tests": outcomes,
-        "details": details,
-        "warnings": warnings,
-        "stdlib_modules": stdlib_modules,
-        "log": kept_log,
-    }
+    return run_record(stdlib, t_start, stopped, hung, fixture_errors,
+                      outcomes, details, warnings=warnings,
+                      stdlib_modules=stdlib_modules, log=kept_log)
 
 
 def summary(result, ref=None, out=sys.stdout):

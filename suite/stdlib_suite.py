@@ -383,10 +383,17 @@ def run_suite(start_method, stdlib, only=None, exclude=None, timeout=1500,
             if re.fullmatch(pattern, tid):
                 outcomes[tid] = "n/a"
                 details[tid] = reason
-    return {
+    return run_record(stdlib, t_start, stopped, hung, fixture_errors,
+                      outcomes, details, start_method=start_method,
+                      log=log or kept_log, not_applicable=NOT_APPLICABLE)
+
+
+def run_record(stdlib, t_start, stopped, hung, fixture_errors, outcomes,
+               details, **extra):
+    """What one run of a suite runner reports (the --json file)."""
+    record = {
         "python": "%d.%d.%d" % sys.version_info[:3],
         "implementation": "stdlib" if stdlib else "cmultiprocessing",
-        "start_method": start_method,
         "seconds": round(time.monotonic() - t_start, 1),
         "stopped": stopped,
         "hung": hung,
@@ -395,9 +402,9 @@ def run_suite(start_method, stdlib, only=None, exclude=None, timeout=1500,
         "classes": per_class(outcomes),
         "tests": outcomes,
         "details": details,
-        "log": log or kept_log,
-        "not_applicable": NOT_APPLICABLE,
     }
+    record.update(extra)
+    return record
 
 
 def run_worker(cmd, cwd, env, log, seconds):
