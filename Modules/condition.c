@@ -337,7 +337,10 @@ event_run(CondCoreObject *c, int op, int has_timeout, double seconds)
     if (r < 0 || unlock_failed) {
         return NULL;
     }
-    if (op == EV_SET || op == EV_CLEAR) {
+    if (op == EV_SET) {
+        return cmp_semlock_released();
+    }
+    if (op == EV_CLEAR) {
         Py_RETURN_NONE;
     }
     return PyBool_FromLong(result);

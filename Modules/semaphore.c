@@ -226,6 +226,16 @@ cmp_semlock_give(SemLockObject *self)
     return 0;
 }
 
+/* See semlock.h. */
+PyObject *
+cmp_semlock_released(void)
+{
+    if (PyErr_CheckSignals() < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 semlock_wrap(PyTypeObject *type, cmp_sem_t handle, int kind, int maxvalue,
              char *name)
@@ -396,7 +406,7 @@ semlock_release(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (cmp_semlock_give((SemLockObject *)op) < 0) {
         return NULL;
     }
-    Py_RETURN_NONE;
+    return cmp_semlock_released();
 }
 
 static PyObject *
@@ -407,7 +417,7 @@ semlock_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     if (cmp_semlock_give((SemLockObject *)op) < 0) {
         return NULL;
     }
-    Py_RETURN_NONE;
+    return cmp_semlock_released();
 }
 
 static PyObject *

@@ -38,4 +38,13 @@ int cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
 /* release(): 0 or -1 with an exception. */
 int cmp_semlock_give(SemLockObject *self);
 
+/* None, after a release that may have woken another process: the pending
+   signal handlers run first.  The woken process often runs at once on this
+   CPU, and what it does next may be to signal us (Process.interrupt()
+   right after Event.wait() returns).  Delivered while we are still in the
+   release, that signal must be handled here, as the eval loop would after
+   the call: left pending, it is lost across the caller's next blocking call
+   (time.sleep() does not look for pending signals before it sleeps). */
+PyObject *cmp_semlock_released(void);
+
 #endif /* CMP_SEMLOCK_H */
