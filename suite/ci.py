@@ -279,15 +279,8 @@ def run_suite(interp, method, timeout, test_timeout, compare, only=None):
     log("stdlib suite on Python %s, %s (cmultiprocessing%s), limit %d s"
         % (interp.version, method, " and stdlib" if compare else "",
            timeout))
-    try:
-        interp.run(cmd, cwd=RESULTS,
-                   timeout=(2 if compare else 1) * timeout + 300)
-    except subprocess.TimeoutExpired:
-        log("the suite runner itself overran its limit")
-    if not os.path.exists(out):
-        return None
-    with open(out, encoding="utf-8") as f:
-        return json.load(f)
+    return run_runner(interp, cmd, out, (2 if compare else 1) * timeout,
+                      "the suite runner itself")
 
 
 def run_cf(interp, timeout, test_timeout, only=None):
@@ -303,10 +296,18 @@ def run_cf(interp, timeout, test_timeout, only=None):
         cmd += ["--only", only]
     log("test_concurrent_futures on Python %s (cmultiprocessing through "
         "the alias), limit %d s" % (interp.version, timeout))
+    return run_runner(interp, cmd, out, timeout,
+                      "the test_concurrent_futures runner")
+
+
+def run_runner(interp, cmd, out, limit, what):
+    """Run a suite runner that writes its result to out, given limit
+    seconds (and 300 more for its own set-up and teardown, past which it
+    is killed); the result dict, or None where the runner failed."""
     try:
-        interp.run(cmd, cwd=RESULTS, timeout=timeout + 300)
+        interp.run(cmd, cwd=RESULTS, timeout=limit + 300)
     except subprocess.TimeoutExpired:
-        log("the test_concurrent_futures runner overran its limit")
+        log("%s overran its limit" % what)
     if not os.path.exists(out):
         return None
     with open(out, encoding="utf-8") as f:
