@@ -304,6 +304,18 @@ def test_forked_child_starts_a_fresh_heap():
 
 # ---- Arena ----------------------------------------------------------------
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="fallocate(2): Linux")
+def test_arena_memory_is_reserved_at_creation():
+    # The pages behind an arena are allocated when it is made, so a file
+    # system or memory limit that cannot hold them fails the creation
+    # (OSError) instead of killing the process with SIGBUS at first touch.
+    size = 64 * PAGE
+    a = _cmultiprocessing.Arena(size)
+    assert os.fstat(a.fd).st_blocks * 512 >= size
+    del a
+
+
 def test_arena_errors_and_attach():
     with pytest.raises(ValueError):
         _cmultiprocessing.Arena(0)

@@ -562,3 +562,52 @@ def test_we_read_stdlib_lists(lists):
 
 def test_class_getitem():
     assert sm.ShareableList[int].__origin__ is sm.ShareableList
+
+
+# A segment larger than /dev/shm can hold: the stdlib makes it (ftruncate
+# alone) and the process dies of SIGBUS when the writes reach past what the
+# file system has; here the memory is reserved at creation, which fails
+# with ENOSPC and leaves nothing behind.  /dev/shm is made small (8 MiB) in
+# a mount namespace of the child's own, which takes root.
+_FULL_DEV_SHM = r"""
+import errno, os, sys
+from cmultiprocessing import shared_memory
+before = set(os.listdir('/dev/shm'))
+try:
+    seg = shared_memory.SharedMemory(create=True, size=64 << 20)
+except OSError as e:
+    print('refused', errno.errorcode.get(e.errno))
+else:
+    seg.buf[:] = b'x' * seg.size
+    print('written')
+print('left', sorted(set(os.listdir('/dev/shm')) - before))
+small = shared_memory.SharedMemory(create=True, size=1 << 20)
+small.buf[-1] = 1
+small.close()
+small.unlink()
+print('small ok')
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="fallocate(2): Linux")
+def test_segment_past_a_full_dev_shm_is_refused_at_creation(tmp_path):
+    import shutil
+    import subprocess
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        pytest.skip("needs root and unshare(1) for a small /dev/shm")
+    script = tmp_path / "full_dev_shm.py"
+    script.write_text(_FULL_DEV_SHM)
+    out = subprocess.run(
+        [unshare, "-m", "--propagation", "private", "sh", "-c",
+         'mount -t tmpfs -o size=8m tmpfs /dev/shm && exec "$0" "$1"',
+         sys.executable, str(script)],
+        capture_output=True, text=True, timeout=50)
+    if out.returncode != 0 and "mount" in out.stderr and \
+            "written" not in out.stdout:
+        pytest.skip("no private mount here: " + out.stderr.strip()[-200:])
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.split("\n")[:3] == [
+        "refused ENOSPC", "left []", "small ok"]

@@ -1,5 +1,8 @@
 /* platform/posix_shm.c -- shared memory on POSIX systems (Linux, macOS):
    shm_open segments and memfd (or unlinked temporary file) arenas. */
+#ifndef _GNU_SOURCE
+#  define _GNU_SOURCE 1 /* fallocate(2) */
+#endif
 #include "platform/platform.h"
 #include "platform/darwin.h"
 
@@ -32,6 +35,32 @@ close_keeping_errno(int fd)
     (void)close(fd);
     errno = saved;
     return saved;
+}
+
+/* Give the first `size` bytes of fd their memory now.  A segment or arena
+   lives in a memory-backed file system (/dev/shm, or memfd's); sized with
+   ftruncate alone, its pages are found on first touch, and a page the file
+   system cannot supply then kills the process with SIGBUS.  Reserved here,
+   the lack shows as ENOSPC (ENOMEM under a memory cgroup's limit) at
+   creation instead.  Linux only: macOS's shared memory objects and
+   Windows's mappings are committed when made.  Where the file system
+   cannot preallocate (EOPNOTSUPP) the pages stay lazy, as before. */
+static int
+reserve(int fd, size_t size)
+{
+#  ifdef __linux__
+    int r;
+    do {
+        r = fallocate(fd, 0, 0, (off_t)size);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0 && errno != EOPNOTSUPP && errno != ENOSYS) {
+        return errno;
+    }
+#  else
+    (void)fd;
+    (void)size;
+#  endif
+    return 0;
 }
 
 /* Map `size` bytes of `fd` read-write and shared, into *m (which then
@@ -109,6 +138,10 @@ cmp_shm_segment_open(const char *name, int flags, int mode, size_t truncate_to,
                 err = errno;
                 goto error;
             }
+        }
+        err = reserve(fd, truncate_to);
+        if (err) {
+            goto error;
         }
 #  endif
     }
@@ -222,7 +255,10 @@ cmp_arena_create(size_t size, cmp_mapping *m)
             return close_keeping_errno(fd);
         }
     }
-    err = map_shared(fd, size, m);
+    err = reserve(fd, size);
+    if (!err) {
+        err = map_shared(fd, size, m);
+    }
     if (err) {
         (void)close(fd);
     }
