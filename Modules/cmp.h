@@ -36,6 +36,7 @@
     X(conn_loads)                                                             \
     /* semaphore.c */                                                         \
     X(SemLock_type)                                                           \
+    X(AbandonedLockWarning)                                                   \
     /* condition.c */                                                         \
     X(CondCore_type)                                                          \
     /* process.c */                                                           \

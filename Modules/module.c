@@ -87,7 +87,21 @@ add_exceptions(PyObject *module, cmp_state *st)
     if (st->AuthenticationError == NULL) {
         return -1;
     }
-    if (PyModule_AddObjectRef(module, "ProcessError", st->ProcessError) < 0 ||
+    /* Not the stdlib's: its locks never pass from a dead holder. */
+    st->AbandonedLockWarning = PyErr_NewExceptionWithDoc(
+        "cmultiprocessing.synchronize.AbandonedLockWarning",
+        "A Lock or RLock was taken over from a process that ended while "
+        "holding it (the stdlib's would stay locked for ever); what it "
+        "guards may be half-updated.  Make it an error with the warnings "
+        "filter: the lock then stays abandoned and the next acquirer is "
+        "told as well.",
+        PyExc_RuntimeWarning, NULL);
+    if (st->AbandonedLockWarning == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "AbandonedLockWarning",
+                              st->AbandonedLockWarning) < 0 ||
+        PyModule_AddObjectRef(module, "ProcessError", st->ProcessError) < 0 ||
         PyModule_AddObjectRef(module, "BufferTooShort", st->BufferTooShort) <
             0 ||
         PyModule_AddObjectRef(module, "TimeoutError", st->TimeoutError) < 0 ||

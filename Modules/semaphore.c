@@ -157,6 +157,88 @@ sem_take_spinning(cmp_sem_t sem, cmp_spin *spin, double budget)
 }
 
 /* ------------------------------------------------------------------ */
+/* Locks whose holder may die (robust.h).                              */
+
+/* How often a failed non-blocking try may look at the holder (seconds):
+   a look reads /proc, some microseconds, which a polling loop of tries
+   should not pay every time. */
+#define LOOK_INTERVAL 0.01
+
+typedef struct {
+    cmp_sem_t sem;
+    cmp_owner_rec *rec;
+    uint64_t me, dead;
+    int claimed;
+} robust_wait;
+
+/* Claim the record if its holder is gone.  A holder that cannot be looked
+   at counts as alive: the wait goes on as it would without a record. */
+static int
+holder_gone_claimed(robust_wait *w)
+{
+    if (cmp_owner_claim_if_gone(w->rec, w->me, &w->claimed, &w->dead) != 0) {
+        w->claimed = 0;
+    }
+    return w->claimed;
+}
+
+/* One slice of a wait on a lock with an owner record: the unit, or,
+   when the slice passes without it, the holder's place if it is gone. */
+static int
+robust_step(void *ctx, double slice, int *err)
+{
+    robust_wait *w = (robust_wait *)ctx;
+    int rc = cmp_sem_wait_for(w->sem, slice);
+    if (rc == CMP_OK) {
+        return 1;
+    }
+    if (rc == CMP_INTR) {
+        return 0;
+    }
+    if (rc != CMP_BUSY) {
+        *err = rc;
+        return -1;
+    }
+    return holder_gone_claimed(w);
+}
+
+/* Wait for the lock (forever without has_timeout), or take it over from a
+   holder that died: 1 taken (w->claimed tells how), 0 timed out, -1
+   error.  The holder is looked at once a slice (CMP_WAIT_SLICE), and once
+   more when the time is up, so a zero timeout looks too. */
+static int
+robust_take(SemLockObject *self, int has_timeout, double seconds,
+            robust_wait *w)
+{
+    cmp_deadline d = cmp_deadline_in(has_timeout, seconds);
+    int got = cmp_wait_sliced(&d, robust_step, w);
+    if (got == 0 && holder_gone_claimed(w)) {
+        got = 1;
+    }
+    self->next_look = cmp_monotonic() + LOOK_INTERVAL;
+    return got;
+}
+
+/* After taking the lock over from a dead holder: tell the new holder.
+   When the warning is made an error (warnings filter "error"), the lock
+   is left as it was, still held by the dead process, so that the next
+   acquirer is told as well: -1 with the exception set. */
+static int
+warn_taken_over(SemLockObject *self, robust_wait *w)
+{
+    cmp_state *st = cmp_state_from_type(Py_TYPE(self));
+    if (PyErr_WarnFormat(st->AbandonedLockWarning, 1,
+                         "%s taken over from process %ld, which ended while "
+                         "holding it: what it guards may be half-updated",
+                         self->kind == CMP_RECURSIVE_MUTEX ? "RLock" : "Lock",
+                         cmp_owner_pid(w->dead)) == 0) {
+        return 0;
+    }
+    (void)cmp_owner_swap(self->rec, w->me, w->dead);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ */
 /* SemLock                                                             */
 
 /* acquire(): see semlock.h. */
@@ -169,6 +251,7 @@ cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
         return 1;
     }
     int got = sem_take_now(self->handle);
+    robust_wait w = {self->handle, self->rec, 0, 0, 0};
     if (got == 0 && blocking) {
         double budget = cmp_spin_budget(&self->spin);
         if (has_timeout && budget > seconds) {
@@ -181,13 +264,29 @@ cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
             }
         }
     }
-    if (got == 0 && blocking) {
+    if (got == 0 && w.rec != NULL) {
+        w.me = cmp_proc_self_tag();
+        if (blocking) {
+            got = robust_take(self, has_timeout, seconds, &w);
+        }
+        else if (cmp_monotonic() >= self->next_look) {
+            got = holder_gone_claimed(&w);
+            self->next_look = cmp_monotonic() + LOOK_INTERVAL;
+        }
+        if (got == 1 && w.claimed && warn_taken_over(self, &w) < 0) {
+            return -1;
+        }
+    }
+    else if (got == 0 && blocking) {
         got = has_timeout ? sem_take_timed(self->handle, seconds)
                           : sem_take_untimed(self->handle);
     }
     if (got == 1) {
         self->count++;
         self->last_tid = PyThread_get_thread_ident();
+        if (self->rec != NULL && !w.claimed) {
+            cmp_owner_store(self->rec, w.me ? w.me : cmp_proc_self_tag());
+        }
     }
     return got;
 }
@@ -208,6 +307,13 @@ cmp_semlock_give(SemLockObject *self)
             self->count--;
             return 0;
         }
+    }
+    if (self->rec != NULL) {
+        /* no holder from here on (before the unit is back, so that the
+           next holder's record is never overwritten) */
+        cmp_owner_store(self->rec, 0);
+    }
+    if (self->kind == CMP_RECURSIVE_MUTEX) {
         rc = cmp_sem_post(self->handle, -1);
     }
     else {
@@ -347,6 +453,10 @@ semlock_dealloc(PyObject *op)
     }
     PyMem_Free(self->name);
     self->name = NULL;
+    if (self->rec != NULL) {
+        self->rec = NULL;
+        PyBuffer_Release(&self->rec_view);
+    }
     tp->tp_free(op);
     Py_DECREF(tp);
 }
@@ -467,6 +577,52 @@ semlock_after_fork(PyObject *op, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* _set_owner_record(buffer): make the lock robust (robust.h), with its
+   owner record in `buffer` (shared memory every process using the lock
+   maps: a block of the locks' heap), once, before the lock is used. */
+static PyObject *
+semlock_set_owner_record(PyObject *op, PyObject *arg)
+{
+    SemLockObject *self = (SemLockObject *)op;
+    if (self->rec != NULL) {
+        PyErr_SetString(PyExc_ValueError, "the lock has its owner record");
+        return NULL;
+    }
+    if (self->kind == CMP_SEMAPHORE && self->maxvalue != 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "a counting semaphore has no owner to record");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    if ((size_t)view.len < sizeof(cmp_owner_rec) ||
+        ((uintptr_t)view.buf % 8) != 0) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError,
+                     "an owner record takes %zu bytes aligned to 8",
+                     sizeof(cmp_owner_rec));
+        return NULL;
+    }
+    self->rec_view = view;
+    self->rec = (cmp_owner_rec *)view.buf;
+    Py_RETURN_NONE;
+}
+
+/* _owner(): the pid the owner record names (None: no holder recorded, or
+   no record). */
+static PyObject *
+semlock_owner(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    SemLockObject *self = (SemLockObject *)op;
+    uint64_t tag = self->rec == NULL ? 0 : cmp_owner_load(self->rec);
+    if (tag == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLong(cmp_owner_pid(tag));
+}
+
 /* _rebuild(handle, kind, maxvalue, name): the object for a child process;
    the name (when there is one) is reopened, else the handle is used. */
 static PyObject *
@@ -559,6 +715,11 @@ static PyMethodDef semlock_methods[] = {
      "The semaphore's current count."},
     {"_is_zero", semlock_is_zero, METH_NOARGS,
      "Whether the semaphore's count is zero."},
+    {"_set_owner_record", semlock_set_owner_record, METH_O,
+     "Record the holder in this shared buffer, so that a lock whose holder "
+     "dies can be taken over."},
+    {"_owner", semlock_owner, METH_NOARGS,
+     "The pid of the recorded holder, or None."},
     {"_after_fork", semlock_after_fork, METH_NOARGS,
      "Forget this process's acquisitions (called in a forked child)."},
     {"_rebuild", (PyCFunction)(void (*)(void))semlock_rebuild,

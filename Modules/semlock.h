@@ -8,6 +8,7 @@
 #define CMP_SEMLOCK_H
 
 #include "cmp.h"
+#include "robust.h"
 #include "spin.h"
 
 /* SemLock kinds (the values multiprocessing.synchronize uses). */
@@ -23,6 +24,12 @@ typedef struct {
     int maxvalue;
     cmp_spin spin;          /* before a blocking wait (spin.h) */
     char *name; /* NULL once unlinked at creation, or never named */
+    /* Lock and RLock: who holds it, in shared memory (robust.h); NULL for
+       the counting semaphores, which have no owner.  rec_view keeps the
+       memory (a heap block) mapped. */
+    cmp_owner_rec *rec;
+    Py_buffer rec_view;
+    double next_look; /* a failed try looks at the holder again from then */
 } SemLockObject;
 
 static inline int
@@ -31,7 +38,9 @@ semlock_is_mine(SemLockObject *self)
     return self->count > 0 && self->last_tid == PyThread_get_thread_ident();
 }
 
-/* acquire(): 1 acquired, 0 not (non-blocking or timed out), -1 error. */
+/* acquire(): 1 acquired, 0 not (non-blocking or timed out), -1 error.
+   With an owner record, a lock whose holder died is taken over from it
+   (after an AbandonedLockWarning; see robust.h). */
 int cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
                      double seconds);
 

@@ -604,6 +604,23 @@ def test_pickling_only_while_spawning():
             pickle.dumps(obj)
 
 
+class _DupFd:
+    def __init__(self, fd):
+        self.fd = fd
+
+    def detach(self):
+        return self.fd
+
+
+class _SpawningHere:
+    """What a spawning Popen gives the pickler: descriptors the child will
+    have (here, duplicates in this very process)."""
+    DupFd = _DupFd
+
+    def duplicate_for_child(self, fd):
+        return os.dup(fd)
+
+
 def test_spawn_context_names_are_registered_and_removed():
     """Outside fork the name stays (children reopen it) until the object is
     finalized; then it is unlinked -- nothing left in /dev/shm."""
@@ -614,11 +631,13 @@ def test_spawn_context_names_are_registered_and_removed():
     assert name is not None and os.path.exists(sem_file(name))
     state = None
     from cmultiprocessing import context as mpctx
+    from cmultiprocessing.reduction import ForkingPickler
+
     # what a spawned child would receive
     orig = mpctx.get_spawning_popen
-    mpctx.set_spawning_popen(object())
+    mpctx.set_spawning_popen(_SpawningHere())
     try:
-        state = pickle.dumps(lock)
+        state = ForkingPickler.dumps(lock)
     finally:
         mpctx.set_spawning_popen(None)
     twin = pickle.loads(state)

@@ -175,14 +175,23 @@ def _feeder_main(feed, close_reader, close_writer, ignore_epipe, onerror,
     close_writer()
 
 
+def _pipe_lock(ctx):
+    """A queue's read or write lock: a Lock that does not record its
+    holder.  One that died holding it may have left half a message in the
+    pipe, which a lock taken over from it would let the next reader decode
+    (see synchronize's docstring); it stays locked, as in the stdlib."""
+    from .synchronize import Lock
+    return Lock(ctx=ctx.get_context(), _robust=False)
+
+
 class Queue(_QueueBase):
     """A FIFO shared between processes, with an optional maximum size."""
 
     def __init__(self, maxsize=0, *, ctx):
         limit = maxsize if maxsize > 0 else _largest_size()
         reader, writer = connection.Pipe(duplex=False)
-        wlock = ctx.Lock()
-        Queue.__setstate__(self, (False, limit, reader, writer, ctx.Lock(),
+        rlock, wlock = _pipe_lock(ctx), _pipe_lock(ctx)
+        Queue.__setstate__(self, (False, limit, reader, writer, rlock,
                                   wlock, ctx.BoundedSemaphore(limit),
                                   os.getpid()))
         register_after_fork(self, Queue._after_fork)
@@ -366,7 +375,7 @@ class SimpleQueue(_QueueBase):
 
     def __init__(self, *, ctx):
         reader, writer = connection.Pipe(duplex=False)
-        self.__setstate__((reader, writer, ctx.Lock(), ctx.Lock()))
+        self.__setstate__((reader, writer, _pipe_lock(ctx), _pipe_lock(ctx)))
 
     def __getstate__(self):
         context.assert_spawning(self)

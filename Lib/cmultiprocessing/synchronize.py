@@ -12,9 +12,19 @@ removed at once (children inherit the open semaphore); with "spawn" and
 "forkserver" children reopen it by name, so the name stays until the object
 is finalized and is registered with the resource tracker meanwhile.
 
-A semaphore has no owner at the OS level: if a process dies while holding a
-lock, the lock stays taken.  Waiters then wait (or time out) until some
-process releases it; nothing crashes, and no error is reported.
+A semaphore has no owner at the OS level, so a process that dies holding
+one of the stdlib's locks leaves it locked for ever.  Lock and RLock here
+also record their holder (pid and start time) in a few bytes of shared
+memory; a waiter that finds the holder gone (within CMP_WAIT_SLICE, 50 ms,
+of waiting, or at once when its timeout is up) takes the lock over and is
+told so by an ``AbandonedLockWarning`` (a RuntimeWarning: what the lock
+guards may be half-updated).  Made an error by the warnings filter, the
+warning leaves the lock abandoned, so the next acquirer is told too.  This
+covers the locks inside Condition, Event, Barrier and Value/Array.  Not
+covered: counting semaphores (Semaphore, BoundedSemaphore: a unit has no
+owner), and the locks of Queue and SimpleQueue (a holder that died there
+may have left half a message in the pipe, which a taken-over lock would
+let the next reader decode; they stay locked, as in the stdlib).
 """
 
 __all__ = [
@@ -28,9 +38,10 @@ import threading
 import time
 
 import _cmultiprocessing
-from _cmultiprocessing import sem_unlink
+from _cmultiprocessing import AbandonedLockWarning, sem_unlink  # noqa: F401
 
 from . import context
+from . import heap
 from . import process
 from . import util
 
@@ -64,6 +75,27 @@ def _forget_name(name):
     unregister(name, 'semaphore')
 
 
+# The owner records of Lock and RLock: 16 bytes each, from a heap of their
+# own (sharedctypes' heap is BufferWrapper._heap, whose books the stdlib's
+# tests read).
+_OWNER_RECORD_SIZE = 16
+_owner_heap = heap.Heap()
+
+
+def _record_owner(lock, block):
+    lock._set_owner_record(block)
+    lock._owner_block = block
+
+
+def _rebuild_semlock(cls, state, owner):
+    """A lock or semaphore in a child process (see SemLock.__reduce__)."""
+    self = cls._rebuild(*state)
+    if owner is not None:
+        arena, start, size = owner
+        _record_owner(self, arena.view(start, size))
+    return self
+
+
 def _caller_label():
     """'ProcessName' or 'ProcessName|ThreadName' for reprs."""
     label = process.current_process().name
@@ -81,7 +113,11 @@ class SemLock(_cmultiprocessing.SemLock):
 
     # No instance dict: attribute lookups on a slotted subclass of the native
     # type stay on the fast path (acquire/release cost about half as much).
-    __slots__ = ('_fork_only', '__weakref__')
+    __slots__ = ('_fork_only', '_owner_block', '__weakref__')
+
+    # Whether the holder is recorded, so that a lock whose holder dies can
+    # be taken over (Lock, RLock; see the module's docstring).
+    _robust = False
 
     @property
     def _is_fork_ctx(self):
@@ -93,7 +129,7 @@ class SemLock(_cmultiprocessing.SemLock):
     def _shape(cls, kind, value, maxvalue):
         return kind, value, maxvalue
 
-    def __new__(cls, *args, ctx=None, **kwargs):
+    def __new__(cls, *args, ctx=None, _robust=None, **kwargs):
         kind, value, maxvalue = cls._shape(*args, **kwargs)
         if ctx is None:
             ctx = context._default_context.get_context()
@@ -112,9 +148,11 @@ class SemLock(_cmultiprocessing.SemLock):
             raise FileExistsError('cannot find name for semaphore')
         if fork_only:
             self._fork_only = True
+        if cls._robust if _robust is None else _robust:
+            _record_owner(self, _owner_heap.take(_OWNER_RECORD_SIZE))
         return self
 
-    def __init__(self, *args, ctx=None, **kwargs):
+    def __init__(self, *args, ctx=None, _robust=None, **kwargs):
         util.debug('created semlock with handle %s' % self.handle)
         if sys.platform != 'win32':
             # a forked child starts owning nothing
@@ -146,8 +184,13 @@ class SemLock(_cmultiprocessing.SemLock):
 
     def __reduce__(self):
         # Rebuilt in the child by the native classmethod, which reopens the
-        # semaphore by name (or takes the duplicated handle on Windows).
-        return (type(self)._rebuild, self.__getstate__())
+        # semaphore by name (or takes the duplicated handle on Windows);
+        # the owner record's arena travels as Value's memory does.
+        state = self.__getstate__()
+        block = getattr(self, '_owner_block', None)
+        owner = None if block is None else (block.arena, block.start,
+                                            block.size)
+        return (_rebuild_semlock, (type(self), state, owner))
 
     if _PY314:
         # The native method itself (no Python frame): True while the count
@@ -220,6 +263,7 @@ class Lock(SemLock):
     """A non-recursive lock; releasing it unlocked raises ValueError."""
 
     __slots__ = ()
+    _robust = True
 
     @classmethod
     def _shape(cls):
@@ -238,6 +282,7 @@ class RLock(SemLock):
     thread may release it."""
 
     __slots__ = ()
+    _robust = True
 
     @classmethod
     def _shape(cls):

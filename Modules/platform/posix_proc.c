@@ -16,6 +16,15 @@
 #  include <sys/types.h>
 #  include <sys/wait.h>
 #  include <unistd.h>
+#  include <stdint.h>
+#  include <stdio.h>
+#  include <stdlib.h>
+#  include <string.h>
+#  ifdef CMP_DARWIN
+#    include <libproc.h>
+#    include <sys/proc.h>
+#    include <sys/proc_info.h>
+#  endif
 
 int
 cmp_proc_pipe(cmp_handle_t fds[2])
@@ -110,6 +119,124 @@ cmp_proc_signal(long pid, int sig)
 {
     if (kill((pid_t)pid, sig) < 0) {
         return errno;
+    }
+    return 0;
+}
+
+/* ---- process identity (robust.h's owner records) ---------------------- */
+
+#  ifdef __linux__
+/* State letter and start time (clock ticks after boot) of process pid,
+   from /proc/<pid>/stat: 0, ENOENT/ESRCH when there is no such process,
+   or another code when /proc cannot tell. */
+static int
+linux_stat(long pid, char *state, uint64_t *start)
+{
+    char path[64], buf[1024];
+    (void)snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    int fd;
+    do {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        return errno;
+    }
+    ssize_t n;
+    do {
+        n = read(fd, buf, sizeof(buf) - 1);
+    } while (n < 0 && errno == EINTR);
+    int err = n < 0 ? errno : 0;
+    (void)close(fd);
+    if (err) {
+        return err;
+    }
+    buf[n] = '\0';
+    /* "pid (comm) S ppid ...": comm may hold anything, ')' included, so
+       the fields start after the last ')'.  The state is the first field
+       there, the start time the twentieth. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ' || p[2] == '\0') {
+        return EINVAL;
+    }
+    *state = p[2];
+    p += 2;
+    for (int field = 1; field < 20; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL) {
+            return EINVAL;
+        }
+        p++;
+    }
+    *start = (uint64_t)strtoull(p, NULL, 10);
+    return 0;
+}
+#  endif
+
+#  ifdef CMP_DARWIN
+/* Status and start time (microseconds) of process pid, as linux_stat. */
+static int
+darwin_stat(long pid, char *state, uint64_t *start)
+{
+    struct proc_bsdinfo info;
+    int n = proc_pidinfo((int)pid, PROC_PIDTBSDINFO, 0, &info,
+                         (int)sizeof(info));
+    if (n != (int)sizeof(info)) {
+        return n <= 0 && errno ? errno : ESRCH;
+    }
+    *state = info.pbi_status == SZOMB ? 'Z' : 'R';
+    *start = (uint64_t)info.pbi_start_tvsec * 1000000u +
+             (uint64_t)info.pbi_start_tvusec;
+    return 0;
+}
+#    define proc_stat darwin_stat
+#  elif defined(__linux__)
+#    define proc_stat linux_stat
+#  endif
+
+static uint64_t self_tag;
+static unsigned long self_tag_epoch;
+
+uint64_t
+cmp_proc_self_tag(void)
+{
+    unsigned long epoch = cmp_fork_epoch();
+    if (self_tag == 0 || self_tag_epoch != epoch) {
+        long pid = (long)getpid();
+        uint64_t start = 0;
+#  ifdef proc_stat
+        char state;
+        if (proc_stat(pid, &state, &start) != 0) {
+            start = 0;
+        }
+#  endif
+        self_tag = ((uint64_t)(uint32_t)pid << 32) | (start & 0xffffffffu);
+        self_tag_epoch = epoch;
+    }
+    return self_tag;
+}
+
+int
+cmp_proc_tag_gone(uint64_t tag, int *gone)
+{
+    long pid = (long)(tag >> 32);
+    *gone = 0;
+#  ifdef proc_stat
+    char state;
+    uint64_t start;
+    int err = proc_stat(pid, &state, &start);
+    if (err == 0) {
+        *gone = state == 'Z' || state == 'X' ||
+                (start & 0xffffffffu) != (tag & 0xffffffffu);
+        return 0;
+    }
+    if (err == ENOENT || err == ESRCH) {
+        *gone = 1;
+        return 0;
+    }
+    /* no /proc here: what kill() can tell (not zombies) */
+#  endif
+    if (kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+        *gone = 1;
     }
     return 0;
 }

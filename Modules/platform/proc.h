@@ -46,4 +46,15 @@ int cmp_proc_reap_any(long *pid, int *exitcode);
 int cmp_proc_signal(long pid, int sig);
 #endif /* CMP_HAVE_FORK */
 
+/* Process identity, for the owner records of locks (robust.h): this
+   process's tag, the pid in the high 32 bits and the low 32 bits of its
+   start time below (so a later process that reuses the pid has another
+   tag).  Computed once per process (again in a forked child). */
+uint64_t cmp_proc_self_tag(void);
+
+/* Whether the process a tag names is gone: *gone = 1 when it has ended
+   (a zombie counts as ended) or its pid now names a process started at
+   another time.  0, or a platform error code when it cannot be told. */
+int cmp_proc_tag_gone(uint64_t tag, int *gone);
+
 #endif

@@ -82,4 +82,54 @@ cmp_win32_is_socket(cmp_handle_t h)
                       (char *)&type, &len) == 0;
 }
 
+/* ---- process identity (robust.h's owner records) ---------------------- */
+
+/* The low 32 bits of a process's creation time (100 ns units). */
+static int
+creation_low(HANDLE process, uint32_t *low)
+{
+    FILETIME created, exited, kernel, user;
+    if (!GetProcessTimes(process, &created, &exited, &kernel, &user)) {
+        return (int)GetLastError();
+    }
+    *low = (uint32_t)created.dwLowDateTime;
+    return 0;
+}
+
+uint64_t
+cmp_proc_self_tag(void)
+{
+    static uint64_t tag;
+    if (tag == 0) {
+        uint32_t low = 0;
+        (void)creation_low(GetCurrentProcess(), &low);
+        tag = ((uint64_t)GetCurrentProcessId() << 32) | low;
+    }
+    return tag;
+}
+
+int
+cmp_proc_tag_gone(uint64_t tag, int *gone)
+{
+    *gone = 0;
+    HANDLE h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION | SYNCHRONIZE,
+                           FALSE, (DWORD)(tag >> 32));
+    if (h == NULL) {
+        DWORD err = GetLastError();
+        if (err == ERROR_INVALID_PARAMETER) {
+            *gone = 1; /* no such process */
+            return 0;
+        }
+        return err == ERROR_ACCESS_DENIED ? 0 : (int)err;
+    }
+    uint32_t low = 0;
+    int err = creation_low(h, &low);
+    if (err == 0) {
+        *gone = WaitForSingleObject(h, 0) == WAIT_OBJECT_0 ||
+                low != (uint32_t)tag;
+    }
+    (void)CloseHandle(h);
+    return err;
+}
+
 #endif /* CMP_WINDOWS */

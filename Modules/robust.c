@@ -1,0 +1,27 @@
+/*
+ * robust.c -- recovering a lock from a holder that died (robust.h).
+ */
+#include "cmp.h"
+#include "robust.h"
+
+int
+cmp_owner_claim_if_gone(cmp_owner_rec *r, uint64_t me, int *claimed,
+                        uint64_t *dead)
+{
+    *claimed = 0;
+    uint64_t holder = cmp_owner_load(r);
+    if (holder == 0 || holder == me) {
+        return 0;
+    }
+    int gone = 0;
+    int err = cmp_proc_tag_gone(holder, &gone);
+    if (err || !gone) {
+        return err;
+    }
+    /* Gone for good: whoever swaps first takes its place. */
+    if (cmp_owner_swap(r, holder, me)) {
+        *claimed = 1;
+        *dead = holder;
+    }
+    return 0;
+}

@@ -1,0 +1,292 @@
+"""Locks whose holder dies: Lock and RLock (and the locks inside
+Condition, Event and Value) are taken over by the next acquirer, with an
+AbandonedLockWarning; the stdlib's stay locked for ever.  Counting
+semaphores and the queues' locks keep the stdlib's behaviour (see
+cmultiprocessing.synchronize's docstring)."""
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+
+import cmultiprocessing
+from cmultiprocessing.synchronize import AbandonedLockWarning
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+    pytest.mark.timeout(60),
+]
+
+METHODS = [m for m in ("fork", "spawn", "forkserver")
+           if m in cmultiprocessing.get_all_start_methods()]
+
+
+def _hold(lock, held):
+    lock.acquire()
+    held.set()
+    time.sleep(60)
+
+
+def _hold_then_exit(lock, held):
+    lock.acquire()
+    held.set()
+    os._exit(0)
+
+
+def _held_by_child(ctx, lock, target=_hold):
+    """A child that holds `lock` (and sleeps, unless target says else)."""
+    held = ctx.Event()
+    p = ctx.Process(target=target, args=(lock, held))
+    p.start()
+    assert held.wait(30)
+    return p
+
+
+def _kill(p):
+    os.kill(p.pid, signal.SIGKILL)
+
+
+def _acquire_recording(lock, **kwargs):
+    """acquire(**kwargs) -> (result, seconds, warnings raised)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.monotonic()
+        got = lock.acquire(**kwargs)
+        took = time.monotonic() - t0
+    return got, took, [w for w in caught
+                       if issubclass(w.category, AbandonedLockWarning)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_lock_of_a_killed_holder_is_taken_over(method, kind):
+    ctx = cmultiprocessing.get_context(method)
+    lock = getattr(ctx, kind)()
+    p = _held_by_child(ctx, lock)
+    try:
+        assert lock._owner() == p.pid
+        got, _, told = _acquire_recording(lock, timeout=0.2)
+        assert (got, told) == (False, [])          # the holder lives
+        _kill(p)                                   # not joined: a zombie
+        got, took, told = _acquire_recording(lock, timeout=2)
+        assert got is True and took < 2
+        assert len(told) == 1
+        message = str(told[0].message)
+        assert message.startswith("%s taken over from process %d" %
+                                  (kind, p.pid))
+        assert told[0].filename == __file__        # points at the caller
+        assert lock._owner() == os.getpid()
+        lock.release()
+        assert lock._owner() is None
+        got, _, told = _acquire_recording(lock, timeout=1)
+        assert (got, told) == (True, [])           # an ordinary lock again
+        lock.release()
+    finally:
+        p.kill()
+        p.join()
+    assert p.exitcode == -signal.SIGKILL
+
+
+def test_untimed_and_non_blocking_acquires_take_over_too():
+    ctx = cmultiprocessing.get_context("fork")
+    lock = ctx.Lock()
+    p = _held_by_child(ctx, lock)
+    _kill(p)
+    p.join()
+    got, _, told = _acquire_recording(lock, block=False)
+    assert got is True and len(told) == 1
+    lock.release()
+
+    rlock = ctx.RLock()
+    q = _held_by_child(ctx, rlock)
+    _kill(q)
+    got, took, told = _acquire_recording(rlock)     # no timeout
+    assert got is True and len(told) == 1 and took < 5
+    assert rlock.acquire(timeout=0)                 # recursive, ours now
+    rlock.release()
+    rlock.release()
+    q.join()
+
+
+def test_a_holder_that_exits_holding_it_abandons_it():
+    # No death by signal needed: a process that ends holding a Lock has
+    # abandoned it (a Lock meant to be released by another process is
+    # released while its acquirer lives, or is not affected).
+    ctx = cmultiprocessing.get_context("fork")
+    lock = ctx.Lock()
+    p = _held_by_child(ctx, lock, target=_hold_then_exit)
+    p.join()
+    assert p.exitcode == 0
+    got, _, told = _acquire_recording(lock, timeout=2)
+    assert got is True and len(told) == 1
+    lock.release()
+
+
+def test_a_lock_released_by_another_process_is_not_abandoned():
+    ctx = cmultiprocessing.get_context("fork")
+    lock = ctx.Lock()
+    lock.acquire()
+    p = ctx.Process(target=lock.release)
+    p.start()
+    p.join()
+    assert p.exitcode == 0
+    assert lock._owner() is None
+    got, _, told = _acquire_recording(lock, timeout=2)
+    assert (got, told) == (True, [])
+    lock.release()
+
+
+def test_warning_made_an_error_leaves_the_lock_abandoned():
+    ctx = cmultiprocessing.get_context("fork")
+    lock = ctx.Lock()
+    p = _held_by_child(ctx, lock)
+    _kill(p)
+    p.join()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AbandonedLockWarning)
+        with pytest.raises(AbandonedLockWarning, match="taken over from"):
+            lock.acquire(timeout=2)
+        with pytest.raises(AbandonedLockWarning):
+            with lock:
+                pass
+    assert lock._owner() == p.pid                  # still the dead holder's
+    got, _, told = _acquire_recording(lock, timeout=2)
+    assert got is True and len(told) == 1          # the next one is told too
+    lock.release()
+
+
+def test_a_reused_pid_is_not_taken_for_the_holder():
+    # The record names the holder by pid and start time: a live process
+    # with the recorded pid but another start time is not the holder.
+    ctx = cmultiprocessing.get_context("fork")
+    lock = ctx.Lock()
+    p = _held_by_child(ctx, lock)
+    try:
+        record = memoryview(lock._owner_block).cast("B")
+        (tag,) = struct.unpack_from("=Q", record, 0)
+        assert tag >> 32 == p.pid
+        struct.pack_into("=Q", record, 0, tag ^ 1)  # same pid, other start
+        got, _, told = _acquire_recording(lock, timeout=2)
+        assert got is True and len(told) == 1
+        assert "process %d" % p.pid in str(told[0].message)
+        lock.release()
+    finally:
+        p.kill()
+        p.join()
+
+
+def _hold_condition(cond, held):
+    cond.acquire()
+    held.set()
+    time.sleep(60)
+
+
+def test_condition_event_and_value_locks_are_taken_over():
+    ctx = cmultiprocessing.get_context("fork")
+    cond = ctx.Condition()
+    p = _held_by_child(ctx, cond, target=_hold_condition)
+    _kill(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AbandonedLockWarning)
+        assert cond.acquire(timeout=2)
+        assert cond.wait(0.01) is False            # usable: waits, times out
+        cond.notify_all()
+        cond.release()
+    p.join()
+
+    value = ctx.Value("i", 7)
+    q = _held_by_child(ctx, value.get_lock())
+    _kill(q)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AbandonedLockWarning)
+        assert value.get_lock().acquire(timeout=2)
+        value.value += 1
+        value.get_lock().release()
+    assert value.value == 8
+    q.join()
+
+    event = ctx.Event()
+    r = _held_by_child(ctx, event._cond)           # the lock inside Event
+    _kill(r)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AbandonedLockWarning)
+        event.set()
+        assert event.wait(0)
+    r.join()
+
+
+def test_semaphores_and_queue_locks_stay_as_the_stdlib_has_them():
+    ctx = cmultiprocessing.get_context("fork")
+    sem = ctx.BoundedSemaphore(1)
+    p = _held_by_child(ctx, sem)
+    _kill(p)
+    p.join()
+    got, _, told = _acquire_recording(sem, timeout=0.3)
+    assert (got, told) == (False, [])              # a unit has no owner
+    assert sem._owner() is None
+
+    q = ctx.Queue()
+    sq = ctx.SimpleQueue()
+    for lock in (q._rlock, q._wlock, sq._rlock, sq._wlock):
+        assert lock.acquire(timeout=1)
+        assert lock._owner() is None               # not recorded
+        lock.release()
+    q.close()
+    q.join_thread()
+    sq.close()
+
+
+def test_native_semlock_takes_a_record_only_where_one_fits():
+    import _cmultiprocessing
+    sem = cmultiprocessing.get_context("fork").Semaphore(2)
+    with pytest.raises(ValueError, match="counting semaphore"):
+        sem._set_owner_record(bytearray(16))
+    lock = cmultiprocessing.get_context("fork").Lock()
+    with pytest.raises(ValueError, match="has its owner record"):
+        lock._set_owner_record(bytearray(16))
+    bare = _cmultiprocessing.SemLock(1, 1, 1, "/cmp-robust-%d" % os.getpid(),
+                                     True)
+    with pytest.raises(ValueError, match="16 bytes"):
+        bare._set_owner_record(bytearray(8))
+    with pytest.raises(BufferError):
+        bare._set_owner_record(b"x" * 16)          # not writable
+    assert bare._owner() is None
+
+
+# A second interpreter of its own: the holder dies while the parent is
+# already blocked in an untimed acquire (the stdlib hangs here for ever).
+_BLOCKED_THEN_KILLED = r"""
+import os, signal, threading, time, warnings
+import cmultiprocessing
+
+def hold(lock, held):
+    lock.acquire()
+    held.set()
+    time.sleep(60)
+
+if __name__ == '__main__':
+    warnings.simplefilter('ignore')
+    ctx = cmultiprocessing.get_context('spawn')
+    lock, held = ctx.Lock(), ctx.Event()
+    p = ctx.Process(target=hold, args=(lock, held))
+    p.start()
+    assert held.wait(30)
+    threading.Timer(0.5, os.kill, (p.pid, signal.SIGKILL)).start()
+    t0 = time.monotonic()
+    with lock:
+        print('acquired after', round(time.monotonic() - t0, 1) < 5)
+    p.join()
+"""
+
+
+def test_a_blocked_acquire_wakes_when_the_holder_dies(tmp_path):
+    script = tmp_path / "blocked.py"
+    script.write_text(_BLOCKED_THEN_KILLED)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True,
+                         text=True, timeout=50)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["acquired", "after", "True"]
