@@ -169,6 +169,45 @@ def test_tracker_death_warns_and_restarts():
     assert "ok" in res.stdout
 
 
+@pytest.mark.timeout(60)
+def test_a_killed_tracker_is_replaced_and_told_what_was_held():
+    # The stdlib's new tracker knows nothing of what the dead one held: a
+    # process that then dies leaks it.  Here the new tracker is told, so
+    # what this process held is still removed when it is SIGKILLed.
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    res = _python("""
+        import os, signal, sys, time, warnings
+        from cmultiprocessing import resource_tracker as rt
+        from cmultiprocessing import shared_memory
+        warnings.simplefilter('ignore')
+        held = shared_memory.SharedMemory(create=True, size=4096)
+        gone = shared_memory.SharedMemory(create=True, size=4096)
+        old = rt._resource_tracker._pid
+        os.kill(old, signal.SIGKILL)
+        os.waitpid(old, 0)
+        gone.close()
+        gone.unlink()             # the message that finds the tracker dead
+        assert rt._resource_tracker._pid not in (None, old)
+        print(held.name, gone.name, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    held, gone = res.stdout.split()
+    path = "/dev/shm/" + held.lstrip("/")
+    deadline = time.monotonic() + 10
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert not os.path.exists(path), "the new tracker did not know it"
+        assert not os.path.exists("/dev/shm/" + gone.lstrip("/"))
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+    # and the UNREGISTER found its name: no complaint from the new tracker
+    assert "KeyError" not in res.stderr and "Traceback" not in res.stderr
+
+
 def test_reentrant_call_is_refused():
     tracker = resource_tracker.ResourceTracker()
     with tracker._lock:

@@ -192,6 +192,10 @@ class ResourceTracker(object):
         self._lock = _TrackerLock()
         self._fd = None         # write end of the tracker's pipe
         self._pid = None        # set only in the process that started it
+        # What this process has registered and not unregistered, to tell a
+        # new tracker when the old one died (the stdlib forgets it, and the
+        # resources leak if this process dies too).
+        self._held = set()
         if _VERSION >= (3, 13):
             self._exitcode = None
         if _NEW_314:
@@ -239,6 +243,22 @@ class ResourceTracker(object):
 
     def _send(self, cmd, name, rtype):
         message = self._encode(cmd, name, rtype)
+        try:
+            self._write_or_restart(message, name, rtype)
+        finally:
+            # noted once sent: a tracker started in place of a dead one is
+            # told what was held before this message (so an UNREGISTER
+            # finds its name there)
+            self._note(cmd, (name, rtype))
+
+    def _note(self, cmd, key):
+        # a set, as the tracker keeps them
+        if cmd == 'REGISTER':
+            self._held.add(key)
+        elif cmd == 'UNREGISTER':
+            self._held.discard(key)
+
+    def _write_or_restart(self, message, name, rtype):
         # The message itself tells whether the tracker still reads its pipe
         # (a write to a pipe nobody reads fails with EPIPE): one write per
         # message, and the probe, restart and warning only after a failure.
@@ -284,6 +304,7 @@ class ResourceTracker(object):
             else:
                 self._forget_dead_tracker()
                 self._start()
+                self._tell_held()
         if _NEW_314:
             queued = self._reentrant_messages
             while queued:
@@ -302,6 +323,14 @@ class ResourceTracker(object):
         self._reap()
         _warn('resource_tracker: process died unexpectedly, '
               'relaunching.  Some resources might leak.')
+
+    def _tell_held(self):
+        """Register again, with the tracker just started in place of one
+        that died, what this process holds (the message that found the old
+        one dead follows)."""
+        for name, rtype in sorted(self._held):
+            _write_message(self._fd, self._encode('REGISTER', name, rtype),
+                           must=True)
 
     def _launch(self):
         """Start a tracker; returns (write end of its pipe, pid)."""
@@ -442,6 +471,8 @@ class ResourceTracker(object):
     def _after_fork_in_child(self):
         # A thread of the parent may have held the lock when it forked.
         self._lock._at_fork_reinit()
+        # What the parent registered is the parent's to tell again.
+        self._held = set()
         if not _NEW_314:
             return
         del self._reentrant_messages[:]
