@@ -78,6 +78,21 @@ def die(code):
     os._exit(code)
 
 
+def die_by_signal(signum):
+    import faulthandler
+    faulthandler.disable()          # just the signal, not a traceback dump
+    os.kill(os.getpid(), signum)
+    time.sleep(LONG)
+
+
+def segfault_in_c(_):
+    # a crash in C code, as a buggy extension would have it
+    import ctypes
+    import faulthandler
+    faulthandler.disable()          # just the signal, not a traceback dump
+    ctypes.string_at(0)
+
+
 def numbers_then_error(count):
     yield from range(count)
     raise KeyError('generator failed')
@@ -311,6 +326,22 @@ def test_worker_exiting_by_itself(pool):
     with pytest.raises(mpool.WorkerLostError, match='exited with code 7'):
         pool.apply(die, (7,))
     assert pool.apply(square, (4,)) == 16
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('how', ['SIGTERM', 'SIGABRT', 'SIGSEGV in C'])
+def test_worker_dying_by_other_signals(pool, how):
+    if how == 'SIGSEGV in C':
+        res = pool.apply_async(segfault_in_c, (0,))
+        signum = signal.SIGSEGV
+    else:
+        signum = getattr(signal, how)
+        res = pool.apply_async(die_by_signal, (signum,))
+    with pytest.raises(mpool.WorkerLostError) as info:
+        res.get(LONG)
+    assert info.value.exitcode == -signum
+    assert 'signal %d' % signum in str(info.value)
+    assert pool.map(square, range(10), 1) == [x * x for x in range(10)]
 
 
 def test_failing_initializer_fails_tasks_instead_of_hanging():
