@@ -52,6 +52,7 @@
     X(Queue_type)                                                             \
     X(QueueFeed_type)                                                         \
     X(QueueEmpty)                                                             \
+    X(TornMessageError)                                                       \
     X(QueueFull)                                                              \
     X(PickleDumps)                                                            \
     /* end */

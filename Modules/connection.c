@@ -46,7 +46,8 @@ typedef struct {
 static cmp_wire
 conn_wire(ConnObject *self)
 {
-    cmp_wire w = {self->fd, self->kind, &self->spin, &self->waited};
+    cmp_wire w = {self->fd, self->kind, &self->spin, &self->waited,
+                  NULL,     NULL,       NULL};
     return w;
 }
 

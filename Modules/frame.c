@@ -10,6 +10,7 @@
  * handlers run; long payloads on sockets are read as they stream in.
  */
 #include "frame.h"
+#include "robust.h"
 
 #include <string.h>
 
@@ -184,6 +185,17 @@ wire_read_blocking(const cmp_wire *w, cmp_iobuf *slots, int count, int *first,
     return err;
 }
 
+/* `got` bytes of the message were read: take them off its shared count
+   (queue_robust.c), where there is one. */
+static void
+wire_took(cmp_wire *w, size_t got)
+{
+    if (w->left != NULL) {
+        uint64_t left = cmp_atomic_load64(w->left);
+        cmp_atomic_store64(w->left, left > got ? left - got : 0);
+    }
+}
+
 /* The stdlib's exceptions for an end of file. */
 static int
 wire_eof(int started)
@@ -225,6 +237,7 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
             }
             done = got;
             cmp_iobuf_advance(slots, count, &first, got);
+            wire_took(w, got);
         }
         else if (err != CMP_BUSY && wire_settle(err, err == CMP_INTR) < 0) {
             return -1;
@@ -266,6 +279,7 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
                 else if (err == 0) {
                     done += got;
                     cmp_iobuf_advance(slots, count, &first, got);
+                    wire_took(w, got);
                 }
             }
             else {
@@ -289,6 +303,11 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
                                  (err == 0 && !ready)) < 0) {
             return -1;
         }
+        if (err == 0 && !ready && w->stalled != NULL &&
+            w->stalled(w->stalled_ctx,
+                       (flags & CMP_WIRE_STARTED) != 0 || done > 0) < 0) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -305,6 +324,9 @@ cmp_wire_read_header(cmp_wire *w, int ext_flags, uint64_t *size)
     if (r == CMP_FRAME_MORE) {
         slot.base = h + 4;
         slot.len = 8;
+        if (w->left != NULL) {
+            cmp_atomic_store64(w->left, 8);
+        }
         if (cmp_wire_read(w, &slot, 1, ext_flags) < 0) {
             return -1;
         }
@@ -439,5 +461,20 @@ cmp_wire_poll(cmp_wire *w, const cmp_deadline *deadline)
     if (wire_settle(err, err == CMP_INTR) < 0) {
         return -1;
     }
-    return cmp_wait_sliced(deadline, wire_poll_step, w);
+    if (w->stalled == NULL) {
+        return cmp_wait_sliced(deadline, wire_poll_step, w);
+    }
+    /* slice by slice, telling the owner of each that passes empty */
+    for (;;) {
+        double left = cmp_deadline_left(deadline);
+        cmp_deadline slice = cmp_deadline_in(
+            1, left < 0.0 || left > CMP_WAIT_SLICE ? CMP_WAIT_SLICE : left);
+        int r = cmp_wait_sliced(&slice, wire_poll_step, w);
+        if (r != 0 || cmp_deadline_passed(deadline)) {
+            return r;
+        }
+        if (w->stalled(w->stalled_ctx, 0) < 0) {
+            return -1;
+        }
+    }
 }

@@ -44,13 +44,26 @@ int cmp_frame_decode(const unsigned char *h, size_t have, uint64_t *size);
 /* The kind of a queue's shared pipe end (beside platform io.h's kinds). */
 #define CMP_WIRE_SHARED 100
 
-typedef struct {
+typedef struct cmp_wire cmp_wire;
+
+/* A shared pipe's reader has waited a slice (CMP_WAIT_SLICE) for bytes
+   that did not come, in the middle of a message or not: the queue looks
+   whether a writer died (queue_robust.c).  Called with the GIL held; 0 to
+   wait on, -1 with an exception set to give up the read. */
+typedef int (*cmp_wire_stalled)(void *ctx, int mid_message);
+
+struct cmp_wire {
     cmp_handle_t fd;
     int kind;          /* CMP_IO_KIND_* or CMP_WIRE_SHARED */
     cmp_spin *spin;    /* the owner's spin state (spin.h), or NULL */
     char *waited;      /* NULL, or the owner's "the last message had to
                           be waited for" flag */
-} cmp_wire;
+    /* shared pipes only (NULL elsewhere): */
+    uint64_t *left;    /* bytes of the message still to read, in shared
+                          memory: each read takes what it got off */
+    cmp_wire_stalled stalled;
+    void *stalled_ctx;
+};
 
 /* Flags of cmp_wire_read. */
 enum {

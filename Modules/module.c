@@ -99,8 +99,19 @@ add_exceptions(PyObject *module, cmp_state *st)
     if (st->AbandonedLockWarning == NULL) {
         return -1;
     }
+    st->TornMessageError = PyErr_NewExceptionWithDoc(
+        "cmultiprocessing.queues.TornMessageError",
+        "A queue's message was cut off: the process writing it ended in the "
+        "middle (queue_robust.c).  Raised by the get() that met it, once; "
+        "the queue goes on with the next message.",
+        st->ProcessError, NULL);
+    if (st->TornMessageError == NULL) {
+        return -1;
+    }
     if (PyModule_AddObjectRef(module, "AbandonedLockWarning",
                               st->AbandonedLockWarning) < 0 ||
+        PyModule_AddObjectRef(module, "TornMessageError",
+                              st->TornMessageError) < 0 ||
         PyModule_AddObjectRef(module, "ProcessError", st->ProcessError) < 0 ||
         PyModule_AddObjectRef(module, "BufferTooShort", st->BufferTooShort) <
             0 ||

@@ -13,6 +13,7 @@
  * their bound acquire/release methods (the C SemLock's) are called here.
  */
 #include "queue.h"
+#include "semlock.h"
 #include "pickler.h"
 
 #include <string.h>
@@ -217,8 +218,11 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
                 goto fail_release_sem;
             }
         }
-        if (locked && fd->count != 0) {
-            /* another thread queued frames while we took the lock */
+        if (locked &&
+            (fd->count != 0 ||
+             (fd->wrec != NULL && cmp_atomic_load64(&fd->wrec->state) != 0))) {
+            /* another thread queued frames while we took the lock, or the
+               stream waits to be settled (the feeder waits for that) */
             if (fd->wl_release != NULL &&
                 queue_call_release(fd->wl_release) < 0) {
                 goto fail_release_sem;
@@ -236,7 +240,17 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
             }
             else {
                 int np = qframe_pieces(f, pieces, scratch);
+                if (qframe_total(f) > QUEUE_ATOMIC_WRITE) {
+                    qrobust_write_mark(fd->wrec);
+                }
                 int err = cmp_io_shared_writev(h, pieces, np, 1, &done);
+                if (err == 0 && (Py_ssize_t)done == qframe_total(f)) {
+                    qrobust_write_end(fd->wrec);
+                }
+                else if (err == CMP_BUSY || err == CMP_INTR) {
+                    /* nothing went in */
+                    qrobust_write_end(fd->wrec);
+                }
                 if (err == CMP_BUSY || err == CMP_INTR) {
                     done = 0;
                 }
@@ -381,6 +395,9 @@ reader_wire(QueueObject *q, cmp_wire *w)
     w->kind = CMP_WIRE_SHARED;
     w->spin = &q->spin;
     w->waited = NULL;
+    w->left = q->rrec != NULL ? &q->rrec->state : NULL;
+    w->stalled = q->wrec != NULL ? qrobust_stalled : NULL;
+    w->stalled_ctx = q;
     return queue_conn_handle(q->r_fileno, &w->fd);
 }
 
@@ -392,7 +409,7 @@ receive_locked(QueueObject *q, PyObject **obj, PyObject **payload)
 {
     cmp_wire w;
     *obj = *payload = NULL;
-    if (reader_wire(q, &w) < 0) {
+    if (reader_wire(q, &w) < 0 || qrobust_read_resume(q, &w) < 0) {
         return -1;
     }
     return qcodec_read(&w, obj, payload);
@@ -451,7 +468,9 @@ queue_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
             return NULL;
         }
         cmp_wire w;
-        int ready = reader_wire(q, &w) < 0 ? -1 : cmp_wire_poll(&w, &deadline);
+        int ready = (reader_wire(q, &w) < 0 || qrobust_read_resume(q, &w) < 0)
+                        ? -1
+                        : cmp_wire_poll(&w, &deadline);
         if (ready <= 0) {
             if (ready == 0) {
                 raise_queue_exception(q->st, 0);
@@ -483,7 +502,7 @@ write_all(cmp_handle_t h, qframe *f)
     cmp_iobuf pieces[3];
     unsigned char scratch[29];
     int np = qframe_pieces(f, pieces, scratch);
-    cmp_wire w = {h, CMP_WIRE_SHARED, NULL, NULL};
+    cmp_wire w = {h, CMP_WIRE_SHARED, NULL, NULL, NULL, NULL, NULL};
     return cmp_wire_write_all(&w, pieces, np);
 }
 
@@ -506,9 +525,18 @@ simple_put(PyObject *op, PyObject *obj)
         return NULL;
     }
     cmp_handle_t h;
-    int rc = queue_conn_handle(fd->w_fileno, &h);
+    int rc = qrobust_write_settle(fd->wrec);
     if (rc == 0) {
+        rc = queue_conn_handle(fd->w_fileno, &h);
+    }
+    if (rc == 0) {
+        if (qframe_total(&f) > QUEUE_ATOMIC_WRITE) {
+            qrobust_write_mark(fd->wrec);
+        }
         rc = write_all(h, &f);
+        if (rc == 0) {
+            qrobust_write_end(fd->wrec);
+        }
     }
     qframe_clear(&f);
     if (fd->wl_release != NULL) {
@@ -623,6 +651,16 @@ queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         cmp_pickler_make(q->st, pickler_cls, &kept) < 0) {
         goto error;
     }
+    /* robust pipe locks (queue_robust.c): both or neither */
+    fd->wrec = cmp_semlock_record(q->st, a[WLOCK]);
+    q->rrec = cmp_semlock_record(q->st, a[RLOCK]);
+    if (fd->wrec == NULL || q->rrec == NULL) {
+        fd->wrec = NULL;
+        q->rrec = NULL;
+    }
+    q->wrec = fd->wrec;
+    q->wsem = fd->wrec != NULL ? ((SemLockObject *)a[WLOCK])->handle
+                               : CMP_SEM_NONE;
     Py_XSETREF(q->feed, fd);
     Py_XSETREF(q->reader, Py_NewRef(a[READER]));
     Py_XSETREF(q->r_fileno, r_fileno);

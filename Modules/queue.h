@@ -20,6 +20,7 @@
 
 #include "cmp.h"
 #include "frame.h"
+#include "robust.h"
 
 /* Frames no longer than this are written by one system call or not at
    all (the POSIX minimum of PIPE_BUF). */
@@ -101,6 +102,8 @@ typedef struct {
     PyObject *writer; /* Connection */
     PyObject *w_fileno; /* its bound fileno */
     PyObject *wl_acquire, *wl_release; /* NULL: no writer lock */
+    cmp_owner_rec *wrec; /* the writer lock's owner record, or NULL
+                            (queue_robust.c; alive with wl_acquire) */
     PyObject *failed_obj; /* object of the frame the last error dropped */
     PyThread_type_lock wake;
     /* Hand-over of the GIL from a thread that puts to the feeder: the
@@ -139,6 +142,12 @@ typedef struct {
     PyObject *reader; /* Connection */
     PyObject *r_fileno; /* its bound fileno */
     PyObject *rl_acquire, *rl_release;
+    /* The locks' owner records, or NULL (queue_robust.c): the reader's
+       (bytes of a message left to read) and the writers' (whether the
+       stream may be cut), with the writer lock's semaphore; alive with
+       rl_acquire and feed->wl_acquire. */
+    cmp_owner_rec *rrec, *wrec;
+    cmp_sem_t wsem;
     PyObject *sem_acquire, *sem_release; /* NULL: no size semaphore */
     PyObject *dumps, *loads;
     PyObject *kept; /* the kept ForkingPickler (pickler.c), or NULL */
@@ -147,5 +156,25 @@ typedef struct {
     size_t pipe_growth; /* what it counts against pipe_growth_held */
     cmp_spin spin; /* before sleeping for the next message (spin.h) */
 } QueueObject;
+
+/* ---- queue_robust.c ---- */
+
+/* Writer, holding the writer lock just taken: when the holder before left
+   the stream in the middle of a message (it died, or its write failed),
+   wait until a reader has settled the stream.  0, or -1 with an exception
+   (a signal handler raised). */
+int qrobust_write_settle(cmp_owner_rec *wrec);
+/* Writer: a write that may be cut off (longer than QUEUE_ATOMIC_WRITE)
+   begins; and the stream is at a message boundary again (before the
+   writer lock is released). */
+void qrobust_write_mark(cmp_owner_rec *wrec);
+void qrobust_write_end(cmp_owner_rec *wrec);
+/* Reader, holding the reader lock just taken: drop what is left of a
+   message whose reader died (or gave up) half-way.  0 or -1. */
+int qrobust_read_resume(QueueObject *q, cmp_wire *w);
+/* The reader's cmp_wire_stalled (ctx: the QueueObject): settles a stream
+   that a writer left cut, raising TornMessageError for the message it
+   cut. */
+int qrobust_stalled(void *ctx, int mid_message);
 
 #endif /* CMP_QUEUE_H */

@@ -298,6 +298,10 @@ feed_lock_head(FeedObject *fd)
     }
     /* the ring may have grown while we waited: index again */
     feed_at(fd, 0)->holds_wlock = 1;
+    if (qrobust_write_settle(fd->wrec) < 0) {
+        feed_fail_head(fd);
+        return -1;
+    }
     return 0;
 }
 
@@ -351,8 +355,11 @@ feed_write_batch(FeedObject *fd)
     }
     size_t total = 0;
     int err = 0;
-    cmp_wire w = {h, CMP_WIRE_SHARED, NULL, NULL};
+    cmp_wire w = {h, CMP_WIRE_SHARED, NULL, NULL, NULL, NULL, NULL};
     fd->writing = 1;
+    if (bytes > QUEUE_ATOMIC_WRITE) {
+        qrobust_write_mark(fd->wrec);
+    }
     Py_BEGIN_ALLOW_THREADS
     /* (not the main thread: no signal handlers to run, EINTR is retried) */
     err = cmp_wire_write_all_nogil(&w, pieces, npieces, &total);
@@ -384,6 +391,7 @@ feed_write_batch(FeedObject *fd)
         }
         return -1;
     }
+    qrobust_write_end(fd->wrec);
     if (fd->wl_release != NULL && queue_call_release(fd->wl_release) < 0) {
         return -1;
     }

@@ -28,47 +28,65 @@
 /* The record as it lies in shared memory (16 bytes, 8-aligned). */
 typedef struct {
     uint64_t owner; /* cmp_proc_self_tag() of the holder; 0: none known */
-    uint64_t spare; /* zero (reserved) */
+    uint64_t state; /* the lock user's: a queue's stream position
+                       (queue_robust.c); zero otherwise */
 } cmp_owner_rec;
 
+/* Atomic access to a 64-bit word of shared memory. */
 #if defined(_MSC_VER) && !defined(__clang__)
 #  include <intrin.h>
 static inline uint64_t
-cmp_owner_load(const cmp_owner_rec *r)
+cmp_atomic_load64(const uint64_t *p)
 {
-    return (uint64_t)_InterlockedCompareExchange64(
-        (volatile __int64 *)&r->owner, 0, 0);
+    return (uint64_t)_InterlockedCompareExchange64((volatile __int64 *)p, 0,
+                                                   0);
 }
 static inline void
-cmp_owner_store(cmp_owner_rec *r, uint64_t v)
+cmp_atomic_store64(uint64_t *p, uint64_t v)
 {
-    (void)_InterlockedExchange64((volatile __int64 *)&r->owner, (__int64)v);
+    (void)_InterlockedExchange64((volatile __int64 *)p, (__int64)v);
 }
 static inline int
-cmp_owner_swap(cmp_owner_rec *r, uint64_t expected, uint64_t v)
+cmp_atomic_swap64(uint64_t *p, uint64_t expected, uint64_t v)
 {
     return (uint64_t)_InterlockedCompareExchange64(
-               (volatile __int64 *)&r->owner, (__int64)v, (__int64)expected) ==
+               (volatile __int64 *)p, (__int64)v, (__int64)expected) ==
            expected;
 }
 #else
 static inline uint64_t
+cmp_atomic_load64(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+static inline void
+cmp_atomic_store64(uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+static inline int
+cmp_atomic_swap64(uint64_t *p, uint64_t expected, uint64_t v)
+{
+    return __atomic_compare_exchange_n(p, &expected, v, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE);
+}
+#endif
+
+static inline uint64_t
 cmp_owner_load(const cmp_owner_rec *r)
 {
-    return __atomic_load_n(&r->owner, __ATOMIC_ACQUIRE);
+    return cmp_atomic_load64(&r->owner);
 }
 static inline void
 cmp_owner_store(cmp_owner_rec *r, uint64_t v)
 {
-    __atomic_store_n(&r->owner, v, __ATOMIC_RELEASE);
+    cmp_atomic_store64(&r->owner, v);
 }
 static inline int
 cmp_owner_swap(cmp_owner_rec *r, uint64_t expected, uint64_t v)
 {
-    return __atomic_compare_exchange_n(&r->owner, &expected, v, 0,
-                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    return cmp_atomic_swap64(&r->owner, expected, v);
 }
-#endif
 
 /* The pid part of a tag. */
 static inline long

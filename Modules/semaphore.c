@@ -226,6 +226,9 @@ robust_take(SemLockObject *self, int has_timeout, double seconds,
 static int
 warn_taken_over(SemLockObject *self, robust_wait *w)
 {
+    if (self->quiet) {
+        return 0;
+    }
     cmp_state *st = cmp_state_from_type(Py_TYPE(self));
     if (PyErr_WarnFormat(st->AbandonedLockWarning, 1,
                          "%s taken over from process %ld, which ended while "
@@ -577,13 +580,29 @@ semlock_after_fork(PyObject *op, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* _set_owner_record(buffer): make the lock robust (robust.h), with its
-   owner record in `buffer` (shared memory every process using the lock
-   maps: a block of the locks' heap), once, before the lock is used. */
+cmp_owner_rec *
+cmp_semlock_record(cmp_state *st, PyObject *obj)
+{
+    if (!PyObject_TypeCheck(obj, (PyTypeObject *)st->SemLock_type)) {
+        return NULL;
+    }
+    return ((SemLockObject *)obj)->rec;
+}
+
+/* _set_owner_record(buffer, quiet=False): make the lock robust
+   (robust.h), with its owner record in `buffer` (shared memory every
+   process using the lock maps: a block of the locks' heap), once, before
+   the lock is used.  quiet: taken over without a warning. */
 static PyObject *
-semlock_set_owner_record(PyObject *op, PyObject *arg)
+semlock_set_owner_record(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
     SemLockObject *self = (SemLockObject *)op;
+    int quiet = 0;
+    if (cmp_check_positional("_set_owner_record", nargs, 1, 2) < 0 ||
+        (nargs > 1 && cmp_arg_bool(args[1], 0, &quiet) < 0)) {
+        return NULL;
+    }
+    PyObject *arg = args[0];
     if (self->rec != NULL) {
         PyErr_SetString(PyExc_ValueError, "the lock has its owner record");
         return NULL;
@@ -607,6 +626,7 @@ semlock_set_owner_record(PyObject *op, PyObject *arg)
     }
     self->rec_view = view;
     self->rec = (cmp_owner_rec *)view.buf;
+    self->quiet = quiet;
     Py_RETURN_NONE;
 }
 
@@ -715,7 +735,8 @@ static PyMethodDef semlock_methods[] = {
      "The semaphore's current count."},
     {"_is_zero", semlock_is_zero, METH_NOARGS,
      "Whether the semaphore's count is zero."},
-    {"_set_owner_record", semlock_set_owner_record, METH_O,
+    {"_set_owner_record",
+     (PyCFunction)(void (*)(void))semlock_set_owner_record, METH_FASTCALL,
      "Record the holder in this shared buffer, so that a lock whose holder "
      "dies can be taken over."},
     {"_owner", semlock_owner, METH_NOARGS,

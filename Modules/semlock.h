@@ -29,6 +29,8 @@ typedef struct {
        memory (a heap block) mapped. */
     cmp_owner_rec *rec;
     Py_buffer rec_view;
+    int quiet; /* taken over without AbandonedLockWarning (a queue's lock:
+                  the queue tells what was lost) */
     double next_look; /* a failed try looks at the holder again from then */
 } SemLockObject;
 
@@ -43,6 +45,10 @@ semlock_is_mine(SemLockObject *self)
    (after an AbandonedLockWarning; see robust.h). */
 int cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
                      double seconds);
+
+/* The owner record of obj when it is a SemLock that has one, else NULL
+   (borrowed: valid while obj lives). */
+cmp_owner_rec *cmp_semlock_record(cmp_state *st, PyObject *obj);
 
 /* release(): 0 or -1 with an exception. */
 int cmp_semlock_give(SemLockObject *self);

@@ -219,7 +219,7 @@ def test_condition_event_and_value_locks_are_taken_over():
     r.join()
 
 
-def test_semaphores_and_queue_locks_stay_as_the_stdlib_has_them():
+def test_semaphores_stay_as_the_stdlib_has_them():
     ctx = cmultiprocessing.get_context("fork")
     sem = ctx.BoundedSemaphore(1)
     p = _held_by_child(ctx, sem)
@@ -229,15 +229,7 @@ def test_semaphores_and_queue_locks_stay_as_the_stdlib_has_them():
     assert (got, told) == (False, [])              # a unit has no owner
     assert sem._owner() is None
 
-    q = ctx.Queue()
-    sq = ctx.SimpleQueue()
-    for lock in (q._rlock, q._wlock, sq._rlock, sq._wlock):
-        assert lock.acquire(timeout=1)
-        assert lock._owner() is None               # not recorded
-        lock.release()
-    q.close()
-    q.join_thread()
-    sq.close()
+    # (the queues' locks are taken over quietly: tests/test_queue_faults.py)
 
 
 def test_native_semlock_takes_a_record_only_where_one_fits():

@@ -605,8 +605,8 @@ def test_segment_past_a_full_dev_shm_is_refused_at_creation(tmp_path):
          'mount -t tmpfs -o size=8m tmpfs /dev/shm && exec "$0" "$1"',
          sys.executable, str(script)],
         capture_output=True, text=True, timeout=50)
-    if out.returncode != 0 and "mount" in out.stderr and \
-            "written" not in out.stdout:
+    if out.returncode > 0 and out.stderr.startswith(("unshare:", "mount:")):
+        # (a chroot, a container without the capability)
         pytest.skip("no private mount here: " + out.stderr.strip()[-200:])
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
     assert out.stdout.split("\n")[:3] == [

@@ -31,6 +31,8 @@ from queue import Empty, Full  # noqa: F401  (re-exported, as the stdlib module 
 
 import _cmultiprocessing
 
+from _cmultiprocessing import TornMessageError  # noqa: F401  (public)
+
 from . import connection
 from . import context
 from .util import debug, info, Finalize, register_after_fork, is_exiting
@@ -176,12 +178,14 @@ def _feeder_main(feed, close_reader, close_writer, ignore_epipe, onerror,
 
 
 def _pipe_lock(ctx):
-    """A queue's read or write lock: a Lock that does not record its
-    holder.  One that died holding it may have left half a message in the
-    pipe, which a lock taken over from it would let the next reader decode
-    (see synchronize's docstring); it stays locked, as in the stdlib."""
+    """A queue's read or write lock: robust and quiet (see
+    synchronize's docstring).  A process that dies holding one is taken
+    over by the next; what it may have left in the pipe is the native
+    queue's to settle (queue_robust.c): the rest of a message a dead reader
+    was reading is dropped, a message a dead writer cut off raises
+    TornMessageError once in the get() that meets it."""
     from .synchronize import Lock
-    return Lock(ctx=ctx.get_context(), _robust=False)
+    return Lock(ctx=ctx.get_context(), _robust='quiet')
 
 
 class Queue(_QueueBase):

@@ -20,11 +20,11 @@ of waiting, or at once when its timeout is up) takes the lock over and is
 told so by an ``AbandonedLockWarning`` (a RuntimeWarning: what the lock
 guards may be half-updated).  Made an error by the warnings filter, the
 warning leaves the lock abandoned, so the next acquirer is told too.  This
-covers the locks inside Condition, Event, Barrier and Value/Array.  Not
+covers the locks inside Condition, Event, Barrier and Value/Array; the
+locks of Queue and SimpleQueue are taken over quietly, the queue itself
+telling what the dead process left in its pipe (TornMessageError).  Not
 covered: counting semaphores (Semaphore, BoundedSemaphore: a unit has no
-owner), and the locks of Queue and SimpleQueue (a holder that died there
-may have left half a message in the pipe, which a taken-over lock would
-let the next reader decode; they stay locked, as in the stdlib).
+owner).
 """
 
 __all__ = [
@@ -82,17 +82,18 @@ _OWNER_RECORD_SIZE = 16
 _owner_heap = heap.Heap()
 
 
-def _record_owner(lock, block):
-    lock._set_owner_record(block)
+def _record_owner(lock, block, quiet):
+    lock._set_owner_record(block, quiet)
     lock._owner_block = block
+    lock._owner_quiet = quiet
 
 
 def _rebuild_semlock(cls, state, owner):
     """A lock or semaphore in a child process (see SemLock.__reduce__)."""
     self = cls._rebuild(*state)
     if owner is not None:
-        arena, start, size = owner
-        _record_owner(self, arena.view(start, size))
+        arena, start, size, quiet = owner
+        _record_owner(self, arena.view(start, size), quiet)
     return self
 
 
@@ -113,10 +114,11 @@ class SemLock(_cmultiprocessing.SemLock):
 
     # No instance dict: attribute lookups on a slotted subclass of the native
     # type stay on the fast path (acquire/release cost about half as much).
-    __slots__ = ('_fork_only', '_owner_block', '__weakref__')
+    __slots__ = ('_fork_only', '_owner_block', '_owner_quiet', '__weakref__')
 
     # Whether the holder is recorded, so that a lock whose holder dies can
-    # be taken over (Lock, RLock; see the module's docstring).
+    # be taken over (Lock, RLock; see the module's docstring): False, True,
+    # or 'quiet' (taken over without AbandonedLockWarning: a queue's).
     _robust = False
 
     @property
@@ -148,8 +150,10 @@ class SemLock(_cmultiprocessing.SemLock):
             raise FileExistsError('cannot find name for semaphore')
         if fork_only:
             self._fork_only = True
-        if cls._robust if _robust is None else _robust:
-            _record_owner(self, _owner_heap.take(_OWNER_RECORD_SIZE))
+        robust = cls._robust if _robust is None else _robust
+        if robust:
+            _record_owner(self, _owner_heap.take(_OWNER_RECORD_SIZE),
+                          robust == 'quiet')
         return self
 
     def __init__(self, *args, ctx=None, _robust=None, **kwargs):
@@ -189,7 +193,7 @@ class SemLock(_cmultiprocessing.SemLock):
         state = self.__getstate__()
         block = getattr(self, '_owner_block', None)
         owner = None if block is None else (block.arena, block.start,
-                                            block.size)
+                                            block.size, self._owner_quiet)
         return (_rebuild_semlock, (type(self), state, owner))
 
     if _PY314:

@@ -85,6 +85,9 @@ int cmp_cpu_count(void);
    the thread it waits for could use). */
 void cmp_yield(void);
 
+/* Sleep about `seconds` (a signal may end it sooner). */
+void cmp_sleep(double seconds);
+
 /* One lock for the few plain C values that every interpreter of the
    process shares (the queues' pipe-growth budget), now that interpreters
    with a GIL of their own can run this module at the same time.  Held for

@@ -86,6 +86,15 @@ cmp_yield(void)
     (void)sched_yield();
 }
 
+void
+cmp_sleep(double seconds)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+    (void)nanosleep(&ts, NULL);
+}
+
 /* A default mutex with a static initialiser cannot fail to lock or unlock
    when used in pairs; a failure means memory corruption, so abort. */
 static pthread_mutex_t process_lock = PTHREAD_MUTEX_INITIALIZER;

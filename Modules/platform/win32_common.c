@@ -59,6 +59,12 @@ cmp_yield(void)
     (void)SwitchToThread();
 }
 
+void
+cmp_sleep(double seconds)
+{
+    Sleep(cmp_win32_wait_ms(seconds));
+}
+
 /* A slim reader/writer lock needs no set-up and cannot fail. */
 static SRWLOCK process_lock = SRWLOCK_INIT;
 
