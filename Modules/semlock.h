@@ -59,7 +59,12 @@ int cmp_semlock_give(SemLockObject *self);
    right after Event.wait() returns).  Delivered while we are still in the
    release, that signal must be handled here, as the eval loop would after
    the call: left pending, it is lost across the caller's next blocking call
-   (time.sleep() does not look for pending signals before it sleeps). */
+   (time.sleep() does not look for pending signals before it sleeps).  This
+   narrows CPython's own window (3.14+: from the last signal check to the
+   sleep) without closing it: a signal that lands after this check and
+   before the sleep is still slept through, and a fast wake-up makes that
+   likelier (the stdlib's test_interrupt fails that way now and then under
+   the forkserver; the stdlib's slower wake-up hides it). */
 PyObject *cmp_semlock_released(void);
 
 #endif /* CMP_SEMLOCK_H */

@@ -3,7 +3,6 @@ daemon rules, the parent's view from a child, and the bad paths."""
 import os
 import pickle
 import signal
-import subprocess
 import sys
 import time
 
@@ -176,64 +175,6 @@ def test_terminate_and_kill():
     q.kill()
     q.join()
     assert q.exitcode == -signal.SIGKILL
-
-
-_RELEASE_THEN_SIGINT = r"""
-import os, signal, time
-import cmultiprocessing
-
-def release_then_sleep(lock):
-    lock.release()
-    time.sleep(60)
-
-if __name__ == '__main__':
-    ctx = cmultiprocessing.get_context('forkserver')
-    lost = 0
-    for _ in range(25):
-        # as in the stdlib's TestProcess: a child killed and one terminated
-        # between the interrupted ones (then the race shows most)
-        for end in (ctx.Process.kill, ctx.Process.terminate):
-            q = ctx.Process(target=time.sleep, args=(60,))
-            q.start()
-            end(q)
-            q.join()
-        lock = ctx.Lock()
-        lock.acquire()
-        p = ctx.Process(target=release_then_sleep, args=(lock,))
-        p.start()
-        assert lock.acquire(timeout=30)
-        os.kill(p.pid, signal.SIGINT)
-        p.join(10)
-        if p.exitcode is None:
-            lost += 1
-            p.kill()
-            p.join()
-        else:
-            assert p.exitcode == 1, p.exitcode
-    print('lost', lost)
-"""
-
-
-@pytest.mark.timeout(120)
-def test_sigint_right_after_a_release_is_not_lost(tmp_path):
-    # The child wakes us (Lock.release) and goes to sleep; we send SIGINT at
-    # once (the stdlib's test_interrupt does so after Event.wait).  The woken
-    # parent often runs first, so the signal reaches the child while it is
-    # still in the release; left pending there, time.sleep() slept through
-    # it (3.14+, forkserver: this test failed one run in four, until the
-    # release ran the handlers).  What no release can close is CPython's own window
-    # after that, between the eval loop's last signal check and the sleep:
-    # a parent woken while spinning (Event.set's notify hands over while
-    # the setter still runs) can land its signal there, and so can one whose
-    # child takes copy-on-write faults on the way (the stdlib's own test
-    # fails that way under fork from a big parent); hence a lock, and a
-    # small parent of its own under the forkserver.
-    script = tmp_path / 'release_then_sigint.py'
-    script.write_text(_RELEASE_THEN_SIGINT)
-    out = subprocess.run([sys.executable, str(script)],
-                         capture_output=True, text=True, timeout=100)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ['lost', '0']
 
 
 def test_sentinel_becomes_ready_at_exit():

@@ -49,7 +49,19 @@ isolation=""
 if $to 60 "$py" -c 'import setuptools' >/dev/null 2>&1; then
     isolation=--no-build-isolation
 fi
-if ! CMP_WERROR=1 $to 900 "$py" -m pip install -q --disable-pip-version-check \
+# Debian's system Pythons (the sid chroot's) come without pip unless
+# python3-pip is installed: then a venv of the same Python lends its own
+# (ensurepip), which builds for the same version into --target as well.
+pip_py=$py
+if ! $to 60 "$py" -m pip --version >/dev/null 2>&1; then
+    if ! $to 300 "$py" -m venv "$work/pip-venv" >"$work/pip.log" 2>&1; then
+        cat "$work/pip.log"; echo "$label: FAIL: no pip, and no venv to lend one"
+        exit 1
+    fi
+    pip_py=$work/pip-venv/bin/python
+    isolation=""
+fi
+if ! CMP_WERROR=1 $to 900 "$pip_py" -m pip install -q --disable-pip-version-check \
         --break-system-packages --no-deps $isolation --target "$work/site" \
         "$work/src" >"$work/pip.log" 2>&1; then
     cat "$work/pip.log"; echo "$label: FAIL: cannot install the package"
