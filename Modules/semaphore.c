@@ -244,6 +244,19 @@ warn_taken_over(SemLockObject *self, robust_wait *w)
 /* ------------------------------------------------------------------ */
 /* SemLock                                                             */
 
+/* The unit is ours: this thread holds it, recorded as held by this
+   process where there is a record.  Returns 1. */
+static inline int
+semlock_taken(SemLockObject *self)
+{
+    self->count++;
+    self->last_tid = PyThread_get_thread_ident();
+    if (self->rec != NULL) {
+        cmp_owner_store(self->rec, cmp_proc_self_tag());
+    }
+    return 1;
+}
+
 /* acquire(): see semlock.h. */
 int
 cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
@@ -254,8 +267,10 @@ cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
         return 1;
     }
     int got = sem_take_now(self->handle);
-    robust_wait w = {self->handle, self->rec, 0, 0, 0};
-    if (got == 0 && blocking) {
+    if (got != 0) {
+        return got < 0 ? -1 : semlock_taken(self);
+    }
+    if (blocking) {
         double budget = cmp_spin_budget(&self->spin);
         if (has_timeout && budget > seconds) {
             budget = seconds > 0.0 ? seconds : 0.0;
@@ -267,31 +282,29 @@ cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
             }
         }
     }
-    if (got == 0 && w.rec != NULL) {
-        w.me = cmp_proc_self_tag();
+    if (got != 0) {
+        return got < 0 ? -1 : semlock_taken(self);
+    }
+    if (self->rec == NULL) {
         if (blocking) {
-            got = robust_take(self, has_timeout, seconds, &w);
+            got = has_timeout ? sem_take_timed(self->handle, seconds)
+                              : sem_take_untimed(self->handle);
         }
-        else if (cmp_monotonic() >= self->next_look) {
-            got = holder_gone_claimed(&w);
-            self->next_look = cmp_monotonic() + LOOK_INTERVAL;
-        }
-        if (got == 1 && w.claimed && warn_taken_over(self, &w) < 0) {
-            return -1;
-        }
+        return got == 1 ? semlock_taken(self) : got;
     }
-    else if (got == 0 && blocking) {
-        got = has_timeout ? sem_take_timed(self->handle, seconds)
-                          : sem_take_untimed(self->handle);
+    robust_wait w = {self->handle, self->rec, cmp_proc_self_tag(), 0, 0};
+    if (blocking) {
+        got = robust_take(self, has_timeout, seconds, &w);
     }
-    if (got == 1) {
-        self->count++;
-        self->last_tid = PyThread_get_thread_ident();
-        if (self->rec != NULL && !w.claimed) {
-            cmp_owner_store(self->rec, w.me ? w.me : cmp_proc_self_tag());
-        }
+    else if (cmp_monotonic() >= self->next_look) {
+        got = holder_gone_claimed(&w);
+        self->next_look = cmp_monotonic() + LOOK_INTERVAL;
     }
-    return got;
+    if (got == 1 && w.claimed && warn_taken_over(self, &w) < 0) {
+        return -1;
+    }
+    /* (taken over: the record names us already) */
+    return got == 1 ? semlock_taken(self) : got;
 }
 
 /* release(): see semlock.h. */

@@ -581,10 +581,20 @@ else:
     seg.buf[:] = b'x' * seg.size
     print('written')
 print('left', sorted(set(os.listdir('/dev/shm')) - before))
-small = shared_memory.SharedMemory(create=True, size=1 << 20)
-small.buf[-1] = 1
-small.close()
-small.unlink()
+# more than a quarter of the room: reserved at creation; a small one is
+# left to its first touch
+big = shared_memory.SharedMemory(create=True, size=4 << 20)
+small = shared_memory.SharedMemory(create=True, size=64 << 10)
+print('reserved', os.fstat(big._fd).st_blocks * 512 >= big.size,
+      os.fstat(small._fd).st_blocks)
+try:
+    shared_memory.SharedMemory(create=True, size=6 << 20)
+except OSError as e:
+    print('no room left', errno.errorcode.get(e.errno))
+big.buf[-1] = small.buf[-1] = 1
+for seg in (big, small):
+    seg.close()
+    seg.unlink()
 print('small ok')
 """
 
@@ -609,5 +619,6 @@ def test_segment_past_a_full_dev_shm_is_refused_at_creation(tmp_path):
         # (a chroot, a container without the capability)
         pytest.skip("no private mount here: " + out.stderr.strip()[-200:])
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
-    assert out.stdout.split("\n")[:3] == [
-        "refused ENOSPC", "left []", "small ok"]
+    assert out.stdout.split("\n")[:5] == [
+        "refused ENOSPC", "left []", "reserved True 0",
+        "no room left ENOSPC", "small ok"]

@@ -12,6 +12,7 @@
 #ifdef CMP_POSIX
 #  include <errno.h>
 #  include <fcntl.h>
+#  include <pthread.h>
 #  include <signal.h>
 #  include <sys/types.h>
 #  include <sys/wait.h>
@@ -193,14 +194,25 @@ darwin_stat(long pid, char *state, uint64_t *start)
 #    define proc_stat linux_stat
 #  endif
 
+/* This process's tag, 0 until computed; a forked child starts again. */
 static uint64_t self_tag;
-static unsigned long self_tag_epoch;
+
+static void
+forget_self_tag(void)
+{
+    self_tag = 0;
+}
 
 uint64_t
 cmp_proc_self_tag(void)
 {
-    unsigned long epoch = cmp_fork_epoch();
-    if (self_tag == 0 || self_tag_epoch != epoch) {
+    /* (on every acquire and release of a robust lock: one load when
+       known) */
+    if (self_tag == 0) {
+        static int hooked;
+        if (!hooked) {
+            hooked = pthread_atfork(NULL, NULL, forget_self_tag) == 0;
+        }
         long pid = (long)getpid();
         uint64_t start = 0;
 #  ifdef proc_stat
@@ -210,7 +222,6 @@ cmp_proc_self_tag(void)
         }
 #  endif
         self_tag = ((uint64_t)(uint32_t)pid << 32) | (start & 0xffffffffu);
-        self_tag_epoch = epoch;
     }
     return self_tag;
 }

@@ -15,6 +15,9 @@
 #  include <string.h>
 #  include <sys/mman.h>
 #  include <sys/stat.h>
+#  ifdef __linux__
+#    include <sys/statvfs.h>
+#  endif
 #  include <unistd.h>
 
 size_t
@@ -61,6 +64,32 @@ reserve(int fd, size_t size)
     (void)size;
 #  endif
     return 0;
+}
+
+/* A named segment's memory: refused (ENOSPC) at once when the file system
+   has less room than `size`, reserved when it takes more than a quarter of
+   the room (then another process filling the rest meanwhile is a real
+   risk), left to the first touch otherwise.  Reserving costs about 1 us a
+   page (64 KiB: 27 us -> 50 us for a create+unlink), which the first
+   writes save again, but a segment that is made and hardly written does
+   not; so small segments in a roomy /dev/shm stay lazy, and can fault
+   only if others fill it in the meantime. */
+static int
+reserve_segment(int fd, size_t size)
+{
+#  ifdef __linux__
+    struct statvfs vfs;
+    if (fstatvfs(fd, &vfs) == 0 && vfs.f_frsize > 0) {
+        uint64_t room = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+        if ((uint64_t)size > room) {
+            return ENOSPC;
+        }
+        if ((uint64_t)size <= room / 4) {
+            return 0;
+        }
+    }
+#  endif
+    return reserve(fd, size);
 }
 
 /* Map `size` bytes of `fd` read-write and shared, into *m (which then
@@ -139,7 +168,7 @@ cmp_shm_segment_open(const char *name, int flags, int mode, size_t truncate_to,
                 goto error;
             }
         }
-        err = reserve(fd, truncate_to);
+        err = reserve_segment(fd, truncate_to);
         if (err) {
             goto error;
         }
