@@ -50,6 +50,17 @@ def _kill(p):
     os.kill(p.pid, signal.SIGKILL)
 
 
+def _abandoned_lock():
+    """A fork-context Lock whose holder was SIGKILLed (and reaped), and
+    the holder."""
+    ctx = cmultiprocessing.get_context("fork")
+    lock = ctx.Lock()
+    p = _held_by_child(ctx, lock)
+    _kill(p)
+    p.join()
+    return lock, p
+
+
 def _acquire_recording(lock, **kwargs):
     """acquire(**kwargs) -> (result, seconds, warnings raised)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -93,10 +104,7 @@ def test_lock_of_a_killed_holder_is_taken_over(method, kind):
 
 def test_untimed_and_non_blocking_acquires_take_over_too():
     ctx = cmultiprocessing.get_context("fork")
-    lock = ctx.Lock()
-    p = _held_by_child(ctx, lock)
-    _kill(p)
-    p.join()
+    lock, _ = _abandoned_lock()
     got, _, told = _acquire_recording(lock, block=False)
     assert got is True and len(told) == 1
     lock.release()
@@ -141,11 +149,7 @@ def test_a_lock_released_by_another_process_is_not_abandoned():
 
 
 def test_warning_made_an_error_leaves_the_lock_abandoned():
-    ctx = cmultiprocessing.get_context("fork")
-    lock = ctx.Lock()
-    p = _held_by_child(ctx, lock)
-    _kill(p)
-    p.join()
+    lock, p = _abandoned_lock()
     with warnings.catch_warnings():
         warnings.simplefilter("error", AbandonedLockWarning)
         with pytest.raises(AbandonedLockWarning, match="taken over from"):
