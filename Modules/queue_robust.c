@@ -31,6 +31,13 @@
  * What it cannot see: a process that dies between a read or write and the
  * update of its count (a few instructions) leaves a count that is off by
  * that call's bytes.
+ *
+ * Not done: a get(timeout) in the middle of a message from a writer that
+ * lives but does not go on (stopped, starved) waits past its timeout, as
+ * the stdlib's does.  To give up in time without losing the message, the
+ * reader would park what it read in a named shared segment, note it (name
+ * and length) in the reader lock's record beside `left`, and release the
+ * lock; the next reader would take the parked part and read the rest.
  */
 #include "queue.h"
 
