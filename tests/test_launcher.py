@@ -8,6 +8,7 @@ the launcher is refused with a clear error, which is tested too).
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -158,8 +159,11 @@ def _other_versions_library():
                     "/usr/lib/*/libpython3.*.so.1.0",
                     "/usr/local/lib/libpython3.*.so.1.0"):
         for path in sorted(glob.glob(pattern)):
-            name = os.path.basename(path)
-            if not name.startswith("libpython%s." % ours) and "t.so" not in name:
+            # libpython3.14.so.1.0, libpython3.14d.so.1.0 (debug, the same
+            # version: not another), libpython3.14t.so.1.0 (free-threaded)
+            m = re.match(r"libpython(\d+\.\d+)([a-z]*)\.so",
+                         os.path.basename(path))
+            if m and m.group(1) != ours and "t" not in m.group(2):
                 return path
     return None
 

@@ -1,8 +1,10 @@
-"""Locks whose holder dies: Lock and RLock (and the locks inside
-Condition, Event and Value) are taken over by the next acquirer, with an
-AbandonedLockWarning; the stdlib's stay locked for ever.  Counting
-semaphores and the queues' locks keep the stdlib's behaviour (see
-cmultiprocessing.synchronize's docstring)."""
+"""Locks whose holder dies: a Lock or RLock made with robust=True (also
+serving a Condition or a Value) is taken over by the next acquirer, with
+an AbandonedLockWarning, and Event's own lock quietly; the stdlib's stay
+locked for ever, and so do the default ones here (pebble's pool counts on
+it).  Counting semaphores cannot be robust (see
+cmultiprocessing.synchronize's docstring; the queues' locks:
+test_queue_faults.py)."""
 import os
 import signal
 import struct
@@ -54,7 +56,7 @@ def _abandoned_lock():
     """A fork-context Lock whose holder was SIGKILLed (and reaped), and
     the holder."""
     ctx = cmultiprocessing.get_context("fork")
-    lock = ctx.Lock()
+    lock = ctx.Lock(robust=True)
     p = _held_by_child(ctx, lock)
     _kill(p)
     p.join()
@@ -76,7 +78,7 @@ def _acquire_recording(lock, **kwargs):
 @pytest.mark.parametrize("kind", ["Lock", "RLock"])
 def test_lock_of_a_killed_holder_is_taken_over(method, kind):
     ctx = cmultiprocessing.get_context(method)
-    lock = getattr(ctx, kind)()
+    lock = getattr(ctx, kind)(robust=True)
     p = _held_by_child(ctx, lock)
     try:
         assert lock._owner() == p.pid
@@ -109,7 +111,7 @@ def test_untimed_and_non_blocking_acquires_take_over_too():
     assert got is True and len(told) == 1
     lock.release()
 
-    rlock = ctx.RLock()
+    rlock = ctx.RLock(robust=True)
     q = _held_by_child(ctx, rlock)
     _kill(q)
     got, took, told = _acquire_recording(rlock)     # no timeout
@@ -125,7 +127,7 @@ def test_a_holder_that_exits_holding_it_abandons_it():
     # abandoned it (a Lock meant to be released by another process is
     # released while its acquirer lives, or is not affected).
     ctx = cmultiprocessing.get_context("fork")
-    lock = ctx.Lock()
+    lock = ctx.Lock(robust=True)
     p = _held_by_child(ctx, lock, target=_hold_then_exit)
     p.join()
     assert p.exitcode == 0
@@ -136,7 +138,7 @@ def test_a_holder_that_exits_holding_it_abandons_it():
 
 def test_a_lock_released_by_another_process_is_not_abandoned():
     ctx = cmultiprocessing.get_context("fork")
-    lock = ctx.Lock()
+    lock = ctx.Lock(robust=True)
     lock.acquire()
     p = ctx.Process(target=lock.release)
     p.start()
@@ -167,7 +169,7 @@ def test_a_reused_pid_is_not_taken_for_the_holder():
     # The record names the holder by pid and start time: a live process
     # with the recorded pid but another start time is not the holder.
     ctx = cmultiprocessing.get_context("fork")
-    lock = ctx.Lock()
+    lock = ctx.Lock(robust=True)
     p = _held_by_child(ctx, lock)
     try:
         record = memoryview(lock._owner_block).cast("B")
@@ -191,7 +193,7 @@ def _hold_condition(cond, held):
 
 def test_condition_event_and_value_locks_are_taken_over():
     ctx = cmultiprocessing.get_context("fork")
-    cond = ctx.Condition()
+    cond = ctx.Condition(ctx.RLock(robust=True))
     p = _held_by_child(ctx, cond, target=_hold_condition)
     _kill(p)
     with warnings.catch_warnings():
@@ -202,7 +204,7 @@ def test_condition_event_and_value_locks_are_taken_over():
         cond.release()
     p.join()
 
-    value = ctx.Value("i", 7)
+    value = ctx.Value("i", 7, lock=ctx.RLock(robust=True))
     q = _held_by_child(ctx, value.get_lock())
     _kill(q)
     with warnings.catch_warnings():
@@ -217,10 +219,28 @@ def test_condition_event_and_value_locks_are_taken_over():
     r = _held_by_child(ctx, event._cond)           # the lock inside Event
     _kill(r)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AbandonedLockWarning)
-        event.set()
+        warnings.simplefilter("error", AbandonedLockWarning)
+        event.set()                                # taken over quietly
         assert event.wait(0)
     r.join()
+
+
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_default_locks_stay_locked_as_the_stdlib_has_them(kind):
+    # What pebble's pool counts on: an acquire of a lock whose holder died
+    # times out, so the pool knows the channel it guards may be broken.
+    ctx = cmultiprocessing.get_context("fork")
+    lock = getattr(ctx, kind)()
+    p = _held_by_child(ctx, lock)
+    _kill(p)
+    p.join()
+    got, took, told = _acquire_recording(lock, timeout=0.3)
+    assert (got, told) == (False, []) and took >= 0.3
+    assert lock.acquire(False) is False
+    assert lock._owner() is None                   # nothing recorded
+    from cmultiprocessing import synchronize
+    with pytest.raises(ValueError, match="cannot be robust"):
+        synchronize.Semaphore(1, ctx=ctx, robust=True)
 
 
 def test_semaphores_stay_as_the_stdlib_has_them():
@@ -241,7 +261,7 @@ def test_native_semlock_takes_a_record_only_where_one_fits():
     sem = cmultiprocessing.get_context("fork").Semaphore(2)
     with pytest.raises(ValueError, match="counting semaphore"):
         sem._set_owner_record(bytearray(16))
-    lock = cmultiprocessing.get_context("fork").Lock()
+    lock = cmultiprocessing.get_context("fork").Lock(robust=True)
     with pytest.raises(ValueError, match="has its owner record"):
         lock._set_owner_record(bytearray(16))
     bare = _cmultiprocessing.SemLock(1, 1, 1, "/cmp-robust-%d" % os.getpid(),
@@ -267,7 +287,7 @@ def hold(lock, held):
 if __name__ == '__main__':
     warnings.simplefilter('ignore')
     ctx = cmultiprocessing.get_context('spawn')
-    lock, held = ctx.Lock(), ctx.Event()
+    lock, held = ctx.Lock(robust=True), ctx.Event()
     p = ctx.Process(target=hold, args=(lock, held))
     p.start()
     assert held.wait(30)

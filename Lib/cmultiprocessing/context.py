@@ -69,13 +69,17 @@ class BaseContext(object):
         """Returns two connection object connected by a pipe"""
         return _sibling('connection', 'Pipe')(duplex)
 
-    def Lock(self):
-        """Returns a non-recursive lock object"""
-        return _sibling('synchronize', 'Lock')(ctx=self.get_context())
+    def Lock(self, *, robust=False):
+        """Returns a non-recursive lock object (robust=True: taken over by
+        the next acquirer when its holder dies; not in the stdlib)"""
+        return _sibling('synchronize', 'Lock')(ctx=self.get_context(),
+                                               robust=robust)
 
-    def RLock(self):
-        """Returns a recursive lock object"""
-        return _sibling('synchronize', 'RLock')(ctx=self.get_context())
+    def RLock(self, *, robust=False):
+        """Returns a recursive lock object (robust=True: taken over by the
+        next acquirer when its holder dies; not in the stdlib)"""
+        return _sibling('synchronize', 'RLock')(ctx=self.get_context(),
+                                                robust=robust)
 
     def Condition(self, lock=None):
         """Returns a condition object"""

@@ -185,7 +185,7 @@ def _pipe_lock(ctx):
     was reading is dropped, a message a dead writer cut off raises
     TornMessageError once in the get() that meets it."""
     from .synchronize import Lock
-    return Lock(ctx=ctx.get_context(), _robust='quiet')
+    return Lock(ctx=ctx.get_context(), robust='quiet')
 
 
 class Queue(_QueueBase):

@@ -13,18 +13,21 @@ removed at once (children inherit the open semaphore); with "spawn" and
 is finalized and is registered with the resource tracker meanwhile.
 
 A semaphore has no owner at the OS level, so a process that dies holding
-one of the stdlib's locks leaves it locked for ever.  Lock and RLock here
-also record their holder (pid and start time) in a few bytes of shared
-memory; a waiter that finds the holder gone (within CMP_WAIT_SLICE, 50 ms,
-of waiting, or at once when its timeout is up) takes the lock over and is
-told so by an ``AbandonedLockWarning`` (a RuntimeWarning: what the lock
-guards may be half-updated).  Made an error by the warnings filter, the
-warning leaves the lock abandoned, so the next acquirer is told too.  This
-covers the locks inside Condition, Event, Barrier and Value/Array; the
-locks of Queue and SimpleQueue are taken over quietly, the queue itself
-telling what the dead process left in its pipe (TornMessageError).  Not
-covered: counting semaphores (Semaphore, BoundedSemaphore: a unit has no
-owner).
+one of the stdlib's locks leaves it locked for ever, and that is what a
+Lock or RLock does here too by default (libraries such as pebble detect a
+dead holder by an acquire that times out, and stop, since what the lock
+guarded may be half-written).  Made with ``robust=True`` (ctx.Lock(robust=
+True), ctx.RLock(robust=True); not in the stdlib), a lock also records its
+holder (pid and start time) in a few bytes of shared memory; a waiter that
+finds the holder gone (within CMP_WAIT_SLICE, 50 ms, of waiting, or at once
+when its timeout is up) takes the lock over and is told so by an
+``AbandonedLockWarning`` (a RuntimeWarning).  Made an error by the warnings
+filter, the warning leaves the lock abandoned, so the next acquirer is told
+too.  A robust lock can serve a Condition or a Value/Array (their ``lock``
+argument).  The locks the package keeps for itself are taken over quietly,
+where it can repair what a dead holder left: the queues' (TornMessageError
+tells of a message cut off) and Event's.  Counting semaphores (Semaphore,
+BoundedSemaphore) cannot be robust: a unit has no owner.
 """
 
 __all__ = [
@@ -116,10 +119,11 @@ class SemLock(_cmultiprocessing.SemLock):
     # type stay on the fast path (acquire/release cost about half as much).
     __slots__ = ('_fork_only', '_owner_block', '_owner_quiet', '__weakref__')
 
-    # Whether the holder is recorded, so that a lock whose holder dies can
-    # be taken over (Lock, RLock; see the module's docstring): False, True,
-    # or 'quiet' (taken over without AbandonedLockWarning: a queue's).
-    _robust = False
+    # Whether the holder can be recorded, so that a lock whose holder dies
+    # can be taken over (Lock, RLock with robust=True, or 'quiet': without
+    # AbandonedLockWarning, for the queues' and Event's own locks; see the
+    # module's docstring).
+    _can_be_robust = False
 
     @property
     def _is_fork_ctx(self):
@@ -131,7 +135,7 @@ class SemLock(_cmultiprocessing.SemLock):
     def _shape(cls, kind, value, maxvalue):
         return kind, value, maxvalue
 
-    def __new__(cls, *args, ctx=None, _robust=None, **kwargs):
+    def __new__(cls, *args, ctx=None, robust=False, **kwargs):
         kind, value, maxvalue = cls._shape(*args, **kwargs)
         if ctx is None:
             ctx = context._default_context.get_context()
@@ -150,13 +154,15 @@ class SemLock(_cmultiprocessing.SemLock):
             raise FileExistsError('cannot find name for semaphore')
         if fork_only:
             self._fork_only = True
-        robust = cls._robust if _robust is None else _robust
+        if robust and not cls._can_be_robust:
+            raise ValueError('a counting semaphore has no owner: it cannot '
+                             'be robust')
         if robust:
             _record_owner(self, _owner_heap.take(_OWNER_RECORD_SIZE),
                           robust == 'quiet')
         return self
 
-    def __init__(self, *args, ctx=None, _robust=None, **kwargs):
+    def __init__(self, *args, ctx=None, robust=False, **kwargs):
         util.debug('created semlock with handle %s' % self.handle)
         if sys.platform != 'win32':
             # a forked child starts owning nothing
@@ -267,7 +273,7 @@ class Lock(SemLock):
     """A non-recursive lock; releasing it unlocked raises ValueError."""
 
     __slots__ = ()
-    _robust = True
+    _can_be_robust = True
 
     @classmethod
     def _shape(cls):
@@ -286,7 +292,7 @@ class RLock(SemLock):
     thread may release it."""
 
     __slots__ = ()
-    _robust = True
+    _can_be_robust = True
 
     @classmethod
     def _shape(cls):
@@ -410,7 +416,9 @@ class Event(object):
     """A flag that processes can set, clear and wait for."""
 
     def __init__(self, *, ctx):
-        self._cond = ctx.Condition(ctx.Lock())
+        # (its lock guards only the Event's own state: taken over quietly)
+        self._cond = ctx.Condition(Lock(ctx=ctx.get_context(),
+                                        robust='quiet'))
         self._flag = ctx.Semaphore(0)
         self._attach()
 

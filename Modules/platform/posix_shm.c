@@ -66,6 +66,7 @@ reserve(int fd, size_t size)
     return 0;
 }
 
+#  ifndef CMP_DARWIN /* (macOS sizes its objects in darwin_shm.c) */
 /* A named segment's memory: refused (ENOSPC) at once when the file system
    has less room than `size`, reserved when it takes more than a quarter of
    the room (then another process filling the rest meanwhile is a real
@@ -77,7 +78,7 @@ reserve(int fd, size_t size)
 static int
 reserve_segment(int fd, size_t size)
 {
-#  ifdef __linux__
+#    ifdef __linux__
     struct statvfs vfs;
     if (fstatvfs(fd, &vfs) == 0 && vfs.f_frsize > 0) {
         uint64_t room = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
@@ -88,9 +89,10 @@ reserve_segment(int fd, size_t size)
             return 0;
         }
     }
-#  endif
+#    endif
     return reserve(fd, size);
 }
+#  endif
 
 /* Map `size` bytes of `fd` read-write and shared, into *m (which then
    owns fd); *m is left as it is on an error. */
