@@ -1,6 +1,6 @@
 #!/bin/sh
-# Fuzz the Connection frame reader and the authentication handshake with
-# libFuzzer (clang from Debian: apt-get install clang-16 libclang-rt-16-dev,
+# Fuzz the Connection frame reader, the authentication handshake and the
+# queue's message decoder with libFuzzer (clang from Debian: apt-get install clang-16 libclang-rt-16-dev,
 # or clang-14 + libclang-rt-14-dev).
 #
 #   tools/fuzz.sh [SECONDS]     build, then run each target for SECONDS
@@ -12,8 +12,11 @@
 # Targets (see tests/fuzz/README.md): conn (recv_bytes, recv_bytes(max),
 # recv_bytes_into, recv over socket pairs and pipes, checked against a
 # reference decoder) and handshake (deliver_challenge / answer_challenge /
-# the Listener's deadline path).  recv() unpickles through an Unpickler that
-# refuses every global, so no input can run code.
+# the Listener's deadline path) and queue (one message's pickle payload
+# read back by a queue's get(): the objects its native decoder makes are
+# checked against pickle.loads of the same bytes).  recv() and the queue
+# unpickle through an Unpickler that refuses every global, so no input can
+# run code.
 #
 # Environment: FUZZ_OUT (build and work folder, default /tmp/cmp-fuzz),
 # PYTHON (a CPython 3.11+ with a shared libpython and its headers, default
@@ -25,7 +28,7 @@ set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${FUZZ_OUT:-/tmp/cmp-fuzz}
 py=${PYTHON:-python3}
-targets="conn handshake"
+targets="conn handshake queue"
 
 if [ -z "${CC:-}" ]; then
     for c in clang-18 clang-17 clang-16 clang-15 clang-14 clang; do

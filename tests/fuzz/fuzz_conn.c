@@ -1,16 +1,16 @@
 /*
- * fuzz_conn.c -- libFuzzer harness for the Connection frame reader and the
- * authentication handshake.
+ * fuzz_conn.c -- libFuzzer harness for the Connection frame reader, the
+ * authentication handshake and the queue's message decoder.
  *
  * The interpreter is embedded; _cmultiprocessing, compiled from Modules/
  * with the same sanitizers, is registered as a built-in module before
  * start-up, so `import _cmultiprocessing` (and the cmultiprocessing package
  * from Lib/) use the instrumented code.  Each input is handed as bytes to
  * one function of tests/fuzz/fuzz_targets.py, chosen at build time with
- * -DFUZZ_TARGET="conn" or "handshake"; that function raises only when
- * something is wrong (an exception outside the allowed set, or a result
- * its reference decoder disagrees with), and then this file prints the
- * traceback and aborts, which libFuzzer records as a crash.
+ * -DFUZZ_TARGET="conn", "handshake" or "queue"; that function raises only
+ * when something is wrong (an exception outside the allowed set, or a
+ * result its reference decoder disagrees with), and then this file prints
+ * the traceback and aborts, which libFuzzer records as a crash.
  *
  * Built by tools/fuzz.sh, which passes -DFUZZ_LIBDIR and -DFUZZ_HERE.
  */
@@ -22,7 +22,7 @@
 #include <stdlib.h>
 
 #ifndef FUZZ_TARGET
-#  error "build with -DFUZZ_TARGET=\"conn\" or \"handshake\""
+#  error "build with -DFUZZ_TARGET=\"conn\", \"handshake\" or \"queue\""
 #endif
 #if !defined(FUZZ_LIBDIR) || !defined(FUZZ_HERE)
 #  error "build with -DFUZZ_LIBDIR=<repo>/Lib and -DFUZZ_HERE=<repo>/tests/fuzz"

@@ -13,6 +13,9 @@ fuzz_conn(data)       data[0] picks the set-up, data[1:] is the byte stream
 fuzz_handshake(data)  data[0] picks which side of the handshake runs and how
                       data[1:] is cut into the peer's messages; only
                       AuthenticationError, EOFError and OSError may come out.
+fuzz_queue(data)      (fuzz_queue.py) data[1:] is one queue message's pickle
+                      payload, read back by a queue's get(): the native
+                      decoder's objects are checked against pickle.loads.
 
 Unpickling arbitrary bytes can run arbitrary code, so recv() here goes
 through a restricted loads: the Unpickler refuses every global (no class,
@@ -23,7 +26,6 @@ Anything else raised (SystemError, an assertion of the oracle, ...)
 propagates to the C harness, which prints it and aborts: libFuzzer records
 that input as a crash.
 """
-import io
 import os
 import pickle
 import socket
@@ -31,6 +33,7 @@ import time
 
 import _cmultiprocessing as native
 from cmultiprocessing import connection, reduction
+from fuzz_queue import fuzz_queue, restricted_loads
 
 Connection = native.Connection
 BufferTooShort = native.BufferTooShort
@@ -43,19 +46,8 @@ SSIZE_MAX = 2 ** 63 - 1
 
 # ------------------------------------------------------------------ recv()
 
-class _NoGlobals(pickle.Unpickler):
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError("global %s.%s refused" % (module, name))
-
-
-def restricted_loads(data):
-    try:
-        return _NoGlobals(io.BytesIO(bytes(data))).load()
-    except RecursionError:
-        raise pickle.UnpicklingError("too deep") from None
-    except Exception as e:      # the reader is what is under test here
-        raise pickle.UnpicklingError("%s: %s" % (type(e).__name__, e)) \
-            from None
+# restricted_loads (fuzz_queue.py, shared by both targets): the reader is
+# what is under test here, so any failure of it is an UnpicklingError
 
 
 def _install_restricted_loads():
@@ -405,7 +397,8 @@ def python_coverage():
 
 WATCHED = python_coverage()
 
-TARGETS = {"conn": fuzz_conn, "handshake": fuzz_handshake}
+TARGETS = {"conn": fuzz_conn, "handshake": fuzz_handshake,
+           "queue": fuzz_queue}
 
 
 def replay(corpus_root):

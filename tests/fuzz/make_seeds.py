@@ -1,6 +1,6 @@
 """Write the seed inputs of the fuzz targets into tests/fuzz/corpus/.
 
-    python tests/fuzz/make_seeds.py
+    python tests/fuzz/make_seeds.py [TARGET...]     (default: every target)
 
 The seeds follow the input layout of fuzz_targets.py: one control byte, then
 the peer's bytes.  They are written once; tools/fuzz.sh --merge later
@@ -139,6 +139,82 @@ def handshake_seeds():
     return out
 
 
+def queue_ctl(how=0, fix=False, pad=False, long_header=False, cut=None):
+    """fuzz_queue's control byte (see tests/fuzz/fuzz_queue.py)."""
+    ctl = how | (4 if fix else 0) | (8 if pad else 0) | \
+        (16 if long_header else 0)
+    if cut is not None:
+        ctl |= 32 | ({1: 0, 2: 1, 4: 2, 8: 3}[cut] << 6)
+    return bytes([ctl])
+
+
+def direct(op, arg=b""):
+    """A payload in the queue's direct encoding: PROTO 4, op, STOP."""
+    return b"\x80\x04" + bytes([op]) + arg + b"."
+
+
+def queue_seeds():
+    le = struct.pack
+    payloads = {
+        "none": direct(0x4e), "true": direct(0x88), "false": direct(0x89),
+        "int1": direct(0x4b, b"\x07"), "int2": direct(0x4d, le("<H", 513)),
+        "int4-neg": direct(0x4a, le("<i", -5)),
+        "int4-min": direct(0x4a, le("<i", -2 ** 31)),
+        "float": direct(0x47, le(">d", 1.5)),
+        "float-nan": direct(0x47, b"\x7f\xf8\x00\x00\x00\x00\x00\x01"),
+        "float-inf": direct(0x47, le(">d", float("-inf"))),
+        "sbytes": direct(0x43, b"\x03abc"),
+        "sbytes-empty": direct(0x43, b"\x00"),
+        "sstr": direct(0x8c, b"\x02\xc3\xa9"),
+        "sstr-bad-utf8": direct(0x8c, b"\x02\xc3\x28"),
+        "sstr-surrogate": direct(0x8c, b"\x03\xed\xa0\x80"),
+        "sbytes-255": direct(0x43, b"\xff" + b"x" * 255),
+        "bytes-256": direct(0x42, le("<I", 256) + b"y" * 256),
+        "str-300": direct(0x58, le("<I", 300) + "\u00e9".encode() * 150),
+        "bytes-1016": direct(0x42, le("<I", 1016) + b"z" * 1016),
+        "bytes-1017": direct(0x42, le("<I", 1017) + b"z" * 1017),
+        "str-2000": direct(0x58, le("<I", 2000) + b"s" * 2000),
+        "str-2000-bad": direct(0x58, le("<I", 2000) + b"s" * 1999 + b"\xff"),
+        "bytes-long-lies": direct(0x42, le("<I", 5000) + b"w" * 1500),
+        "no-stop": b"\x80\x04N",
+        "proto5-none": b"\x80\x05N.",
+        "proto2-int": b"\x80\x02K\x07.",
+        "int1-extra": b"\x80\x04K\x07\x07.",
+        "trailing": b"\x80\x04N.N",
+        "empty": b"",
+        "stop": b".",
+        "garbage": b"\x80\x04\xff\xff\xff.",
+    }
+    values = [None, True, 7, 70000, -2 ** 70, 2 ** 40, 1.5, "text",
+              "\ud800", b"raw", (1, "a"), [1, [2, [3]]], {"k": (None, 2.0)},
+              {1, 2, 3}, frozenset("ab"), bytearray(b"ba"), b"L" * 3000,
+              "M" * 3000, [b"x" * 600, "y" * 600]]
+    for i, v in enumerate(values):
+        for proto in (2, 4, 5):
+            payloads["pickle-%d-p%d" % (i, proto)] = pickle.dumps(v, proto)
+    payloads["pickle-global"] = pickle.dumps(os.getcwd, 2)
+    out = {}
+    for name, p in payloads.items():
+        for how in range(4):
+            out["%s-r%d" % (name, how)] = queue_ctl(how) + p
+    out["fix-sbytes"] = queue_ctl(fix=True) + direct(0x43, b"\x00abcdef")
+    out["fix-str"] = queue_ctl(fix=True) + direct(0x58, b"\x00" * 4 + b"abc")
+    out["pad-bytes"] = queue_ctl(pad=True, fix=True) + direct(
+        0x42, b"\x00" * 4 + b"q")
+    out["pad-str"] = queue_ctl(1, pad=True, fix=True) + direct(
+        0x58, b"\x00" * 4 + b"q")
+    out["pad-none"] = queue_ctl(2, pad=True) + direct(0x4e)
+    out["long-header"] = queue_ctl(long_header=True) + direct(0x4b, b"\x01")
+    out["long-header-str"] = queue_ctl(3, long_header=True) + \
+        payloads["str-2000"]
+    for cut in (1, 2, 4, 8):
+        out["cut-%d" % cut] = queue_ctl(cut=cut) + payloads["str-300"]
+        out["cut-%d-long" % cut] = queue_ctl(1, cut=cut) + \
+            payloads["bytes-1017"]
+        out["cut-%d-small" % cut] = queue_ctl(2, cut=cut) + payloads["int1"]
+    return out
+
+
 def write(target, seeds):
     folder = os.path.join(HERE, "corpus", target)
     os.makedirs(folder, exist_ok=True)
@@ -148,7 +224,12 @@ def write(target, seeds):
     print("%s: %d seeds" % (target, len(seeds)))
 
 
+SEEDS = {"conn": conn_seeds, "handshake": handshake_seeds,
+         "queue": queue_seeds}
+
+
 if __name__ == "__main__":
+    import sys
     hashlib.sha256()        # (fails early on a Python without hashlib)
-    write("conn", conn_seeds())
-    write("handshake", handshake_seeds())
+    for target in sys.argv[1:] or sorted(SEEDS):
+        write(target, SEEDS[target]())
