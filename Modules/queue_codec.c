@@ -71,7 +71,10 @@ frame_set_header(qframe *f, const unsigned char *prefix, int nprefix)
 {
     Py_ssize_t body = nprefix + f->ndata + f->npost;
     size_t h = cmp_frame_header(f->pre, (uint64_t)body);
-    memcpy(f->pre + h, prefix, (size_t)nprefix);
+    if (nprefix > 0) {
+        /* (prefix is NULL when there is none: memcpy must not see it) */
+        memcpy(f->pre + h, prefix, (size_t)nprefix);
+    }
     f->npre = (unsigned char)(h + (size_t)nprefix);
 }
 
