@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Python 3.14 and 3.15 (and LLDB 21) for CI and development: a Debian sid chroot.
+# Python 3.14 and 3.15 (python3.14-dbg, LLDB 21) for CI and development: a Debian sid chroot.
 #
 #   tools/sid-pythons.sh setup                 make the chroot, or reuse the one there
 #   tools/sid-pythons.sh run CMD [ARG...]      run CMD inside it, in the current folder
@@ -17,7 +17,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=${CMP_SID_DIR:-/var/tmp/cmultiprocessing-sid}
+# python3.14-dbg: the debug interpreter of suite/ci.py's reference-leak run
 PACKAGES="python3.14 python3.14-dev python3.14-venv libpython3.14-testsuite
+python3.14-dbg
 python3.15 python3.15-dev python3.15-venv libpython3.15-testsuite
 gcc libc6-dev ca-certificates"
 LLDB_PACKAGES="lldb-21 python3-lldb-21"
