@@ -37,7 +37,11 @@ on every version (tests/embed/), the cross-compile check for macOS and Windows
 (tools/crosscheck.sh), the Windows platform layer's tests under wine
 (tests/platform_c/), a bounded libFuzzer run (tools/fuzz.sh), and real
 libraries' own suites on the stdlib and through the alias, compared test by
-test (suite/clients.py: pebble).
+test (suite/clients.py: pebble).  Then the unit tests once more on an
+extension built with ASan and UBSan (the runtime preloaded into every
+process; a sanitizer report anywhere fails the stage), and a reference-leak
+run of the unit tests of the C-heavy modules on the sid chroot's
+python3.14-dbg (tools/refleak.py, CPython's -R 3:3 rule).
 
 Every run has a time limit.  The run fails when a unit test fails, when a
 suite row passes fewer tests than the committed ratchet (suite/ratchet.json,
@@ -88,6 +92,7 @@ class Stages:
 
     def __init__(self):
         self.rows = []
+        self.figures = {}      # row index -> what the stage counted
 
     def run(self, name, func, *args, judge=None, **kwargs):
         """func(*args, **kwargs), timed; its row says FAILED when it returns
@@ -117,10 +122,17 @@ class Stages:
     def note(self, name, status):
         self.rows.append((name, 0.0, status))
 
+    def annotate(self, figures):
+        """Figures of the last stage (tests run, leaks...), for its row."""
+        self.figures[len(self.rows) - 1] = figures
+
     def print(self, total):
         print("\n== stage times ==")
-        for name, secs, status in self.rows:
-            print("  %-52s %7.0f s  %s" % (name, secs, status))
+        for i, (name, secs, status) in enumerate(self.rows):
+            line = "  %-52s %7.0f s  %s" % (name, secs, status)
+            if i in self.figures:
+                line += "  (%s)" % self.figures[i]
+            print(line)
         print("  %-52s %7.0f s" % ("total", total))
 
 
@@ -244,6 +256,15 @@ def run_pytest(interp, extra, timeout):
     cmd = [interp.python, "-m", "pytest", "-q", "-rfEs", "--timeout=300",
            "-p", "no:cacheprovider", "--junitxml", junit,
            os.path.join(ROOT, "tests")] + extra
+    output, rc = pytest_output(interp, cmd, timeout)
+    counts = pytest_counts(output)
+    ok = rc in (0, 5) and counts["failed"] == 0 and counts["errors"] == 0
+    return ok, counts
+
+
+def pytest_output(interp, cmd, timeout):
+    """(output, exit status) of a pytest run from RESULTS, echoed; a run
+    stopped by its time limit gives -1 and says so."""
     try:
         proc = interp.run(cmd, cwd=RESULTS, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True,
@@ -255,13 +276,22 @@ def run_pytest(interp, extra, timeout):
         output += "\nunit tests stopped after %d s\n" % timeout
         rc = -1
     sys.stdout.write(output)
+    return output, rc
+
+
+def pytest_counts(output):
+    """passed/failed/skipped/errors from pytest's closing line (the last
+    line that has them: a helper process may write after it)."""
     counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
-    tail = output.strip().splitlines()[-1:] or [""]
-    for n, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)",
-                              tail[0]):
-        counts["errors" if word.startswith("error") else word] += int(n)
-    ok = rc in (0, 5) and counts["failed"] == 0 and counts["errors"] == 0
-    return ok, counts
+    pattern = r"(\d+) (passed|failed|skipped|errors?)\b"
+    for line in reversed(output.strip().splitlines()):
+        found = re.findall(pattern, line)
+        if found and re.search(r" in [\d.]+s", line):
+            for n, word in found:
+                counts["errors" if word.startswith("error") else word] += \
+                    int(n)
+            break
+    return counts
 
 
 def run_suite(interp, method, timeout, test_timeout, compare, only=None):
@@ -525,15 +555,337 @@ def ensure_clang():
 
 
 def run_fuzz(py, seconds):
-    """The frame reader and the handshake under libFuzzer (tools/fuzz.sh),
-    for a bounded time per target, with clang from Debian."""
+    """The frame reader, the handshake and the queue's decoder under
+    libFuzzer (tools/fuzz.sh), for a bounded time per target, with clang
+    from Debian."""
     ensure_clang()
     env = dict(os.environ, PYTHON=py,
                FUZZ_OUT=os.path.join(ROOT, "results", "fuzz"))
-    return run_script("fuzzing the frame reader and the handshake (%d s a "
-                      "target)" % seconds,
+    return run_script("fuzzing the frame reader, the handshake and the "
+                      "queue's decoder (%d s a target)" % seconds,
                       ["sh", os.path.join(ROOT, "tools", "fuzz.sh"),
                        str(seconds)], env=env)
+
+
+# ------------------------------------------ sanitizers and reference leaks
+
+# The unit tests on an extension built with -fsanitize=address,undefined
+# (setup.py's CMP_SANITIZE) by clang into a venv of their own, with the
+# ASan runtime preloaded into every process: the children of fork, spawn
+# and the fork server inherit the environment.  clang, as tools/fuzz.sh:
+# its shared ASan runtime holds UBSan too, so both write their reports
+# where log_path says (gcc's separate libubsan writes to stderr, which a
+# test may swallow).
+ASAN_SANITIZE = "address,undefined"
+# Unit tests the sanitized run leaves out, and why.
+ASAN_DESELECT = {
+    "tests/test_build.py": "builds sdists and wheels with pip and the "
+    "compiler: packaging, where none of our C runs but the compiler would "
+    "run under the preloaded runtime (a third of the stage's time)",
+    "tests/test_pool.py::test_worker_dying_by_other_signals[SIGSEGV in C]":
+    "a worker segfaults on purpose (ctypes.string_at(0)): ASan reports the "
+    "SEGV and ends the worker with exit status 1, not the signal the test "
+    "expects",
+}
+# The reference-leak run: a debug interpreter from the sid chroot, the
+# unit tests of the modules with the most C under them, each repeated
+# (tools/refleak.py: 3 warm-ups, then 3 measured runs).
+REFLEAK_PYTHON = "python3.14-dbg"
+REFLEAK_TESTS = ("test_connection.py", "test_queues.py", "test_synchronize.py",
+                 "test_robust_locks.py", "test_heap.py",
+                 "test_shared_memory.py", "test_sharedctypes.py")
+REFLEAK_RUNS = "3:3"
+# Tests of those files the refleak run leaves out, and why.
+REFLEAK_DESELECT = {}
+
+
+def sanitizer_env(runtime, logdir):
+    """The environment of the sanitized run: the runtime preloaded, every
+    report written to a file in logdir (a child's stderr may go nowhere)."""
+    return {
+        "LD_PRELOAD": runtime,
+        # CPython does not free all it allocated at exit, so LeakSanitizer
+        # would report the interpreter's own memory in every process.
+        # allocator_may_return_null: a huge malloc() gives NULL (and a
+        # MemoryError) as it would without ASan, not a report.
+        "ASAN_OPTIONS": "detect_leaks=0:allocator_may_return_null=1:"
+                        "log_path=%s/asan" % logdir,
+        "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:"
+                         "log_path=%s/ubsan" % logdir,
+        # every object in malloc'd memory, where ASan sees overruns
+        "PYTHONMALLOC": "malloc",
+    }
+
+
+def sanitizer_reports(logdir):
+    """[(file name, text)] of the sanitizer reports written in logdir."""
+    if not os.path.isdir(logdir):
+        return []
+    found = []
+    for name in sorted(os.listdir(logdir)):
+        with open(os.path.join(logdir, name), encoding="utf-8",
+                  errors="replace") as f:
+            found.append((name, f.read()))
+    return found
+
+
+def judge_asan(rc, counts, reports):
+    """(ok, figures) of the sanitized unit-test run."""
+    ok = rc == 0 and counts["passed"] > 0 and counts["failed"] == 0 and \
+        counts["errors"] == 0 and not reports
+    figures = "%d passed, %d failed, %d skipped, %d sanitizer reports" % (
+        counts["passed"], counts["failed"] + counts["errors"],
+        counts["skipped"], len(reports))
+    return ok, figures
+
+
+def judge_refleak(rc, counts, data):
+    """(ok, figures, leak lines) of the reference-leak run; data is
+    tools/refleak.py's JSON, or None when it wrote none."""
+    if data is None:
+        return False, "no result (the run did not finish)", []
+    leaks = ["%s: %s" % (test, ", ".join(
+        "%s grew by %s" % (c, d) for c, d in sorted(counters.items())))
+        for test, counters in sorted(data["leaks"].items())]
+    failed = counts["failed"] + counts["errors"]
+    ok = rc == 0 and not leaks and failed == 0 and data["checked"] > 0
+    figures = "%d tests checked, %d leaks, %d failed" % (
+        data["checked"], len(leaks), failed)
+    return ok, figures, leaks
+
+
+def _test_requirements():
+    """The test extra of pyproject.toml (pytest and its time-out plugin)."""
+    import tomllib
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["project"]["optional-dependencies"]["test"]
+
+
+def _venv_of(interp, venv, deadline):
+    """A venv for interp at venv (made once), with the test extra."""
+    interp.venv, interp.python = venv, os.path.join(venv, "bin", "python")
+    if not os.path.exists(interp.python):
+        interp.run([interp.base, "-m", "venv", venv], check=True,
+                   timeout=_left(deadline))
+        interp.run([interp.python, "-m", "pip", "install", "-q",
+                    "--upgrade", "pip", "setuptools", "wheel"], check=True,
+                   timeout=_left(deadline))
+    interp.run([interp.python, "-m", "pip", "install", "-q"] +
+               _test_requirements(), check=True, timeout=_left(deadline))
+    return interp
+
+
+def _left(deadline):
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise subprocess.TimeoutExpired("stage", 0)
+    return left
+
+
+def _copy_tree(dest):
+    """A copy of the sources to build from: pip builds in the tree, and the
+    ordinary build folder of the same interpreter would hand it the
+    unsanitized extension as up to date."""
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+
+    def ignore(folder, names):
+        return [n for n in names if n in (".git", "build", "dist", "results",
+                                          ".ci-venvs", "__pycache__") or
+                n.endswith((".so", ".o", ".egg-info")) or
+                n.startswith("_cmp_launcher")]
+    shutil.copytree(ROOT, dest, ignore=ignore)
+    return dest
+
+
+def find_clang():
+    """The newest clang-NN on PATH (Debian's), else clang, else None."""
+    for v in range(25, 13, -1):
+        if shutil.which("clang-%d" % v):
+            return "clang-%d" % v
+    return shutil.which("clang")
+
+
+def run_asan(interp, timeout):
+    """The unit tests on the extension built with ASan and UBSan; a
+    sanitizer report from any process fails the stage."""
+    deadline = time.monotonic() + timeout
+    ensure_clang()
+    cc = find_clang()
+    if cc is None:
+        log("ASan+UBSan: no clang (apt-get install clang-16 "
+            "libclang-rt-16-dev)")
+        return {"ok": False, "figures": "no clang"}
+    runtime = subprocess.run([cc, "-print-file-name=libclang_rt.asan-"
+                              "x86_64.so"], stdout=subprocess.PIPE,
+                             text=True, check=True, timeout=60).stdout.strip()
+    san = Interpreter(interp.version, interp.base, False)
+    log("ASan+UBSan: building the extension for Python %s with %s "
+        "-fsanitize=%s" % (interp.version, cc, ASAN_SANITIZE))
+    _venv_of(san, os.path.join(VENVS, "asan-" + interp.version), deadline)
+    src = _copy_tree(os.path.join(VENVS, "asan-src"))
+    # -shared-libsan: the extension needs the runtime's shared library
+    # (preloaded below), as a program linked with -fsanitize would
+    build_env = ["env", "CC=" + cc, "LDFLAGS=-shared-libsan",
+                 "CMP_WERROR=1", "CMP_SANITIZE=" + ASAN_SANITIZE]
+    san.run(build_env + [san.python, "-m", "pip", "install", "-q",
+                         "--force-reinstall", "--no-deps", src],
+            check=True, timeout=_left(deadline))
+    logdir = os.path.join(RESULTS, "asan-reports")
+    if os.path.exists(logdir):
+        shutil.rmtree(logdir)
+    os.makedirs(logdir)
+    env = ["env"] + ["%s=%s" % kv for kv in
+                     sorted(sanitizer_env(runtime, logdir).items())]
+    cmd = env + [san.python, "-m", "pytest", "-q", "-rfEs", "--timeout=300",
+                 "-p", "no:cacheprovider", "--junitxml",
+                 os.path.join(RESULTS, "pytest-asan.xml"),
+                 os.path.join(ROOT, "tests")]
+    cmd += _leave_out(ASAN_DESELECT, "ASan+UBSan")
+    log("ASan+UBSan: unit tests (%s preloaded), limit %d s"
+        % (runtime, _left(deadline)))
+    output, rc = _run_until_report(san, cmd, _left(deadline), logdir)
+    reports = sanitizer_reports(logdir)
+    for name, text in reports:
+        print("\n== sanitizer report %s ==\n%s" % (name, text[:6000]))
+    ok, figures = judge_asan(rc, pytest_counts(output), reports)
+    log("ASan+UBSan: %s" % figures)
+    return {"ok": ok, "figures": figures}
+
+
+def _leave_out(tests, stage):
+    """pytest options that leave out these files and tests, each logged
+    with its reason: a file by its path, a test by its node id (which
+    pytest takes relative to the rootdir, this repository)."""
+    args = []
+    for test, why in sorted(tests.items()):
+        log("%s: not run: %s (%s)" % (stage, test, why))
+        if "::" in test:
+            args += ["--deselect", test]
+        else:
+            args += ["--ignore", os.path.join(ROOT, test)]
+    return args
+
+
+def _run_until_report(interp, cmd, timeout, logdir, grace=10):
+    """pytest_output(), but stopped `grace` seconds after the first
+    sanitizer report appears in logdir: UBSan halts the process it
+    reports in, and a test waiting for that child would otherwise wait
+    out its time limit, for a stage that has failed already."""
+    import tempfile
+    with tempfile.TemporaryFile("w+", encoding="utf-8",
+                                errors="replace") as out:
+        with subprocess.Popen(interp.cmd(cmd), cwd=RESULTS, stdout=out,
+                              stderr=subprocess.STDOUT, text=True,
+                              stdin=subprocess.DEVNULL,
+                              start_new_session=True) as proc:
+            end, stop_at, why = time.monotonic() + timeout, None, None
+            while proc.poll() is None:
+                now = time.monotonic()
+                if stop_at is None and os.listdir(logdir):
+                    stop_at = now + grace
+                if now > end or (stop_at is not None and now > stop_at):
+                    why = ("unit tests stopped after %d s" % timeout
+                           if now > end else "stopped %d s after the first "
+                           "sanitizer report" % grace)
+                    kill_group(proc)
+                    proc.wait()
+                    break
+                time.sleep(1)
+        out.seek(0)
+        output = out.read()
+    if why:
+        output += "\n%s\n" % why
+    sys.stdout.write(output)
+    return output, -1 if why else proc.returncode
+
+
+def _sid_has(program):
+    return os.path.exists(os.path.join(_sid_dir(), "usr", "bin", program))
+
+
+def run_refleak(timeout):
+    """REFLEAK_TESTS on the debug interpreter of the sid chroot, each test
+    repeated by tools/refleak.py; a test whose reference count, memory
+    blocks or descriptors grow on every measured run fails the stage."""
+    deadline = time.monotonic() + timeout
+    if not _sid_has(REFLEAK_PYTHON):
+        log("refleak: installing %s into the sid chroot" % REFLEAK_PYTHON)
+        subprocess.run(["bash", SID, "setup"], stdin=subprocess.DEVNULL,
+                       check=True, timeout=_left(deadline))
+    dbg = Interpreter("3.14-dbg", REFLEAK_PYTHON, True)
+    _venv_of(dbg, os.path.join(VENVS, "py3.14-dbg"), deadline)
+    log("refleak: installing cmultiprocessing for %s" % REFLEAK_PYTHON)
+    # Without -Werror: the debug build compiles with -Og, where gcc warns
+    # of what -O2 does not (-Wclobbered across vfork()); the ordinary
+    # builds hold the warnings to zero.
+    dbg.run([dbg.python, "-m", "pip", "install", "-q", "--force-reinstall",
+             "--no-deps", ROOT], check=True, timeout=_left(deadline))
+    out = os.path.join(RESULTS, "refleak.json")
+    if os.path.exists(out):
+        os.unlink(out)
+    # -p no:warnings: the warnings plugin keeps a record of each warning
+    # of each repetition, which would read as a leak
+    cmd = ["env", "PYTHONPATH=" + os.path.join(ROOT, "tools"), dbg.python,
+           "-m", "pytest", "-q", "-rfEs", "--timeout=300",
+           "-p", "no:cacheprovider", "-p", "no:warnings", "-p", "refleak",
+           "--refleak", REFLEAK_RUNS, "--refleak-json", out]
+    cmd += [os.path.join(ROOT, "tests", t) for t in REFLEAK_TESTS]
+    cmd += _leave_out(REFLEAK_DESELECT, "refleak")
+    log("refleak: %s, %s a test, limit %d s"
+        % (REFLEAK_PYTHON, REFLEAK_RUNS, _left(deadline)))
+    output, rc = pytest_output(dbg, cmd, _left(deadline))
+    data = load_json(out) if os.path.exists(out) else None
+    ok, figures, leaks = judge_refleak(rc, pytest_counts(output), data)
+    for line in leaks:
+        log("refleak: LEAK " + line)
+    for test, status in sorted((data or {}).get("not_checked", {}).items()):
+        log("refleak: not measured (%s in a repetition): %s" % (status, test))
+    log("refleak: %s" % figures)
+    return {"ok": ok, "figures": figures}
+
+
+def host_interpreter(interp, versions):
+    """interp, or where it is the sid chroot's, the first of versions
+    found on this machine (the sanitized build uses this machine's clang),
+    or None."""
+    if not interp.in_sid:
+        return interp
+    for version in versions:
+        base = find_host_python(version)
+        if base is not None:
+            return Interpreter(version, base, False)
+    return None
+
+
+def run_checks(stages, failures, interp, asan_timeout, refleak_timeout,
+               versions=()):
+    """The sanitized unit tests (on interp's version, or a host one) and
+    the reference leak run; a timeout of 0 leaves that stage out."""
+    checks = []
+    host = host_interpreter(interp, versions) if asan_timeout else None
+    if asan_timeout and host is None:
+        log("ASan+UBSan: no Python of %s on this machine" % (versions,))
+        stages.note("ASan+UBSan unit tests", "NOT RUN")
+        failures.append("ASan+UBSan unit tests not run: no interpreter")
+    elif asan_timeout:
+        checks.append(("ASan+UBSan unit tests, %s" % host.version,
+                       run_asan, (host, asan_timeout)))
+    if refleak_timeout:
+        checks.append(("refleak run, %s" % REFLEAK_PYTHON, run_refleak,
+                       (refleak_timeout,)))
+    for name, func, fargs in checks:
+        try:
+            result = stages.run(name, func, *fargs,
+                                judge=lambda r: r["ok"])
+            stages.annotate(result["figures"])
+            ok = result["ok"]
+        except (subprocess.CalledProcessError,
+                subprocess.TimeoutExpired) as e:
+            log("%s: %s" % (name, e))
+            ok = False
+        if not ok:
+            failures.append("%s failed" % name)
 
 
 def plan_rows(versions, methods_arg, all_methods_on):
@@ -608,7 +960,8 @@ def main(argv=None):
                    "of `suite/cf_suite.py --stdlib --json FILE` runs, and "
                    "stop")
     p.add_argument("--no-extras", action="store_true",
-                   help="no LLDB, cross-compile, wine or fuzzing stages")
+                   help="no LLDB, cross-compile, wine, fuzzing, "
+                   "sanitizer or reference-leak stages")
     p.add_argument("--lldb", choices=["auto", "yes", "no"], default="auto",
                    help="run the checks inside LLDB's embedded Python "
                    "(lldb-16 with apt, lldb-21 in the sid chroot) and in a C "
@@ -625,6 +978,20 @@ def main(argv=None):
     p.add_argument("--fuzz", type=int, default=None, metavar="SECONDS",
                    help="fuzz each target for SECONDS (tools/fuzz.sh; "
                    "installs clang with apt); default: 60 in CI, else none")
+    p.add_argument("--no-asan", action="store_true",
+                   help="no ASan+UBSan run of the unit tests (the extension "
+                   "built with -fsanitize=address,undefined, in "
+                   ".ci-venvs/asan-X.Y)")
+    p.add_argument("--asan-timeout", type=int, default=600,
+                   help="time limit of the ASan+UBSan stage, its build "
+                   "included (600)")
+    p.add_argument("--no-refleak", action="store_true",
+                   help="no reference-leak run (%s from the sid chroot, "
+                   "tools/refleak.py over the unit tests of the C-heavy "
+                   "modules)" % REFLEAK_PYTHON)
+    p.add_argument("--refleak-timeout", type=int, default=600,
+                   help="time limit of the reference-leak stage, its "
+                   "set-up included (600)")
     p.add_argument("--update-ratchet", action="store_true",
                    help="raise suite/ratchet.json to today's pass counts")
     p.add_argument("pytest_args", nargs="*")
@@ -733,6 +1100,13 @@ def main(argv=None):
             run_extras(stages, failures, interp, wanted(args.lldb),
                        wanted(args.platforms), fuzz_seconds, versions,
                        wanted(args.clients))
+            if not args.no_extras:
+                run_checks(stages, failures, interp,
+                           0 if args.no_asan else
+                           int(min(args.asan_timeout, max(120, left()))),
+                           0 if args.no_refleak else
+                           int(min(args.refleak_timeout, max(120, left()))),
+                           versions)
 
     print_suite_table(suite_rows)
     print_cf_table(cf_rows)

@@ -187,3 +187,115 @@ def test_stage_table_marks_failed_stages(ci):
     stages.run("suite, judged after", lambda: {})
     stages.fail_last()
     assert stages.rows[-1][2] == "FAILED"
+
+
+def test_stage_table_prints_a_stage_figures(ci, capsys):
+    stages = ci.Stages()
+    stages.run("ASan+UBSan unit tests, 3.12",
+               lambda: {"ok": True, "figures": "5 passed"},
+               judge=lambda r: r["ok"])
+    stages.annotate("5 passed, 0 failed")
+    stages.run("plain", lambda: None)
+    stages.print(1.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].endswith("ok  (5 passed, 0 failed)")
+    assert lines[3].rstrip().endswith("ok")
+
+
+def test_pytest_counts_from_the_closing_line(ci):
+    out = ("....s.F\n=== short test summary info ===\nFAILED t.py::x\n"
+           "1 failed, 5 passed, 1 skipped, 2 errors in 3.21s (0:00:03)\n"
+           "/usr/lib/python3.14/resource_tracker.py: There appear to be 1 "
+           "leaked semaphore objects\n")
+    assert ci.pytest_counts(out) == {"passed": 5, "failed": 1,
+                                     "skipped": 1, "errors": 2}
+    assert ci.pytest_counts("12 passed in 0.50s") == {
+        "passed": 12, "failed": 0, "skipped": 0, "errors": 0}
+    # stopped by its time limit: no closing line, nothing counted
+    assert ci.pytest_counts("t.py::x 3 passed so far\nunit tests stopped "
+                            "after 60 s\n")["passed"] == 0
+
+
+def test_sanitizer_env_and_reports(ci, tmp_path):
+    env = ci.sanitizer_env("/usr/lib/libasan.so", str(tmp_path))
+    assert env["LD_PRELOAD"] == "/usr/lib/libasan.so"
+    asan = dict(o.split("=", 1) for o in env["ASAN_OPTIONS"].split(":"))
+    ubsan = dict(o.split("=", 1) for o in env["UBSAN_OPTIONS"].split(":"))
+    assert asan["detect_leaks"] == "0"
+    assert asan["log_path"] == str(tmp_path / "asan")
+    assert ubsan["halt_on_error"] == "1" and ubsan["print_stacktrace"] == "1"
+    assert ubsan["log_path"] == str(tmp_path / "ubsan")
+    assert env["PYTHONMALLOC"] == "malloc"
+    assert ci.sanitizer_reports(str(tmp_path)) == []
+    assert ci.sanitizer_reports(str(tmp_path / "absent")) == []
+    (tmp_path / "asan.1234").write_text("ERROR: AddressSanitizer: boom\n")
+    assert ci.sanitizer_reports(str(tmp_path)) == [
+        ("asan.1234", "ERROR: AddressSanitizer: boom\n")]
+
+
+def test_asan_judgement(ci):
+    clean = {"passed": 790, "failed": 0, "skipped": 30, "errors": 0}
+    ok, figures = ci.judge_asan(0, clean, [])
+    assert ok and figures == ("790 passed, 0 failed, 30 skipped, "
+                              "0 sanitizer reports")
+    # a report fails the stage even when every test passed (a child's)
+    assert not ci.judge_asan(0, clean, [("ubsan.77", "runtime error")])[0]
+    assert not ci.judge_asan(1, dict(clean, failed=1), [])[0]
+    assert not ci.judge_asan(-1, dict(clean, passed=0), [])[0]   # timed out
+    assert "2 failed" in ci.judge_asan(1, dict(clean, errors=2), [])[1]
+
+
+def test_refleak_judgement(ci):
+    counts = {"passed": 40, "failed": 0, "skipped": 2, "errors": 0}
+    clean = {"checked": 40, "leaks": {}, "not_checked": {}}
+    assert ci.judge_refleak(0, counts, clean) == (
+        True, "40 tests checked, 0 leaks, 0 failed", [])
+    leaky = dict(clean, leaks={"tests/test_q.py::test_get": {
+        "refs": [5, 5, 6], "blocks": [2, 1, 1]}})
+    ok, figures, leaks = ci.judge_refleak(1, counts, leaky)
+    assert not ok and figures == "40 tests checked, 1 leaks, 0 failed"
+    assert leaks == ["tests/test_q.py::test_get: blocks grew by [2, 1, 1], "
+                     "refs grew by [5, 5, 6]"]
+    assert not ci.judge_refleak(0, counts, None)[0]          # no result
+    assert not ci.judge_refleak(1, dict(counts, failed=1), clean)[0]
+    assert not ci.judge_refleak(0, counts, dict(clean, checked=0))[0]
+
+
+def test_left_out_tests_become_pytest_options(ci, capsys):
+    args = ci._leave_out({"tests/test_build.py": "packaging",
+                          "tests/test_pool.py::test_x[a b]": "segfaults"},
+                         "ASan+UBSan")
+    # a file by its path, a test by its node id (relative to the rootdir)
+    assert args == ["--ignore", os.path.join(ci.ROOT, "tests",
+                                             "test_build.py"),
+                    "--deselect", "tests/test_pool.py::test_x[a b]"]
+    out = capsys.readouterr().out
+    assert "not run: tests/test_build.py (packaging)" in out
+    assert "not run: tests/test_pool.py::test_x[a b] (segfaults)" in out
+    # every test left out says why
+    for table in (ci.ASAN_DESELECT, ci.REFLEAK_DESELECT):
+        assert all(why.strip() for why in table.values())
+
+
+@pytest.fixture(scope="module")
+def refleak():
+    spec = importlib.util.spec_from_file_location(
+        "_cmp_refleak", os.path.join(os.path.dirname(_SUITE), "tools",
+                                     "refleak.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_refleak_rule_is_cpythons(refleak):
+    # CPython's examples (Lib/test/libregrtest/refleak.py): leaks...
+    assert refleak.leaking([5, 5, 6]) and refleak.leaking([10, 1, 1])
+    # ... and noise
+    for noise in ([3, 0, 0], [0, 1, 0], [8, -8, 1], [0, 0, 0], []):
+        assert not refleak.leaking(noise)
+    assert refleak.verdict({"refs": [1, 1, 1], "blocks": [0, 2, 2],
+                            "fds": [1, 1, 1]}) == ["refs", "fds"]
+    assert refleak.parse_spec("3:3") == (3, 3)
+    assert refleak.parse_spec("2:4") == (2, 4)
+    with pytest.raises(ValueError):
+        refleak.parse_spec("0:3")
