@@ -296,9 +296,12 @@ cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
     if (blocking) {
         got = robust_take(self, has_timeout, seconds, &w);
     }
-    else if (cmp_monotonic() >= self->next_look) {
-        got = holder_gone_claimed(&w);
-        self->next_look = cmp_monotonic() + LOOK_INTERVAL;
+    else {
+        double now = cmp_monotonic();
+        if (now >= self->next_look) {
+            got = holder_gone_claimed(&w);
+            self->next_look = now + LOOK_INTERVAL;
+        }
     }
     if (got == 1 && w.claimed && warn_taken_over(self, &w) < 0) {
         return -1;
