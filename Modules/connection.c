@@ -47,7 +47,7 @@ static cmp_wire
 conn_wire(ConnObject *self)
 {
     cmp_wire w = {self->fd, self->kind, &self->spin, &self->waited,
-                  NULL,     NULL,       NULL};
+                  NULL,     NULL,       NULL,        NULL};
     return w;
 }
 

@@ -98,6 +98,58 @@ wire_settle(int err, int again)
     return 0;
 }
 
+/* ---- a queue's shared end: its ring, or its pipe ----------------------- */
+
+static int
+shared_readv(const cmp_wire *w, const cmp_iobuf *slots, int count, size_t *got)
+{
+    if (w->ring != NULL) {
+        int err = cmp_ring_readv(w->ring, slots, count, got);
+        if (err != CMP_BUSY || cmp_ring_on(w->ring)) {
+            return err;
+        }
+        /* the ring is empty and left: the pipe follows */
+    }
+    return cmp_io_shared_readv(w->fd, slots, count, got);
+}
+
+int
+cmp_wire_shared_writev(const cmp_wire *w, const cmp_iobuf *pieces, int count,
+                       int nowait, size_t *sent)
+{
+    if (w->ring == NULL || !cmp_ring_writes_here(w->ring)) {
+        return cmp_io_shared_writev(w->fd, pieces, count, nowait, sent);
+    }
+    int err = cmp_ring_writev(w->ring, pieces, count, sent);
+    while (err == CMP_BUSY && !nowait) {
+        int ready = 0;
+        err = cmp_ring_wait(w->ring, 1, CMP_WAIT_SLICE, &ready);
+        if (err == 0) {
+            if (!cmp_ring_writes_here(w->ring)) {
+                return cmp_io_shared_writev(w->fd, pieces, count, 0, sent);
+            }
+            err = cmp_ring_writev(w->ring, pieces, count, sent);
+        }
+    }
+    return err;
+}
+
+static int
+shared_wait(const cmp_wire *w, int for_write, double seconds, int *ready)
+{
+    if (w->ring != NULL) {
+        int here = for_write
+                       ? cmp_ring_writes_here(w->ring)
+                       : cmp_ring_on(w->ring) || cmp_ring_used(w->ring) > 0;
+        if (here) {
+            /* (ready when the ring leaves meanwhile: the caller looks
+               again, at the pipe) */
+            return cmp_ring_wait(w->ring, for_write, seconds, ready);
+        }
+    }
+    return cmp_io_shared_wait(w->fd, for_write, seconds, ready);
+}
+
 /* ---- reading ------------------------------------------------------------ */
 
 /* Is the handle readable within `timeout` seconds?  GIL not needed. */
@@ -105,7 +157,7 @@ static int
 wire_wait_readable(const cmp_wire *w, double timeout, int *ready)
 {
     if (w->kind == CMP_WIRE_SHARED) {
-        return cmp_io_shared_wait(w->fd, 0, timeout, ready);
+        return shared_wait(w, 0, timeout, ready);
     }
     return cmp_io_wait_readable(w->fd, timeout, ready);
 }
@@ -124,7 +176,7 @@ wire_read_nowait(const cmp_wire *w, cmp_iobuf *slots, int count, size_t *got)
 {
     *got = 0;
     if (w->kind == CMP_WIRE_SHARED) {
-        return cmp_io_shared_readv(w->fd, slots, count, got);
+        return shared_readv(w, slots, count, got);
     }
     void *buf = (void *)slots[0].base;
     size_t len = slots[0].len;
@@ -271,8 +323,7 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
         if (err == 0 && ready) {
             if (shared) {
                 size_t got = 0;
-                err = cmp_io_shared_readv(w->fd, slots + first, count - first,
-                                          &got);
+                err = shared_readv(w, slots + first, count - first, &got);
                 if (err == 0 && got == 0) {
                     eof = 1;
                 }
@@ -347,8 +398,8 @@ wire_write_blocking(const cmp_wire *w, cmp_iobuf *pieces, int count,
     while (*first < count) {
         size_t n = 0;
         if (w->kind == CMP_WIRE_SHARED) {
-            err = cmp_io_shared_writev(w->fd, pieces + *first, count - *first,
-                                       0, &n);
+            err = cmp_wire_shared_writev(w, pieces + *first, count - *first, 0,
+                                         &n);
         }
         else {
             err = cmp_io_writev(w->fd, w->kind, pieces + *first,
@@ -373,8 +424,8 @@ wire_write_shared(cmp_wire *w, cmp_iobuf *pieces, int count, int first)
 {
     while (first < count) {
         size_t n = 0;
-        int err = cmp_io_shared_writev(w->fd, pieces + first, count - first, 1,
-                                       &n);
+        int err = cmp_wire_shared_writev(w, pieces + first, count - first, 1,
+                                         &n);
         if (err == 0) {
             cmp_iobuf_advance(pieces, count, &first, n);
             continue;
@@ -382,7 +433,7 @@ wire_write_shared(cmp_wire *w, cmp_iobuf *pieces, int count, int first)
         if (err == CMP_BUSY) {
             int ready = 0;
             Py_BEGIN_ALLOW_THREADS
-            err = cmp_io_shared_wait(w->fd, 1, CMP_WAIT_SLICE, &ready);
+            err = shared_wait(w, 1, CMP_WAIT_SLICE, &ready);
             Py_END_ALLOW_THREADS
             if (err == 0 && ready) {
                 continue;

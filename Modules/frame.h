@@ -21,6 +21,7 @@
 
 #include "cmp.h"
 #include "spin.h"
+#include "ring.h"
 
 /* ---- the header --------------------------------------------------------- */
 
@@ -63,6 +64,8 @@ struct cmp_wire {
                           memory: each read takes what it got off */
     cmp_wire_stalled stalled;
     void *stalled_ctx;
+    cmp_ring *ring; /* the queue's shared-memory ring (ring.h), or NULL:
+                       transfers go through it while its rule says so */
 };
 
 /* Flags of cmp_wire_read. */
@@ -96,6 +99,12 @@ int cmp_wire_write_all(cmp_wire *w, cmp_iobuf *pieces, int count);
    code; *sent = bytes written either way. */
 int cmp_wire_write_all_nogil(cmp_wire *w, cmp_iobuf *pieces, int count,
                              size_t *sent);
+
+/* One transfer of a queue's shared end that cannot block (the ring's or
+   the pipe's, by the ring's rule: platform io.h's cmp_io_shared_writev
+   for the arguments and results). */
+int cmp_wire_shared_writev(const cmp_wire *w, const cmp_iobuf *pieces,
+                           int count, int nowait, size_t *sent);
 
 /* Wait until the handle is readable (or at end of file) or the deadline
    passes: one look with the GIL held, then sliced waits (wait.h).

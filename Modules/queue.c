@@ -24,6 +24,44 @@ static size_t pipe_growth_held = 0;
 
 static void raise_queue_exception(cmp_state *st, int full);
 
+/* ---- the shared-memory ring ---- */
+
+int
+qring_attach(qring *r, PyObject *block)
+{
+    qring_release(r);
+    if (block == Py_None) {
+        return 0;
+    }
+    if (PyObject_GetBuffer(block, &r->view, PyBUF_WRITABLE) < 0) {
+        return -1;
+    }
+    if (cmp_ring_attach(&r->ring, r->view.buf, (size_t)r->view.len) < 0) {
+        PyBuffer_Release(&r->view);
+        return -1;
+    }
+    r->attached = 1;
+    return 0;
+}
+
+void
+qring_release(qring *r)
+{
+    if (r->attached) {
+        r->attached = 0;
+        PyBuffer_Release(&r->view);
+    }
+}
+
+/* A wire for the queue's writing end h. */
+static cmp_wire
+writer_wire(QueueObject *q, cmp_handle_t h)
+{
+    cmp_wire w = {h,    CMP_WIRE_SHARED,   NULL, NULL, NULL, NULL,
+                  NULL, qring_get(&q->shm)};
+    return w;
+}
+
 static PyObject *
 queue_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 {
@@ -73,6 +111,7 @@ queue_clear(PyObject *op)
     Py_CLEAR(q->dumps);
     Py_CLEAR(q->loads);
     Py_CLEAR(q->kept);
+    qring_release(&q->shm);
     if (q->pipe_growth > 0) {
         cmp_process_lock();
         pipe_growth_held -= q->pipe_growth < pipe_growth_held
@@ -164,7 +203,8 @@ static void
 grow_pipe_for(QueueObject *q, const qframe *f)
 {
     FeedObject *fd = q->feed;
-    if (q->pipe_grown || qframe_total(f) < QUEUE_GROW_AT) {
+    if (q->pipe_grown || qframe_total(f) < QUEUE_GROW_AT ||
+        (q->shm.attached && cmp_ring_on(&q->shm.ring))) {
         return;
     }
     q->pipe_grown = 1;
@@ -243,7 +283,8 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
                 if (qframe_total(f) > QUEUE_ATOMIC_WRITE) {
                     qrobust_write_mark(fd->wrec);
                 }
-                int err = cmp_io_shared_writev(h, pieces, np, 1, &done);
+                cmp_wire w = writer_wire(q, h);
+                int err = cmp_wire_shared_writev(&w, pieces, np, 1, &done);
                 if (err == 0 && (Py_ssize_t)done == qframe_total(f)) {
                     qrobust_write_end(fd->wrec);
                 }
@@ -398,6 +439,7 @@ reader_wire(QueueObject *q, cmp_wire *w)
     w->left = q->rrec != NULL ? &q->rrec->state : NULL;
     w->stalled = q->wrec != NULL ? qrobust_stalled : NULL;
     w->stalled_ctx = q;
+    w->ring = qring_get(&q->shm);
     return queue_conn_handle(q->r_fileno, &w->fd);
 }
 
@@ -426,6 +468,54 @@ finish_get(QueueObject *q, PyObject *obj, PyObject *payload)
     return obj;
 }
 
+/* The start of get(block, timeout): the reader lock taken and, where a
+   timeout applies, a message there to read.  0 (the lock held), or -1
+   with an exception set (queue.Empty when nothing came in time). */
+static int
+get_begin(QueueObject *q, PyObject *block_obj, PyObject *timeout)
+{
+    if (q->closed) {
+        closed_error(q);
+        return -1;
+    }
+    if (queue_ready(q) < 0) {
+        return -1;
+    }
+    int block = 1;
+    if (cmp_arg_bool(block_obj, 1, &block) < 0) {
+        return -1;
+    }
+    if (timeout == NULL) {
+        timeout = Py_None;
+    }
+    if (block && timeout == Py_None) {
+        return queue_call_acquire(q->rl_acquire, 1, NULL) < 0 ? -1 : 0;
+    }
+    cmp_deadline deadline = cmp_deadline_in(1, 0.0);
+    if (block && cmp_deadline_parse(timeout, &deadline) < 0) {
+        return -1;
+    }
+    int got = queue_call_acquire(q->rl_acquire, block, block ? timeout : NULL);
+    if (got <= 0) {
+        if (got == 0) {
+            raise_queue_exception(q->st, 0);
+        }
+        return -1;
+    }
+    cmp_wire w;
+    int ready = (reader_wire(q, &w) < 0 || qrobust_read_resume(q, &w) < 0)
+                    ? -1
+                    : cmp_wire_poll(&w, &deadline);
+    if (ready <= 0) {
+        if (ready == 0) {
+            raise_queue_exception(q->st, 0);
+        }
+        queue_release_keeping_error(q->rl_release);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 queue_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
           PyObject *kwnames)
@@ -434,51 +524,11 @@ queue_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     static const cmp_argspec spec = CMP_ARGSPEC("get", names, 0);
     QueueObject *q = (QueueObject *)op;
     PyObject *a[2];
-    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        get_begin(q, a[0], a[1]) < 0) {
         return NULL;
     }
-    if (q->closed) {
-        return closed_error(q);
-    }
-    if (queue_ready(q) < 0) {
-        return NULL;
-    }
-    int block = 1;
-    if (cmp_arg_bool(a[0], 1, &block) < 0) {
-        return NULL;
-    }
-    PyObject *timeout = a[1] != NULL ? a[1] : Py_None;
     PyObject *obj, *payload;
-    if (block && timeout == Py_None) {
-        if (queue_call_acquire(q->rl_acquire, 1, NULL) < 0) {
-            return NULL;
-        }
-    }
-    else {
-        cmp_deadline deadline = cmp_deadline_in(1, 0.0);
-        if (block && cmp_deadline_parse(timeout, &deadline) < 0) {
-            return NULL;
-        }
-        int got = queue_call_acquire(q->rl_acquire, block,
-                                     block ? timeout : NULL);
-        if (got <= 0) {
-            if (got == 0) {
-                raise_queue_exception(q->st, 0);
-            }
-            return NULL;
-        }
-        cmp_wire w;
-        int ready = (reader_wire(q, &w) < 0 || qrobust_read_resume(q, &w) < 0)
-                        ? -1
-                        : cmp_wire_poll(&w, &deadline);
-        if (ready <= 0) {
-            if (ready == 0) {
-                raise_queue_exception(q->st, 0);
-            }
-            queue_release_keeping_error(q->rl_release);
-            return NULL;
-        }
-    }
     if (receive_locked(q, &obj, &payload) < 0) {
         queue_release_keeping_error(q->rl_release);
         return NULL;
@@ -492,17 +542,323 @@ queue_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     return finish_get(q, obj, payload);
 }
 
+/* Is another message there now (the reader lock held)?  1, 0 or -1. */
+static int
+more_now(QueueObject *q)
+{
+    cmp_wire w;
+    if (reader_wire(q, &w) < 0) {
+        return -1;
+    }
+    w.stalled = NULL;
+    cmp_deadline now = cmp_deadline_in(1, 0.0);
+    return cmp_wire_poll(&w, &now);
+}
+
+/* get_many(block=True, timeout=None, max_messages_to_get=None): faster-
+   fifo's batched get.  Waits for the first message as get() does, then
+   takes every further one that is there already (up to the maximum)
+   under the same hold of the reader lock.  Returns a list. */
+static PyObject *
+queue_get_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
+{
+    static const char *const names[] = {"block", "timeout",
+                                        "max_messages_to_get"};
+    static const cmp_argspec spec = CMP_ARGSPEC("get_many", names, 0);
+    QueueObject *q = (QueueObject *)op;
+    PyObject *a[3];
+    Py_ssize_t most;
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        cmp_arg_opt_ssize(a[2], PY_SSIZE_T_MAX, &most) < 0) {
+        return NULL;
+    }
+    if (most < 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "max_messages_to_get must be at least 1");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    PyObject *pickled = PyList_New(0); /* indexes still to unpickle */
+    if (out == NULL || pickled == NULL || get_begin(q, a[0], a[1]) < 0) {
+        goto fail;
+    }
+    int rc = 0;
+    while (PyList_GET_SIZE(out) < most) {
+        PyObject *obj, *payload;
+        if (PyList_GET_SIZE(out) > 0) {
+            rc = more_now(q);
+            if (rc <= 0) {
+                break;
+            }
+        }
+        rc = receive_locked(q, &obj, &payload);
+        if (rc < 0) {
+            break;
+        }
+        if (payload != NULL) {
+            PyObject *at = PyLong_FromSsize_t(PyList_GET_SIZE(out));
+            rc = at == NULL ? -1 : PyList_Append(pickled, at);
+            Py_XDECREF(at);
+            obj = payload;
+        }
+        if (rc == 0) {
+            rc = PyList_Append(out, obj);
+        }
+        Py_DECREF(obj);
+        if (rc < 0) {
+            break;
+        }
+    }
+    /* messages already taken are returned even when a later read failed;
+       the failure is raised when nothing was taken */
+    if (rc < 0 && PyList_GET_SIZE(out) > 0) {
+        PyErr_Clear();
+        rc = 0;
+    }
+    if (rc < 0) {
+        queue_release_keeping_error(q->rl_release);
+        goto fail;
+    }
+    if (queue_call_release(q->rl_release) < 0) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; q->sem_release != NULL && i < PyList_GET_SIZE(out);
+         i++) {
+        if (queue_call_release(q->sem_release) < 0) {
+            goto fail;
+        }
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(pickled); k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(pickled, k));
+        PyObject *obj = PyObject_CallOneArg(q->loads, PyList_GET_ITEM(out, i));
+        if (obj == NULL) {
+            goto fail;
+        }
+        PyList_SetItem(out, i, obj);
+    }
+    Py_DECREF(pickled);
+    return out;
+
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(pickled);
+    return NULL;
+}
+
+/* put_many(iterable, block=True, timeout=None): faster-fifo's batched
+   put.  Takes room for every object (queue.Full when it does not come in
+   time, and then none is put), encodes them all, and sends the frames as
+   one write under one hold of the writer lock. */
+static PyObject *
+queue_put_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
+{
+    static const char *const names[] = {"iterable", "block", "timeout"};
+    static const cmp_argspec spec = CMP_ARGSPEC("put_many", names, 1);
+    QueueObject *q = (QueueObject *)op;
+    PyObject *a[3];
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        queue_ready(q) < 0) {
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(a[0], "put_many() expects an iterable");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *block_obj = a[1] != NULL ? a[1] : Py_True;
+    PyObject *timeout = a[2] != NULL ? a[2] : Py_None;
+    PyObject *res = NULL;
+    qframe *frames = PyMem_Calloc(n > 0 ? (size_t)n : 1, sizeof(qframe));
+    Py_ssize_t done = 0, encoded = 0, bytes = 0;
+    if (frames == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    /* the room first, for all of them, as n puts would take it; all or
+       nothing: when room for one does not come, none is put */
+    for (; done < n; done++) {
+        if (reserve_room(q, block_obj, timeout) < 0) {
+            for (Py_ssize_t i = 0; q->sem_release != NULL && i < done; i++) {
+                if (frames[i].ndata >= 0) {
+                    queue_release_keeping_error(q->sem_release);
+                }
+            }
+            goto out;
+        }
+        if (qframe_encode(q->st, q->kept, q->dumps,
+                          PySequence_Fast_GET_ITEM(seq, done),
+                          &frames[done]) < 0) {
+            /* as put(): the object is reported and dropped, the rest go */
+            PyObject *r = report_send_error(
+                q, PySequence_Fast_GET_ITEM(seq, done));
+            if (r == NULL) {
+                for (Py_ssize_t i = 0; q->sem_release != NULL && i < done;
+                     i++) {
+                    if (frames[i].ndata >= 0) {
+                        queue_release_keeping_error(q->sem_release);
+                    }
+                }
+                goto out;
+            }
+            Py_DECREF(r);
+            frames[done].ndata = -1; /* dropped */
+            continue;
+        }
+        bytes += qframe_total(&frames[done]);
+    }
+    /* one frame of all the frames: the pieces copied together */
+    PyObject *all = PyBytes_FromStringAndSize(NULL, bytes);
+    if (all == NULL) {
+        goto out;
+    }
+    char *at = PyBytes_AS_STRING(all);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (frames[i].ndata < 0) {
+            continue;
+        }
+        cmp_iobuf pieces[3];
+        unsigned char scratch[29];
+        int np = qframe_pieces(&frames[i], pieces, scratch);
+        for (int k = 0; k < np; k++) {
+            memcpy(at, pieces[k].base, pieces[k].len);
+            at += pieces[k].len;
+        }
+        qframe_clear(&frames[i]);
+        encoded++;
+    }
+    if (encoded == 0) {
+        Py_DECREF(all);
+        res = Py_NewRef(Py_None);
+        goto out;
+    }
+    qframe batch;
+    memset(&batch, 0, sizeof(batch));
+    batch.data = PyBytes_AS_STRING(all);
+    batch.ndata = bytes;
+    batch.owner = all;
+    /* the size semaphore's units are the caller's now: send_frame gives
+       back one on failure, put_many the others */
+    res = send_frame(q, seq, &batch);
+    if (res == NULL && q->sem_release != NULL) {
+        for (Py_ssize_t i = 1; i < encoded; i++) {
+            queue_release_keeping_error(q->sem_release);
+        }
+    }
+out:
+    if (frames != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (frames[i].ndata >= 0) {
+                qframe_clear(&frames[i]);
+            }
+        }
+        PyMem_Free(frames);
+    }
+    Py_DECREF(seq);
+    return res;
+}
+
+/* _poll(timeout=0.0): whether a message is there to read (the ring's or
+   the pipe's), waiting at most timeout seconds (None: no limit). */
+static PyObject *
+queue_poll(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
+           PyObject *kwnames)
+{
+    static const char *const names[] = {"timeout"};
+    static const cmp_argspec spec = CMP_ARGSPEC("_poll", names, 0);
+    QueueObject *q = (QueueObject *)op;
+    PyObject *a[1];
+    cmp_deadline deadline = cmp_deadline_in(1, 0.0);
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        queue_ready(q) < 0 ||
+        (a[0] != NULL && cmp_deadline_parse(a[0], &deadline) < 0)) {
+        return NULL;
+    }
+    cmp_wire w;
+    if (reader_wire(q, &w) < 0) {
+        return NULL;
+    }
+    w.stalled = NULL;
+    int r = cmp_wire_poll(&w, &deadline);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+/* _ring_leave(): leave the ring for the pipe (ring.h, "Pipe mode").
+   Returns the bytes still in the ring, to be moved (_ring_move). */
+static PyObject *
+queue_ring_leave(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    QueueObject *q = (QueueObject *)op;
+    if (!q->shm.attached) {
+        return PyLong_FromLong(0);
+    }
+    if (cmp_ring_on(&q->shm.ring)) {
+        cmp_ring_leave(&q->shm.ring);
+    }
+    return PyLong_FromUnsignedLongLong(cmp_ring_used(&q->shm.ring));
+}
+
+#define RING_MOVE_CHUNK ((size_t)64 << 10)
+
+/* _ring_move(): with the reader lock held, move what the pipe takes now
+   of the ring's bytes into the pipe; returns the bytes left in the ring.
+   When no process reads the pipe any more (EPIPE), the ring's bytes are
+   dropped, as a pipe's would be. */
+static PyObject *
+queue_ring_move(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    QueueObject *q = (QueueObject *)op;
+    if (!q->shm.attached || queue_ready(q) < 0) {
+        return q->shm.attached ? NULL : PyLong_FromLong(0);
+    }
+    cmp_handle_t h;
+    if (queue_conn_handle(q->feed->w_fileno, &h) < 0) {
+        return NULL;
+    }
+    cmp_ring *r = &q->shm.ring;
+    unsigned char *buf = PyMem_Malloc(RING_MOVE_CHUNK);
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    int err = 0;
+    for (;;) {
+        size_t n = cmp_ring_peek(r, buf, RING_MOVE_CHUNK);
+        if (n == 0) {
+            break;
+        }
+        cmp_iobuf piece = {buf, n};
+        size_t sent = 0;
+        err = cmp_io_shared_writev(h, &piece, 1, 1, &sent);
+        if (err == EPIPE) {
+            cmp_ring_consume(r, (size_t)cmp_ring_used(r));
+            err = 0;
+            break;
+        }
+        if (err != 0) {
+            break;
+        }
+        cmp_ring_consume(r, sent);
+    }
+    PyMem_Free(buf);
+    if (err != 0 && err != CMP_BUSY && err != CMP_INTR) {
+        cmp_raise_oserror(err);
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(cmp_ring_used(r));
+}
+
 /* ---- SimpleQueue ---- */
 
 /* Write the whole frame, waiting as long as it takes (the caller holds
    the writer lock).  The first attempt keeps the GIL. */
 static int
-write_all(cmp_handle_t h, qframe *f)
+write_all(QueueObject *q, cmp_handle_t h, qframe *f)
 {
     cmp_iobuf pieces[3];
     unsigned char scratch[29];
     int np = qframe_pieces(f, pieces, scratch);
-    cmp_wire w = {h, CMP_WIRE_SHARED, NULL, NULL, NULL, NULL, NULL};
+    cmp_wire w = writer_wire(q, h);
     return cmp_wire_write_all(&w, pieces, np);
 }
 
@@ -533,7 +889,7 @@ simple_put(PyObject *op, PyObject *obj)
         if (qframe_total(&f) > QUEUE_ATOMIC_WRITE) {
             qrobust_write_mark(fd->wrec);
         }
-        rc = write_all(h, &f);
+        rc = write_all(q, h, &f);
         if (rc == 0) {
             qrobust_write_end(fd->wrec);
         }
@@ -609,13 +965,13 @@ static PyObject *
 queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
            PyObject *kwnames)
 {
-    static const char *const names[] = {"reader", "writer", "rlock",
-                                        "wlock",  "sem",    "dumps",
-                                        "loads",  "pickler"};
+    static const char *const names[] = {"reader", "writer",  "rlock",
+                                        "wlock",  "sem",     "dumps",
+                                        "loads",  "pickler", "ring"};
     static const cmp_argspec spec = CMP_ARGSPEC("_bind", names, 7);
-    enum { READER, WRITER, RLOCK, WLOCK, SEM, DUMPS, LOADS, PICKLER };
+    enum { READER, WRITER, RLOCK, WLOCK, SEM, DUMPS, LOADS, PICKLER, RING };
     QueueObject *q = (QueueObject *)op;
-    PyObject *a[8];
+    PyObject *a[9];
     if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
@@ -647,8 +1003,10 @@ queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     fd->writer = Py_NewRef(a[WRITER]);
     fd->w_fileno = PyObject_GetAttrString(a[WRITER], "fileno");
     r_fileno = PyObject_GetAttrString(a[READER], "fileno");
+    PyObject *ring = a[RING] != NULL ? a[RING] : Py_None;
     if (fd->w_fileno == NULL || r_fileno == NULL ||
-        cmp_pickler_make(q->st, pickler_cls, &kept) < 0) {
+        cmp_pickler_make(q->st, pickler_cls, &kept) < 0 ||
+        qring_attach(&fd->shm, ring) < 0 || qring_attach(&q->shm, ring) < 0) {
         goto error;
     }
     /* robust pipe locks (queue_robust.c): both or neither */
@@ -742,14 +1100,36 @@ static PyMethodDef queue_methods[] = {
      "_simple_put($self, obj, /)\n--\n\n"
      "SimpleQueue.put: encode, then write the whole frame under the "
      "writer lock."},
+    {"get_many", (PyCFunction)(void (*)(void))queue_get_many,
+     METH_FASTCALL | METH_KEYWORDS,
+     "get_many(block=True, timeout=None, max_messages_to_get=None)\n--\n\n"
+     "Remove and return a list of the items there: at least one (waiting "
+     "as get() does), at most max_messages_to_get (faster-fifo's API)."},
+    {"put_many", (PyCFunction)(void (*)(void))queue_put_many,
+     METH_FASTCALL | METH_KEYWORDS,
+     "put_many(iterable, block=True, timeout=None)\n--\n\n"
+     "Put every item of iterable, in order, as one write (faster-fifo's "
+     "API); queue.Full when room for all did not come in time."},
+    {"_poll", (PyCFunction)(void (*)(void))queue_poll,
+     METH_FASTCALL | METH_KEYWORDS,
+     "_poll(timeout=0.0)\n--\n\n"
+     "Whether a message is there to read, waiting at most timeout."},
+    {"_ring_leave", queue_ring_leave, METH_NOARGS,
+     "_ring_leave($self, /)\n--\n\n"
+     "Leave the shared-memory ring for the pipe; the bytes left in it."},
+    {"_ring_move", queue_ring_move, METH_NOARGS,
+     "_ring_move($self, /)\n--\n\n"
+     "With the reader lock held: move the ring's bytes into the pipe, as "
+     "far as it takes them now; the bytes left in the ring."},
     {"_simple_get", simple_get, METH_NOARGS,
      "SimpleQueue.get: read one frame under the reader lock."},
     {"_bind", (PyCFunction)(void (*)(void))queue_bind,
      METH_FASTCALL | METH_KEYWORDS,
-     "_bind(reader, writer, rlock, wlock, sem, dumps, loads, pickler=None)"
-     "\n--\n\n(Re)connect to the pipe ends, locks and pickler.  pickler: "
-     "a class whose instances may be kept and reused in place of dumps() "
-     "(ForkingPickler), or None."},
+     "_bind(reader, writer, rlock, wlock, sem, dumps, loads, pickler=None, "
+     "ring=None)\n--\n\n(Re)connect to the pipe ends, locks and pickler.  "
+     "pickler: a class whose instances may be kept and reused in place of "
+     "dumps() (ForkingPickler), or None; ring: a block of shared memory "
+     "holding the queue's ring (ring.h), or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -830,5 +1210,8 @@ cmp_queue_exec(PyObject *module)
     if (PyModule_AddObjectRef(module, "QueueBase", st->Queue_type) < 0) {
         return -1;
     }
-    return 0;
+    /* the bytes of a queue's ring, or 0 where queues keep to pipes */
+    return PyModule_AddIntConstant(
+        module, "QUEUE_RING_BYTES",
+        cmp_addr_wait_available() ? (long)CMP_RING_BYTES : 0);
 }

@@ -22,6 +22,24 @@
 #include "frame.h"
 #include "robust.h"
 
+/* A queue's ring (ring.h) as a process holds it: the mapping stays
+   valid while `view` is held (the heap block's buffer). */
+typedef struct {
+    cmp_ring ring;
+    Py_buffer view;
+    int attached;
+} qring;
+
+/* Attach to the ring in block (an object with a writable buffer), or to
+   none when block is None.  0 or -1. */
+int qring_attach(qring *r, PyObject *block);
+void qring_release(qring *r);
+static inline cmp_ring *
+qring_get(qring *r)
+{
+    return r->attached ? &r->ring : NULL;
+}
+
 /* Frames no longer than this are written by one system call or not at
    all (the POSIX minimum of PIPE_BUF). */
 #define QUEUE_ATOMIC_WRITE 512
@@ -119,6 +137,7 @@ typedef struct {
     unsigned char *stage; /* FEED_STAGE_BYTES for one write, or NULL */
     int sleeping, wake_posted, stop, started, writing;
     int used; /* put() was called with this feed */
+    qring shm; /* the queue's shared-memory ring, for the feeder */
 } FeedObject;
 
 /* Call a bound acquire(block[, timeout]); 1 acquired, 0 not, -1 error. */
@@ -155,6 +174,7 @@ typedef struct {
     int pipe_grown; /* this process asked for the larger pipe buffer */
     size_t pipe_growth; /* what it counts against pipe_growth_held */
     cmp_spin spin; /* before sleeping for the next message (spin.h) */
+    qring shm; /* the shared-memory ring (ring.h), when attached */
 } QueueObject;
 
 /* ---- queue_robust.c ---- */

@@ -200,6 +200,7 @@ feed_dealloc(PyObject *op)
     (void)feed_clear(op);
     PyMem_Free(fd->ring);
     PyMem_Free(fd->stage);
+    qring_release(&fd->shm);
     if (fd->wake != NULL) {
         PyThread_free_lock(fd->wake);
     }
@@ -355,7 +356,8 @@ feed_write_batch(FeedObject *fd)
     }
     size_t total = 0;
     int err = 0;
-    cmp_wire w = {h, CMP_WIRE_SHARED, NULL, NULL, NULL, NULL, NULL};
+    cmp_wire w = {h,    CMP_WIRE_SHARED,    NULL, NULL, NULL, NULL,
+                  NULL, qring_get(&fd->shm)};
     fd->writing = 1;
     if (bytes > QUEUE_ATOMIC_WRITE) {
         qrobust_write_mark(fd->wrec);

@@ -572,7 +572,10 @@ def _may_grow(want):
 
 
 @pytest.mark.parametrize("kind", ["Queue", "SimpleQueue"])
-def test_long_message_grows_the_pipe_small_ones_do_not(kind):
+def test_long_message_grows_the_pipe_small_ones_do_not(kind, monkeypatch):
+    # the pipe transport (queues without a ring: macOS, Windows, or
+    # CMP_QUEUE_RING=0; a ring's queue never grows its pipe)
+    monkeypatch.setenv("CMP_QUEUE_RING", "0")
     import gc
     gc.collect()        # queues of earlier tests give back their budget
     want = min(1 << 20, _pipe_max())
@@ -923,7 +926,7 @@ def test_pipes_grown_within_a_budget(tmp_path):
         pytest.skip("pipes cannot grow to 1 MiB here")
     script = tmp_path / "budget.py"
     script.write_text(_BUDGET_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    env = dict(os.environ, CMP_QUEUE_RING="0", PYTHONPATH=os.pathsep.join(
         p for p in sys.path if p))
     proc = subprocess.run([sys.executable, str(script)], env=env,
                           timeout=LONG, capture_output=True, text=True)

@@ -24,6 +24,7 @@ import errno
 import os
 import sys
 import threading
+import time
 import types
 import weakref
 
@@ -46,8 +47,107 @@ _QueueBase = _cmultiprocessing.QueueBase
 # interleave.
 
 # What Queue.__getstate__ sends to a spawned child, in this order.
-_QUEUE_STATE = ('_ignore_epipe', '_maxsize', '_reader', '_writer',
-                '_rlock', '_wlock', '_sem', '_opid')
+_QUEUE_STATE = ('_ignore_epipe', '_maxsize', '_pipe_r', '_pipe_w',
+                '_rlock', '_wlock', '_sem', '_opid', '_ring')
+
+# The shared-memory rings of the queues (Modules/ring.h): a block of a heap
+# of their own each (sharedctypes' heap is BufferWrapper._heap, whose books
+# the stdlib's tests read).  None where the platform has no wait on shared
+# memory across processes (then QUEUE_RING_BYTES is 0), or with
+# CMP_QUEUE_RING=0 in the environment: the queues then keep to their pipes.
+_ring_heap = None
+
+
+def _new_ring():
+    global _ring_heap
+    size = _cmultiprocessing.QUEUE_RING_BYTES
+    if not size or os.environ.get('CMP_QUEUE_RING', '1') == '0':
+        return None
+    if _ring_heap is None:
+        from . import heap
+        _ring_heap = heap.Heap()
+    return _ring_heap.take(size)
+
+
+def _ring_state(block):
+    """The ring's block as it travels to a spawned child: its arena (whose
+    descriptor ForkingPickler duplicates), offset and size."""
+    return None if block is None else (block.arena, block.start, block.size)
+
+
+def _ring_from_state(state):
+    if state is None or not isinstance(state, tuple):
+        return state
+    arena, start, size = state
+    return arena.view(start, size)
+
+
+def _ring_mover(queue_ref):
+    """Thread of a process that took a queue out of its ring while the ring
+    held bytes the pipe could not take at once: moves them as the pipe's
+    readers make room (holding the reader lock only to move)."""
+    while True:
+        queue = queue_ref()
+        if queue is None:
+            return
+        rlock = queue._rlock
+        if rlock.acquire(timeout=0.05):
+            try:
+                left = queue._ring_move()
+            except (OSError, ValueError):
+                return
+            finally:
+                rlock.release()
+            if not left:
+                return
+        del queue, rlock
+        time.sleep(0.001)
+
+
+class _RingQueue(_QueueBase):
+    """The queues' pipe ends, and the ring in front of them.
+
+    ``_reader`` and ``_writer`` are the pipe's Connections, for code that
+    reads or writes them directly (concurrent.futures waits on a
+    SimpleQueue's ``_reader``): handing one out takes the queue out of its
+    shared-memory ring for good, in every process, and moves what the ring
+    holds into the pipe ahead of what comes next (Modules/ring.h, "Pipe
+    mode").  The package itself uses ``_pipe_r``/``_pipe_w``."""
+
+    @property
+    def _reader(self):
+        self._leave_ring()
+        return self._pipe_r
+
+    @_reader.setter
+    def _reader(self, conn):
+        self._pipe_r = conn
+
+    @property
+    def _writer(self):
+        self._leave_ring()
+        return self._pipe_w
+
+    @_writer.setter
+    def _writer(self, conn):
+        self._pipe_w = conn
+
+    def _leave_ring(self):
+        if (getattr(self, '_ring', None) is None or self._pipe_r.closed
+                or self._pipe_w.closed):
+            return
+        if not self._ring_leave():
+            return
+        rlock = self._rlock
+        if rlock.acquire(False):
+            try:
+                left = self._ring_move()
+            finally:
+                rlock.release()
+            if not left:
+                return
+        threading.Thread(target=_ring_mover, args=(weakref.ref(self),),
+                         name='QueueRingMover', daemon=True).start()
 
 
 def _largest_size():
@@ -68,11 +168,11 @@ def _connect(queue, sem):
     """Bind queue's native part to its pipe ends, locks and pickler
     (the native part keeps one ForkingPickler between puts)."""
     pickler = context.reduction.ForkingPickler
-    queue._bind(queue._reader, queue._writer,
+    queue._bind(queue._pipe_r, queue._pipe_w,
                 rlock=_native_lock(queue._rlock),
                 wlock=_native_lock(queue._wlock), sem=_native_lock(sem),
-                dumps=pickler.dumps, loads=pickler.loads, pickler=pickler)
-    queue._poll = queue._reader.poll
+                dumps=pickler.dumps, loads=pickler.loads, pickler=pickler,
+                ring=queue._ring)
 
 
 def _join_feeder(thread_ref):
@@ -188,7 +288,7 @@ def _pipe_lock(ctx):
     return Lock(ctx=ctx.get_context(), robust='quiet')
 
 
-class Queue(_QueueBase):
+class Queue(_RingQueue):
     """A FIFO shared between processes, with an optional maximum size."""
 
     def __init__(self, maxsize=0, *, ctx):
@@ -197,18 +297,20 @@ class Queue(_QueueBase):
         rlock, wlock = _pipe_lock(ctx), _pipe_lock(ctx)
         Queue.__setstate__(self, (False, limit, reader, writer, rlock,
                                   wlock, ctx.BoundedSemaphore(limit),
-                                  os.getpid()))
+                                  os.getpid(), _new_ring()))
         register_after_fork(self, Queue._after_fork)
 
     # -- pickling for spawned children ------------------------------------
 
     def __getstate__(self):
         context.assert_spawning(self)
-        return tuple(getattr(self, name) for name in _QUEUE_STATE)
+        state = tuple(getattr(self, name) for name in _QUEUE_STATE)
+        return state[:-1] + (_ring_state(state[-1]),)
 
     def __setstate__(self, state):
         for name, value in zip(_QUEUE_STATE, state, strict=True):
             setattr(self, name, value)
+        self._ring = _ring_from_state(self._ring)
         self._wire()
 
     def _after_fork(self):
@@ -259,8 +361,8 @@ class Queue(_QueueBase):
             stop_feeder()
         elif self._feed.used:
             # everything went straight into the pipe: nothing to wait for
-            self._reader.close()
-            self._writer.close()
+            self._pipe_r.close()
+            self._pipe_w.close()
 
     def join_thread(self):
         debug('Queue.join_thread()')
@@ -273,10 +375,13 @@ class Queue(_QueueBase):
         def _terminate_broken(self):
             # Close a queue whose readers are gone for good: drop the
             # reading end first so the feeder cannot block on a full pipe
-            # (gh-94777), then close and wait for the feeder.
+            # (gh-94777), then close and wait for the feeder.  (Through
+            # _reader: the ring is left and moved into the pipe first, so
+            # that a feeder waiting for room in the ring meets the closed
+            # pipe as the stdlib's does.)
             self._reader.close()
             if sys.version_info >= (3, 13) and sys.platform == 'win32':
-                self._writer.close()   # gh-107219
+                self._pipe_w.close()   # gh-107219
             self.close()
             self.join_thread()
 
@@ -289,7 +394,7 @@ class Queue(_QueueBase):
         feed = self._feed
         thread = threading.Thread(
             target=_feeder_main, name='QueueFeederThread', daemon=True,
-            args=(feed, self._reader.close, self._writer.close,
+            args=(feed, self._pipe_r.close, self._pipe_w.close,
                   self._ignore_epipe, self._on_queue_feeder_error,
                   self._sem))
         # gh-109047: starting a thread can fail while Python shuts down;
@@ -373,20 +478,23 @@ class JoinableQueue(Queue):
                 cond.wait()
 
 
-class SimpleQueue(_QueueBase):
-    """A locked pipe: put() and get() block until done; no size limit and
-    no feeder thread."""
+class SimpleQueue(_RingQueue):
+    """A locked pipe (and ring): put() and get() block until done; no size
+    limit and no feeder thread."""
 
     def __init__(self, *, ctx):
         reader, writer = connection.Pipe(duplex=False)
-        self.__setstate__((reader, writer, _pipe_lock(ctx), _pipe_lock(ctx)))
+        self.__setstate__((reader, writer, _pipe_lock(ctx), _pipe_lock(ctx),
+                           _new_ring()))
 
     def __getstate__(self):
         context.assert_spawning(self)
-        return (self._reader, self._writer, self._rlock, self._wlock)
+        return (self._pipe_r, self._pipe_w, self._rlock, self._wlock,
+                _ring_state(self._ring))
 
     def __setstate__(self, state):
-        self._reader, self._writer, self._rlock, self._wlock = state
+        self._pipe_r, self._pipe_w, self._rlock, self._wlock, ring = state
+        self._ring = _ring_from_state(ring)
         _connect(self, None)
 
     put = _QueueBase._simple_put
@@ -396,8 +504,8 @@ class SimpleQueue(_QueueBase):
         return not self._poll()
 
     def close(self):
-        self._reader.close()
-        self._writer.close()
+        self._pipe_r.close()
+        self._pipe_w.close()
 
     if sys.version_info >= (3, 12):
         __class_getitem__ = classmethod(types.GenericAlias)

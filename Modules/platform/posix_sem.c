@@ -166,4 +166,71 @@ cmp_sem_post(cmp_sem_t sem, int bound)
 }
 
 #  endif /* !CMP_DARWIN */
+
+#  if defined(__linux__)
+#    include <linux/futex.h>
+#    include <sys/syscall.h>
+#    include <unistd.h>
+
+int
+cmp_addr_wait_available(void)
+{
+    return 1;
+}
+
+int
+cmp_addr_wait(uint32_t *addr, uint32_t expected, double seconds)
+{
+    struct timespec ts, *tsp = NULL;
+    if (seconds >= 0.0) {
+        ts.tv_sec = (time_t)seconds;
+        ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+        tsp = &ts;
+    }
+    /* shared futex: the word is in a mapping other processes share */
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT, expected, tsp, NULL, 0);
+    if (r == 0) {
+        return 0;
+    }
+    switch (errno) {
+    case EAGAIN:
+        return 0; /* the word had changed already */
+    case ETIMEDOUT:
+        return CMP_BUSY;
+    default:
+        return errno;
+    }
+}
+
+void
+cmp_addr_wake(uint32_t *addr)
+{
+    (void)syscall(SYS_futex, addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+#  else /* macOS */
+
+int
+cmp_addr_wait_available(void)
+{
+    return 0;
+}
+
+int
+cmp_addr_wait(uint32_t *addr, uint32_t expected, double seconds)
+{
+    (void)addr;
+    (void)expected;
+    (void)seconds;
+    return ENOSYS;
+}
+
+void
+cmp_addr_wake(uint32_t *addr)
+{
+    (void)addr;
+}
+
+#  endif
+
 #endif /* CMP_POSIX */

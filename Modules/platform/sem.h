@@ -86,4 +86,26 @@ int cmp_sem_getvalue(cmp_sem_t sem, int *value);
    the value cannot be read. */
 int cmp_sem_is_zero(cmp_sem_t sem, int *zero);
 
+/* ---- waiting on a word of shared memory ---------------------------------
+
+   A queue's shared-memory ring (ring.c) sleeps on a 32-bit word of the
+   ring itself instead of a semaphore: a waiter sleeps only while the word
+   still holds the value it read, and a waker changes the word before it
+   wakes.  This needs a wait that works across processes on a shared
+   mapping: Linux's futex (without FUTEX_PRIVATE_FLAG).  Where there is none
+   (macOS's __ulock calls are private API, Windows' WaitOnAddress is
+   per-process), cmp_addr_wait_available() is 0 and queues keep to their
+   pipes. */
+
+/* 1 where the calls below work, else 0. */
+int cmp_addr_wait_available(void);
+
+/* Sleep at most `seconds` (< 0: no limit) while *addr == expected:
+   CMP_OK (woken, or the word already differs), CMP_BUSY (timed out) or
+   CMP_INTR. */
+int cmp_addr_wait(uint32_t *addr, uint32_t expected, double seconds);
+
+/* Wake every process sleeping on addr. */
+void cmp_addr_wake(uint32_t *addr);
+
 #endif

@@ -124,4 +124,27 @@ cmp_sem_is_zero(cmp_sem_t sem, int *zero)
     return rc;
 }
 
+/* No wait on a word across processes (WaitOnAddress is per-process): the
+   queues keep to their pipes (sem.h). */
+int
+cmp_addr_wait_available(void)
+{
+    return 0;
+}
+
+int
+cmp_addr_wait(uint32_t *addr, uint32_t expected, double seconds)
+{
+    (void)addr;
+    (void)expected;
+    (void)seconds;
+    return ERROR_NOT_SUPPORTED;
+}
+
+void
+cmp_addr_wake(uint32_t *addr)
+{
+    (void)addr;
+}
+
 #endif /* CMP_WINDOWS */

@@ -1,0 +1,299 @@
+/*
+ * ring.c -- a queue's shared-memory ring (see ring.h).
+ *
+ * The sleep protocol, for a reader (a writer waiting for room is the
+ * mirror image, on head/room_seq/wsleep):
+ *
+ *   reader: seq = data_seq; rsleep += 1; if tail != head: don't sleep;
+ *           else futex_wait(&data_seq, seq); rsleep -= 1
+ *   writer: tail = new (release); full fence; if rsleep: data_seq += 1,
+ *           futex_wake(&data_seq)
+ *
+ * Either the writer sees rsleep (and bumps data_seq, so that a reader that
+ * read seq before the bump does not sleep), or the reader sees the new
+ * tail: the two full fences order "announce, then look" on both sides.  A
+ * writer pays one load of rsleep per write when nobody sleeps; no system
+ * call.  A process killed while it sleeps leaves rsleep counted, which
+ * costs the writers a needless wake-up per write, nothing worse.
+ */
+#include "ring.h"
+
+#include <string.h>
+
+#define RING_MAGIC 0x31676e6972706d63ull /* "cmpring1" */
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#  include <intrin.h>
+static inline uint64_t
+load64(const uint64_t *p)
+{
+    return (uint64_t)_InterlockedCompareExchange64((volatile __int64 *)p, 0,
+                                                   0);
+}
+static inline void
+store64(uint64_t *p, uint64_t v)
+{
+    (void)_InterlockedExchange64((volatile __int64 *)p, (__int64)v);
+}
+static inline uint32_t
+load32(const uint32_t *p)
+{
+    return (uint32_t)_InterlockedCompareExchange((volatile long *)p, 0, 0);
+}
+static inline void
+store32(uint32_t *p, uint32_t v)
+{
+    (void)_InterlockedExchange((volatile long *)p, (long)v);
+}
+static inline void
+add32(uint32_t *p, int32_t v)
+{
+    (void)_InterlockedExchangeAdd((volatile long *)p, (long)v);
+}
+static inline void
+fence(void)
+{
+    MemoryBarrier();
+}
+#else
+static inline uint64_t
+load64(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
+}
+static inline void
+store64(uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+static inline uint32_t
+load32(const uint32_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
+}
+static inline void
+store32(uint32_t *p, uint32_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+}
+static inline void
+add32(uint32_t *p, int32_t v)
+{
+    (void)__atomic_fetch_add(p, (uint32_t)v, __ATOMIC_SEQ_CST);
+}
+static inline void
+fence(void)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+#endif
+
+int
+cmp_ring_attach(cmp_ring *r, void *buf, size_t len)
+{
+    if (((uintptr_t)buf & 7u) != 0 || len < sizeof(cmp_ring_hdr) + 4096) {
+        PyErr_SetString(PyExc_ValueError,
+                        "ring: block too small or unaligned");
+        return -1;
+    }
+    cmp_ring_hdr *h = (cmp_ring_hdr *)buf;
+    uint64_t cap = 4096;
+    while (cap * 2 <= len - sizeof(cmp_ring_hdr)) {
+        cap *= 2;
+    }
+    if (load64(&h->magic) == 0) {
+        /* a fresh (zeroed) block: made by the process that made the
+           queue, before any other can see it */
+        h->cap = cap;
+        store64(&h->magic, RING_MAGIC);
+    }
+    else if (h->magic != RING_MAGIC || h->cap != cap) {
+        PyErr_SetString(PyExc_ValueError, "ring: not a queue's ring");
+        return -1;
+    }
+    r->h = h;
+    r->data = (unsigned char *)buf + sizeof(cmp_ring_hdr);
+    r->cap = cap;
+    return 0;
+}
+
+uint64_t
+cmp_ring_used(const cmp_ring *r)
+{
+    return load64(&r->h->tail) - load64(&r->h->head);
+}
+
+int
+cmp_ring_on(const cmp_ring *r)
+{
+    return load32(&r->h->mode) == CMP_RING_ON;
+}
+
+static void
+wake(uint32_t *seq, const uint32_t *sleepers)
+{
+    fence();
+    if (load32(sleepers) != 0) {
+        add32(seq, 1);
+        cmp_addr_wake(seq);
+    }
+}
+
+/* A writer that waits for room waits until the ring is half empty, and
+   readers wake it only then: else, with a writer faster than the reader,
+   every read would pay a wake-up system call and every write a sleep
+   (measured: 560k small messages/s through the feeder, against 2.1M/s
+   for a writer that sleeps until half the ring is free). */
+static int
+room_for_writer(const cmp_ring *r)
+{
+    return cmp_ring_used(r) <= r->cap / 2;
+}
+
+static void
+wake_writers(cmp_ring *r)
+{
+    fence();
+    if (load32(&r->h->wsleep) != 0 && room_for_writer(r)) {
+        add32(&r->h->room_seq, 1);
+        cmp_addr_wake(&r->h->room_seq);
+    }
+}
+
+int
+cmp_ring_writev(cmp_ring *r, const cmp_iobuf *pieces, int count, size_t *sent)
+{
+    cmp_ring_hdr *h = r->h;
+    const uint64_t tail = h->tail; /* ours: writers hold the writer lock */
+    const uint64_t room = r->cap - (tail - load64(&h->head));
+    size_t total = 0;
+    *sent = 0;
+    for (int i = 0; i < count; i++) {
+        total += pieces[i].len;
+    }
+    if (room == 0 || (total <= CMP_RING_ATOMIC && room < total)) {
+        return CMP_BUSY;
+    }
+    uint64_t pos = tail;
+    size_t left = total < room ? total : (size_t)room;
+    const uint64_t mask = r->cap - 1;
+    for (int i = 0; i < count && left > 0; i++) {
+        const unsigned char *src = (const unsigned char *)pieces[i].base;
+        size_t n = pieces[i].len < left ? pieces[i].len : left;
+        left -= n;
+        while (n > 0) {
+            size_t at = (size_t)(pos & mask);
+            size_t run = (size_t)r->cap - at;
+            if (run > n) {
+                run = n;
+            }
+            memcpy(r->data + at, src, run);
+            src += run;
+            pos += run;
+            n -= run;
+        }
+    }
+    store64(&h->tail, pos);
+    *sent = (size_t)(pos - tail);
+    wake(&h->data_seq, &h->rsleep);
+    return 0;
+}
+
+int
+cmp_ring_readv(cmp_ring *r, const cmp_iobuf *slots, int count, size_t *got)
+{
+    cmp_ring_hdr *h = r->h;
+    const uint64_t head = h->head; /* ours: readers hold the reader lock */
+    const uint64_t avail = load64(&h->tail) - head;
+    *got = 0;
+    if (avail == 0) {
+        return CMP_BUSY;
+    }
+    uint64_t pos = head;
+    size_t left = (size_t)avail;
+    const uint64_t mask = r->cap - 1;
+    for (int i = 0; i < count && left > 0; i++) {
+        unsigned char *dst = (unsigned char *)slots[i].base;
+        size_t n = slots[i].len < left ? slots[i].len : left;
+        left -= n;
+        while (n > 0) {
+            size_t at = (size_t)(pos & mask);
+            size_t run = (size_t)r->cap - at;
+            if (run > n) {
+                run = n;
+            }
+            memcpy(dst, r->data + at, run);
+            dst += run;
+            pos += run;
+            n -= run;
+        }
+    }
+    store64(&h->head, pos);
+    *got = (size_t)(pos - head);
+    wake_writers(r);
+    return 0;
+}
+
+static int
+ring_ready(const cmp_ring *r, int for_write)
+{
+    if (for_write) {
+        return room_for_writer(r);
+    }
+    return cmp_ring_used(r) > 0 || load32(&r->h->mode) != CMP_RING_ON;
+}
+
+int
+cmp_ring_wait(cmp_ring *r, int for_write, double seconds, int *ready)
+{
+    cmp_ring_hdr *h = r->h;
+    uint32_t *seq = for_write ? &h->room_seq : &h->data_seq;
+    uint32_t *sleepers = for_write ? &h->wsleep : &h->rsleep;
+    int err = 0;
+    *ready = ring_ready(r, for_write);
+    if (*ready || seconds == 0.0) {
+        return 0;
+    }
+    uint32_t before = load32(seq);
+    add32(sleepers, 1);
+    if (!ring_ready(r, for_write)) {
+        err = cmp_addr_wait(seq, before, seconds);
+        if (err == CMP_BUSY) {
+            err = 0;
+        }
+    }
+    add32(sleepers, -1);
+    *ready = ring_ready(r, for_write);
+    return err;
+}
+
+void
+cmp_ring_leave(cmp_ring *r)
+{
+    cmp_ring_hdr *h = r->h;
+    store32(&h->mode, CMP_RING_PIPE);
+    add32(&h->data_seq, 1);
+    cmp_addr_wake(&h->data_seq);
+    add32(&h->room_seq, 1);
+    cmp_addr_wake(&h->room_seq);
+}
+
+size_t
+cmp_ring_peek(const cmp_ring *r, void *buf, size_t len)
+{
+    const uint64_t head = r->h->head;
+    uint64_t avail = load64(&r->h->tail) - head;
+    size_t n = avail < len ? (size_t)avail : len;
+    size_t at = (size_t)(head & (r->cap - 1));
+    size_t run = (size_t)r->cap - at < n ? (size_t)r->cap - at : n;
+    memcpy(buf, r->data + at, run);
+    memcpy((unsigned char *)buf + run, r->data, n - run);
+    return n;
+}
+
+void
+cmp_ring_consume(cmp_ring *r, size_t n)
+{
+    store64(&r->h->head, r->h->head + n);
+    wake_writers(r);
+}
