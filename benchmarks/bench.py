@@ -5,12 +5,26 @@
     python3 benchmarks/bench.py                    # the full run
     python3 benchmarks/bench.py --only queue       # benchmarks whose name matches
     python3 benchmarks/bench.py --json out.json    # also write every sample
+    python3 benchmarks/bench.py --workers 16       # size the scaling rows
 
 Every benchmark runs the stdlib variant and the cmultiprocessing variant
 (and billiard, multiprocess, faster-fifo when they are installed) in the same
 run, interleaved repetition by repetition, and reports the median.  "ratio"
 is stdlib time / cmultiprocessing time: above 1 means cmultiprocessing is
 faster.  A feature cmultiprocessing does not provide yet shows as "n/a".
+
+Rows that scale with the machine take their size from --workers N (default:
+the CPU count): "Queue, 16 B msgs, P+P procs" (P producer and P consumer
+processes on one Queue, for P = 1, 2 and N/2), Pool(N).map and
+Pool(N).apply_async of tiny tasks, and Pool(2N) oversubscribed with ~2 ms
+pure-Python tasks, shown as efficiency (ideal time / measured time, the
+ideal being the tasks' single-process time spread over min(N, CPUs)).
+Under every queue row a "CPU per message" line gives the CPU seconds that
+all processes together spent per message (time.process_time() of each
+child from go to done, plus the parent's).  The "put/get_many x64" rows
+use Queue.put_many() / Queue.get_many(max_messages_to_get=64) where the
+library has them (cmultiprocessing, faster-fifo; n/a while absent) and the
+stdlib's put()/get() loop, as the stdlib has no batching.
 
 A second table gives plain C figures for the same machine (benchmarks/cref),
 built with the system C compiler on first use, so each figure can be read
@@ -39,15 +53,19 @@ def _tiny(x):
 
 
 def _gated(ctl, fn, args):
-    """Child side of a gated run: say ready, wait for go, work, say done."""
+    """Child side of a gated run: say ready, wait for go, work, say done
+    with the CPU seconds the work took (all threads of this process) and
+    what fn returned (an int or None)."""
     ctl.send_bytes(b"r")
     ctl.recv_bytes()
+    cpu = time.process_time()
     try:
-        fn(*args)
+        ret = fn(*args)
     except BaseException as exc:  # report instead of leaving the parent waiting
         ctl.send_bytes(b"e" + repr(exc).encode("utf-8", "replace")[:500])
         raise
-    ctl.send_bytes(b"d")
+    cpu = time.process_time() - cpu
+    ctl.send_bytes(b"d%r %r" % (cpu, ret))
 
 
 def _echo_bytes(conn):
@@ -87,6 +105,50 @@ def _produce(q, count, size):
     q.put(None)
 
 
+def _produce_only(q, count, size, batch):
+    """A producer of the P+C rows: `count` messages, one put() each or
+    (batch > 1) put_many() of `batch` at a time; then flush, so that the
+    parent's end markers cannot overtake what a feeder thread still holds."""
+    payload = b"m" * size
+    if batch > 1:
+        put_many = q.put_many
+        chunk = [payload] * batch
+        full, rest = divmod(count, batch)
+        for _ in range(full):
+            put_many(chunk)
+        if rest:
+            put_many(chunk[:rest])
+    else:
+        put = q.put
+        for _ in range(count):
+            put(payload)
+    for name in ("close", "join_thread"):
+        fn = getattr(q, name, None)
+        if fn is not None:
+            fn()
+
+
+def _consume(q, batch):
+    """A consumer of the P+C rows: messages until an end marker (None);
+    returns how many.  With get_many() a batch may hold several markers:
+    the ones this consumer does not need go back for the others."""
+    got = 0
+    if batch > 1:
+        get_many = q.get_many
+        while True:
+            items = get_many(max_messages_to_get=batch)
+            ends = items.count(None)
+            got += len(items) - ends
+            if ends:
+                for _ in range(ends - 1):
+                    q.put(None)
+                return got
+    get = q.get
+    while get() is not None:
+        got += 1
+    return got
+
+
 def _sem_pong(ping, pong, count):
     for _ in range(count):
         ping.acquire()
@@ -98,6 +160,14 @@ def _increment(value, count):
     for _ in range(count):
         with lock:
             value.value += 1
+
+
+def _cpu_task(loops):
+    """Pure-Python CPU-bound work (the oversubscribed pool's task)."""
+    x = 0
+    for i in range(loops):
+        x += i ^ 5
+    return x
 
 
 # ---------------------------------------------------------------------------
@@ -184,11 +254,17 @@ class FasterFifo:
 # ---------------------------------------------------------------------------
 # Running children with a gate, so that process start-up is not timed.
 
-def gated_run(ctx, jobs, parent_side=None):
+def gated_run(ctx, jobs, parent_side=None, stats=None, after=None):
     """Start one process per (fn, args) in jobs; once all are ready, start
     the clock, let them go, run parent_side() and wait until every child
-    says done.  Returns the elapsed time."""
+    says done.  Returns the elapsed time.
+
+    after=(k, fn): fn() runs in the parent once the first k children are
+    done (the P+C rows put their end markers then).  stats, a dict, gets
+    "cpu": CPU seconds of the children's work and of this process from go
+    to the end, and "results": what each child's fn returned."""
     procs, ctls = [], []
+    cpu_children, results = 0.0, []
     try:
         for fn, args in jobs:
             ours, theirs = ctx.Pipe()
@@ -199,16 +275,25 @@ def gated_run(ctx, jobs, parent_side=None):
             ctls.append(ours)
         for c in ctls:
             c.recv_bytes()
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         for c in ctls:
             c.send_bytes(b"g")
         if parent_side is not None:
             parent_side()
-        for c in ctls:
+        for i, c in enumerate(ctls):
+            if after is not None and i == after[0]:
+                after[1]()
             status = c.recv_bytes()
-            if status != b"d":
+            if status[:1] != b"d":
                 raise RuntimeError("child failed: " + status[1:].decode())
+            cpu, ret = status[1:].split()
+            cpu_children += float(cpu)
+            results.append(None if ret == b"None" else int(ret))
         t1 = time.perf_counter()
+        if stats is not None:
+            stats["cpu"] = cpu_children + time.process_time() - cpu0
+            stats["results"] = results
         for p in procs:
             p.join(10)
             if p.exitcode != 0:
@@ -332,13 +417,58 @@ def queue_bench(kind, producers, size):
                     got += 1
             if got != per * producers:
                 raise RuntimeError("lost messages: %d of %d" % (got, per * producers))
+        stats = {}
         try:
-            elapsed = gated_run(ctx, [(_produce, (q, per, size))] * producers, parent)
+            elapsed = gated_run(ctx, [(_produce, (q, per, size))] * producers, parent,
+                                stats=stats)
         finally:
             close = getattr(q, "close", None)
             if close is not None:
                 close()
-        return elapsed / (per * producers)
+        total = per * producers
+        return elapsed / total, {"cpu": stats["cpu"] / total}
+    return run
+
+
+def pc_queue_bench(pairs, size, batch=1):
+    """`pairs` producer and `pairs` consumer processes on one Queue; the
+    parent only puts the end markers once every producer is done.  With
+    batch > 1 the producers use put_many() and the consumers get_many() of
+    up to `batch` messages where the library has them (cmultiprocessing,
+    faster-fifo); the stdlib has no batching, so its variant is the plain
+    put()/get() loop.  Seconds and CPU seconds (all processes) per message."""
+    def run(impl, n):
+        per = max(1, n // pairs)
+        use = batch
+        if isinstance(impl, FasterFifo):
+            q = impl.faster_fifo.Queue(max_size_bytes=64 * MiB)
+            ctx = impl.ctx
+        else:
+            ctx = impl.context()
+            q = ctx.Queue()
+            if batch > 1 and impl.label == "stdlib":
+                use = 1
+            elif batch > 1 and not (hasattr(q, "put_many") and hasattr(q, "get_many")):
+                q.close()
+                raise NotAvailable("%s's Queue has no put_many/get_many" % impl.label)
+
+        def put_ends():
+            for _ in range(pairs):
+                q.put(None)
+        jobs = ([(_produce_only, (q, per, size, use))] * pairs +
+                [(_consume, (q, use))] * pairs)
+        stats = {}
+        try:
+            elapsed = gated_run(ctx, jobs, stats=stats, after=(pairs, put_ends))
+        finally:
+            close = getattr(q, "close", None)
+            if close is not None:
+                close()
+        total = per * pairs
+        got = sum(stats["results"][pairs:])
+        if got != total:
+            raise RuntimeError("lost messages: %d of %d" % (got, total))
+        return elapsed / total, {"cpu": stats["cpu"] / total}
     return run
 
 
@@ -381,8 +511,8 @@ def b_value_contention(impl, n, workers=2):
     return elapsed / (per * workers)
 
 
-def b_pool_map(impl, n):
-    with impl.context().Pool(2) as pool:
+def b_pool_map(impl, n, workers=2):
+    with impl.context().Pool(workers) as pool:
         pool.map(_tiny, range(64))
         t0 = time.perf_counter()
         out = pool.map(_tiny, range(n))
@@ -392,8 +522,8 @@ def b_pool_map(impl, n):
     return elapsed / n
 
 
-def b_apply_async(impl, n):
-    with impl.context().Pool(2) as pool:
+def b_apply_async(impl, n, workers=2):
+    with impl.context().Pool(workers) as pool:
         pool.apply_async(_tiny, (0,)).get(30)
         t0 = time.perf_counter()
         pending = [pool.apply_async(_tiny, (i,)) for i in range(n)]
@@ -401,6 +531,87 @@ def b_apply_async(impl, n):
         elapsed = time.perf_counter() - t0
     if out != list(range(1, n + 1)):
         raise RuntimeError("wrong results from apply_async")
+    return elapsed / n
+
+
+def pool_bench(fn, workers):
+    def run(impl, n):
+        return fn(impl, n, workers)
+    return run
+
+
+_calibrated = {}
+
+
+def cpu_task_loops(seconds=0.002):
+    """Loop count for _cpu_task to take about `seconds` here (best of a few
+    timings, measured once per run so every library gets the same task)."""
+    if seconds not in _calibrated:
+        probe = 20000
+        best = min(_timed(_cpu_task, probe) for _ in range(5))
+        _calibrated[seconds] = max(1, int(probe * seconds / best))
+        _calibrated[seconds, "t"] = min(_timed(_cpu_task, _calibrated[seconds])
+                                       for _ in range(5))
+    return _calibrated[seconds], _calibrated[seconds, "t"]
+
+
+def _timed(fn, arg):
+    t0 = time.perf_counter()
+    fn(arg)
+    return time.perf_counter() - t0
+
+
+def oversubscribed_bench(workers):
+    """Pool(2 * workers) running `n` pure-Python tasks of about 2 ms, one
+    per message (chunksize=1): twice as many processes as CPUs to keep
+    busy, so CPU that waiting workers burn is CPU the tasks do not get.
+    The ideal time is the tasks' single-process time spread over
+    min(workers, CPUs); "efficiency" is ideal / measured."""
+    def run(impl, n):
+        loops, t_task = cpu_task_loops()
+        cpus = min(workers, os.cpu_count() or 1)
+        with impl.context().Pool(2 * workers) as pool:
+            pool.map(_cpu_task, [1] * (4 * workers), chunksize=1)
+            t0 = time.perf_counter()
+            out = pool.map(_cpu_task, [loops] * n, chunksize=1)
+            elapsed = time.perf_counter() - t0
+        if len(out) != n or out[0] != _cpu_task(loops):
+            raise RuntimeError("wrong results from Pool.map")
+        return elapsed / n, {"ideal": t_task / cpus}
+    return run
+
+
+def small_alloc_bench(make):
+    """`n` small shared objects made and kept alive in a list, then freed
+    together: seconds per object, making and freeing."""
+    def run(impl, n):
+        ctx = impl.context()
+        make(ctx)
+        t0 = time.perf_counter()
+        keep = [make(ctx) for _ in range(n)]
+        del keep
+        return (time.perf_counter() - t0) / n
+    return run
+
+
+def b_pipe_oneway_rate(impl, n):
+    ctx = impl.context()
+    r, w = ctx.Pipe(duplex=False)
+    back_r, back_w = ctx.Pipe(duplex=False)
+    msg = b"x" * 64
+
+    def parent():
+        send = w.send_bytes
+        for _ in range(n):
+            send(msg)
+        total = back_r.recv()
+        if total != n * 64:
+            raise RuntimeError("received %r bytes, sent %r" % (total, n * 64))
+    try:
+        elapsed = gated_run(ctx, [(_drain_oneway, (r, back_w, n))], parent)
+    finally:
+        for c in (r, w, back_r, back_w):
+            c.close()
     return elapsed / n
 
 
@@ -477,7 +688,12 @@ def b_manager_dict(impl, n):
 
 
 class Bench:
-    """name, how to show it, the function, and op counts (quick, full)."""
+    """name, how to show it, the function, and op counts (quick, full).
+
+    fn(impl, n) returns seconds per operation, or (seconds, extras) where
+    extras may hold "cpu" (CPU seconds per operation, all processes: shown
+    on a line of its own under the row) and "ideal" (the best possible
+    seconds per operation: kind "efficiency" shows ideal / measured)."""
 
     def __init__(self, name, fn, quick, full, kind="latency", nbytes=0,
                  peers=("billiard", "multiprocess")):
@@ -486,7 +702,10 @@ class Bench:
         self.peers = peers
 
 
-def all_benches():
+def all_benches(workers=None):
+    """The benchmarks; `workers` (default: the CPU count) sizes the rows
+    that scale with the machine."""
+    workers = max(1, workers or os.cpu_count() or 1)
     q_peers = ("billiard", "multiprocess", "faster-fifo")
     out = [
         Bench("pipe round trip, 64 B bytes", b_pipe_rtt_bytes, 2000, 8000),
@@ -495,6 +714,8 @@ def all_benches():
               kind="bandwidth", nbytes=MiB),
         Bench("Pipe(duplex=False) bandwidth, 1 MiB", b_pipe_oneway_bandwidth, 100, 400,
               kind="bandwidth", nbytes=MiB),
+        Bench("Pipe(duplex=False) 64 B msgs", b_pipe_oneway_rate, 20000, 80000,
+              kind="rate"),
     ]
     for kind in ("Queue", "SimpleQueue"):
         for size, label in ((16, "16 B"), (65536, "64 KiB")):
@@ -507,6 +728,17 @@ def all_benches():
                     4000 if small else 400, 16000 if small else 1600,
                     kind="rate" if small else "bandwidth", nbytes=size,
                     peers=q_peers if kind == "Queue" else ("billiard", "multiprocess")))
+    # P producers + P consumers on one Queue: the rate should not fall as
+    # pairs are added (2+2 at least the 1+1 rate; W/2+W/2 ideally more).
+    pairs = sorted({1, 2, max(1, workers // 2)})
+    for p in pairs:
+        out.append(Bench("Queue, 16 B msgs, %d+%d procs" % (p, p),
+                         pc_queue_bench(p, 16), 4000 * p, 16000 * p,
+                         kind="rate", nbytes=16, peers=q_peers))
+    for p in sorted({1, pairs[-1]}):
+        out.append(Bench("Queue, 16 B, put/get_many x64, %d+%d" % (p, p),
+                         pc_queue_bench(p, 16, batch=64), 8000 * p, 32000 * p,
+                         kind="rate", nbytes=16, peers=q_peers))
     out += [
         Bench("Lock acquire+release", b_lock, 100000, 400000),
         Bench("RLock acquire+release", b_rlock, 100000, 400000),
@@ -514,6 +746,18 @@ def all_benches():
         Bench("Value += 1 under lock, 2 procs", b_value_contention, 10000, 40000),
         Bench("Pool(2).map, tiny tasks", b_pool_map, 5000, 20000, kind="rate"),
         Bench("Pool(2).apply_async, tiny", b_apply_async, 1000, 4000, kind="rate"),
+    ]
+    if workers != 2:
+        out += [
+            Bench("Pool(%d).map, tiny tasks" % workers, pool_bench(b_pool_map, workers),
+                  5000, 20000, kind="rate"),
+            Bench("Pool(%d).apply_async, tiny" % workers,
+                  pool_bench(b_apply_async, workers), 1000, 4000, kind="rate"),
+        ]
+    out += [
+        Bench("Pool(%d) oversubscribed, 2 ms CPU tasks" % (2 * workers),
+              oversubscribed_bench(workers), 50 * workers, 200 * workers,
+              kind="efficiency"),
         Bench("Process start+join, fork", start_bench("fork"), 20, 60),
         Bench("Process start+join, spawn", start_bench("spawn"), 3, 8),
         Bench("Process start+join, forkserver", start_bench("forkserver"), 10, 30),
@@ -521,6 +765,10 @@ def all_benches():
               peers=()),
         Bench("SharedMemory create+close+unlink", b_shared_memory, 200, 800),
         Bench("RawArray('d', 10000) alloc+free", b_rawarray, 2000, 8000),
+        Bench("RawArray('b', 100) x5000 kept, freed",
+              small_alloc_bench(lambda ctx: ctx.RawArray("b", 100)), 5000, 5000),
+        Bench("Value('d') x5000 kept, freed",
+              small_alloc_bench(lambda ctx: ctx.Value("d")), 5000, 5000),
         Bench("Manager dict set+get", b_manager_dict, 300, 1200),
     ]
     return out
@@ -543,7 +791,8 @@ def measure(bench, impl, n, limit):
         old = signal.signal(signal.SIGALRM, _on_alarm)
         signal.alarm(limit)
     try:
-        return "ok", bench.fn(impl, n)
+        value = bench.fn(impl, n)
+        return "ok", value if isinstance(value, tuple) else (value, {})
     except (NotAvailable, AttributeError, NotImplementedError, ImportError) as exc:
         impl.cleanup()
         return "na", "%s: %s" % (type(exc).__name__, exc)
@@ -562,6 +811,7 @@ def run_bench(bench, impls, reps, quick, limit):
     import statistics
     n = bench.quick if quick else bench.full
     samples = {impl.label: [] for impl in impls}
+    extras = {impl.label: {} for impl in impls}
     status = {impl.label: None for impl in impls}
     for rep in range(reps):
         order = impls[rep % len(impls):] + impls[:rep % len(impls)]
@@ -570,7 +820,9 @@ def run_bench(bench, impls, reps, quick, limit):
                 continue
             kind, value = measure(bench, impl, n, limit)
             if kind == "ok":
-                samples[impl.label].append(value)
+                samples[impl.label].append(value[0])
+                for key, v in value[1].items():
+                    extras[impl.label].setdefault(key, []).append(v)
             else:
                 status[impl.label] = (kind, value)
     result = {}
@@ -582,6 +834,9 @@ def run_bench(bench, impls, reps, quick, limit):
         else:
             result[impl.label] = {"status": "ok", "median": statistics.median(s),
                                   "samples": s}
+            for key, v in extras[impl.label].items():
+                result[impl.label][key] = statistics.median(v)
+                result[impl.label][key + "_samples"] = v
     return result
 
 
@@ -628,7 +883,22 @@ def fmt_value(bench, entry):
     if bench.kind == "rate":
         rate = 1.0 / sec
         return "%.2fM/s" % (rate / 1e6) if rate >= 1e6 else "%.0fk/s" % (rate / 1e3)
+    if bench.kind == "efficiency" and "ideal" in entry:
+        return "%.0f%%" % (100.0 * entry["ideal"] / sec)
     return fmt_time(sec)
+
+
+def fmt_cpu(entry):
+    if entry is None or entry["status"] != "ok" or "cpu" not in entry:
+        return "-"
+    return fmt_time(entry["cpu"])
+
+
+def cpu_ratio(res, base="stdlib", other="cmultiprocessing"):
+    a, b = res.get(base), res.get(other)
+    if not a or not b or "cpu" not in a or "cpu" not in b or not b["cpu"]:
+        return None
+    return a["cpu"] / b["cpu"]
 
 
 def fmt_time(sec):
@@ -825,10 +1095,16 @@ def main(argv=None):
     ap.add_argument("--no-peers", action="store_true",
                     help="leave out billiard, multiprocess, faster-fifo")
     ap.add_argument("--no-cref", action="store_true", help="leave out the C reference table")
+    ap.add_argument("--workers", type=int, metavar="N", default=os.cpu_count() or 1,
+                    help="size of the rows that scale with the machine: N/2 producers + "
+                    "N/2 consumers, Pool(N), Pool(2N) oversubscribed "
+                    "(default: the CPU count, %(default)s)")
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = ap.parse_args(argv)
+    if args.workers < 1:
+        ap.error("--workers must be at least 1")
 
-    benches = all_benches()
+    benches = all_benches(args.workers)
     if args.list:
         for b in benches:
             print(b.name)
@@ -877,7 +1153,11 @@ def main(argv=None):
             print("note: %d cmultiprocessing modules have no up-to-date .pyc, so spawned children "
                   "compile them each time (python3 -m compileall %s fixes it)"
                   % (len(stale), os.path.dirname(impls[1].mod.__file__)))
-    print("ratio = stdlib time / cmultiprocessing time (above 1: cmultiprocessing is faster)")
+    print("ratio = stdlib time / cmultiprocessing time (above 1: cmultiprocessing is faster);"
+          " on 'CPU per message' lines, stdlib CPU / cmultiprocessing CPU;"
+          " 'efficiency' = ideal time / measured time")
+    print("--workers %d: the P+C queue rows, Pool(%d) and the oversubscribed Pool(%d)"
+          % (args.workers, args.workers, 2 * args.workers))
     print()
 
     sampler, cref_why = None, None
@@ -908,9 +1188,17 @@ def main(argv=None):
                  "%.2fx" % r if r is not None else "-"]
         cells += [fmt_value(bench, res.get(p)) for p in peer_labels]
         table.line(cells)
-        results.append({"name": bench.name, "kind": bench.kind, "nbytes": bench.nbytes,
-                        "ops": bench.quick if args.quick else bench.full,
-                        "ratio": r, "wall_seconds": t_bench, "results": res})
+        row = {"name": bench.name, "kind": bench.kind, "nbytes": bench.nbytes,
+               "ops": bench.quick if args.quick else bench.full,
+               "ratio": r, "wall_seconds": t_bench, "results": res}
+        if any("cpu" in e for e in res.values()):
+            rc = cpu_ratio(res)
+            row["cpu_ratio"] = rc
+            table.line(["  CPU per message, all processes", fmt_cpu(res.get("stdlib")),
+                        fmt_cpu(res.get("cmultiprocessing")),
+                        "%.2fx" % rc if rc is not None else "-"] +
+                       [fmt_cpu(res.get(p)) for p in peer_labels])
+        results.append(row)
 
     problems = [(row["name"], label, e["reason"]) for row in results
                 for label, e in row["results"].items() if e["status"] != "ok"]
@@ -959,7 +1247,8 @@ def main(argv=None):
     if args.json:
         doc = {"python": platform.python_version(), "platform": platform.platform(),
                "cpus": os.cpu_count(), "loadavg": load, "start_method": method,
-               "quick": args.quick, "reps": reps, "benchmarks": results, "cref": cref,
+               "quick": args.quick, "reps": reps, "workers": args.workers,
+               "benchmarks": results, "cref": cref,
                "libraries": {i.label: i.modname for i in impls}}
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=1)

@@ -53,19 +53,27 @@ def _on_block(type_, wrapper, block):
     return obj
 
 
+_sizeof = ctypes.sizeof
+_new_object = object.__new__
+
+
 def _zeroed(type_):
     "A zero-filled instance of ctypes `type_` in shared memory."
-    # _on_block() inlined: this is the allocation fast path.
+    # The allocation fast path: _on_block() and BufferWrapper.__init__
+    # inlined (a Python-level call less each), as small objects made by
+    # the thousand spend more time here than in the heap itself.
     try:
-        size = ctypes.sizeof(type_)
+        size = _sizeof(type_)
     except TypeError as exc:
         if _BAD_TYPECODE is None:
             raise
         raise TypeError(_BAD_TYPECODE) from exc
-    wrapper = heap.BufferWrapper(size)
+    wrapper_type = heap.BufferWrapper
+    wrapper = _new_object(wrapper_type)
+    block = wrapper._block = wrapper_type._heap.take(size)
     if type_ not in _picklable_types:
         _make_picklable(type_)
-    obj = type_.from_buffer(wrapper._block)
+    obj = type_.from_buffer(block)
     obj._wrapper = wrapper
     return obj
 
