@@ -169,5 +169,6 @@ int cmp_heap_exec(PyObject *module);
 int cmp_queue_exec(PyObject *module);
 int cmp_pool_exec(PyObject *module);
 int cmp_winpipe_exec(PyObject *module);
+int cmp_spin_exec(PyObject *module);
 
 #endif /* CMP_H */

@@ -276,6 +276,9 @@ def forkserver_serve(listener_fd: int, alive_fd: int, max_fds: int,
                      handshake: Callable[[int], Any] | None = None,
                      timeout: float | None = None) -> tuple[int, list[int]] | None: ...
 
+# the spin before a wait (spin.c)
+def spin_info() -> dict[str, Any]: ...
+
 # pool
 def map_chunk(func: Callable[..., Any], items: Iterable[Any],
               star: bool = False) -> bytes | list[Any]: ...

@@ -70,6 +70,15 @@ _MAP_BATCH_SECONDS = 0.02
 _BATCH_CAP = 4096
 # A worker running a long batch sends what it has after this long.
 _FLUSH_SECONDS = 0.005
+# In a pool with more workers than CPUs, tasks at least this long travel
+# one batch at a time, a worker holding no second batch: the parent's
+# round trip (0.1-0.2 ms) is small beside them, another worker uses the
+# CPU meanwhile, and work handed out early cannot move to the worker that
+# gets a CPU first (measured: Pool(4) and Pool(8) on 2 CPUs, 400 tasks of
+# 2 ms; see the commit that added it).
+_CROWDED_LONG = 0.001
+# Estimates are kept per function, for this many functions at most.
+_ESTIMATES_MAX = 256
 
 _EXITED = object()          # a thread worker's last word (thread pools)
 
@@ -103,6 +112,23 @@ def _packed_starmap(args):
     """The same for a starmap() chunk."""
     func, items = args
     return _map_chunk(func, items, True)
+
+
+# the functions that run a whole chunk of a map(): (func, items) is their
+# argument
+_CHUNK_RUNNERS = (_packed_map, _packed_starmap, mapstar, starmapstar)
+
+
+def _task_key(task):
+    """What the time of *task* is estimated by: its function (for a
+    map() chunk, the function mapped), by identity."""
+    func = task[2]
+    if func in _CHUNK_RUNNERS:
+        try:
+            return id(task[3][0][0])
+        except (IndexError, TypeError):
+            pass
+    return id(func)
 
 
 # ---------------------------------------------------------------------------
@@ -576,14 +602,17 @@ _PREFETCH_BELOW = 0.05
 
 
 class _Batch(object):
-    """One message of tasks sent to a worker, until all its results are in."""
-    __slots__ = ('tasks', 'waiting', 'since', 'number')
+    """One message of tasks sent to a worker, until all its results are in.
+    A worker reports the results of a batch in order, so the first
+    `len(tasks) - left` tasks are the reported ones."""
+    __slots__ = ('tasks', 'left', 'since', 'number', 'key')
 
-    def __init__(self, tasks, since, number):
+    def __init__(self, tasks, since, number, key):
         self.tasks = tasks
-        self.waiting = {(task[0], task[1]) for task in tasks}
+        self.left = len(tasks)
         self.since = since
         self.number = number        # the worker counts batches from 1
+        self.key = key              # _task_key() of its first task
 
 
 class _Slot(object):
@@ -630,11 +659,14 @@ class _Engine(object):
         self.cache = cache              # the facade's job -> result object
         self.procs = procs              # the facade's `_pool` list
         self.slots = {}                 # key -> _Slot
+        self.slots_version = 0          # bumped when `slots` changes
         self.lock = threading.RLock()
         self.cv = threading.Condition(self.lock)   # the dispatcher waits
         self.halted = False
         self.dispatch_done = False
-        self.task_seconds = None        # running estimate per task
+        self.estimates = {}             # _task_key -> seconds a task
+        # more workers than CPUs: long tasks go one batch at a time
+        self.crowded = processes > _cpu_count()
         self.results = self._results_class(self)
         self.workers = self._workers_class(self, ctx, make_process,
                                            processes, worker_args)
@@ -740,6 +772,7 @@ class _WorkerHandler(object):
             raise
         self.procs.append(proc)
         self.slots[key] = slot
+        self.engine.slots_version += 1
         util.debug('added worker')
 
     def abandon(self):
@@ -780,6 +813,7 @@ class _WorkerHandler(object):
             batches = None
             self._free_progress_cell(slot.mark)
             self.slots.pop(slot.key, None)
+            engine.slots_version += 1
             try:
                 self.procs.remove(proc)
             except ValueError:
@@ -802,16 +836,17 @@ class _WorkerHandler(object):
     def _split_at_death(self, slot, record, failed_start):
         """Sort the unreported tasks of the batch a dead worker held into
         lost ones, [(job, index, was_running)], and tasks it never began."""
-        waiting = record.waiting
+        left = record.left
+        reported = len(record.tasks) - left
         position = None if failed_start else self._progress_of(slot, record)
         lost, unstarted = [], []
         for at, task in enumerate(record.tasks):
             key = (task[0], task[1])
-            if key not in waiting:
+            if at < reported:
                 continue
             if position is None:
                 # which one ran is unknown: all fail
-                lost.append((*key, len(waiting) == 1))
+                lost.append((*key, left == 1))
             elif at > position:
                 unstarted.append(task)
             else:
@@ -946,8 +981,14 @@ class _TaskHandler(object):
                 self.source = item
         return None
 
-    def _batch_limit(self, slot):
-        estimate = self.engine.task_seconds
+    def _depth(self, estimate):
+        """How many batches a worker may hold, for tasks this long."""
+        if estimate is None or estimate >= _PREFETCH_BELOW or (
+                self.engine.crowded and estimate >= _CROWDED_LONG):
+            return 1
+        return 2
+
+    def _batch_limit(self, slot, estimate):
         if estimate is None:
             return 1
         source = self.source
@@ -956,11 +997,13 @@ class _TaskHandler(object):
             # every worker gets its part of a map() at once, in as many
             # batches as it may hold (the results of the first travel back
             # while the next one runs)
-            depth = 2 if estimate < _PREFETCH_BELOW else 1
-            room = max(1, len(self.slots)) * depth
+            room = max(1, len(self.slots)) * self._depth(estimate)
             share = source.share = -(-(max(source.left, 0) + 1) // room)
         # a map()'s tasks are its chunks: its batches may hold more work
+        # (not where long tasks are better handed out one at a time)
         budget = _MAP_BATCH_SECONDS if share else _BATCH_SECONDS
+        if self.engine.crowded and estimate >= _CROWDED_LONG:
+            budget = _BATCH_SECONDS
         limit = int(budget / estimate) if estimate > 0 else _BATCH_CAP
         if share:
             limit = min(limit, share)
@@ -972,13 +1015,11 @@ class _TaskHandler(object):
             limit = min(limit, self.maxtasks - slot.sent)
         return max(1, min(limit, _BATCH_CAP))
 
-    def _claim(self):
+    def _claim(self, estimate):
         """A live worker that can take a batch now (an idle one first, a
         busy one when tasks are short), waiting for one; None once halted."""
         engine = self.engine
-        estimate = engine.task_seconds
-        depth = 2 if estimate is not None and estimate < _PREFETCH_BELOW \
-            else 1
+        depth = self._depth(estimate)
         cap = self.maxtasks
         with self.lock:
             while not engine.halted:
@@ -1018,20 +1059,21 @@ class _TaskHandler(object):
         """Hand *batch* (growing it with queued tasks) to a worker.
         Returns False when the engine was halted."""
         engine = self.engine
+        key = _task_key(batch[0])
         while True:
-            slot = self._claim()
+            estimate = engine.estimates.get(key)
+            slot = self._claim(estimate)
             if slot is None:
                 return False
-            limit = self._batch_limit(slot)
+            limit = self._batch_limit(slot, estimate)
             self._fill(batch, limit)
             # An idle worker given a map()'s share takes its second batch
             # in the same message, so that it never waits for this thread
             # (which the worker it wakes may well preempt) to send it.
             extra = []
-            estimate = engine.task_seconds
             if (len(batch) == limit and not slot.batches
                     and self.maxtasks is None and self._map_source()
-                    and estimate is not None and estimate < _PREFETCH_BELOW):
+                    and self._depth(estimate) == 2):
                 self._fill(extra, limit)
             with self.lock:
                 if engine.halted:
@@ -1044,7 +1086,7 @@ class _TaskHandler(object):
                     if tasks:
                         slot.numbered += 1
                         records.append(_Batch(tasks, time.monotonic(),
-                                              slot.numbered))
+                                              slot.numbered, key))
                         slot.sent += len(tasks)
                 slot.batches.extend(records)
             if len(records) == 1 or not self._send_pair(slot, *records):
@@ -1078,7 +1120,7 @@ class _TaskHandler(object):
                 slot.batches.remove(second)
                 slot.numbered -= 1
             first.tasks = first.tasks + second.tasks
-            first.waiting |= second.waiting
+            first.left += second.left
         return False
 
     def _send(self, slot, record):
@@ -1095,8 +1137,7 @@ class _TaskHandler(object):
         good, bad = _sort_picklable(record.tasks)
         with self.lock:
             record.tasks = good
-            for job, index, _ in bad:
-                record.waiting.discard((job, index))
+            record.left = len(good)
             if not good and record in slot.batches:
                 # nothing is sent: the worker will not count this batch
                 slot.batches.remove(record)
@@ -1179,19 +1220,20 @@ class _ResultHandler(object):
             if not batches:
                 return
             record = batches[0]
-            waiting = record.waiting
-            for result in message:
-                waiting.discard((result[0], result[1]))
-            if waiting:
+            record.left -= len(message)
+            if record.left > 0:
                 return
             batches.popleft()
             size = len(record.tasks)
             record.tasks = None
             if size:
                 per_task = (now - record.since) / size
-                old = engine.task_seconds
-                engine.task_seconds = (per_task if old is None
-                                       else 0.5 * old + 0.5 * per_task)
+                estimates = engine.estimates
+                old = estimates.get(record.key)
+                if old is None and len(estimates) >= _ESTIMATES_MAX:
+                    estimates.clear()
+                estimates[record.key] = (per_task if old is None
+                                         else 0.5 * old + 0.5 * per_task)
             if batches:
                 # the next batch starts running now
                 batches[0].since = max(batches[0].since, now)
@@ -1334,14 +1376,21 @@ class _ProcessResults(_ResultHandler):
         engine = self.engine
         workers = engine.workers
         wake_r = self.wake_r
+        version = None
         try:
             while not self.done():
                 with self.lock:
-                    by_reader = {s.results: s for s in self.slots.values()}
-                    by_sentinel = {s.proc.sentinel: s
-                                   for s in self.slots.values()}
-                ready = wait([wake_r, *by_reader, *by_sentinel],
-                             workers.respawn_timeout())
+                    # what to wait on changes only with the workers (with
+                    # 2 x 16 workers, rebuilding it took as long as the
+                    # rest of a loop)
+                    if version != engine.slots_version:
+                        version = engine.slots_version
+                        slots = self.slots.values()
+                        by_reader = {s.results: s for s in slots}
+                        by_sentinel = {s.proc.sentinel: s for s in slots}
+                        objects = [wake_r, *by_reader, *by_sentinel]
+                        slots = None
+                ready = wait(objects, workers.respawn_timeout())
                 exited = []
                 for obj in ready:
                     if obj is wake_r:
@@ -1363,7 +1412,7 @@ class _ProcessResults(_ResultHandler):
                 for slot in exited:
                     if not engine.halted:
                         workers.bury(slot)
-                slot = exited = ready = by_reader = by_sentinel = None
+                slot = exited = ready = None
                 workers.respawn_due()
         except BaseException:
             util.debug('pool collector failed: %r', sys.exc_info()[1])

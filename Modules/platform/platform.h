@@ -80,6 +80,13 @@ DWORD cmp_win32_wait_ms(double timeout);
    before they sleep only where another CPU can be producing meanwhile. */
 int cmp_cpu_count(void);
 
+/* How many threads the whole machine has ready to run at this moment, the
+   caller included, into *count (Linux: the fourth field of /proc/loadavg;
+   a read costs about 6 us, so callers cache it).  ENOSYS where the OS has
+   no cheap answer (macOS, ERROR_CALL_NOT_IMPLEMENTED on Windows): a
+   spinning wait then decides on the CPU count alone. */
+int cmp_runnable_threads(int *count);
+
 /* Let another runnable thread of this CPU run first, if there is one (a
    spinning wait calls it between its checks so as not to hold a CPU that
    the thread it waits for could use). */

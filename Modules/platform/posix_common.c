@@ -80,6 +80,52 @@ cmp_cpu_count(void)
     return n < 1 ? 1 : (n > 4096 ? 4096 : (int)n);
 }
 
+int
+cmp_runnable_threads(int *count)
+{
+#  ifdef __linux__
+    /* "0.99 0.81 0.70 3/161 1204": runnable/total after three averages */
+    char buf[128];
+    int fd, err = 0;
+    do {
+        fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        return errno;
+    }
+    ssize_t got;
+    do {
+        got = read(fd, buf, sizeof(buf) - 1);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        err = errno;
+    }
+    (void)close(fd);
+    if (err != 0) {
+        return err;
+    }
+    buf[got] = '\0';
+    const char *p = buf;
+    for (int fields = 0; fields < 3; fields++) {
+        p = strchr(p, ' ');
+        if (p == NULL) {
+            return EINVAL;
+        }
+        p++;
+    }
+    char *end;
+    long n = strtol(p, &end, 10);
+    if (end == p || *end != '/' || n < 0) {
+        return EINVAL;
+    }
+    *count = n > 1000000 ? 1000000 : (int)n;
+    return 0;
+#  else
+    (void)count;
+    return ENOSYS;
+#  endif
+}
+
 void
 cmp_yield(void)
 {

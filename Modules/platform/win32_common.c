@@ -53,6 +53,14 @@ cmp_cpu_count(void)
     return n < 1 ? 1 : (n > 4096 ? 4096 : (int)n);
 }
 
+int
+cmp_runnable_threads(int *count)
+{
+    /* no documented, cheap count of ready threads */
+    (void)count;
+    return ERROR_CALL_NOT_IMPLEMENTED;
+}
+
 void
 cmp_yield(void)
 {
