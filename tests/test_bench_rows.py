@@ -61,15 +61,12 @@ def test_producer_consumer_row_counts_every_message(bench, pairs):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the rows run under fork")
-def test_batched_row_uses_put_many_or_says_not_available(bench):
+def test_batched_row_uses_put_many(bench):
     impl = bench.Impl("cmultiprocessing", "cmultiprocessing", "fork")
     row = bench.pc_queue_bench(1, 16, batch=8)
-    if hasattr(cmultiprocessing.Queue, "put_many"):
-        sec, extras = row(impl, 100)
-        assert sec > 0 and extras["cpu"] > 0
-    else:
-        with pytest.raises(bench.NotAvailable):
-            row(impl, 100)
+    assert hasattr(cmultiprocessing.queues.Queue, "put_many")
+    sec, extras = row(impl, 100)
+    assert sec > 0 and extras["cpu"] > 0
 
 
 def test_gated_run_reports_cpu_and_results(bench):
