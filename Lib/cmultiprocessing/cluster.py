@@ -1,0 +1,710 @@
+"""The Pool API on a Dask cluster (`pip install cmultiprocessing[dask]`).
+
+    from cmultiprocessing.cluster import Pool
+    with Pool(client="tcp://scheduler:8786") as pool:
+        results = pool.map(func, data)
+
+`Pool` has the stdlib `multiprocessing.Pool`'s methods, arguments and
+result objects (the very `ApplyResult`, `MapResult` and `IMapIterator` of
+`cmultiprocessing.pool`), but its tasks run on the workers of a
+`dask.distributed` cluster: a `Client` given as `client=`, a scheduler
+address given as `client=`, or, given neither, a `LocalCluster` of
+`processes` worker processes (the machine's cores by default) that the pool
+starts and stops, so that the same code runs on a laptop and on a cluster.
+The workers need cmultiprocessing installed, and the module of the
+functions they run (as `dask worker` always does).
+
+Importing this module imports nothing of Dask; the pool imports it when it
+is made (Dask imports the stdlib's multiprocessing and concurrent.futures,
+which the rest of the package never does).
+
+How the Pool's work becomes Dask tasks:
+
+* A map() is cut into chunks as the stdlib cuts it (the same default
+  chunksize, from the cluster's worker threads instead of the pool's
+  processes), and each chunk is ONE Dask task, submitted together in one
+  graph: 100,000 tiny items on two workers make 8 scheduler tasks, not
+  100,000.  A chunk runs in the C loop of the local pool
+  (`_cmultiprocessing.map_chunk`), and its results travel back pickled as
+  one bytes object (all-int or all-float chunks packed, as locally).
+* The task's function and arguments are pickled here (cloudpickle: a
+  function of `__main__` travels by value) before submission, so a task
+  that cannot be pickled fails alone, with the pickling error, and the
+  result is pickled by the worker, so a result that cannot be pickled
+  fails as `MaybeEncodingError`, as in a local pool.  An exception raised
+  by a task comes back with the worker's traceback text as its
+  `__cause__` (`RemoteTraceback`).
+* Results are collected by one thread of the pool: Dask's done callbacks
+  queue the finished futures, and the thread fetches each batch of them
+  with one `gather`.  imap() reads its input in a thread of its own,
+  submitting chunks as it reads them; its iterator hands results out in
+  input order as they arrive (`IMapIterator`), imap_unordered() as they
+  come.
+* `initializer(*initargs)` runs once per pool in every worker process
+  before its first task of the pool (on workers that join later, or are
+  restarted, too).  When it raises, that worker's tasks of the pool fail
+  with its exception (and traceback), rather than loop.
+* `maxtasksperchild`: after that many tasks (map chunks) of the pool, a
+  worker process asks its nanny to restart it, gracefully (the scheduler
+  first moves its finished results and queued tasks elsewhere).  Workers
+  without a nanny (`dask worker --no-nanny`) are not restarted.
+
+What fails how:
+
+* A worker process that dies while running a task: the scheduler runs the
+  task again on another worker; after `distributed.scheduler.allowed-
+  failures` deaths (3 by default) the task fails with `WorkerLostError`
+  (a `ClusterWorkerLostError`, which says so).  Never a hang.
+* The scheduler going away (or the client closing): every pending result
+  fails with `ClusterLostError`, and the pool refuses new work.
+* `terminate()` cancels the pool's pending tasks and, for a cluster the
+  pool started, stops its workers.  On a cluster it did not start, a task
+  already running keeps running to its end (Dask cannot stop a running
+  task); its result is dropped.
+"""
+
+__all__ = ['Pool', 'ClusterLostError', 'ClusterWorkerLostError']
+
+import itertools
+import os
+import pickle
+import queue
+import threading
+import traceback
+import uuid
+import warnings
+import weakref
+
+from .context import ProcessError
+from .pool import (CLOSE, INIT, RUN, TERMINATE, ApplyResult, IMapIterator,
+                   IMapUnorderedIterator, MapResult, MaybeEncodingError,
+                   WorkerLostError, ExceptionWithTraceback, rebuild_exc)
+
+# How often the collector looks at the client when no result arrives.
+_WATCH_SECONDS = 0.5
+# imap() submits the chunks it has read when it has this many, or when its
+# input makes it wait: fewer round trips to the scheduler for long inputs.
+_IMAP_GROUP = 64
+
+
+class ClusterLostError(ProcessError):
+    """The Dask cluster (its scheduler) went away, or the client closed,
+    before the task's result came back."""
+
+
+class ClusterWorkerLostError(WorkerLostError):
+    """The Dask workers given a task kept dying while running it: the
+    scheduler gave up after `distributed.scheduler.allowed-failures`
+    tries (Dask's `KilledWorker`)."""
+
+    def __init__(self, message):
+        self.message = message
+        super().__init__(None, None, None, True)
+        self.args = (message,)
+
+    def __reduce__(self):
+        return type(self), (self.message,)
+
+    def __str__(self):
+        return self.message
+
+
+# ---------------------------------------------------------------------------
+# The worker side (runs in the Dask worker processes)
+# ---------------------------------------------------------------------------
+
+_APPLY, _MAP, _STARMAP = 0, 1, 2
+
+# pool token -> None (initialized) or the initializer's exception
+_initialized = {}
+# pool token -> tasks this process ran for that pool
+_tasks_done = {}
+_init_lock = threading.Lock()
+
+
+def _initialize(init_blob):
+    """Run the pool's initializer here, once; raise what it raised."""
+    if init_blob is None:
+        return
+    token, blob = init_blob
+    with _init_lock:
+        if token not in _initialized:
+            try:
+                initializer, initargs = pickle.loads(blob)
+                initializer(*initargs)
+                _initialized[token] = None
+            except Exception as exc:
+                _initialized[token] = ExceptionWithTraceback(
+                    exc, exc.__traceback__)
+        failed = _initialized[token]
+    if failed is not None:
+        raise _InitFailed(failed)
+
+
+class _InitFailed(Exception):
+    pass
+
+
+def _restart_after(token, maxtasks):
+    """Count a task of the pool; after maxtasks, restart this worker."""
+    with _init_lock:
+        done = _tasks_done[token] = _tasks_done.get(token, 0) + 1
+    if done != maxtasks:
+        return
+    try:
+        from distributed import get_worker
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    if getattr(worker, 'nanny', None) is None:
+        return                  # nobody to start a fresh process
+    worker.loop.add_callback(worker.close_gracefully, restart=True,
+                             reason='cmultiprocessing-maxtasksperchild')
+
+
+def _run(payload, init_blob, maxtasks):
+    """A Dask task: one apply() call or one map() chunk.  Returns the
+    pickled (ok, value), value being the result, the chunk's results
+    (a list, or packed bytes) or the exception."""
+    from _cmultiprocessing import map_chunk
+    kind = func = args = None
+    try:
+        _initialize(init_blob)
+        kind, func, args = pickle.loads(payload)
+        if kind == _APPLY:
+            args, kwds = args
+            outcome = (True, func(*args, **kwds))
+        else:
+            outcome = (True, map_chunk(func, args, kind == _STARMAP))
+    except _InitFailed as failed:
+        outcome = (False, failed.args[0])
+    except Exception as exc:
+        outcome = (False, ExceptionWithTraceback(exc, exc.__traceback__))
+    func = args = payload = None
+    try:
+        blob = pickle.dumps(outcome, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        blob = pickle.dumps((False, MaybeEncodingError(exc, outcome[1])),
+                            pickle.HIGHEST_PROTOCOL)
+    if maxtasks is not None and init_blob is not None:
+        _restart_after(init_blob[0], maxtasks)
+    return blob
+
+
+# ---------------------------------------------------------------------------
+# The engine: submission and collection (runs in the user's process)
+# ---------------------------------------------------------------------------
+
+_STOP = object()
+
+
+class _Engine(object):
+    """Owns the Dask client (and the cluster the pool started), the futures
+    in flight and the collector thread; the Pool facade delegates to it, so
+    that nothing here keeps the facade alive."""
+
+    def __init__(self, client, own_client, cluster, token, init_blob,
+                 maxtasks, cache):
+        self.client = client
+        self.own_client = own_client
+        self.cluster = cluster
+        self.token = token
+        self.init_blob = init_blob
+        self.maxtasks = maxtasks
+        self.cache = cache
+        self.address = getattr(client.scheduler, 'address', None) \
+            or str(client)
+        self.lock = threading.Lock()
+        self.pending = {}           # future key -> (future, result, index)
+        self.done = queue.SimpleQueue()
+        self.halted = False
+        self.lost = None            # the ClusterLostError, once lost
+        self.counter = itertools.count()
+        self.collector = threading.Thread(
+            target=self._collect, name='cmultiprocessing-cluster-collector',
+            daemon=True)
+        self.collector.start()
+
+    # -- submitting --------------------------------------------------------
+
+    def nthreads(self):
+        try:
+            return max(1, sum(self.client.nthreads().values()))
+        except Exception:
+            return 1
+
+    def _key(self, kind, job):
+        return 'cmp-%s-%s-%d-%d' % (kind, self.token, job,
+                                    next(self.counter))
+
+    def payload(self, kind, func, args):
+        """(bytes, None) or (None, the pickling error)."""
+        from cloudpickle import dumps
+        try:
+            return dumps((kind, func, args), pickle.HIGHEST_PROTOCOL), None
+        except Exception as exc:
+            return None, exc
+
+    def submit(self, result, tasks):
+        """Submit [(index, payload)] as tasks whose outcomes go to
+        result._set(index, ...); one graph update for all of them."""
+        if not tasks:
+            return
+        job = result._job
+        keys = [self._key('map' if len(tasks) > 1 else 'task', job)
+                for _ in tasks]
+        futures = self.client.map(_run, [p for _, p in tasks],
+                                  init_blob=self.init_blob,
+                                  maxtasks=self.maxtasks, key=keys,
+                                  pure=False)
+        with self.lock:
+            for (index, _), future in zip(tasks, futures):
+                self.pending[future.key] = (future, result, index)
+            lost = self.lost
+        if lost is not None:
+            self.fail_all(lost)
+            return
+        for future in futures:
+            future.add_done_callback(self.done.put)
+
+    # -- collecting ---------------------------------------------------------
+
+    def _collect(self):
+        done = self.done
+        while True:
+            try:
+                first = done.get(timeout=_WATCH_SECONDS)
+            except queue.Empty:
+                self._watch()
+                continue
+            batch = [first]
+            while True:
+                try:
+                    batch.append(done.get_nowait())
+                except queue.Empty:
+                    break
+            stop = _STOP in batch
+            batch = [f for f in batch if f is not _STOP]
+            try:
+                self._absorb(batch)
+            except Exception:
+                traceback.print_exc()
+            if stop:
+                return
+
+    def _absorb(self, futures):
+        finished = [f for f in futures if f.status == 'finished']
+        others = [f for f in futures if f.status != 'finished']
+        if finished:
+            try:
+                blobs = self.client.gather(finished)
+            except Exception:
+                # one of them was lost meanwhile: one at a time
+                blobs = None
+            if blobs is None:
+                for future in finished:
+                    try:
+                        blob = future.result(timeout=5)
+                    except Exception as exc:
+                        self._deliver(future, self._failure(future, exc))
+                    else:
+                        self._deliver(future, pickle.loads(blob))
+            else:
+                for future, blob in zip(finished, blobs):
+                    self._deliver(future, pickle.loads(blob))
+        for future in others:
+            try:
+                future.result(timeout=0)
+                outcome = None
+            except Exception as exc:
+                outcome = self._failure(future, exc)
+            if outcome is not None:
+                self._deliver(future, outcome)
+
+    def _failure(self, future, exc):
+        """(False, the error a user sees) for a future Dask failed."""
+        name = type(exc).__name__
+        if name == 'KilledWorker':
+            return False, ClusterWorkerLostError(
+                'Dask workers kept dying while running this task (%s): '
+                'the scheduler gave up on it' % exc)
+        if future.status == 'cancelled' or name in (
+                'CancelledError', 'FutureCancelledError'):
+            if self.halted:
+                return None
+            return False, self._lost_error(str(exc))
+        return False, exc
+
+    def _lost_error(self, why):
+        return ClusterLostError(
+            'the Dask cluster at %s went away before this task\'s result '
+            'came back (%s)' % (self.address, why or 'client closed'))
+
+    def _deliver(self, future, outcome):
+        with self.lock:
+            entry = self.pending.pop(future.key, None)
+        if entry is None or outcome is None:
+            return
+        _, result, index = entry
+        ok, value = outcome
+        if not ok and isinstance(value, ExceptionWithTraceback):
+            value = rebuild_exc(value.exc, value.tb)   # not pickled (threads)
+        try:
+            result._set(index, (ok, value))
+        except Exception:
+            traceback.print_exc()           # a failing callback
+
+    def _watch(self):
+        """Fail the pending results when the client can no longer get
+        them (its futures are cancelled when the scheduler is lost, but a
+        client closed under us says nothing)."""
+        if self.halted or self.lost is not None:
+            return
+        status = self.client.status
+        if status in ('closing', 'closed', 'failed'):
+            self.fail_all(self._lost_error('client %s' % status))
+
+    def fail_all(self, error):
+        with self.lock:
+            self.lost = error
+            entries = list(self.pending.values())
+            self.pending.clear()
+        for _, result, index in entries:
+            try:
+                result._set(index, (False, error))
+            except Exception:
+                traceback.print_exc()
+
+    # -- ending -------------------------------------------------------------
+
+    def halt(self):
+        """terminate(): cancel what is pending, stop collecting, and close
+        the client and cluster the pool made."""
+        if self.halted:
+            return
+        self.halted = True
+        with self.lock:
+            futures = [entry[0] for entry in self.pending.values()]
+            self.pending.clear()
+        if futures and self.client.status == 'running':
+            try:
+                self.client.cancel(futures, force=True)
+            except Exception:
+                pass
+        del futures
+        self.done.put(_STOP)
+        if self.collector is not threading.current_thread():
+            self.collector.join()
+        self.shut_down()
+
+    def wait_idle(self):
+        """join() after close(): wait until every result is delivered."""
+        while True:
+            with self.lock:
+                if not self.pending or self.halted:
+                    return
+            self.collector.join(0.05)
+            if not self.collector.is_alive():
+                return
+
+    def shut_down(self):
+        if self.own_client:
+            try:
+                self.client.close()
+            except Exception:
+                pass
+        if self.cluster is not None:
+            try:
+                self.cluster.close()
+            except Exception:
+                pass
+
+
+def _connect(client, processes):
+    """(client, whether the pool owns it, the cluster it started or None)."""
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError("cmultiprocessing.cluster needs dask.distributed: "
+                          "pip install 'cmultiprocessing[dask]'") from None
+    if isinstance(client, distributed.Client):
+        return client, False, None
+    if isinstance(client, str):
+        return distributed.Client(client, set_as_default=False), True, None
+    if client is not None:
+        raise TypeError('client must be a distributed.Client, a scheduler '
+                        'address or None, not %s' % type(client).__name__)
+    cluster = distributed.LocalCluster(
+        n_workers=processes, threads_per_worker=1, processes=True,
+        host='127.0.0.1', dashboard_address=None)
+    try:
+        return distributed.Client(cluster, set_as_default=False), True, \
+            cluster
+    except BaseException:
+        cluster.close()
+        raise
+
+
+# ---------------------------------------------------------------------------
+# The facade
+# ---------------------------------------------------------------------------
+
+class Pool(object):
+    """A pool whose workers are those of a Dask cluster: `client` is a
+    `distributed.Client`, a scheduler address, or None for a LocalCluster
+    of `processes` worker processes (default: the machine's cores) that
+    the pool starts and stops.  `context` is accepted, and unused."""
+
+    def __init__(self, processes=None, initializer=None, initargs=(),
+                 maxtasksperchild=None, context=None, *, client=None):
+        self._engine = None
+        self._state = INIT
+        if processes is not None and processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None and (
+                not isinstance(maxtasksperchild, int)
+                or maxtasksperchild <= 0):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError('initializer must be a callable')
+        token = uuid.uuid4().hex[:12]
+        init_blob = None
+        if initializer is not None or maxtasksperchild is not None:
+            from cloudpickle import dumps
+            init_blob = (token, dumps((initializer or _no_initializer,
+                                       tuple(initargs))))
+        dask_client, own, cluster = _connect(
+            client, processes if processes is not None else
+            (os.cpu_count() or 1))
+        self._cache = {}
+        self._engine = _Engine(dask_client, own, cluster, token, init_blob,
+                               maxtasksperchild, self._cache)
+        self._processes = processes or self._engine.nthreads()
+        self._finalizer = weakref.finalize(self, self._engine.halt)
+        self._state = RUN
+
+    @property
+    def client(self):
+        """The `distributed.Client` the pool submits through."""
+        return self._engine.client
+
+    def __del__(self, _warn=warnings.warn, RUN=RUN):
+        if self._state == RUN:
+            _warn(f"unclosed running cmultiprocessing pool {self!r}",
+                  ResourceWarning, source=self)
+
+    def __repr__(self):
+        kind = type(self)
+        address = self._engine.address if self._engine else None
+        return (f'<{kind.__module__}.{kind.__qualname__} '
+                f'state={self._state} scheduler={address}>')
+
+    def __reduce__(self):
+        raise NotImplementedError(
+            'pool objects cannot be passed between processes or pickled')
+
+    def _check_running(self):
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+        lost = self._engine.lost
+        if lost is not None:
+            raise ClusterLostError(str(lost))
+
+    def __enter__(self):
+        self._check_running()
+        return self
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.terminate()
+
+    # -- submitting work ---------------------------------------------------
+
+    def apply(self, func, args=(), kwds={}):  # noqa: B006
+        """Call func(*args, **kwds) on a worker and return the result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(self, func, args=(), kwds={}, callback=None,  # noqa: B006
+                    error_callback=None):
+        """Like apply(), returning an AsyncResult."""
+        self._check_running()
+        result = ApplyResult(self, callback, error_callback)
+        payload, error = self._engine.payload(_APPLY, func,
+                                              (tuple(args), dict(kwds)))
+        if error is not None:
+            result._set(0, (False, error))
+        else:
+            self._engine.submit(result, [(0, payload)])
+        return result
+
+    def map(self, func, iterable, chunksize=None):
+        """list(map(func, iterable)), the calls run on the cluster."""
+        return self._map_async(func, iterable, _MAP, chunksize).get()
+
+    def map_async(self, func, iterable, chunksize=None, callback=None,
+                  error_callback=None):
+        return self._map_async(func, iterable, _MAP, chunksize, callback,
+                               error_callback)
+
+    def starmap(self, func, iterable, chunksize=None):
+        """Like map(), each item unpacked as the arguments of func."""
+        return self._map_async(func, iterable, _STARMAP, chunksize).get()
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None,
+                      error_callback=None):
+        return self._map_async(func, iterable, _STARMAP, chunksize, callback,
+                               error_callback)
+
+    def _map_async(self, func, iterable, kind, chunksize=None, callback=None,
+                   error_callback=None):
+        self._check_running()
+        if not hasattr(iterable, '__len__'):
+            iterable = list(iterable)
+        if chunksize is None:
+            chunksize, extra = divmod(len(iterable),
+                                      self._engine.nthreads() * 4)
+            if extra:
+                chunksize += 1
+        if len(iterable) == 0:
+            chunksize = 0
+        result = MapResult(self, chunksize, len(iterable), callback,
+                           error_callback)
+        if chunksize == 0:
+            return result
+        engine = self._engine
+        tasks = []
+        for index, piece in enumerate(_pieces(iterable, chunksize)):
+            payload, error = engine.payload(kind, func, piece)
+            if error is not None:
+                result._set(index, (False, error))
+            else:
+                tasks.append((index, payload))
+        engine.submit(result, tasks)
+        return result
+
+    def imap(self, func, iterable, chunksize=1):
+        """An iterator over func's results in input order, each handed out
+        as soon as it and those before it have arrived."""
+        return self._imap(IMapIterator, func, iterable, chunksize)
+
+    def imap_unordered(self, func, iterable, chunksize=1):
+        """Like imap(), the results in the order they arrive."""
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
+
+    def _imap(self, kind, func, iterable, chunksize):
+        self._check_running()
+        if chunksize < 1:
+            raise ValueError("Chunksize must be 1+, not {0:n}".format(
+                chunksize))
+        result = kind(self, chunked=True)
+        feeder = threading.Thread(
+            target=_feed, args=(self._engine, result, func, iterable,
+                                chunksize),
+            name='cmultiprocessing-cluster-imap', daemon=True)
+        feeder.start()
+        return result
+
+    # -- ending ---------------------------------------------------------------
+
+    def close(self):
+        """No more work: the workers finish what was submitted."""
+        if self._state == RUN:
+            self._state = CLOSE
+
+    def terminate(self):
+        """Stop at once: pending work is cancelled (see the module's
+        notes); a cluster the pool started is stopped."""
+        self._state = TERMINATE
+        if self._engine is not None:
+            self._finalizer()
+
+    def join(self):
+        """Wait for the submitted work (after close()) and end the pool."""
+        if self._state not in (CLOSE, TERMINATE):
+            raise ValueError("Pool is still running")
+        if self._state == CLOSE:
+            self._engine.wait_idle()
+        self._finalizer()
+
+
+def _no_initializer():
+    pass
+
+
+def _pieces(items, size):
+    """The chunks of items: slices of a list, tuple or range (a range
+    slice pickles to a few bytes), tuples read from anything else."""
+    if type(items) in (list, tuple, range):
+        for start in range(0, len(items), size):
+            yield items[start:start + size]
+        return
+    source = iter(items)
+    while True:
+        piece = tuple(itertools.islice(source, size))
+        if not piece:
+            return
+        yield piece
+
+
+class _Unpacking(object):
+    """Stands between the engine and an IMapIterator: a chunk of packed
+    results (bytes) becomes the list the iterator hands out item by
+    item."""
+    __slots__ = ('result', 'sizes')
+
+    def __init__(self, result):
+        self.result = result
+        self.sizes = {}
+
+    @property
+    def _job(self):
+        return self.result._job
+
+    def _set(self, index, outcome):
+        ok, value = outcome
+        if ok and type(value) is bytes:
+            from _cmultiprocessing import unpack_into
+            out = [None] * self.sizes[index]
+            try:
+                unpack_into(value, out, 0)
+                value = out
+            except Exception as exc:
+                ok, value = False, exc
+        self.sizes.pop(index, None)
+        self.result._set(index, (ok, value))
+
+
+def _feed(engine, result, func, iterable, chunksize):
+    """imap()'s reader thread: chunks of the input become tasks as they
+    are read; an error of the input itself becomes the last outcome,
+    raised as it is."""
+    target = _Unpacking(result)
+    tasks = []
+    count = 0
+    try:
+        source = iter(iterable)
+        while True:
+            piece = tuple(itertools.islice(source, chunksize))
+            if not piece:
+                break
+            payload, error = engine.payload(_MAP, func, piece)
+            if error is not None:
+                target._set(count, (False, error))
+            else:
+                target.sizes[count] = len(piece)
+                tasks.append((count, payload))
+            count += 1
+            if len(tasks) >= _IMAP_GROUP:
+                engine.submit(target, tasks)
+                tasks = []
+    except Exception as exc:
+        engine.submit(target, tasks)
+        tasks = []
+        target._set(count, (False, exc))
+        count += 1
+    try:
+        engine.submit(target, tasks)
+    except Exception as exc:
+        for index, _ in tasks:
+            target._set(index, (False, exc))
+    result._set_length(count)
+
