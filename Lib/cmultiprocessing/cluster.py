@@ -44,10 +44,11 @@ How the Pool's work becomes Dask tasks:
   before its first task of the pool (on workers that join later, or are
   restarted, too).  When it raises, that worker's tasks of the pool fail
   with its exception (and traceback), rather than loop.
-* `maxtasksperchild`: after that many tasks (map chunks) of the pool, a
-  worker process asks its nanny to restart it, gracefully (the scheduler
-  first moves its finished results and queued tasks elsewhere).  Workers
-  without a nanny (`dask worker --no-nanny`) are not restarted.
+* `maxtasksperchild` is refused (NotImplementedError): Dask's workers are
+  shared by every client of the cluster, and restarting one under the
+  scheduler's feet (tried: a graceful restart after N tasks) made Dask lose
+  track of tasks in flight.  Dask's own form of it is the worker lifetime:
+  `dask worker --lifetime 1h --lifetime-restart`.
 
 What fails how:
 
@@ -117,8 +118,6 @@ _APPLY, _MAP, _STARMAP = 0, 1, 2
 
 # pool token -> None (initialized) or the initializer's exception
 _initialized = {}
-# pool token -> tasks this process ran for that pool
-_tasks_done = {}
 _init_lock = threading.Lock()
 
 
@@ -145,24 +144,7 @@ class _InitFailed(Exception):
     pass
 
 
-def _restart_after(token, maxtasks):
-    """Count a task of the pool; after maxtasks, restart this worker."""
-    with _init_lock:
-        done = _tasks_done[token] = _tasks_done.get(token, 0) + 1
-    if done != maxtasks:
-        return
-    try:
-        from distributed import get_worker
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return
-    if getattr(worker, 'nanny', None) is None:
-        return                  # nobody to start a fresh process
-    worker.loop.add_callback(worker.close_gracefully, restart=True,
-                             reason='cmultiprocessing-maxtasksperchild')
-
-
-def _run(payload, init_blob, maxtasks):
+def _run(payload, init_blob):
     """A Dask task: one apply() call or one map() chunk.  Returns the
     pickled (ok, value), value being the result, the chunk's results
     (a list, or packed bytes) or the exception."""
@@ -186,8 +168,6 @@ def _run(payload, init_blob, maxtasks):
     except Exception as exc:
         blob = pickle.dumps((False, MaybeEncodingError(exc, outcome[1])),
                             pickle.HIGHEST_PROTOCOL)
-    if maxtasks is not None and init_blob is not None:
-        _restart_after(init_blob[0], maxtasks)
     return blob
 
 
@@ -204,13 +184,12 @@ class _Engine(object):
     that nothing here keeps the facade alive."""
 
     def __init__(self, client, own_client, cluster, token, init_blob,
-                 maxtasks, cache):
+                 cache):
         self.client = client
         self.own_client = own_client
         self.cluster = cluster
         self.token = token
         self.init_blob = init_blob
-        self.maxtasks = maxtasks
         self.cache = cache
         self.address = getattr(client.scheduler, 'address', None) \
             or str(client)
@@ -254,8 +233,7 @@ class _Engine(object):
         keys = [self._key('map' if len(tasks) > 1 else 'task', job)
                 for _ in tasks]
         futures = self.client.map(_run, [p for _, p in tasks],
-                                  init_blob=self.init_blob,
-                                  maxtasks=self.maxtasks, key=keys,
+                                  init_blob=self.init_blob, key=keys,
                                   pure=False)
         with self.lock:
             for (index, _), future in zip(tasks, futures):
@@ -314,12 +292,10 @@ class _Engine(object):
                     self._deliver(future, pickle.loads(blob))
         for future in others:
             try:
-                future.result(timeout=0)
-                outcome = None
-            except Exception as exc:
-                outcome = self._failure(future, exc)
-            if outcome is not None:
-                self._deliver(future, outcome)
+                exc = future.exception(timeout=10)
+            except Exception as error:
+                exc = error
+            self._deliver(future, self._failure(future, exc))
 
     def _failure(self, future, exc):
         """(False, the error a user sees) for a future Dask failed."""
@@ -332,7 +308,9 @@ class _Engine(object):
                 'CancelledError', 'FutureCancelledError'):
             if self.halted:
                 return None
-            return False, self._lost_error(str(exc))
+            error = self._lost_error(str(exc))
+            self.fail_all(error)
+            return False, error
         return False, exc
 
     def _lost_error(self, why):
@@ -467,18 +445,23 @@ class Pool(object):
             raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError('initializer must be a callable')
+        if maxtasksperchild is not None:
+            raise NotImplementedError(
+                'maxtasksperchild: the workers of a Dask cluster are not the '
+                'pool\'s to restart; Dask restarts its workers itself with '
+                '`dask worker --lifetime T --lifetime-restart` (or the '
+                'distributed.worker.lifetime settings)')
         token = uuid.uuid4().hex[:12]
         init_blob = None
-        if initializer is not None or maxtasksperchild is not None:
+        if initializer is not None:
             from cloudpickle import dumps
-            init_blob = (token, dumps((initializer or _no_initializer,
-                                       tuple(initargs))))
+            init_blob = (token, dumps((initializer, tuple(initargs))))
         dask_client, own, cluster = _connect(
             client, processes if processes is not None else
             (os.cpu_count() or 1))
         self._cache = {}
         self._engine = _Engine(dask_client, own, cluster, token, init_blob,
-                               maxtasksperchild, self._cache)
+                               self._cache)
         self._processes = processes or self._engine.nthreads()
         self._finalizer = weakref.finalize(self, self._engine.halt)
         self._state = RUN
@@ -626,10 +609,6 @@ class Pool(object):
         self._finalizer()
 
 
-def _no_initializer():
-    pass
-
-
 def _pieces(items, size):
     """The chunks of items: slices of a list, tuple or range (a range
     slice pickles to a few bytes), tuples read from anything else."""
@@ -673,13 +652,11 @@ class _Unpacking(object):
         self.result._set(index, (ok, value))
 
 
-def _feed(engine, result, func, iterable, chunksize):
-    """imap()'s reader thread: chunks of the input become tasks as they
-    are read; an error of the input itself becomes the last outcome,
-    raised as it is."""
-    target = _Unpacking(result)
-    tasks = []
-    count = 0
+def _read(engine, func, iterable, chunksize, out):
+    """imap()'s reader thread: the input, read chunk by chunk, pickled, put
+    on out as (index, size, payload or error); an error of the input itself
+    becomes the last item, (index, None, the error)."""
+    index = 0
     try:
         source = iter(iterable)
         while True:
@@ -687,24 +664,55 @@ def _feed(engine, result, func, iterable, chunksize):
             if not piece:
                 break
             payload, error = engine.payload(_MAP, func, piece)
-            if error is not None:
-                target._set(count, (False, error))
-            else:
-                target.sizes[count] = len(piece)
-                tasks.append((count, payload))
-            count += 1
-            if len(tasks) >= _IMAP_GROUP:
-                engine.submit(target, tasks)
-                tasks = []
+            out.put((index, len(piece), payload if error is None else error))
+            index += 1
     except Exception as exc:
-        engine.submit(target, tasks)
-        tasks = []
-        target._set(count, (False, exc))
-        count += 1
-    try:
-        engine.submit(target, tasks)
-    except Exception as exc:
-        for index, _ in tasks:
-            target._set(index, (False, exc))
-    result._set_length(count)
+        out.put((index, None, exc))
+        index += 1
+    out.put(_STOP)
 
+
+def _feed(engine, result, func, iterable, chunksize):
+    """imap()'s feeder thread: submits the chunks the reader has read, all
+    those waiting at once (one graph update), so a slow input streams and a
+    fast one travels in groups; then tells the iterator how many chunks
+    there were."""
+    target = _Unpacking(result)
+    read = queue.SimpleQueue()
+    reader = threading.Thread(
+        target=_read, args=(engine, func, iterable, chunksize, read),
+        name='cmultiprocessing-cluster-imap-reader', daemon=True)
+    reader.start()
+    count = 0
+    ended = False
+    while not ended:
+        items = [read.get()]
+        while len(items) < _IMAP_GROUP:
+            try:
+                items.append(read.get_nowait())
+            except queue.Empty:
+                break
+        tasks = []
+        for item in items:
+            if item is _STOP:
+                ended = True
+                break
+            index, size, what = item
+            count = index + 1
+            if size is not None and type(what) is bytes:
+                target.sizes[index] = size
+                tasks.append((index, what))
+                continue
+            try:
+                engine.submit(target, tasks)
+            except Exception as exc:
+                for i, _ in tasks:
+                    target._set(i, (False, exc))
+            tasks = []
+            target._set(index, (False, what))
+        try:
+            engine.submit(target, tasks)
+        except Exception as exc:
+            for i, _ in tasks:
+                target._set(i, (False, exc))
+    result._set_length(count)
