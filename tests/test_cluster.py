@@ -206,8 +206,8 @@ def test_a_map_is_chunked_not_one_task_an_item(dask_client):
             assert p.map(square, data) == [x * x for x in data]
         finally:
             del p._engine.client.map
-    # the stdlib's chunksize: 4 chunks per worker thread
-    assert len(keys) == 8
+    # one chunk per worker thread (cluster._CHUNKS_PER_THREAD)
+    assert len(keys) == 2 * cluster._CHUNKS_PER_THREAD
 
 
 @needs_dask
@@ -363,3 +363,25 @@ def test_a_cluster_that_goes_away_fails_the_pending_results(tmp_path):
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+@needs_dask
+def test_a_map_of_100k_tiny_tasks_within_3x_of_a_local_pool():
+    # the acceptance: chunking works (one scheduler task an item
+    # would take minutes); best of 7 of each, as the machine is shared
+    def best(pool):
+        data = range(100000)
+        assert pool.map(square, data) == [x * x for x in data]
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            pool.map(square, data)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+    with cmp.get_context("fork").Pool(2) as local:
+        local_time = best(local)
+    local.join()
+    with cluster.Pool(2) as remote:
+        cluster_time = best(remote)
+    remote.join()
+    assert cluster_time < 3 * local_time, (cluster_time, local_time)
