@@ -41,7 +41,9 @@ test (suite/clients.py: pebble).  Then the unit tests once more on an
 extension built with ASan and UBSan (the runtime preloaded into every
 process; a sanitizer report anywhere fails the stage), and a reference-leak
 run of the unit tests of the C-heavy modules on the sid chroot's
-python3.14-dbg (tools/refleak.py, CPython's -R 3:3 rule).
+python3.14-dbg (tools/refleak.py, CPython's -R 3:3 rule), and the cluster
+Pool's tests with cmultiprocessing[dask] in a venv of its own (a LocalCluster,
+and namespaces for the multi-host test; tests/test_cluster*.py).
 
 Every run has a time limit.  The run fails when a unit test fails, when a
 suite row passes fewer tests than the committed ratchet (suite/ratchet.json,
@@ -858,10 +860,63 @@ def host_interpreter(interp, versions):
     return None
 
 
+# The cluster Pool's tests (cmultiprocessing.cluster on Dask), in a venv of
+# their own with the dask extra (Dask imports the stdlib's multiprocessing:
+# kept out of the venv of the other stages); their LocalClusters and
+# network namespaces are made and removed by the tests themselves.
+CLUSTER_TESTS = ("test_cluster.py", "test_cluster_pool.py",
+                 "test_cluster_netns.py")
+
+
+def judge_cluster(rc, counts):
+    """(ok, figures) of the cluster tests: every test must run (a skip
+    here means Dask, root or ip netns was missing, which this stage is
+    there to have) and pass."""
+    ok = rc == 0 and counts["passed"] > 0 and counts["failed"] == 0 and \
+        counts["errors"] == 0 and counts["skipped"] == 0
+    figures = "%d passed, %d failed, %d skipped" % (
+        counts["passed"], counts["failed"] + counts["errors"],
+        counts["skipped"])
+    return ok, figures
+
+
+def run_cluster(interp, timeout):
+    """cmultiprocessing[dask] into .ci-venvs/dask-X.Y, then the cluster
+    tests, all within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    dask = Interpreter(interp.version, interp.base, False)
+    dask.venv = os.path.join(VENVS, "dask-" + interp.version)
+    dask.python = os.path.join(dask.venv, "bin", "python")
+    if not os.path.exists(dask.python):
+        dask.run([dask.base, "-m", "venv", dask.venv], check=True,
+                 timeout=_left(deadline))
+        dask.run([dask.python, "-m", "pip", "install", "-q", "--upgrade",
+                  "pip", "setuptools", "wheel"], check=True,
+                 timeout=_left(deadline))
+    log("cluster: installing cmultiprocessing[test,dask] into %s"
+        % dask.venv)
+    dask.run(["env", "CMP_WERROR=1", dask.python, "-m", "pip", "install",
+              "-q", "--force-reinstall", "--no-deps", ROOT], check=True,
+             timeout=_left(deadline))
+    dask.run([dask.python, "-m", "pip", "install", "-q", ROOT + "[test,dask]"],
+             check=True, timeout=_left(deadline))
+    cmd = [dask.python, "-m", "pytest", "-q", "-rfEs", "--timeout=180",
+           "-p", "no:cacheprovider", "--junitxml",
+           os.path.join(RESULTS, "pytest-cluster.xml")] + \
+        [os.path.join(ROOT, "tests", t) for t in CLUSTER_TESTS]
+    log("cluster: %s, limit %d s" % (" ".join(CLUSTER_TESTS),
+                                     _left(deadline)))
+    output, rc = pytest_output(dask, cmd, _left(deadline))
+    ok, figures = judge_cluster(rc, pytest_counts(output))
+    log("cluster: %s" % figures)
+    return {"ok": ok, "figures": figures}
+
+
 def run_checks(stages, failures, interp, asan_timeout, refleak_timeout,
-               versions=()):
-    """The sanitized unit tests (on interp's version, or a host one) and
-    the reference leak run; a timeout of 0 leaves that stage out."""
+               versions=(), cluster_timeout=0):
+    """The sanitized unit tests (on interp's version, or a host one), the
+    reference leak run and the cluster tests; a timeout of 0 leaves that
+    stage out."""
     checks = []
     host = host_interpreter(interp, versions) if asan_timeout else None
     if asan_timeout and host is None:
@@ -874,6 +929,14 @@ def run_checks(stages, failures, interp, asan_timeout, refleak_timeout,
     if refleak_timeout:
         checks.append(("refleak run, %s" % REFLEAK_PYTHON, run_refleak,
                        (refleak_timeout,)))
+    if cluster_timeout:
+        host = host_interpreter(interp, versions)
+        if host is None:
+            stages.note("cluster tests (Dask)", "NOT RUN")
+            failures.append("cluster tests not run: no interpreter")
+        else:
+            checks.append(("cluster tests (Dask), %s" % host.version,
+                           run_cluster, (host, cluster_timeout)))
     for name, func, fargs in checks:
         try:
             result = stages.run(name, func, *fargs,
@@ -992,6 +1055,12 @@ def main(argv=None):
     p.add_argument("--refleak-timeout", type=int, default=600,
                    help="time limit of the reference-leak stage, its "
                    "set-up included (600)")
+    p.add_argument("--no-cluster", action="store_true",
+                   help="no run of the cluster Pool's tests on Dask "
+                   "(cmultiprocessing[dask] in .ci-venvs/dask-X.Y)")
+    p.add_argument("--cluster-timeout", type=int, default=300,
+                   help="time limit of the cluster stage, its install "
+                   "included (300)")
     p.add_argument("--update-ratchet", action="store_true",
                    help="raise suite/ratchet.json to today's pass counts")
     p.add_argument("pytest_args", nargs="*")
@@ -1106,7 +1175,9 @@ def main(argv=None):
                            int(min(args.asan_timeout, max(120, left()))),
                            0 if args.no_refleak else
                            int(min(args.refleak_timeout, max(120, left()))),
-                           versions)
+                           versions,
+                           0 if args.no_cluster else
+                           int(min(args.cluster_timeout, max(120, left()))))
 
     print_suite_table(suite_rows)
     print_cf_table(cf_rows)

@@ -299,3 +299,16 @@ def test_refleak_rule_is_cpythons(refleak):
     assert refleak.parse_spec("2:4") == (2, 4)
     with pytest.raises(ValueError):
         refleak.parse_spec("0:3")
+
+
+def test_cluster_stage_judgement_and_files(ci):
+    clean = {"passed": 36, "failed": 0, "skipped": 0, "errors": 0}
+    assert ci.judge_cluster(0, clean) == (True, "36 passed, 0 failed, "
+                                          "0 skipped")
+    # a skip means Dask, root or ip netns was missing: the stage is there
+    # to have them
+    assert not ci.judge_cluster(0, dict(clean, skipped=1))[0]
+    assert not ci.judge_cluster(1, dict(clean, failed=1))[0]
+    assert not ci.judge_cluster(-1, dict(clean, passed=0))[0]   # timed out
+    for name in ci.CLUSTER_TESTS:
+        assert os.path.exists(os.path.join(ci.ROOT, "tests", name))
