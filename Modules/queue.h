@@ -71,6 +71,10 @@ qring_get(qring *r)
    process's budget, whatever the interpreter; cmp_process_lock() guards
    it, interpreters with a GIL of their own sharing it). */
 #define QUEUE_GROW_BUDGET ((size_t)16 << 20)
+/* How long (seconds) a put() waits for room in a full ring whose reader
+   takes nothing, before it hands the frame to the feeder thread (queue.c's
+   wait_for_room). */
+#define QUEUE_PUT_WAIT 0.002
 /* The feeder re-checks its state at least this often (microseconds). */
 #define FEED_IDLE_US 500000
 
@@ -143,6 +147,8 @@ typedef struct {
 /* Call a bound acquire(block[, timeout]); 1 acquired, 0 not, -1 error. */
 int queue_call_acquire(PyObject *acquire, int block, PyObject *timeout);
 int queue_call_release(PyObject *release);
+/* Acquire, waiting at most `seconds`: 1, 0 or -1. */
+int queue_take_briefly(PyObject *acquire, double seconds);
 /* Release with an exception pending: keep the first exception. */
 void queue_release_keeping_error(PyObject *release);
 /* The handle behind a Connection, from its bound fileno(). */
@@ -174,6 +180,7 @@ typedef struct {
     int pipe_grown; /* this process asked for the larger pipe buffer */
     size_t pipe_growth; /* what it counts against pipe_growth_held */
     cmp_spin spin; /* before sleeping for the next message (spin.h) */
+    cmp_spin wspin; /* before sleeping for room in the ring */
     qring shm; /* the shared-memory ring (ring.h), when attached */
 } QueueObject;
 

@@ -10,6 +10,7 @@
  * comes here.
  */
 #include "queue.h"
+#include "semlock.h"
 
 #include <string.h>
 
@@ -19,6 +20,12 @@
 int
 queue_call_acquire(PyObject *acquire, int block, PyObject *timeout)
 {
+    /* the package's own locks: no Python call (about 40 ns a call, six
+       calls a message) */
+    SemLockObject *native = cmp_semlock_bound(acquire, 1);
+    if (native != NULL && (timeout == NULL || timeout == Py_None)) {
+        return cmp_semlock_take(native, block, 0, 0.0);
+    }
     PyObject *args[3] = {NULL, block ? Py_True : Py_False, timeout};
     size_t nargs = timeout != NULL && timeout != Py_None ? 2 : 1;
     if (block && nargs == 1) {
@@ -35,8 +42,33 @@ queue_call_acquire(PyObject *acquire, int block, PyObject *timeout)
 }
 
 int
+queue_take_briefly(PyObject *acquire, double seconds)
+{
+    SemLockObject *native = cmp_semlock_bound(acquire, 1);
+    if (native != NULL) {
+        return cmp_semlock_take(native, 1, 1, seconds);
+    }
+    PyObject *timeout = PyFloat_FromDouble(seconds);
+    if (timeout == NULL) {
+        return -1;
+    }
+    int got = queue_call_acquire(acquire, 1, timeout);
+    Py_DECREF(timeout);
+    return got;
+}
+
+int
 queue_call_release(PyObject *release)
 {
+    SemLockObject *native = cmp_semlock_bound(release, 0);
+    if (native != NULL) {
+        if (cmp_semlock_give(native) < 0) {
+            return -1;
+        }
+        PyObject *r = cmp_semlock_released();
+        Py_XDECREF(r);
+        return r == NULL ? -1 : 0;
+    }
     PyObject *r = PyObject_CallNoArgs(release);
     if (r == NULL) {
         return -1;

@@ -36,11 +36,13 @@
 
 #include "cmp.h"
 
-/* Bytes of shared memory a queue's ring takes (header included).  256 KiB
+/* Bytes of data a queue's ring holds, and of shared memory it takes with
+   its header.  256 KiB
    holds four 64 KiB messages in flight and stays in a core's L2 cache;
    1 MiB measured no faster for 64 KiB messages and slower for small ones
    (the reader's copies miss the cache). */
-#define CMP_RING_BYTES ((size_t)256 << 10)
+#define CMP_RING_DATA ((size_t)256 << 10)
+#define CMP_RING_BYTES (CMP_RING_DATA + sizeof(cmp_ring_hdr))
 /* Writes no longer than this go into the ring whole or not at all (as
    PIPE_BUF bytes go into a pipe): queue_robust.c counts on it. */
 #define CMP_RING_ATOMIC 512
@@ -79,6 +81,13 @@ int cmp_ring_attach(cmp_ring *r, void *buf, size_t len);
 /* Bytes in the ring now; whether it is still in ring mode. */
 uint64_t cmp_ring_used(const cmp_ring *r);
 int cmp_ring_on(const cmp_ring *r);
+
+/* Bytes the ring has room for now. */
+static inline uint64_t
+cmp_ring_room(const cmp_ring *r)
+{
+    return r->cap - cmp_ring_used(r);
+}
 
 /* Copy as much of the pieces as fits: 0 with *sent > 0, or CMP_BUSY when
    nothing went in (a write of at most CMP_RING_ATOMIC bytes goes whole or

@@ -549,6 +549,22 @@ semlock_exit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
     return cmp_semlock_released();
 }
 
+/* See semlock.h. */
+SemLockObject *
+cmp_semlock_bound(PyObject *method, int acquire)
+{
+    if (!PyCFunction_Check(method)) {
+        return NULL;
+    }
+    PyCFunction want = acquire ? (PyCFunction)(void (*)(void))semlock_acquire
+                               : (PyCFunction)(void (*)(void))semlock_release;
+    if (PyCFunction_GetFunction(method) != want) {
+        return NULL;
+    }
+    /* (a method of SemLock's table is bound to SemLock instances only) */
+    return (SemLockObject *)PyCFunction_GetSelf(method);
+}
+
 static PyObject *
 semlock_count(PyObject *op, PyObject *Py_UNUSED(ignored))
 {

@@ -53,6 +53,12 @@ cmp_owner_rec *cmp_semlock_record(cmp_state *st, PyObject *obj);
 /* release(): 0 or -1 with an exception. */
 int cmp_semlock_give(SemLockObject *self);
 
+/* The SemLock whose own acquire (acquire != 0) or release `method` is
+   bound to, or NULL (another callable: call it).  Lets the queues take
+   and give their locks without a Python call (borrowed: alive with
+   method). */
+SemLockObject *cmp_semlock_bound(PyObject *method, int acquire);
+
 /* None, after a release that may have woken another process: the pending
    signal handlers run first.  The woken process often runs at once on this
    CPU, and what it does next may be to signal us (Process.interrupt()
