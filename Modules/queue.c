@@ -546,6 +546,43 @@ finish_get(QueueObject *q, PyObject *obj, PyObject *payload)
     return obj;
 }
 
+/* A get() with a timeout that finds the start of a message in the ring
+   waits, within the deadline, until the whole message is there, so that
+   it never waits past its timeout in the middle of one (its writer
+   stopped, or starved of CPU): the message stays in the ring, whole, for
+   the next get().  A message longer than the ring streams, and its
+   reader waits for the rest as before; so does a reader whose writer is
+   gone, to meet the cut message (TornMessageError).  1 whole (or one of
+   those), 0 timed out, -1 with an exception. */
+static int
+whole_frame_in_time(QueueObject *q, cmp_ring *r, const cmp_deadline *deadline)
+{
+    while (!cmp_ring_frame_whole(r) && cmp_ring_on(r)) {
+        if (qrobust_writer_stuck(q)) {
+            return 1;
+        }
+        if (cmp_deadline_passed(deadline)) {
+            return 0;
+        }
+        double left = cmp_deadline_left(deadline);
+        double slice = left < 0.0 || left > CMP_WAIT_SLICE ? CMP_WAIT_SLICE
+                                                           : left;
+        uint64_t have = cmp_ring_used(r);
+        int ready = 0, err;
+        Py_BEGIN_ALLOW_THREADS
+        err = cmp_ring_wait_more(r, have, slice, &ready);
+        Py_END_ALLOW_THREADS
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+        if (err != 0 && err != CMP_INTR) {
+            cmp_raise_oserror(err);
+            return -1;
+        }
+    }
+    return 1;
+}
+
 /* The start of get(block, timeout): the reader lock taken and, where a
    timeout applies, a message there to read.  0 (the lock held), or -1
    with an exception set (queue.Empty when nothing came in time). */
@@ -584,6 +621,9 @@ get_begin(QueueObject *q, PyObject *block_obj, PyObject *timeout)
     int ready = (reader_wire(q, &w) < 0 || qrobust_read_resume(q, &w) < 0)
                     ? -1
                     : cmp_wire_poll(&w, &deadline);
+    if (ready > 0 && w.ring != NULL && cmp_ring_used(w.ring) > 0) {
+        ready = whole_frame_in_time(q, w.ring, &deadline);
+    }
     if (ready <= 0) {
         if (ready == 0) {
             raise_queue_exception(q->st, 0);

@@ -203,5 +203,8 @@ int qrobust_read_resume(QueueObject *q, cmp_wire *w);
    that a writer left cut, raising TornMessageError for the message it
    cut. */
 int qrobust_stalled(void *ctx, int mid_message);
+/* Whether the message under way will never be finished: its writer is
+   gone, or the stream waits to be settled.  1 or 0. */
+int qrobust_writer_stuck(QueueObject *q);
 
 #endif /* CMP_QUEUE_H */

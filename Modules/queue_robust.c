@@ -32,12 +32,18 @@
  * update of its count (a few instructions) leaves a count that is off by
  * that call's bytes.
  *
- * Not done: a get(timeout) in the middle of a message from a writer that
- * lives but does not go on (stopped, starved) waits past its timeout, as
- * the stdlib's does.  To give up in time without losing the message, the
- * reader would park what it read in a named shared segment, note it (name
- * and length) in the reader lock's record beside `left`, and release the
- * lock; the next reader would take the parked part and read the rest.
+ * A get(timeout) in the middle of a message from a writer that lives but
+ * does not go on (stopped, starved): through the ring (ring.h) the reader
+ * waits, within its timeout, until the whole message is there before it
+ * takes a byte (queue.c's whole_frame_in_time), so it gives up in time
+ * and the message stays whole for the next get().  Not done: a message
+ * longer than the ring, and the pipe (macOS, Windows, a queue whose
+ * _reader was handed out), where the reader still waits past its timeout
+ * for the rest, as the stdlib's does.  To give up there without losing
+ * the message, the reader would park what it read in a named shared
+ * segment, note it (name and length) in the reader lock's record beside
+ * `left`, and release the lock; the next reader would take the parked
+ * part and read the rest.
  */
 #include "queue.h"
 
@@ -182,4 +188,22 @@ qrobust_read_resume(QueueObject *q, cmp_wire *w)
         left = cmp_atomic_load64(&q->rrec->state);
     }
     return 0;
+}
+
+int
+qrobust_writer_stuck(QueueObject *q)
+{
+    if (q->wrec == NULL) {
+        return 0;
+    }
+    uint64_t s = cmp_atomic_load64(&q->wrec->state);
+    if (STATE_KIND(s) == TORN) {
+        return 1;
+    }
+    if (STATE_KIND(s) != WRITING) {
+        return 0;
+    }
+    uint64_t holder = cmp_owner_load(q->wrec);
+    int gone = 0;
+    return holder != 0 && cmp_proc_tag_gone(holder, &gone) == 0 && gone;
 }

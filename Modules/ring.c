@@ -17,6 +17,7 @@
  * costs the writers a needless wake-up per write, nothing worse.
  */
 #include "ring.h"
+#include "frame.h"
 
 #include <string.h>
 
@@ -296,4 +297,46 @@ cmp_ring_consume(cmp_ring *r, size_t n)
 {
     store64(&r->h->head, r->h->head + n);
     wake_writers(r);
+}
+
+int
+cmp_ring_wait_more(cmp_ring *r, uint64_t have, double seconds, int *ready)
+{
+    cmp_ring_hdr *h = r->h;
+    int err = 0;
+    *ready = cmp_ring_used(r) > have || !cmp_ring_on(r);
+    if (*ready || seconds == 0.0) {
+        return 0;
+    }
+    uint32_t before = load32(&h->data_seq);
+    add32(&h->rsleep, 1);
+    if (cmp_ring_used(r) <= have && cmp_ring_on(r)) {
+        err = cmp_addr_wait(&h->data_seq, before, seconds);
+        if (err == CMP_BUSY) {
+            err = 0;
+        }
+    }
+    add32(&h->rsleep, -1);
+    *ready = cmp_ring_used(r) > have || !cmp_ring_on(r);
+    return err;
+}
+
+int
+cmp_ring_frame_whole(const cmp_ring *r)
+{
+    unsigned char hdr[CMP_FRAME_HEADER_MAX];
+    uint64_t used = cmp_ring_used(r), size = 0;
+    size_t n = cmp_ring_peek(r, hdr, sizeof(hdr));
+    if (n < 4) {
+        return 0;
+    }
+    int rc = cmp_frame_decode(hdr, n < 12 ? 4 : 12, &size);
+    if (rc == CMP_FRAME_MORE) {
+        return n < 12 ? 0 : 1;
+    }
+    uint64_t hlen = (rc == 0 && hdr[0] == 0xff) ? 12 : 4;
+    if (rc != 0 || size + hlen > r->cap) {
+        return 1; /* (a bad header is the reader's to report) */
+    }
+    return used >= size + hlen;
 }

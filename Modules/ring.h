@@ -105,6 +105,15 @@ int cmp_ring_readv(cmp_ring *r, const cmp_iobuf *slots, int count,
    0, or CMP_INTR. */
 int cmp_ring_wait(cmp_ring *r, int for_write, double seconds, int *ready);
 
+/* Wait at most `seconds` until the ring holds more than `have` bytes (or
+   it leaves ring mode): *ready = 1 then.  0, or CMP_INTR. */
+int cmp_ring_wait_more(cmp_ring *r, uint64_t have, double seconds, int *ready);
+
+/* Whether the frame at the ring's front is all there: 1, 0 (not yet), or
+   1 as well when it can never be (longer than the ring: it streams).  The
+   caller holds the reader lock, at a message boundary. */
+int cmp_ring_frame_whole(const cmp_ring *r);
+
 /* Leave ring mode for good and wake every sleeper, so that it looks
    again (any process, any time: see "Pipe mode" above). */
 void cmp_ring_leave(cmp_ring *r);

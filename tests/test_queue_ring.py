@@ -217,3 +217,47 @@ def test_get_many_across_processes(method):
     assert p.exitcode == 0
     q.close()
     out.close()
+
+
+# ---- get(timeout) in the middle of a message ----------------------------------
+
+def _put_two_then_sleep(q, first, second):
+    q.put(first)
+    q.put(second)
+    time.sleep(60)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP")
+def test_get_timeout_honoured_mid_message_of_a_stopped_writer():
+    # The writer is stopped (SIGSTOP) with part of a message in the ring:
+    # get(timeout) gives up in time, and the message is still whole for the
+    # get() after the writer goes on.  The stdlib's get() waits past its
+    # timeout there, holding the reader lock.
+    import signal
+    ctx = cmultiprocessing.get_context("fork")
+    q = ctx.Queue()
+    first = b"1" * (RING * 3 // 4)
+    second = b"2" * (RING * 3 // 4)
+    p = ctx.Process(target=_put_two_then_sleep, args=(q, first, second))
+    p.start()
+    try:
+        deadline = time.monotonic() + 20
+        # the first is in the ring, the second's start behind it
+        while q._ring is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if not q.empty():
+                break
+        time.sleep(0.3)
+        os.kill(p.pid, signal.SIGSTOP)
+        assert q.get(timeout=10) == first
+        t0 = time.monotonic()
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.5)
+        assert time.monotonic() - t0 < 3
+        os.kill(p.pid, signal.SIGCONT)
+        assert q.get(timeout=10) == second
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+        p.terminate()
+        p.join(10)
+        q.close()
