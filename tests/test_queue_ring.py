@@ -227,7 +227,23 @@ def _put_two_then_sleep(q, first, second):
     time.sleep(60)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP")
+def _wait_stopped(pid, limit=10.0):
+    """Until every thread of pid is stopped (Linux /proc)."""
+    deadline = time.monotonic() + limit
+    task = "/proc/%d/task" % pid
+    while time.monotonic() < deadline:
+        states = []
+        for tid in os.listdir(task):
+            with open("%s/%s/stat" % (task, tid)) as f:
+                states.append(f.read().rsplit(")", 1)[1].split()[0])
+        if all(s in "Tt" for s in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError("process %d never stopped" % pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="SIGSTOP, /proc")
 def test_get_timeout_honoured_mid_message_of_a_stopped_writer():
     # The writer is stopped (SIGSTOP) with part of a message in the ring:
     # get(timeout) gives up in time, and the message is still whole for the
@@ -249,6 +265,7 @@ def test_get_timeout_honoured_mid_message_of_a_stopped_writer():
                 break
         time.sleep(0.3)
         os.kill(p.pid, signal.SIGSTOP)
+        _wait_stopped(p.pid)       # (kill() does not wait for the stop)
         assert q.get(timeout=10) == first
         t0 = time.monotonic()
         with pytest.raises(queue.Empty):
