@@ -1155,6 +1155,7 @@ error:
     Py_XDECREF(sem_a);
     Py_XDECREF(sem_r);
     Py_XDECREF(r_fileno);
+    Py_XDECREF(kept);
     Py_DECREF(fd);
     return NULL;
 }

@@ -789,7 +789,9 @@ def test_bind_pickler_argument():
         with pytest.raises(TypeError):
             q._bind(*args, "not a class")
         with pytest.raises(TypeError):
-            q._bind(*args, fp, "one too many")
+            q._bind(*args, fp, q._ring, "one too many")
+        with pytest.raises(TypeError):
+            q._bind(*args, fp, "not a buffer")   # the ring's block
         for pickler in (None, pickle.Pickler, fp):  # none kept / no tables / kept
             q._bind(*args, pickler)
             q.put(Point(pickler))
