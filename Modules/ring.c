@@ -17,77 +17,12 @@
  * costs the writers a needless wake-up per write, nothing worse.
  */
 #include "ring.h"
+#include "atomic.h"
 #include "frame.h"
 
 #include <string.h>
 
 #define RING_MAGIC 0x31676e6972706d63ull /* "cmpring1" */
-
-#if defined(_MSC_VER) && !defined(__clang__)
-#  include <intrin.h>
-static inline uint64_t
-load64(const uint64_t *p)
-{
-    return (uint64_t)_InterlockedCompareExchange64((volatile __int64 *)p, 0,
-                                                   0);
-}
-static inline void
-store64(uint64_t *p, uint64_t v)
-{
-    (void)_InterlockedExchange64((volatile __int64 *)p, (__int64)v);
-}
-static inline uint32_t
-load32(const uint32_t *p)
-{
-    return (uint32_t)_InterlockedCompareExchange((volatile long *)p, 0, 0);
-}
-static inline void
-store32(uint32_t *p, uint32_t v)
-{
-    (void)_InterlockedExchange((volatile long *)p, (long)v);
-}
-static inline void
-add32(uint32_t *p, int32_t v)
-{
-    (void)_InterlockedExchangeAdd((volatile long *)p, (long)v);
-}
-static inline void
-fence(void)
-{
-    MemoryBarrier();
-}
-#else
-static inline uint64_t
-load64(const uint64_t *p)
-{
-    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
-}
-static inline void
-store64(uint64_t *p, uint64_t v)
-{
-    __atomic_store_n(p, v, __ATOMIC_RELEASE);
-}
-static inline uint32_t
-load32(const uint32_t *p)
-{
-    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
-}
-static inline void
-store32(uint32_t *p, uint32_t v)
-{
-    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
-}
-static inline void
-add32(uint32_t *p, int32_t v)
-{
-    (void)__atomic_fetch_add(p, (uint32_t)v, __ATOMIC_SEQ_CST);
-}
-static inline void
-fence(void)
-{
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-}
-#endif
 
 int
 cmp_ring_attach(cmp_ring *r, void *buf, size_t len)
@@ -102,11 +37,11 @@ cmp_ring_attach(cmp_ring *r, void *buf, size_t len)
     while (cap * 2 <= len - sizeof(cmp_ring_hdr)) {
         cap *= 2;
     }
-    if (load64(&h->magic) == 0) {
+    if (cmp_atomic_load64(&h->magic) == 0) {
         /* a fresh (zeroed) block: made by the process that made the
            queue, before any other can see it */
         h->cap = cap;
-        store64(&h->magic, RING_MAGIC);
+        cmp_atomic_store64(&h->magic, RING_MAGIC);
     }
     else if (h->magic != RING_MAGIC || h->cap != cap) {
         PyErr_SetString(PyExc_ValueError, "ring: not a queue's ring");
@@ -121,21 +56,21 @@ cmp_ring_attach(cmp_ring *r, void *buf, size_t len)
 uint64_t
 cmp_ring_used(const cmp_ring *r)
 {
-    return load64(&r->h->tail) - load64(&r->h->head);
+    return cmp_atomic_load64(&r->h->tail) - cmp_atomic_load64(&r->h->head);
 }
 
 int
 cmp_ring_on(const cmp_ring *r)
 {
-    return load32(&r->h->mode) == CMP_RING_ON;
+    return cmp_atomic_load32(&r->h->mode) == CMP_RING_ON;
 }
 
 static void
 wake(uint32_t *seq, const uint32_t *sleepers)
 {
-    fence();
-    if (load32(sleepers) != 0) {
-        add32(seq, 1);
+    cmp_atomic_fence();
+    if (cmp_atomic_load32(sleepers) != 0) {
+        cmp_atomic_add32(seq, 1);
         cmp_addr_wake(seq);
     }
 }
@@ -154,9 +89,9 @@ room_for_writer(const cmp_ring *r)
 static void
 wake_writers(cmp_ring *r)
 {
-    fence();
-    if (load32(&r->h->wsleep) != 0 && room_for_writer(r)) {
-        add32(&r->h->room_seq, 1);
+    cmp_atomic_fence();
+    if (cmp_atomic_load32(&r->h->wsleep) != 0 && room_for_writer(r)) {
+        cmp_atomic_add32(&r->h->room_seq, 1);
         cmp_addr_wake(&r->h->room_seq);
     }
 }
@@ -166,7 +101,7 @@ cmp_ring_writev(cmp_ring *r, const cmp_iobuf *pieces, int count, size_t *sent)
 {
     cmp_ring_hdr *h = r->h;
     const uint64_t tail = h->tail; /* ours: writers hold the writer lock */
-    const uint64_t room = r->cap - (tail - load64(&h->head));
+    const uint64_t room = r->cap - (tail - cmp_atomic_load64(&h->head));
     size_t total = 0;
     *sent = 0;
     for (int i = 0; i < count; i++) {
@@ -194,7 +129,7 @@ cmp_ring_writev(cmp_ring *r, const cmp_iobuf *pieces, int count, size_t *sent)
             n -= run;
         }
     }
-    store64(&h->tail, pos);
+    cmp_atomic_store64(&h->tail, pos);
     *sent = (size_t)(pos - tail);
     wake(&h->data_seq, &h->rsleep);
     return 0;
@@ -205,7 +140,7 @@ cmp_ring_readv(cmp_ring *r, const cmp_iobuf *slots, int count, size_t *got)
 {
     cmp_ring_hdr *h = r->h;
     const uint64_t head = h->head; /* ours: readers hold the reader lock */
-    const uint64_t avail = load64(&h->tail) - head;
+    const uint64_t avail = cmp_atomic_load64(&h->tail) - head;
     *got = 0;
     if (avail == 0) {
         return CMP_BUSY;
@@ -229,53 +164,70 @@ cmp_ring_readv(cmp_ring *r, const cmp_iobuf *slots, int count, size_t *got)
             n -= run;
         }
     }
-    store64(&h->head, pos);
+    cmp_atomic_store64(&h->head, pos);
     *got = (size_t)(pos - head);
     wake_writers(r);
     return 0;
 }
 
+/* Is the wait over: room for a writer (for_write), or for a reader more
+   than `have` bytes, or the ring left? */
 static int
-ring_ready(const cmp_ring *r, int for_write)
+ring_ready(const cmp_ring *r, int for_write, uint64_t have)
 {
     if (for_write) {
         return room_for_writer(r);
     }
-    return cmp_ring_used(r) > 0 || load32(&r->h->mode) != CMP_RING_ON;
+    return cmp_ring_used(r) > have || !cmp_ring_on(r);
 }
 
-int
-cmp_ring_wait(cmp_ring *r, int for_write, double seconds, int *ready)
+/* The one sleep of either side (the protocol at the top of this file). */
+static int
+ring_sleep(cmp_ring *r, int for_write, uint64_t have, double seconds,
+           int *ready)
 {
     cmp_ring_hdr *h = r->h;
     uint32_t *seq = for_write ? &h->room_seq : &h->data_seq;
     uint32_t *sleepers = for_write ? &h->wsleep : &h->rsleep;
     int err = 0;
-    *ready = ring_ready(r, for_write);
+    *ready = ring_ready(r, for_write, have);
     if (*ready || seconds == 0.0) {
         return 0;
     }
-    uint32_t before = load32(seq);
-    add32(sleepers, 1);
-    if (!ring_ready(r, for_write)) {
+    uint32_t before = cmp_atomic_load32(seq);
+    cmp_atomic_add32(sleepers, 1);
+    cmp_atomic_fence(); /* announce, then look */
+    if (!ring_ready(r, for_write, have)) {
         err = cmp_addr_wait(seq, before, seconds);
         if (err == CMP_BUSY) {
             err = 0;
         }
     }
-    add32(sleepers, -1);
-    *ready = ring_ready(r, for_write);
+    cmp_atomic_add32(sleepers, -1);
+    *ready = ring_ready(r, for_write, have);
     return err;
+}
+
+int
+cmp_ring_wait(cmp_ring *r, int for_write, double seconds, int *ready)
+{
+    return ring_sleep(r, for_write, 0, seconds, ready);
+}
+
+int
+cmp_ring_wait_more(cmp_ring *r, uint64_t have, double seconds, int *ready)
+{
+    return ring_sleep(r, 0, have, seconds, ready);
 }
 
 void
 cmp_ring_leave(cmp_ring *r)
 {
     cmp_ring_hdr *h = r->h;
-    store32(&h->mode, CMP_RING_PIPE);
-    add32(&h->data_seq, 1);
+    cmp_atomic_store32(&h->mode, CMP_RING_PIPE);
+    cmp_atomic_add32(&h->data_seq, 1);
     cmp_addr_wake(&h->data_seq);
-    add32(&h->room_seq, 1);
+    cmp_atomic_add32(&h->room_seq, 1);
     cmp_addr_wake(&h->room_seq);
 }
 
@@ -283,7 +235,7 @@ size_t
 cmp_ring_peek(const cmp_ring *r, void *buf, size_t len)
 {
     const uint64_t head = r->h->head;
-    uint64_t avail = load64(&r->h->tail) - head;
+    uint64_t avail = cmp_atomic_load64(&r->h->tail) - head;
     size_t n = avail < len ? (size_t)avail : len;
     size_t at = (size_t)(head & (r->cap - 1));
     size_t run = (size_t)r->cap - at < n ? (size_t)r->cap - at : n;
@@ -295,30 +247,8 @@ cmp_ring_peek(const cmp_ring *r, void *buf, size_t len)
 void
 cmp_ring_consume(cmp_ring *r, size_t n)
 {
-    store64(&r->h->head, r->h->head + n);
+    cmp_atomic_store64(&r->h->head, r->h->head + n);
     wake_writers(r);
-}
-
-int
-cmp_ring_wait_more(cmp_ring *r, uint64_t have, double seconds, int *ready)
-{
-    cmp_ring_hdr *h = r->h;
-    int err = 0;
-    *ready = cmp_ring_used(r) > have || !cmp_ring_on(r);
-    if (*ready || seconds == 0.0) {
-        return 0;
-    }
-    uint32_t before = load32(&h->data_seq);
-    add32(&h->rsleep, 1);
-    if (cmp_ring_used(r) <= have && cmp_ring_on(r)) {
-        err = cmp_addr_wait(&h->data_seq, before, seconds);
-        if (err == CMP_BUSY) {
-            err = 0;
-        }
-    }
-    add32(&h->rsleep, -1);
-    *ready = cmp_ring_used(r) > have || !cmp_ring_on(r);
-    return err;
 }
 
 int

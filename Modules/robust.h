@@ -25,52 +25,14 @@
 
 #include <stdint.h>
 
+#include "atomic.h"
+
 /* The record as it lies in shared memory (16 bytes, 8-aligned). */
 typedef struct {
     uint64_t owner; /* cmp_proc_self_tag() of the holder; 0: none known */
     uint64_t state; /* the lock user's: a queue's stream position
                        (queue_robust.c); zero otherwise */
 } cmp_owner_rec;
-
-/* Atomic access to a 64-bit word of shared memory. */
-#if defined(_MSC_VER) && !defined(__clang__)
-#  include <intrin.h>
-static inline uint64_t
-cmp_atomic_load64(const uint64_t *p)
-{
-    return (uint64_t)_InterlockedCompareExchange64((volatile __int64 *)p, 0,
-                                                   0);
-}
-static inline void
-cmp_atomic_store64(uint64_t *p, uint64_t v)
-{
-    (void)_InterlockedExchange64((volatile __int64 *)p, (__int64)v);
-}
-static inline int
-cmp_atomic_swap64(uint64_t *p, uint64_t expected, uint64_t v)
-{
-    return (uint64_t)_InterlockedCompareExchange64(
-               (volatile __int64 *)p, (__int64)v, (__int64)expected) ==
-           expected;
-}
-#else
-static inline uint64_t
-cmp_atomic_load64(const uint64_t *p)
-{
-    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
-}
-static inline void
-cmp_atomic_store64(uint64_t *p, uint64_t v)
-{
-    __atomic_store_n(p, v, __ATOMIC_RELEASE);
-}
-static inline int
-cmp_atomic_swap64(uint64_t *p, uint64_t expected, uint64_t v)
-{
-    return __atomic_compare_exchange_n(p, &expected, v, 0, __ATOMIC_ACQ_REL,
-                                       __ATOMIC_ACQUIRE);
-}
-#endif
 
 static inline uint64_t
 cmp_owner_load(const cmp_owner_rec *r)

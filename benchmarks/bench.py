@@ -375,24 +375,31 @@ def b_pipe_bandwidth(impl, n):
     return elapsed / n
 
 
-def b_pipe_oneway_bandwidth(impl, n):
-    ctx = impl.context()
-    r, w = ctx.Pipe(duplex=False)
-    back_r, back_w = ctx.Pipe(duplex=False)
-    block = b"z" * MiB
+def oneway_bench(size):
+    """Pipe(duplex=False): the parent sends n messages of `size` bytes, a
+    child drains them and sends back the total."""
+    def run(impl, n):
+        ctx = impl.context()
+        r, w = ctx.Pipe(duplex=False)
+        back_r, back_w = ctx.Pipe(duplex=False)
+        msg = b"z" * size
 
-    def parent():
-        for _ in range(n):
-            w.send_bytes(block)
-        total = back_r.recv()
-        if total != n * MiB:
-            raise RuntimeError("received %r bytes, sent %r" % (total, n * MiB))
-    try:
-        elapsed = gated_run(ctx, [(_drain_oneway, (r, back_w, n))], parent)
-    finally:
-        for c in (r, w, back_r, back_w):
-            c.close()
-    return elapsed / n
+        def parent():
+            send = w.send_bytes
+            for _ in range(n):
+                send(msg)
+            total = back_r.recv()
+            if total != n * size:
+                raise RuntimeError("received %r bytes, sent %r"
+                                   % (total, n * size))
+        try:
+            elapsed = gated_run(ctx, [(_drain_oneway, (r, back_w, n))],
+                                parent)
+        finally:
+            for c in (r, w, back_r, back_w):
+                c.close()
+        return elapsed / n
+    return run
 
 
 def queue_bench(kind, producers, size):
@@ -594,27 +601,6 @@ def small_alloc_bench(make):
     return run
 
 
-def b_pipe_oneway_rate(impl, n):
-    ctx = impl.context()
-    r, w = ctx.Pipe(duplex=False)
-    back_r, back_w = ctx.Pipe(duplex=False)
-    msg = b"x" * 64
-
-    def parent():
-        send = w.send_bytes
-        for _ in range(n):
-            send(msg)
-        total = back_r.recv()
-        if total != n * 64:
-            raise RuntimeError("received %r bytes, sent %r" % (total, n * 64))
-    try:
-        elapsed = gated_run(ctx, [(_drain_oneway, (r, back_w, n))], parent)
-    finally:
-        for c in (r, w, back_r, back_w):
-            c.close()
-    return elapsed / n
-
-
 def start_bench(method):
     def run(impl, n):
         ctx = impl.context(method)
@@ -712,9 +698,9 @@ def all_benches(workers=None):
         Bench("pipe round trip, small object", b_pipe_rtt_objects, 2000, 8000),
         Bench("pipe bandwidth, 1 MiB messages", b_pipe_bandwidth, 100, 400,
               kind="bandwidth", nbytes=MiB),
-        Bench("Pipe(duplex=False) bandwidth, 1 MiB", b_pipe_oneway_bandwidth, 100, 400,
+        Bench("Pipe(duplex=False) bandwidth, 1 MiB", oneway_bench(MiB), 100, 400,
               kind="bandwidth", nbytes=MiB),
-        Bench("Pipe(duplex=False) 64 B msgs", b_pipe_oneway_rate, 20000, 80000,
+        Bench("Pipe(duplex=False) 64 B msgs", oneway_bench(64), 20000, 80000,
               kind="rate"),
     ]
     for kind in ("Queue", "SimpleQueue"):

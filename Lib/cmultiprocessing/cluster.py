@@ -74,13 +74,13 @@ import threading
 import time
 import traceback
 import uuid
-import warnings
 import weakref
 
 from .context import ProcessError
 from .pool import (CLOSE, INIT, RUN, TERMINATE, ApplyResult, IMapIterator,
                    IMapUnorderedIterator, MapResult, MaybeEncodingError,
-                   WorkerLostError, ExceptionWithTraceback, rebuild_exc)
+                   WorkerLostError, ExceptionWithTraceback, _PoolFacade,
+                   _check_pool_args, rebuild_exc)
 
 # How often the collector looks at the client when no result arrives.
 _WATCH_SECONDS = 0.5
@@ -195,12 +195,9 @@ class _Engine(object):
 
     def __init__(self, client, own_client, cluster, token, init_blob,
                  cache):
-        self.client = client
-        self.own_client = own_client
-        self.cluster = cluster
-        self.token = token
-        self.init_blob = init_blob
-        self.cache = cache
+        (self.client, self.own_client, self.cluster, self.token,
+         self.init_blob, self.cache) = (client, own_client, cluster, token,
+                                        init_blob, cache)
         self.address = getattr(client.scheduler, 'address', None) \
             or str(client)
         self.lock = threading.Lock()
@@ -454,7 +451,7 @@ def _connect(client, processes):
 # The facade
 # ---------------------------------------------------------------------------
 
-class Pool(object):
+class Pool(_PoolFacade):
     """A pool whose workers are those of a Dask cluster: `client` is a
     `distributed.Client`, a scheduler address, or None for a LocalCluster
     of `processes` worker processes (default: the machine's cores) that
@@ -464,14 +461,7 @@ class Pool(object):
                  maxtasksperchild=None, context=None, *, client=None):
         self._engine = None
         self._state = INIT
-        if processes is not None and processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        if maxtasksperchild is not None and (
-                not isinstance(maxtasksperchild, int)
-                or maxtasksperchild <= 0):
-            raise ValueError("maxtasksperchild must be a positive int or None")
-        if initializer is not None and not callable(initializer):
-            raise TypeError('initializer must be a callable')
+        _check_pool_args(processes, maxtasksperchild, initializer)
         if maxtasksperchild is not None:
             raise NotImplementedError(
                 'maxtasksperchild: the workers of a Dask cluster are not the '
@@ -498,34 +488,17 @@ class Pool(object):
         """The `distributed.Client` the pool submits through."""
         return self._engine.client
 
-    def __del__(self, _warn=warnings.warn, RUN=RUN):
-        if self._state == RUN:
-            _warn(f"unclosed running cmultiprocessing pool {self!r}",
-                  ResourceWarning, source=self)
-
     def __repr__(self):
         kind = type(self)
         address = self._engine.address if self._engine else None
         return (f'<{kind.__module__}.{kind.__qualname__} '
                 f'state={self._state} scheduler={address}>')
 
-    def __reduce__(self):
-        raise NotImplementedError(
-            'pool objects cannot be passed between processes or pickled')
-
     def _check_running(self):
-        if self._state != RUN:
-            raise ValueError("Pool not running")
+        super()._check_running()
         lost = self._engine.lost
         if lost is not None:
             raise ClusterLostError(str(lost))
-
-    def __enter__(self):
-        self._check_running()
-        return self
-
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        self.terminate()
 
     # -- submitting work ---------------------------------------------------
 

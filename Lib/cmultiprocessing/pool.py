@@ -1559,7 +1559,46 @@ class _ThreadEngine(_Engine):
 # The facade
 # ---------------------------------------------------------------------------
 
-class Pool(object):
+def _check_pool_args(processes, maxtasksperchild, initializer):
+    """The stdlib's argument checks of Pool() (processes None: not given,
+    the caller's default applies)."""
+    if processes is not None and processes < 1:
+        raise ValueError("Number of processes must be at least 1")
+    if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int)
+            or maxtasksperchild <= 0):
+        raise ValueError("maxtasksperchild must be a positive int or None")
+    if initializer is not None and not callable(initializer):
+        raise TypeError('initializer must be a callable')
+
+
+class _PoolFacade(object):
+    """What every Pool front end shares (this module's, and cluster.py's
+    on Dask): the running state, the ResourceWarning of an unclosed pool,
+    no pickling, and the context manager."""
+
+    def __del__(self, _warn=warnings.warn, RUN=RUN):
+        if self._state == RUN:
+            _warn(f"unclosed running cmultiprocessing pool {self!r}",
+                  ResourceWarning, source=self)
+
+    def __reduce__(self):
+        raise NotImplementedError(
+            'pool objects cannot be passed between processes or pickled')
+
+    def _check_running(self):
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        self.terminate()
+
+    def __enter__(self):
+        self._check_running()
+        return self
+
+
+class Pool(_PoolFacade):
     """A pool of worker processes to which tasks can be submitted."""
 
     _wrap_exception = True
@@ -1577,14 +1616,7 @@ class Pool(object):
         self._ctx = context
         if processes is None:
             processes = _cpu_count()
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        if maxtasksperchild is not None and (
-                not isinstance(maxtasksperchild, int)
-                or maxtasksperchild <= 0):
-            raise ValueError("maxtasksperchild must be a positive int or None")
-        if initializer is not None and not callable(initializer):
-            raise TypeError('initializer must be a callable')
+        _check_pool_args(processes, maxtasksperchild, initializer)
         self._processes = processes
         self._initializer = initializer
         self._initargs = initargs
@@ -1599,30 +1631,10 @@ class Pool(object):
         self._terminate = util.Finalize(self, engine.halt, exitpriority=15)
         self._state = RUN
 
-    def __del__(self, _warn=warnings.warn, RUN=RUN):
-        if self._state == RUN:
-            _warn(f"unclosed running cmultiprocessing pool {self!r}",
-                  ResourceWarning, source=self)
-
     def __repr__(self):
         kind = type(self)
         return (f'<{kind.__module__}.{kind.__qualname__} '
                 f'state={self._state} pool_size={len(self._pool)}>')
-
-    def __reduce__(self):
-        raise NotImplementedError(
-            'pool objects cannot be passed between processes or pickled')
-
-    def _check_running(self):
-        if self._state != RUN:
-            raise ValueError("Pool not running")
-
-    def __exit__(self, exc_type, exc_val, exc_tb):
-        self.terminate()
-
-    def __enter__(self):
-        self._check_running()
-        return self
 
     @staticmethod
     def Process(ctx, *args, **kwds):
