@@ -100,12 +100,16 @@ wire_settle(int err, int again)
 
 /* ---- a queue's shared end: its ring, or its pipe ----------------------- */
 
+/* (*from_ring: whether the bytes came from the ring) */
 static int
-shared_readv(const cmp_wire *w, const cmp_iobuf *slots, int count, size_t *got)
+shared_readv(const cmp_wire *w, const cmp_iobuf *slots, int count, size_t *got,
+             int *from_ring)
 {
+    *from_ring = 0;
     if (w->ring != NULL) {
         int err = cmp_ring_readv(w->ring, slots, count, got);
         if (err != CMP_BUSY || cmp_ring_on(w->ring)) {
+            *from_ring = 1;
             return err;
         }
         /* the ring is empty and left: the pipe follows */
@@ -172,11 +176,13 @@ wire_check_readable(void *arg, int *ready)
 /* One read that cannot block, into the slots: 0 with *got (0: end of
    file), CMP_BUSY, or an error code. */
 static int
-wire_read_nowait(const cmp_wire *w, cmp_iobuf *slots, int count, size_t *got)
+wire_read_nowait(const cmp_wire *w, cmp_iobuf *slots, int count, size_t *got,
+                 int *from_ring)
 {
+    *from_ring = 0;
     *got = 0;
     if (w->kind == CMP_WIRE_SHARED) {
-        return shared_readv(w, slots, count, got);
+        return shared_readv(w, slots, count, got, from_ring);
     }
     void *buf = (void *)slots[0].base;
     size_t len = slots[0].len;
@@ -237,15 +243,35 @@ wire_read_blocking(const cmp_wire *w, cmp_iobuf *slots, int count, int *first,
     return err;
 }
 
-/* `got` bytes of the message were read: take them off its shared count
-   (queue_robust.c), where there is one. */
-static void
-wire_took(cmp_wire *w, size_t got)
+uint64_t
+cmp_wire_left_bytes(uint64_t left, const cmp_ring *ring)
 {
-    if (w->left != NULL) {
-        uint64_t left = cmp_atomic_load64(w->left);
-        cmp_atomic_store64(w->left, left > got ? left - got : 0);
+    if (!(left & CMP_WIRE_LEFT_AT)) {
+        return left;
     }
+    uint64_t end = left & ~CMP_WIRE_LEFT_AT;
+    uint64_t head = ring != NULL ? cmp_atomic_load64(&ring->h->head) : end;
+    return end > head ? end - head : 0;
+}
+
+/* `got` bytes of the message were read (from the ring or the pipe): take
+   them off its shared count (queue_robust.c), where there is one.  A ring
+   position needs nothing while the bytes come from the ring; when they
+   come from the pipe it becomes the count of what is left. */
+static void
+wire_took(cmp_wire *w, size_t got, int from_ring)
+{
+    if (w->left == NULL) {
+        return;
+    }
+    uint64_t left = cmp_atomic_load64(w->left);
+    if (left & CMP_WIRE_LEFT_AT) {
+        if (from_ring) {
+            return;
+        }
+        left = cmp_wire_left_bytes(left, w->ring);
+    }
+    cmp_atomic_store64(w->left, left > got ? left - got : 0);
 }
 
 /* The stdlib's exceptions for an end of file. */
@@ -282,14 +308,16 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
        a try that finds nothing. */
     if (!(start && w->waited != NULL && *w->waited)) {
         size_t got = 0;
-        err = wire_read_nowait(w, slots + first, count - first, &got);
+        int from_ring;
+        err = wire_read_nowait(w, slots + first, count - first, &got,
+                               &from_ring);
         if (err == 0) {
             if (got == 0) {
                 return wire_eof((flags & CMP_WIRE_STARTED) != 0);
             }
             done = got;
             cmp_iobuf_advance(slots, count, &first, got);
-            wire_took(w, got);
+            wire_took(w, got, from_ring);
         }
         else if (err != CMP_BUSY && wire_settle(err, err == CMP_INTR) < 0) {
             return -1;
@@ -323,14 +351,16 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
         if (err == 0 && ready) {
             if (shared) {
                 size_t got = 0;
-                err = shared_readv(w, slots + first, count - first, &got);
+                int from_ring;
+                err = shared_readv(w, slots + first, count - first, &got,
+                                   &from_ring);
                 if (err == 0 && got == 0) {
                     eof = 1;
                 }
                 else if (err == 0) {
                     done += got;
                     cmp_iobuf_advance(slots, count, &first, got);
-                    wire_took(w, got);
+                    wire_took(w, got, from_ring);
                 }
             }
             else {
@@ -363,9 +393,116 @@ cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags)
     return 0;
 }
 
+/* A queue reader's header, taken from the ring only once it is whole
+   there, its message's end marked in `left` first (CMP_WIRE_LEFT_AT): 1
+   with *r the decoding's result, 0 when it is not there whole. */
+static int
+ring_header_marked(cmp_wire *w, uint64_t *size, int *r)
+{
+    unsigned char h[CMP_FRAME_HEADER_MAX];
+    size_t n = cmp_ring_peek(w->ring, h, sizeof(h));
+    if (n < 4) {
+        return 0;
+    }
+    size_t hlen = 4;
+    *r = cmp_frame_decode(h, 4, size);
+    if (*r == CMP_FRAME_MORE) {
+        if (n < 12) {
+            return 0;
+        }
+        hlen = 12;
+        *r = cmp_frame_decode(h, 12, size);
+    }
+    if (*r == 0 && *size < CMP_WIRE_LEFT_AT / 2) {
+        uint64_t head = cmp_atomic_load64(&w->ring->h->head);
+        cmp_atomic_store64(w->left, CMP_WIRE_LEFT_AT | (head + hlen + *size));
+    }
+    cmp_ring_consume(w->ring, hlen);
+    return 1;
+}
+
+/* A spinning wait's check: more than *(uint64_t *)arg[1] bytes in the
+   ring, or the ring left? */
+typedef struct {
+    const cmp_ring *ring;
+    uint64_t have;
+} ring_more;
+
+static int
+ring_more_check(void *arg, int *ready)
+{
+    const ring_more *m = (const ring_more *)arg;
+    *ready = cmp_ring_used(m->ring) > m->have || !cmp_ring_on(m->ring);
+    return 0;
+}
+
+/* Wait, as a message's start is waited for (spinning first, then in
+   slices that run the signal handlers and the stalled check), until the
+   ring holds a whole header: 1 (it does: take it with ring_header_marked)
+   or 0 (read it as from a pipe: the ring left, or the start of a header
+   sits there and no more of it comes), or -1 with an exception set. */
+static int
+ring_header_wait(cmp_wire *w)
+{
+    cmp_ring *ring = w->ring;
+    unsigned char h[CMP_FRAME_HEADER_MAX];
+    int waited = 0;
+    for (;;) {
+        if (!cmp_ring_on(ring)) {
+            return 0;
+        }
+        size_t n = cmp_ring_peek(ring, h, sizeof(h));
+        if (n >= 12 || (n >= 4 && h[0] != 0xff)) {
+            if (w->waited != NULL) {
+                *w->waited = (char)waited;
+            }
+            return 1;
+        }
+        waited = 1;
+        ring_more m = {ring, n};
+        double budget = w->spin != NULL ? cmp_spin_budget(w->spin) : 0.0;
+        int ready = 0, err = 0;
+        Py_BEGIN_ALLOW_THREADS
+        if (budget > 0.0) {
+            err = cmp_spin_until(budget, ring_more_check, &m, &ready);
+        }
+        if (err == 0 && !ready) {
+            err = cmp_ring_wait_more(ring, n, CMP_WAIT_SLICE, &ready);
+        }
+        Py_END_ALLOW_THREADS
+        if (budget > 0.0) {
+            cmp_spin_result(w->spin, budget, ready);
+        }
+        if (err != 0 && err != CMP_INTR) {
+            cmp_raise_oserror(err);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+        if (err == 0 && !ready) {
+            if (n > 0) {
+                return 0; /* a header's start and no more: as a pipe's */
+            }
+            if (w->stalled != NULL && w->stalled(w->stalled_ctx, 0) < 0) {
+                return -1;
+            }
+        }
+    }
+}
+
 int
 cmp_wire_read_header(cmp_wire *w, int ext_flags, uint64_t *size)
 {
+    if (w->ring != NULL && w->left != NULL) {
+        int r = 0, whole = ring_header_wait(w);
+        if (whole < 0) {
+            return -1;
+        }
+        if (whole && ring_header_marked(w, size, &r)) {
+            return r;
+        }
+    }
     unsigned char h[CMP_FRAME_HEADER_MAX];
     cmp_iobuf slot = {h, 4};
     if (cmp_wire_read(w, &slot, 1, CMP_WIRE_START) < 0) {
@@ -382,6 +519,10 @@ cmp_wire_read_header(cmp_wire *w, int ext_flags, uint64_t *size)
             return -1;
         }
         r = cmp_frame_decode(h, 12, size);
+    }
+    if (w->left != NULL && r == 0) {
+        /* (queue_robust.c: what a reader taking over would drop) */
+        cmp_atomic_store64(w->left, *size);
     }
     return r;
 }

@@ -60,13 +60,31 @@ struct cmp_wire {
     char *waited;      /* NULL, or the owner's "the last message had to
                           be waited for" flag */
     /* shared pipes only (NULL elsewhere): */
-    uint64_t *left;    /* bytes of the message still to read, in shared
-                          memory: each read takes what it got off */
+    uint64_t *left;    /* the message being read, in shared memory: a
+                          count of bytes still to read (each read takes
+                          what it got off), or, with CMP_WIRE_LEFT_AT, the
+                          ring position where it ends (see below) */
     cmp_wire_stalled stalled;
     void *stalled_ctx;
     cmp_ring *ring; /* the queue's shared-memory ring (ring.h), or NULL:
                        transfers go through it while its rule says so */
 };
+
+/* A reader's `left` word with this bit set holds the ring position (the
+   count of bytes ever read from the ring) at which the message being read
+   ends.  It is written before the header is taken from the ring, and is
+   not touched again while the message comes from the ring, so a reader
+   killed at any instant leaves a word that says exactly where the next
+   message starts.  (A count, taken off after each read, is off by that
+   read's bytes when the reader dies between the two; readers SIGKILLed
+   at random while a queue moved messages hit that in a few kills of a
+   hundred, and the next reader took payload bytes for a header.)  It
+   becomes a count if the rest of the message comes from the pipe. */
+#define CMP_WIRE_LEFT_AT ((uint64_t)1 << 63)
+
+/* The bytes of the message being read that are still to read, from a
+   `left` word of either kind (the ring: its reader's, or NULL). */
+uint64_t cmp_wire_left_bytes(uint64_t left, const cmp_ring *ring);
 
 /* Flags of cmp_wire_read. */
 enum {

@@ -529,10 +529,15 @@ receive_locked(QueueObject *q, PyObject **obj, PyObject **payload)
 {
     cmp_wire w;
     *obj = *payload = NULL;
-    if (reader_wire(q, &w) < 0 || qrobust_read_resume(q, &w) < 0) {
+    if (reader_wire(q, &w) < 0 || qrobust_read_resume(q, &w) < 0 ||
+        qcodec_read(&w, obj, payload) < 0) {
         return -1;
     }
-    return qcodec_read(&w, obj, payload);
+    if (w.left != NULL) {
+        /* at a boundary (a ring position there would say so too) */
+        cmp_atomic_store64(w.left, 0);
+    }
+    return 0;
 }
 
 static PyObject *
@@ -935,6 +940,7 @@ queue_ring_move(PyObject *op, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     cmp_ring *r = &q->shm.ring;
+    qrobust_left_as_count(q);
     unsigned char *buf = PyMem_Malloc(RING_MOVE_CHUNK);
     if (buf == NULL) {
         return PyErr_NoMemory();

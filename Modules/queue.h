@@ -203,6 +203,10 @@ int qrobust_read_resume(QueueObject *q, cmp_wire *w);
    that a writer left cut, raising TornMessageError for the message it
    cut. */
 int qrobust_stalled(void *ctx, int mid_message);
+/* Reader, holding the reader lock, before the ring's bytes are moved into
+   the pipe: a ring position in the reader lock's record becomes the count
+   of bytes left (frame.h's CMP_WIRE_LEFT_AT). */
+void qrobust_left_as_count(QueueObject *q);
 /* Whether the message under way will never be finished: its writer is
    gone, or the stream waits to be settled.  1 or 0. */
 int qrobust_writer_stuck(QueueObject *q);

@@ -433,10 +433,8 @@ qcodec_read(cmp_wire *w, PyObject **obj, PyObject **payload)
         return -1;
     }
     Py_ssize_t len = (Py_ssize_t)n;
-    if (w->left != NULL) {
-        /* (queue_robust.c: what a reader taking over would drop) */
-        cmp_atomic_store64(w->left, n);
-    }
+    /* (cmp_wire_read_header marked the message in w->left, for
+       queue_robust.c: what a reader taking over would drop) */
     unsigned char small[256];
     if (len <= (Py_ssize_t)sizeof(small)) {
         cmp_iobuf slot = {small, (size_t)len};

@@ -25,3 +25,15 @@ cmp_owner_claim_if_gone(cmp_owner_rec *r, uint64_t me, int *claimed,
     }
     return 0;
 }
+
+int
+cmp_owner_give(cmp_owner_rec *r, cmp_sem_t wake)
+{
+    cmp_atomic_store64(&r->owner, 0);
+    cmp_atomic_fence();
+    if (cmp_atomic_load32(&r->waiters) == 0) {
+        return 0;
+    }
+    int rc = cmp_sem_post(wake, 1);
+    return rc == CMP_OVERFLOW ? 0 : rc;
+}

@@ -6,17 +6,25 @@
  * behaviour).  An owner record is a word of shared memory beside the
  * semaphore (a block of the locks' own heap, shared as Value's memory is)
  * naming the holder: its pid and the low bits of its start time, so that a
- * later process given the same pid is not taken for it.  The holder writes
- * the record after it takes the unit and clears it before it gives the unit
- * back; a waiter that finds the recorded holder gone (ended, a zombie, or
- * its pid now another process's) claims the record with one compare-and-
- * swap and holds the lock in its place: the dead holder's unit becomes the
- * waiter's, as a robust POSIX mutex passes to the next locker with
+ * later process given the same pid is not taken for it.  A waiter that
+ * finds the recorded holder gone (ended, a zombie, or its pid now another
+ * process's) claims the record with one compare-and-swap and holds the lock
+ * in its place, as a robust POSIX mutex passes to the next locker with
  * EOWNERDEAD.  Only one waiter can win the swap.
  *
- * What it cannot see: a holder that dies between taking the unit and
- * writing the record, or between clearing it and giving the unit back (a
- * few instructions), leaves the lock taken with no owner named, as before.
+ * The record is the lock.  Taking it is one compare-and-swap of the owner
+ * word from 0 to the taker's tag, and giving it back one store of 0, so a
+ * holder is named from the instant it holds the lock to the instant it
+ * lets go: there is no moment, however short, in which a process killed
+ * holds the lock without the record naming it.  (When the semaphore's unit
+ * was the lock and the record was written after taking it, a producer
+ * SIGKILLed at random while a queue moved messages hit that gap in about
+ * one kill in ten, and the queue hung for good.)  The semaphore is then
+ * only where waiters sleep: a waiter counts itself in `waiters`, looks at
+ * the owner word once more, and sleeps on the semaphore; a holder that
+ * lets go with waiters counted posts it once.  A post nobody takes makes
+ * one later waiter look again for nothing; a waiter killed while counted
+ * makes each release post for nothing.  Neither loses a wake-up.
  *
  * Plain C, no Python objects: the checks run with the GIL released.
  */
@@ -26,12 +34,15 @@
 #include <stdint.h>
 
 #include "atomic.h"
+#include "platform/platform.h"
 
-/* The record as it lies in shared memory (16 bytes, 8-aligned). */
+/* The record as it lies in shared memory (24 bytes, 8-aligned). */
 typedef struct {
-    uint64_t owner; /* cmp_proc_self_tag() of the holder; 0: none known */
-    uint64_t state; /* the lock user's: a queue's stream position
-                       (queue_robust.c); zero otherwise */
+    uint64_t owner;   /* cmp_proc_self_tag() of the holder; 0: free */
+    uint64_t state;   /* the lock user's: a queue's stream position
+                         (queue_robust.c); zero otherwise */
+    uint32_t waiters; /* processes counted as asleep on the semaphore */
+    uint32_t pad;
 } cmp_owner_rec;
 
 static inline uint64_t
@@ -49,6 +60,34 @@ cmp_owner_swap(cmp_owner_rec *r, uint64_t expected, uint64_t v)
 {
     return cmp_atomic_swap64(&r->owner, expected, v);
 }
+
+/* Take the lock if it is free: 1 taken (the record names `me`), 0 not. */
+static inline int
+cmp_owner_try(cmp_owner_rec *r, uint64_t me)
+{
+    return cmp_atomic_swap64(&r->owner, 0, me);
+}
+
+/* Count the caller in or out of the waiters before and after it sleeps on
+   the lock's semaphore.  Counting in is followed by a full fence: the
+   look at the owner word that comes next is not made before the count is
+   seen (the release side stores, fences, then reads the count). */
+static inline void
+cmp_owner_wait_begin(cmp_owner_rec *r)
+{
+    cmp_atomic_add32(&r->waiters, 1);
+    cmp_atomic_fence();
+}
+static inline void
+cmp_owner_wait_end(cmp_owner_rec *r)
+{
+    cmp_atomic_add32(&r->waiters, -1);
+}
+
+/* Let go of the lock: the owner word back to 0, then one post of the
+   semaphore `wake` if a waiter is counted.  0, or a platform error code
+   of the post (a post that finds one pending already is not an error). */
+int cmp_owner_give(cmp_owner_rec *r, cmp_sem_t wake);
 
 /* The pid part of a tag. */
 static inline long

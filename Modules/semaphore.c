@@ -182,24 +182,39 @@ holder_gone_claimed(robust_wait *w)
     return w->claimed;
 }
 
-/* One slice of a wait on a lock with an owner record: the unit, or,
+/* One slice of a wait on a lock with an owner record (robust.h: the
+   record is the lock; its semaphore is where waiters sleep): the lock, or,
    when the slice passes without it, the holder's place if it is gone. */
 static int
 robust_step(void *ctx, double slice, int *err)
 {
     robust_wait *w = (robust_wait *)ctx;
-    int rc = cmp_sem_wait_for(w->sem, slice);
-    if (rc == CMP_OK) {
+    cmp_owner_wait_begin(w->rec);
+    if (cmp_owner_try(w->rec, w->me)) {
+        cmp_owner_wait_end(w->rec);
         return 1;
     }
-    if (rc == CMP_INTR) {
-        return 0;
-    }
-    if (rc != CMP_BUSY) {
+    int rc = cmp_sem_wait_for(w->sem, slice);
+    cmp_owner_wait_end(w->rec);
+    if (rc != CMP_OK && rc != CMP_BUSY && rc != CMP_INTR) {
         *err = rc;
         return -1;
     }
-    return holder_gone_claimed(w);
+    if (cmp_owner_try(w->rec, w->me)) {
+        return 1;
+    }
+    /* woken for nothing (another took it first), or a signal: wait on;
+       a slice that passed: look at the holder */
+    return rc == CMP_BUSY ? holder_gone_claimed(w) : 0;
+}
+
+/* A spinning wait's check on a lock with an owner record. */
+static int
+robust_check_take(void *arg, int *ready)
+{
+    robust_wait *w = (robust_wait *)arg;
+    *ready = cmp_owner_try(w->rec, w->me);
+    return 0;
 }
 
 /* Wait for the lock (forever without has_timeout), or take it over from a
@@ -244,17 +259,54 @@ warn_taken_over(SemLockObject *self, robust_wait *w)
 /* ------------------------------------------------------------------ */
 /* SemLock                                                             */
 
-/* The unit is ours: this thread holds it, recorded as held by this
-   process where there is a record.  Returns 1. */
+/* The unit is ours (or, with an owner record, the record names this
+   process): this thread holds it.  Returns 1. */
 static inline int
 semlock_taken(SemLockObject *self)
 {
     self->count++;
     self->last_tid = PyThread_get_thread_ident();
-    if (self->rec != NULL) {
-        cmp_owner_store(self->rec, cmp_proc_self_tag());
-    }
     return 1;
+}
+
+/* acquire() of a lock with an owner record (robust.h): the record is the
+   lock.  1 taken, 0 not, -1 error. */
+static int
+robust_acquire(SemLockObject *self, int blocking, int has_timeout,
+               double seconds)
+{
+    robust_wait w = {self->handle, self->rec, cmp_proc_self_tag(), 0, 0};
+    int got = cmp_owner_try(w.rec, w.me);
+    if (!got && blocking) {
+        double budget = cmp_spin_budget(&self->spin);
+        if (has_timeout && budget > seconds) {
+            budget = seconds > 0.0 ? seconds : 0.0;
+        }
+        if (budget > 0.0) {
+            Py_BEGIN_ALLOW_THREADS(void)
+            cmp_spin_until(budget, robust_check_take, &w, &got);
+            Py_END_ALLOW_THREADS
+            cmp_spin_result(&self->spin, budget, got);
+            if (has_timeout) {
+                seconds -= budget;
+            }
+        }
+        if (!got) {
+            got = robust_take(self, has_timeout, seconds, &w);
+        }
+    }
+    else if (!got) {
+        double now = cmp_monotonic();
+        if (now >= self->next_look) {
+            got = holder_gone_claimed(&w);
+            self->next_look = now + LOOK_INTERVAL;
+        }
+    }
+    if (got == 1 && w.claimed && warn_taken_over(self, &w) < 0) {
+        return -1;
+    }
+    /* (taken over: the record names us already) */
+    return got == 1 ? semlock_taken(self) : got;
 }
 
 /* acquire(): see semlock.h. */
@@ -265,6 +317,9 @@ cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
     if (self->kind == CMP_RECURSIVE_MUTEX && semlock_is_mine(self)) {
         self->count++;
         return 1;
+    }
+    if (self->rec != NULL) {
+        return robust_acquire(self, blocking, has_timeout, seconds);
     }
     int got = sem_take_now(self->handle);
     if (got != 0) {
@@ -285,28 +340,10 @@ cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
     if (got != 0) {
         return got < 0 ? -1 : semlock_taken(self);
     }
-    if (self->rec == NULL) {
-        if (blocking) {
-            got = has_timeout ? sem_take_timed(self->handle, seconds)
-                              : sem_take_untimed(self->handle);
-        }
-        return got == 1 ? semlock_taken(self) : got;
-    }
-    robust_wait w = {self->handle, self->rec, cmp_proc_self_tag(), 0, 0};
     if (blocking) {
-        got = robust_take(self, has_timeout, seconds, &w);
+        got = has_timeout ? sem_take_timed(self->handle, seconds)
+                          : sem_take_untimed(self->handle);
     }
-    else {
-        double now = cmp_monotonic();
-        if (now >= self->next_look) {
-            got = holder_gone_claimed(&w);
-            self->next_look = now + LOOK_INTERVAL;
-        }
-    }
-    if (got == 1 && w.claimed && warn_taken_over(self, &w) < 0) {
-        return -1;
-    }
-    /* (taken over: the record names us already) */
     return got == 1 ? semlock_taken(self) : got;
 }
 
@@ -328,11 +365,15 @@ cmp_semlock_give(SemLockObject *self)
         }
     }
     if (self->rec != NULL) {
-        /* no holder from here on (before the unit is back, so that the
-           next holder's record is never overwritten) */
-        cmp_owner_store(self->rec, 0);
+        /* the record is the lock (robust.h) */
+        if (cmp_owner_load(self->rec) == 0) {
+            rc = CMP_OVERFLOW;
+        }
+        else {
+            rc = cmp_owner_give(self->rec, self->handle);
+        }
     }
-    if (self->kind == CMP_RECURSIVE_MUTEX) {
+    else if (self->kind == CMP_RECURSIVE_MUTEX) {
         rc = cmp_sem_post(self->handle, -1);
     }
     else {
@@ -585,8 +626,12 @@ semlock_get_value(PyObject *op, PyObject *Py_UNUSED(ignored))
                         "sem_getvalue() does not work on this platform");
         return NULL;
     }
+    SemLockObject *self = (SemLockObject *)op;
+    if (self->rec != NULL) {
+        return PyLong_FromLong(cmp_owner_load(self->rec) == 0);
+    }
     int value;
-    int rc = cmp_sem_getvalue(((SemLockObject *)op)->handle, &value);
+    int rc = cmp_sem_getvalue(self->handle, &value);
     if (rc != 0) {
         return cmp_raise_oserror(rc);
     }
@@ -596,8 +641,12 @@ semlock_get_value(PyObject *op, PyObject *Py_UNUSED(ignored))
 static PyObject *
 semlock_is_zero(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
+    SemLockObject *self = (SemLockObject *)op;
+    if (self->rec != NULL) {
+        return PyBool_FromLong(cmp_owner_load(self->rec) != 0);
+    }
     int zero;
-    int rc = cmp_sem_is_zero(((SemLockObject *)op)->handle, &zero);
+    int rc = cmp_sem_is_zero(self->handle, &zero);
     if (rc != 0) {
         return cmp_raise_oserror(rc);
     }

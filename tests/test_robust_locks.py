@@ -260,16 +260,16 @@ def test_native_semlock_takes_a_record_only_where_one_fits():
     import _cmultiprocessing
     sem = cmultiprocessing.get_context("fork").Semaphore(2)
     with pytest.raises(ValueError, match="counting semaphore"):
-        sem._set_owner_record(bytearray(16))
+        sem._set_owner_record(bytearray(24))
     lock = cmultiprocessing.get_context("fork").Lock(robust=True)
     with pytest.raises(ValueError, match="has its owner record"):
-        lock._set_owner_record(bytearray(16))
+        lock._set_owner_record(bytearray(24))
     bare = _cmultiprocessing.SemLock(1, 1, 1, "/cmp-robust-%d" % os.getpid(),
                                      True)
-    with pytest.raises(ValueError, match="16 bytes"):
+    with pytest.raises(ValueError, match="24 bytes"):
         bare._set_owner_record(bytearray(8))
     with pytest.raises(BufferError):
-        bare._set_owner_record(b"x" * 16)          # not writable
+        bare._set_owner_record(b"x" * 24)          # not writable
     assert bare._owner() is None
 
 

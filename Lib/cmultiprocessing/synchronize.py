@@ -78,10 +78,10 @@ def _forget_name(name):
     unregister(name, 'semaphore')
 
 
-# The owner records of Lock and RLock: 16 bytes each, from a heap of their
-# own (sharedctypes' heap is BufferWrapper._heap, whose books the stdlib's
-# tests read).
-_OWNER_RECORD_SIZE = 16
+# The owner records of Lock and RLock (Modules/robust.h: the record is the
+# lock): 24 bytes each, from a heap of their own (sharedctypes' heap is
+# BufferWrapper._heap, whose books the stdlib's tests read).
+_OWNER_RECORD_SIZE = 24
 _owner_heap = heap.Heap()
 
 
