@@ -388,13 +388,44 @@ check_kind(int kind)
     return 0;
 }
 
+/* SemLock(kind, value, maxvalue, None, unlink, memory): the semaphore is
+   made in `memory` (a writable buffer of shared memory, at least
+   _SEM_IN_MEMORY_SIZE bytes aligned to 8: a heap block that forked
+   children inherit) instead of being opened by name.  Nothing reaches it
+   but inheritance, so it is for fork contexts only; the object keeps the
+   buffer exported while it lives. */
+static PyObject *
+semlock_new_in_memory(PyTypeObject *type, int kind, int value, int maxvalue,
+                      PyObject *memory)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(memory, &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    cmp_sem_t handle = CMP_SEM_NONE;
+    int rc = cmp_sem_create_in(view.buf, (size_t)view.len, value, &handle);
+    if (rc != 0) {
+        PyBuffer_Release(&view);
+        return cmp_raise_oserror(rc);
+    }
+    SemLockObject *self = (SemLockObject *)semlock_wrap(type, handle, kind,
+                                                        maxvalue, NULL);
+    if (self == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    self->in_memory = 1;
+    self->mem_view = view;
+    return (PyObject *)self;
+}
+
 static PyObject *
 semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static const char *const names[] = {"kind", "value", "maxvalue", "name",
-                                        "unlink"};
+    static const char *const names[] = {"kind", "value",  "maxvalue",
+                                        "name", "unlink", "memory"};
     static const cmp_argspec spec = CMP_ARGSPEC("SemLock", names, 5);
-    PyObject *a[5];
+    PyObject *a[6];
     int kind, value, maxvalue, unlink;
     char *name_copy = NULL;
     cmp_sem_t handle = CMP_SEM_NONE;
@@ -407,11 +438,15 @@ semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         cmp_arg_int(a[2], "maxvalue", &maxvalue) < 0) {
         return NULL;
     }
-    const char *name = as_sem_name(a[3]);
-    if (name == NULL || cmp_arg_bool(a[4], 1, &unlink) < 0) {
-        return NULL;
+    PyObject *memory = a[5] == Py_None ? NULL : a[5];
+    const char *name = NULL;
+    if (memory == NULL || a[3] != Py_None) {
+        name = as_sem_name(a[3]);
+        if (name == NULL) {
+            return NULL;
+        }
     }
-    if (check_kind(kind) < 0) {
+    if (cmp_arg_bool(a[4], 1, &unlink) < 0 || check_kind(kind) < 0) {
         return NULL;
     }
     if (value < 0) {
@@ -428,6 +463,14 @@ semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         /* 0 is allowed: a BoundedSemaphore(0) refuses every release */
         PyErr_SetString(PyExc_ValueError, "maxvalue must be >= 0");
         return NULL;
+    }
+    if (memory != NULL) {
+        if (name != NULL) {
+            PyErr_SetString(PyExc_ValueError,
+                            "a semaphore made in memory has no name");
+            return NULL;
+        }
+        return semlock_new_in_memory(type, kind, value, maxvalue, memory);
     }
     if (!unlink && (name_copy = copy_name(name)) == NULL) {
         return NULL;
@@ -466,7 +509,13 @@ semlock_dealloc(PyObject *op)
 {
     SemLockObject *self = (SemLockObject *)op;
     PyTypeObject *tp = Py_TYPE(op);
-    if (self->handle != CMP_SEM_NONE) {
+    if (self->in_memory) {
+        /* never destroyed: a forked child may still use it (sem.h) */
+        self->handle = CMP_SEM_NONE;
+        self->in_memory = 0;
+        PyBuffer_Release(&self->mem_view);
+    }
+    else if (self->handle != CMP_SEM_NONE) {
         (void)cmp_sem_close(self->handle);
         self->handle = CMP_SEM_NONE;
     }
@@ -852,8 +901,9 @@ static PyType_Slot semlock_slots[] = {
     {Py_tp_dealloc, semlock_dealloc},
     {Py_tp_methods, semlock_methods},
     {Py_tp_getset, semlock_getset},
-    {Py_tp_doc, "SemLock(kind, value, maxvalue, name, unlink)\n\n"
-                "Semaphore shared between processes."},
+    {Py_tp_doc, "SemLock(kind, value, maxvalue, name, unlink, memory=None)\n\n"
+                "Semaphore shared between processes; made in `memory` (a "
+                "shared buffer) instead of by name when given."},
     {0, NULL},
 };
 
@@ -954,7 +1004,9 @@ cmp_semaphore_exec(PyObject *module)
             0 ||
         PyModule_AddIntConstant(module, "RECURSIVE_MUTEX",
                                 CMP_RECURSIVE_MUTEX) < 0 ||
-        PyModule_AddIntConstant(module, "SEMAPHORE", CMP_SEMAPHORE) < 0) {
+        PyModule_AddIntConstant(module, "SEMAPHORE", CMP_SEMAPHORE) < 0 ||
+        PyModule_AddIntConstant(module, "_SEM_IN_MEMORY_SIZE",
+                                CMP_SEM_IN_MEMORY_SIZE) < 0) {
         return -1;
     }
     return 0;

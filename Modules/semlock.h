@@ -24,6 +24,11 @@ typedef struct {
     int maxvalue;
     cmp_spin spin;          /* before a blocking wait (spin.h) */
     char *name; /* NULL once unlinked at creation, or never named */
+    /* A semaphore made in shared memory (cmp_sem_create_in) rather than
+       opened by name: mem_view keeps that memory (a heap block) alive as
+       long as the object, and handle points into it. */
+    int in_memory;
+    Py_buffer mem_view;
     /* Lock and RLock: who holds it, in shared memory (robust.h); NULL for
        the counting semaphores, which have no owner.  rec_view keeps the
        memory (a heap block) mapped. */

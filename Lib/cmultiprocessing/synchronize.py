@@ -78,11 +78,35 @@ def _forget_name(name):
     unregister(name, 'semaphore')
 
 
-# The owner records of Lock and RLock: 16 bytes each, from a heap of their
-# own (sharedctypes' heap is BufferWrapper._heap, whose books the stdlib's
-# tests read).
+# The owner records of Lock and RLock (16 bytes each), and the semaphores
+# made in memory (_rlock_in_memory), come from a heap of their own
+# (sharedctypes' heap is BufferWrapper._heap, whose books the stdlib's tests
+# read).
 _OWNER_RECORD_SIZE = 16
 _owner_heap = heap.Heap()
+
+# Bytes a semaphore made in shared memory takes; 0 where the OS cannot make
+# one there (macOS, Windows).
+_SEM_IN_MEMORY_SIZE = _cmultiprocessing._SEM_IN_MEMORY_SIZE
+_native_new = _cmultiprocessing.SemLock.__new__
+_after_fork = _cmultiprocessing.SemLock._after_fork
+
+
+def _rlock_in_memory():
+    """A fork context's RLock whose semaphore lives in a block of
+    _owner_heap (sem_init, process-shared) instead of a named semaphore: no
+    file is made and removed in /dev/shm, which is most of what a named one
+    costs.  Only forked children reach it (a fork context's lock refuses to
+    be pickled); the block is the lock's for as long as the lock object
+    lives in this process.  Used only for the lock Value() and Array() make
+    for themselves, whose memory lives exactly as long as the value's own
+    (see sharedctypes._guard_for)."""
+    self = _native_new(RLock, RECURSIVE_MUTEX, 1, 1, None, True,
+                       _owner_heap.take(_SEM_IN_MEMORY_SIZE))
+    self._fork_only = True
+    util.debug('created semlock with handle %s' % self.handle)
+    util.register_after_fork(self, _after_fork)
+    return self
 
 
 def _record_owner(lock, block, quiet):
