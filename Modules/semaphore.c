@@ -18,6 +18,8 @@
 #include <limits.h>
 #include <string.h>
 
+unsigned long cmp_semlock_generation; /* see semlock.h */
+
 /* ------------------------------------------------------------------ */
 /* Argument helpers (the parser itself is args.c's).                   */
 
@@ -249,6 +251,7 @@ warn_taken_over(SemLockObject *self, robust_wait *w)
 static inline int
 semlock_taken(SemLockObject *self)
 {
+    semlock_sync(self);
     self->count++;
     self->last_tid = PyThread_get_thread_ident();
     if (self->rec != NULL) {
@@ -315,6 +318,7 @@ int
 cmp_semlock_give(SemLockObject *self)
 {
     int rc;
+    semlock_sync(self);
     if (self->kind == CMP_RECURSIVE_MUTEX) {
         if (!semlock_is_mine(self)) {
             PyErr_SetString(
@@ -374,6 +378,7 @@ semlock_wrap(PyTypeObject *type, cmp_sem_t handle, int kind, int maxvalue,
     self->maxvalue = maxvalue;
     self->name = name;
     self->count = 0;
+    self->generation = cmp_semlock_generation;
     self->last_tid = 0;
     return (PyObject *)self;
 }
@@ -617,6 +622,7 @@ cmp_semlock_bound(PyObject *method, int acquire)
 static PyObject *
 semlock_count(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
+    semlock_sync((SemLockObject *)op);
     return PyLong_FromLong(((SemLockObject *)op)->count);
 }
 
@@ -658,6 +664,15 @@ semlock_after_fork(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     /* The child's threads are not the ones that acquired. */
     ((SemLockObject *)op)->count = 0;
+    Py_RETURN_NONE;
+}
+
+/* _semlocks_after_fork(): in a child process, forget what every SemLock
+   counted of its acquisitions (semlock.h's cmp_semlock_generation). */
+static PyObject *
+semlocks_after_fork(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    cmp_semlock_generation++;
     Py_RETURN_NONE;
 }
 
@@ -936,6 +951,10 @@ static PyMethodDef semaphore_functions[] = {
     {"sem_unlink", cmp_sem_unlink_func, METH_O,
      "sem_unlink($module, name, /)\n--\n\n"
      "Remove a named semaphore."},
+    {"_semlocks_after_fork", semlocks_after_fork, METH_NOARGS,
+     "_semlocks_after_fork($module, /)\n--\n\n"
+     "In a child process: every SemLock forgets the acquisitions it "
+     "counted (they are the parent's)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -479,6 +479,56 @@ def test_after_fork_resets_ownership():
     r.release()
 
 
+def _report_ownership(locks, conn):
+    out = []
+    for lock in locks:
+        try:
+            lock.release()
+            released = "released"
+        except AssertionError:
+            released = "not owned"
+        out.append((lock._count(), lock._is_mine(), released))
+    conn.send(out)
+
+
+@posix_only
+@pytest.mark.timeout(60)
+def test_child_process_forgets_acquisitions_without_a_hook_per_lock():
+    from cmultiprocessing import util
+    c = ctx("fork")
+    hooks = len(util._afterfork_registry)
+    r, v = c.RLock(), c.Value("i")
+    assert len(util._afterfork_registry) == hooks   # no entry per lock
+    locks = [r, v.get_lock()]
+    for lock in locks:
+        assert lock.acquire() and lock.acquire() and lock._count() == 2
+    recv, send = c.Pipe(False)
+    p = c.Process(target=_report_ownership, args=(locks, send))
+    p.start()
+    try:
+        assert recv.poll(60)
+        assert recv.recv() == [(0, False, "not owned")] * 2
+    finally:
+        p.join(60)
+    assert p.exitcode == 0
+    for lock in locks:      # the parent's own counts are untouched
+        assert lock._count() == 2 and lock._is_mine()
+        lock.release()
+        lock.release()
+
+    def child():
+        # as in the stdlib, a bare os.fork() child keeps the counts until
+        # the after-fork hooks run (a Process child runs them at start)
+        kept = r._count() == 2 and r._is_mine()
+        util._run_after_forkers()
+        return 0 if kept and r._count() == 0 and not r._is_mine() else 1
+
+    assert r.acquire() and r.acquire()
+    assert fork_child(child) == 0
+    r.release()
+    r.release()
+
+
 @posix_only
 def test_semaphore_shared_with_forked_child():
     s = make(value=0, maxvalue=SemLock.SEM_VALUE_MAX)

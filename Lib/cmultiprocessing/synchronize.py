@@ -89,7 +89,6 @@ _owner_heap = heap.Heap()
 # one there (macOS, Windows).
 _SEM_IN_MEMORY_SIZE = _cmultiprocessing._SEM_IN_MEMORY_SIZE
 _native_new = _cmultiprocessing.SemLock.__new__
-_after_fork = _cmultiprocessing.SemLock._after_fork
 
 
 def _rlock_in_memory():
@@ -105,7 +104,6 @@ def _rlock_in_memory():
                        _owner_heap.take(_SEM_IN_MEMORY_SIZE))
     self._fork_only = True
     util.debug('created semlock with handle %s' % self.handle)
-    util.register_after_fork(self, _after_fork)
     return self
 
 
@@ -188,9 +186,8 @@ class SemLock(_cmultiprocessing.SemLock):
 
     def __init__(self, *args, ctx=None, robust=False, **kwargs):
         util.debug('created semlock with handle %s' % self.handle)
-        if sys.platform != 'win32':
-            # a forked child starts owning nothing
-            util.register_after_fork(self, _cmultiprocessing.SemLock._after_fork)
+        # (a child process starts owning nothing: util._run_after_forkers
+        # resets every SemLock at once, see semlock.h)
         name = self.name
         if name is not None:
             # Named until finalized (spawn/forkserver): the tracker removes
