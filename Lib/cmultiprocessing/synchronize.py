@@ -10,7 +10,12 @@ run their wait/notify/set/... bodies in ``_cmultiprocessing._ConditionCore``.
 Named semaphores: with the "fork" start method a semaphore's name is
 removed at once (children inherit the open semaphore); with "spawn" and
 "forkserver" children reopen it by name, so the name stays until the object
-is finalized and is registered with the resource tracker meanwhile.
+is finalized and is registered with the resource tracker meanwhile.  The
+one exception is the RLock a fork context's Value() or Array() makes for
+itself: where the OS can (Linux), its semaphore is made in a block of
+shared memory from the locks' heap and never has a name
+(_rlock_in_memory).  A child process forgets the parent's acquisitions of
+every lock at once (util._run_after_forkers, semlock.h).
 
 A semaphore has no owner at the OS level, so a process that dies holding
 one of the stdlib's locks leaves it locked for ever, and that is what a
