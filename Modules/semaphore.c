@@ -18,6 +18,8 @@
 #include <limits.h>
 #include <string.h>
 
+unsigned long cmp_semlock_generation; /* see semlock.h */
+
 /* ------------------------------------------------------------------ */
 /* Argument helpers (the parser itself is args.c's).                   */
 
@@ -264,6 +266,7 @@ warn_taken_over(SemLockObject *self, robust_wait *w)
 static inline int
 semlock_taken(SemLockObject *self)
 {
+    semlock_sync(self);
     self->count++;
     self->last_tid = PyThread_get_thread_ident();
     return 1;
@@ -352,6 +355,7 @@ int
 cmp_semlock_give(SemLockObject *self)
 {
     int rc;
+    semlock_sync(self);
     if (self->kind == CMP_RECURSIVE_MUTEX) {
         if (!semlock_is_mine(self)) {
             PyErr_SetString(
@@ -415,6 +419,7 @@ semlock_wrap(PyTypeObject *type, cmp_sem_t handle, int kind, int maxvalue,
     self->maxvalue = maxvalue;
     self->name = name;
     self->count = 0;
+    self->generation = cmp_semlock_generation;
     self->last_tid = 0;
     return (PyObject *)self;
 }
@@ -429,13 +434,44 @@ check_kind(int kind)
     return 0;
 }
 
+/* SemLock(kind, value, maxvalue, None, unlink, memory): the semaphore is
+   made in `memory` (a writable buffer of shared memory, at least
+   _SEM_IN_MEMORY_SIZE bytes aligned to 8: a heap block that forked
+   children inherit) instead of being opened by name.  Nothing reaches it
+   but inheritance, so it is for fork contexts only; the object keeps the
+   buffer exported while it lives. */
+static PyObject *
+semlock_new_in_memory(PyTypeObject *type, int kind, int value, int maxvalue,
+                      PyObject *memory)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(memory, &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    cmp_sem_t handle = CMP_SEM_NONE;
+    int rc = cmp_sem_create_in(view.buf, (size_t)view.len, value, &handle);
+    if (rc != 0) {
+        PyBuffer_Release(&view);
+        return cmp_raise_oserror(rc);
+    }
+    SemLockObject *self = (SemLockObject *)semlock_wrap(type, handle, kind,
+                                                        maxvalue, NULL);
+    if (self == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    self->in_memory = 1;
+    self->mem_view = view;
+    return (PyObject *)self;
+}
+
 static PyObject *
 semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static const char *const names[] = {"kind", "value", "maxvalue", "name",
-                                        "unlink"};
+    static const char *const names[] = {"kind", "value",  "maxvalue",
+                                        "name", "unlink", "memory"};
     static const cmp_argspec spec = CMP_ARGSPEC("SemLock", names, 5);
-    PyObject *a[5];
+    PyObject *a[6];
     int kind, value, maxvalue, unlink;
     char *name_copy = NULL;
     cmp_sem_t handle = CMP_SEM_NONE;
@@ -448,11 +484,15 @@ semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         cmp_arg_int(a[2], "maxvalue", &maxvalue) < 0) {
         return NULL;
     }
-    const char *name = as_sem_name(a[3]);
-    if (name == NULL || cmp_arg_bool(a[4], 1, &unlink) < 0) {
-        return NULL;
+    PyObject *memory = a[5] == Py_None ? NULL : a[5];
+    const char *name = NULL;
+    if (memory == NULL || a[3] != Py_None) {
+        name = as_sem_name(a[3]);
+        if (name == NULL) {
+            return NULL;
+        }
     }
-    if (check_kind(kind) < 0) {
+    if (cmp_arg_bool(a[4], 1, &unlink) < 0 || check_kind(kind) < 0) {
         return NULL;
     }
     if (value < 0) {
@@ -469,6 +509,14 @@ semlock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         /* 0 is allowed: a BoundedSemaphore(0) refuses every release */
         PyErr_SetString(PyExc_ValueError, "maxvalue must be >= 0");
         return NULL;
+    }
+    if (memory != NULL) {
+        if (name != NULL) {
+            PyErr_SetString(PyExc_ValueError,
+                            "a semaphore made in memory has no name");
+            return NULL;
+        }
+        return semlock_new_in_memory(type, kind, value, maxvalue, memory);
     }
     if (!unlink && (name_copy = copy_name(name)) == NULL) {
         return NULL;
@@ -507,7 +555,13 @@ semlock_dealloc(PyObject *op)
 {
     SemLockObject *self = (SemLockObject *)op;
     PyTypeObject *tp = Py_TYPE(op);
-    if (self->handle != CMP_SEM_NONE) {
+    if (self->in_memory) {
+        /* never destroyed: a forked child may still use it (sem.h) */
+        self->handle = CMP_SEM_NONE;
+        self->in_memory = 0;
+        PyBuffer_Release(&self->mem_view);
+    }
+    else if (self->handle != CMP_SEM_NONE) {
         (void)cmp_sem_close(self->handle);
         self->handle = CMP_SEM_NONE;
     }
@@ -609,6 +663,7 @@ cmp_semlock_bound(PyObject *method, int acquire)
 static PyObject *
 semlock_count(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
+    semlock_sync((SemLockObject *)op);
     return PyLong_FromLong(((SemLockObject *)op)->count);
 }
 
@@ -658,6 +713,15 @@ semlock_after_fork(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     /* The child's threads are not the ones that acquired. */
     ((SemLockObject *)op)->count = 0;
+    Py_RETURN_NONE;
+}
+
+/* _semlocks_after_fork(): in a child process, forget what every SemLock
+   counted of its acquisitions (semlock.h's cmp_semlock_generation). */
+static PyObject *
+semlocks_after_fork(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    cmp_semlock_generation++;
     Py_RETURN_NONE;
 }
 
@@ -901,8 +965,9 @@ static PyType_Slot semlock_slots[] = {
     {Py_tp_dealloc, semlock_dealloc},
     {Py_tp_methods, semlock_methods},
     {Py_tp_getset, semlock_getset},
-    {Py_tp_doc, "SemLock(kind, value, maxvalue, name, unlink)\n\n"
-                "Semaphore shared between processes."},
+    {Py_tp_doc, "SemLock(kind, value, maxvalue, name, unlink, memory=None)\n\n"
+                "Semaphore shared between processes; made in `memory` (a "
+                "shared buffer) instead of by name when given."},
     {0, NULL},
 };
 
@@ -935,6 +1000,10 @@ static PyMethodDef semaphore_functions[] = {
     {"sem_unlink", cmp_sem_unlink_func, METH_O,
      "sem_unlink($module, name, /)\n--\n\n"
      "Remove a named semaphore."},
+    {"_semlocks_after_fork", semlocks_after_fork, METH_NOARGS,
+     "_semlocks_after_fork($module, /)\n--\n\n"
+     "In a child process: every SemLock forgets the acquisitions it "
+     "counted (they are the parent's)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1003,7 +1072,9 @@ cmp_semaphore_exec(PyObject *module)
             0 ||
         PyModule_AddIntConstant(module, "RECURSIVE_MUTEX",
                                 CMP_RECURSIVE_MUTEX) < 0 ||
-        PyModule_AddIntConstant(module, "SEMAPHORE", CMP_SEMAPHORE) < 0) {
+        PyModule_AddIntConstant(module, "SEMAPHORE", CMP_SEMAPHORE) < 0 ||
+        PyModule_AddIntConstant(module, "_SEM_IN_MEMORY_SIZE",
+                                CMP_SEM_IN_MEMORY_SIZE) < 0) {
         return -1;
     }
     return 0;

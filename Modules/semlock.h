@@ -20,10 +20,16 @@ typedef struct {
     cmp_sem_t handle;
     unsigned long last_tid; /* thread that last acquired */
     int count;              /* acquisitions not yet released */
+    unsigned long generation; /* cmp_semlock_generation that count is of */
     int kind;
     int maxvalue;
     cmp_spin spin;          /* before a blocking wait (spin.h) */
     char *name; /* NULL once unlinked at creation, or never named */
+    /* A semaphore made in shared memory (cmp_sem_create_in) rather than
+       opened by name: mem_view keeps that memory (a heap block) alive as
+       long as the object, and handle points into it. */
+    int in_memory;
+    Py_buffer mem_view;
     /* Lock and RLock: who holds it, in shared memory (robust.h); NULL for
        the counting semaphores, which have no owner.  rec_view keeps the
        memory (a heap block) mapped. */
@@ -34,9 +40,29 @@ typedef struct {
     double next_look; /* a failed try looks at the holder again from then */
 } SemLockObject;
 
+/* Bumped in a child process by util._run_after_forkers() (through
+   _cmultiprocessing._semlocks_after_fork): the acquisitions every SemLock
+   counted belong to the parent's threads.  One counter instead of an
+   after-fork hook per lock, which cost each lock a registry entry and each
+   child a walk over all of them; it applies where and when the stdlib's
+   per-lock hook (SemLock._after_fork) would, only all at once.  A plain
+   integer written in the child before it starts any thread. */
+extern unsigned long cmp_semlock_generation;
+
+/* Forget the counted acquisitions if a fork came between (see above). */
+static inline void
+semlock_sync(SemLockObject *self)
+{
+    if (self->generation != cmp_semlock_generation) {
+        self->generation = cmp_semlock_generation;
+        self->count = 0;
+    }
+}
+
 static inline int
 semlock_is_mine(SemLockObject *self)
 {
+    semlock_sync(self);
     return self->count > 0 && self->last_tid == PyThread_get_thread_ident();
 }
 

@@ -1,6 +1,7 @@
 """cmultiprocessing.sharedctypes: shared ctypes values and arrays, their
 locks, and passing them to child processes."""
 import ctypes
+import os
 import pickle
 import sys
 
@@ -234,3 +235,187 @@ def test_bad_typecode_is_reported_before_a_bad_lock():
         sc.Value("x", None, lock=object())
     with pytest.raises(AttributeError, match="acquire"):
         sc.Value("i", 1, lock=object())
+
+
+# --------------------------------------------------------------------------
+# The lock a fork context's Value/Array makes for itself: a process-shared
+# semaphore made in a heap block (sem_init), not a named one.
+
+from cmultiprocessing import synchronize  # noqa: E402
+
+in_memory = pytest.mark.skipif(
+    synchronize._SEM_IN_MEMORY_SIZE == 0,
+    reason="no process-shared semaphore in plain memory here")
+
+LONG = 60.0
+
+
+def _sem_mappings():
+    """How many named semaphores this process has mapped (glibc maps each
+    from /dev/shm/sem.*, shown '(deleted)' once unlinked)."""
+    with open("/proc/self/maps") as f:
+        return sum("/dev/shm/sem." in line for line in f)
+
+
+def _in_heap(lock):
+    """Whether the lock's semaphore lies in a block of the locks' heap."""
+    for arena in synchronize._owner_heap._arenas:
+        start = ctypes.addressof(ctypes.c_char.from_buffer(arena.buffer))
+        if start <= lock.handle < start + arena.size:
+            return True
+    return False
+
+
+@in_memory
+def test_fork_value_lock_is_made_in_memory():
+    ctx = cmultiprocessing.get_context("fork")
+    before = _sem_mappings()
+    keep = [ctx.Value("d") for _ in range(300)]
+    keep += [ctx.Array("i", 4) for _ in range(300)]
+    keep += [sc.Value("i", ctx=ctx), sc.Array("b", 3, ctx=ctx)]
+    assert _sem_mappings() == before      # no named semaphore was made
+    locks = [v.get_lock() for v in keep]
+    assert all(type(lk) is synchronize.RLock and lk.name is None
+               and lk._is_fork_ctx and _in_heap(lk) for lk in locks)
+    assert len({lk.handle for lk in locks}) == len(locks)
+    del keep, locks
+    # ctx.RLock() / ctx.Lock() themselves stay named semaphores, unlinked
+    lk = ctx.RLock()
+    assert lk.name is None and not _in_heap(lk)
+    assert _sem_mappings() == before + 1
+    del lk
+    assert _sem_mappings() == before
+
+
+@in_memory
+def test_fork_value_lock_refuses_spawn_pickling():
+    from cmultiprocessing import context, reduction
+    v = cmultiprocessing.get_context("fork").Value("i", 1)
+    context.set_spawning_popen(object())
+    try:
+        with pytest.raises(RuntimeError, match="fork context"):
+            reduction.ForkingPickler.dumps(v.get_lock())
+    finally:
+        context.set_spawning_popen(None)
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_spawned_contexts_keep_named_locks(method):
+    from support import sem_file
+    ctx = cmultiprocessing.get_context(method)
+    v = ctx.Value("i", 0)
+    name = v.get_lock().name
+    assert isinstance(name, str) and os.path.exists(sem_file(name))
+    del v
+    import gc
+    gc.collect()
+    assert not os.path.exists(sem_file(name))
+
+
+def _bump_many(v, n, conn):
+    conn.recv()                     # start together
+    lock = v.get_lock()
+    for _ in range(n):
+        with lock:
+            with lock:              # the RLock is recursive
+                x = v.get_obj().value
+                os.sched_yield()
+                v.get_obj().value = x + 1
+
+
+def _start_bumpers(ctx, v, n, nproc):
+    import cmultiprocessing.connection as mpc
+    pipes = [mpc.Pipe() for _ in range(nproc)]
+    procs = [ctx.Process(target=_bump_many, args=(v, n, r))
+             for r, _ in pipes]
+    for p in procs:
+        p.start()
+    return procs, pipes
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("make", ["Value", "Array"])
+def test_in_memory_lock_excludes_across_forked_children(make):
+    ctx = cmultiprocessing.get_context("fork")
+    if make == "Value":
+        v = ctx.Value("q", 0)
+    else:
+        a = ctx.Array("q", 1)
+        v = sc.Value("q", 0, lock=a.get_lock(), ctx=ctx)
+    procs, pipes = _start_bumpers(ctx, v, 500, 4)
+    for _, w in pipes:
+        w.send(None)
+    for p in procs:
+        p.join(LONG)
+        assert p.exitcode == 0
+    assert v.value == 2000
+
+
+def _hold_then_wait(v, held, go):
+    lock = v.get_lock()
+    lock.acquire()
+    lock.acquire()
+    held.send(None)
+    go.recv()
+    lock.release()                  # still held once
+    held.send(None)
+    go.recv()
+    lock.release()
+    held.send(None)
+
+
+@pytest.mark.timeout(60)
+def test_in_memory_lock_timeouts_and_recursion_across_fork():
+    import cmultiprocessing.connection as mpc
+    ctx = cmultiprocessing.get_context("fork")
+    v = ctx.Value("i", 0)
+    lock = v.get_lock()
+    held_r, held_w = mpc.Pipe(False)
+    go_r, go_w = mpc.Pipe(False)
+    p = ctx.Process(target=_hold_then_wait, args=(v, held_w, go_r))
+    p.start()
+    try:
+        assert held_r.poll(LONG)
+        held_r.recv()
+        assert lock.acquire(False) is False
+        assert lock.acquire(timeout=0.05) is False
+        go_w.send(None)
+        held_r.recv()
+        assert lock.acquire(timeout=0.05) is False    # one level left
+        go_w.send(None)
+        held_r.recv()
+        assert lock.acquire(timeout=LONG) is True
+        lock.release()
+    finally:
+        p.join(LONG)
+    assert p.exitcode == 0
+
+
+@in_memory
+@pytest.mark.timeout(120)
+def test_lock_of_early_value_survives_thousands_more():
+    ctx = cmultiprocessing.get_context("fork")
+    v = ctx.Value("q", 0)
+    procs, pipes = _start_bumpers(ctx, v, 300, 2)
+    # the parent makes (and drops half of) thousands of Values meanwhile,
+    # each with a lock in the same heap: none may land on v's lock
+    more = [ctx.Value("d", float(i)) for i in range(4000)]
+    del more[::2]
+    more += [ctx.Value("d") for _ in range(2000)]
+    handles = {m.get_lock().handle for m in more}
+    assert v.get_lock().handle not in handles
+    assert len(handles) == len(more)
+    for m in more[:200]:
+        with m.get_lock():
+            m.value += 1.0
+    for _, w in pipes:
+        w.send(None)
+    for _ in range(300):
+        with v.get_lock():
+            x = v.get_obj().value
+            os.sched_yield()
+            v.get_obj().value = x + 1
+    for p in procs:
+        p.join(LONG)
+        assert p.exitcode == 0
+    assert v.value == 900

@@ -386,6 +386,78 @@ def test_plain_semlock_is_not_picklable():
 
 
 # --------------------------------------------------------------------------
+# semaphores made in shared memory (SemLock(..., memory=block))
+
+IN_MEMORY = _cmp._SEM_IN_MEMORY_SIZE
+
+
+def memory_block(size=None):
+    from cmultiprocessing import heap
+    return heap.Heap().take(IN_MEMORY if size is None else size)
+
+
+@pytest.mark.skipif(not IN_MEMORY, reason="no sem_init here")
+@pytest.mark.timeout(60)
+def test_semaphore_in_memory_counts_and_is_shared_with_forked_child():
+    block = memory_block()
+    s = SemLock(SEMAPHORE, 2, 2, None, True, block)
+    assert s.name is None and s.kind == SEMAPHORE and s.maxvalue == 2
+    assert s.acquire(False) and s.acquire(False) and not s.acquire(False)
+    assert s._get_value() == 0 and s._is_zero()
+    s.release()
+    done = SemLock(SEMAPHORE, 0, SemLock.SEM_VALUE_MAX, None, True,
+                   memory_block())
+
+    def child():
+        # the child takes the parent's last unit, gives two back
+        if not s.acquire(True, 30) or s.acquire(False):
+            return 1
+        s.release()
+        done.release()
+        return 0
+
+    assert fork_child(child) == 0
+    assert done.acquire(True, 30)
+    assert s._get_value() == 1
+
+
+@pytest.mark.skipif(not IN_MEMORY, reason="no sem_init here")
+def test_semaphore_in_memory_keeps_its_block():
+    from cmultiprocessing import heap
+    h = heap.Heap()
+    block = h.take(IN_MEMORY)
+    s = SemLock(RECURSIVE_MUTEX, 1, 1, None, True, block)
+    frees = h._n_frees
+    del block
+    assert h._n_frees == frees          # the lock holds the block
+    assert s.acquire() and s.acquire() and s._count() == 2
+    s.release()
+    s.release()
+    del s
+    assert h._n_frees == frees + 1      # returned with the lock
+
+
+@pytest.mark.skipif(not IN_MEMORY, reason="no sem_init here")
+def test_semaphore_in_memory_argument_errors():
+    with pytest.raises(ValueError, match="no name"):
+        SemLock(SEMAPHORE, 1, 1, fresh_name(), True, memory_block())
+    with pytest.raises(OSError):                    # too short: EINVAL
+        SemLock(SEMAPHORE, 1, 1, None, True, memory_block(IN_MEMORY - 8))
+    with pytest.raises((TypeError, BufferError)):   # read-only
+        SemLock(SEMAPHORE, 1, 1, None, True, bytes(IN_MEMORY))
+    with pytest.raises(TypeError):                  # still no None name
+        SemLock(SEMAPHORE, 1, 1, None, True, None)
+    with pytest.raises(ValueError):
+        SemLock(SEMAPHORE, -1, 1, None, True, memory_block())
+
+
+@pytest.mark.skipif(bool(IN_MEMORY), reason="sem_init works here")
+def test_semaphore_in_memory_refused_where_unsupported():
+    with pytest.raises(OSError):
+        SemLock(SEMAPHORE, 1, 1, None, True, bytearray(64))
+
+
+# --------------------------------------------------------------------------
 # fork
 
 @posix_only
@@ -403,6 +475,56 @@ def test_after_fork_resets_ownership():
 
     assert fork_child(child) == 0
     assert r._count() == 2 and r._is_mine()
+    r.release()
+    r.release()
+
+
+def _report_ownership(locks, conn):
+    out = []
+    for lock in locks:
+        try:
+            lock.release()
+            released = "released"
+        except AssertionError:
+            released = "not owned"
+        out.append((lock._count(), lock._is_mine(), released))
+    conn.send(out)
+
+
+@posix_only
+@pytest.mark.timeout(60)
+def test_child_process_forgets_acquisitions_without_a_hook_per_lock():
+    from cmultiprocessing import util
+    c = ctx("fork")
+    hooks = len(util._afterfork_registry)
+    r, v = c.RLock(), c.Value("i")
+    assert len(util._afterfork_registry) == hooks   # no entry per lock
+    locks = [r, v.get_lock()]
+    for lock in locks:
+        assert lock.acquire() and lock.acquire() and lock._count() == 2
+    recv, send = c.Pipe(False)
+    p = c.Process(target=_report_ownership, args=(locks, send))
+    p.start()
+    try:
+        assert recv.poll(60)
+        assert recv.recv() == [(0, False, "not owned")] * 2
+    finally:
+        p.join(60)
+    assert p.exitcode == 0
+    for lock in locks:      # the parent's own counts are untouched
+        assert lock._count() == 2 and lock._is_mine()
+        lock.release()
+        lock.release()
+
+    def child():
+        # as in the stdlib, a bare os.fork() child keeps the counts until
+        # the after-fork hooks run (a Process child runs them at start)
+        kept = r._count() == 2 and r._is_mine()
+        util._run_after_forkers()
+        return 0 if kept and r._count() == 0 and not r._is_mine() else 1
+
+    assert r.acquire() and r.acquire()
+    assert fork_child(child) == 0
     r.release()
     r.release()
 

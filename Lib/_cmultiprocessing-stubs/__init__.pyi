@@ -22,6 +22,7 @@ QUEUE_RING_BYTES: int
 RECURSIVE_MUTEX: int
 SEMAPHORE: int
 SEM_VALUE_MAX: int
+_SEM_IN_MEMORY_SIZE: int
 flags: dict[str, int]
 
 # ---------------------------------------------------------------- exceptions
@@ -73,14 +74,16 @@ def wait_readable(fd: int, timeout: float | None = None) -> bool: ...
 # ---------------------------------------------------------------- semaphores
 
 class SemLock:
-    """SemLock(kind, value, maxvalue, name, unlink): a semaphore shared
-    between processes."""
+    """SemLock(kind, value, maxvalue, name, unlink, memory=None): a semaphore
+    shared between processes; made in `memory` (a writable buffer of shared
+    memory, _SEM_IN_MEMORY_SIZE bytes, name None) instead of by name when
+    given."""
 
     RECURSIVE_MUTEX: int
     SEMAPHORE: int
     SEM_VALUE_MAX: int
     def __init__(self, kind: int, value: int, maxvalue: int, name: str | None,
-                 unlink: bool) -> None: ...
+                 unlink: bool, memory: Any = None) -> None: ...
     def __init_subclass__(cls, **kwargs: Any) -> None: ...
     @property
     def handle(self) -> int: ...
@@ -107,6 +110,7 @@ class SemLock:
                  name: str | None) -> SemLock: ...
 
 def sem_unlink(name: str) -> None: ...
+def _semlocks_after_fork() -> None: ...
 
 class _ConditionCore:
     """_ConditionCore(lock, sleeping, woken, waiting, flag=None): the native

@@ -8,7 +8,8 @@ import weakref
 
 from . import heap
 from . import get_context
-from .context import reduction, assert_spawning
+from .context import BaseContext, reduction, assert_spawning
+from .synchronize import _SEM_IN_MEMORY_SIZE, _rlock_in_memory
 
 _ForkingPickler = reduction.ForkingPickler
 
@@ -101,15 +102,30 @@ def RawArray(typecode_or_type, size_or_initializer):
     return obj
 
 
+_base_rlock = BaseContext.RLock
+
+
 def _guard_for(lock, ctx):
     """The lock Value() and Array() wrap their object with: a new RLock for
     True or None, `lock` itself if it is a lock, None for False.  (Asked
     after the object is made, as in the stdlib: a bad typecode is reported
-    before a bad lock.)"""
+    before a bad lock.)
+
+    In a fork context the new RLock's semaphore is made in shared memory
+    rather than by name (synchronize._rlock_in_memory), where the OS can:
+    nothing but a forked child can reach the lock, as nothing but a forked
+    child can reach the value without pickling it, so the lock's memory
+    lives as long as the value's own (the wrapper holds both), and a child
+    that outlives both is exposed to reuse of the lock's memory exactly as
+    it is to reuse of the value's."""
     if lock is False:
         return None
     if lock in (True, None):
-        return (ctx or get_context()).RLock()
+        ctx = ctx or get_context()
+        if (_SEM_IN_MEMORY_SIZE and type(ctx).RLock is _base_rlock
+                and ctx.get_start_method() == 'fork'):
+            return _rlock_in_memory()
+        return ctx.RLock()
     if not hasattr(lock, 'acquire'):
         raise AttributeError("%r has no method 'acquire'" % lock)
     return lock

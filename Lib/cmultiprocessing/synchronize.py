@@ -10,7 +10,12 @@ run their wait/notify/set/... bodies in ``_cmultiprocessing._ConditionCore``.
 Named semaphores: with the "fork" start method a semaphore's name is
 removed at once (children inherit the open semaphore); with "spawn" and
 "forkserver" children reopen it by name, so the name stays until the object
-is finalized and is registered with the resource tracker meanwhile.
+is finalized and is registered with the resource tracker meanwhile.  The
+one exception is the RLock a fork context's Value() or Array() makes for
+itself: where the OS can (Linux), its semaphore is made in a block of
+shared memory from the locks' heap and never has a name
+(_rlock_in_memory).  A child process forgets the parent's acquisitions of
+every lock at once (util._run_after_forkers, semlock.h).
 
 A semaphore has no owner at the OS level, so a process that dies holding
 one of the stdlib's locks leaves it locked for ever, and that is what a
@@ -79,10 +84,32 @@ def _forget_name(name):
 
 
 # The owner records of Lock and RLock (Modules/robust.h: the record is the
-# lock): 24 bytes each, from a heap of their own (sharedctypes' heap is
+# lock; 24 bytes each), and the semaphores made in memory
+# (_rlock_in_memory), come from a heap of their own (sharedctypes' heap is
 # BufferWrapper._heap, whose books the stdlib's tests read).
 _OWNER_RECORD_SIZE = 24
 _owner_heap = heap.Heap()
+
+# Bytes a semaphore made in shared memory takes; 0 where the OS cannot make
+# one there (macOS, Windows).
+_SEM_IN_MEMORY_SIZE = _cmultiprocessing._SEM_IN_MEMORY_SIZE
+_native_new = _cmultiprocessing.SemLock.__new__
+
+
+def _rlock_in_memory():
+    """A fork context's RLock whose semaphore lives in a block of
+    _owner_heap (sem_init, process-shared) instead of a named semaphore: no
+    file is made and removed in /dev/shm, which is most of what a named one
+    costs.  Only forked children reach it (a fork context's lock refuses to
+    be pickled); the block is the lock's for as long as the lock object
+    lives in this process.  Used only for the lock Value() and Array() make
+    for themselves, whose memory lives exactly as long as the value's own
+    (see sharedctypes._guard_for)."""
+    self = _native_new(RLock, RECURSIVE_MUTEX, 1, 1, None, True,
+                       _owner_heap.take(_SEM_IN_MEMORY_SIZE))
+    self._fork_only = True
+    util.debug('created semlock with handle %s' % self.handle)
+    return self
 
 
 def _record_owner(lock, block, quiet):
@@ -164,9 +191,8 @@ class SemLock(_cmultiprocessing.SemLock):
 
     def __init__(self, *args, ctx=None, robust=False, **kwargs):
         util.debug('created semlock with handle %s' % self.handle)
-        if sys.platform != 'win32':
-            # a forked child starts owning nothing
-            util.register_after_fork(self, _cmultiprocessing.SemLock._after_fork)
+        # (a child process starts owning nothing: util._run_after_forkers
+        # resets every SemLock at once, see semlock.h)
         name = self.name
         if name is not None:
             # Named until finalized (spawn/forkserver): the tracker removes

@@ -14,6 +14,8 @@ import os
 import sys
 from _weakref import ref as _weak
 
+from _cmultiprocessing import _semlocks_after_fork
+
 from . import process
 
 __all__ = ['sub_debug', 'debug', 'info', 'sub_warning', 'get_logger',
@@ -289,6 +291,9 @@ def register_after_fork(obj, func):
 
 
 def _run_after_forkers():
+    # Every SemLock forgets the parent's acquisitions at once (one counter
+    # in C, where the stdlib registers a hook per lock).
+    _semlocks_after_fork()
     # Straight from the underlying dict of weak references: the child has
     # no other thread iterating it, and this touches far fewer objects
     # (pages to copy) than the mapping's guarded iterator.

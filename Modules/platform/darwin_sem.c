@@ -45,6 +45,16 @@ cmp_sem_wait_for(cmp_sem_t sem, double seconds)
 }
 
 int
+cmp_sem_create_in(void *mem, size_t len, int value, cmp_sem_t *out)
+{
+    (void)mem;
+    (void)len;
+    (void)value;
+    (void)out;
+    return ENOSYS; /* sem_init() is not implemented */
+}
+
+int
 cmp_sem_getvalue(cmp_sem_t sem, int *value)
 {
     (void)sem;

@@ -85,6 +85,19 @@ cmp_sem_wait(cmp_sem_t sem)
 
 #  ifndef CMP_DARWIN
 
+int
+cmp_sem_create_in(void *mem, size_t len, int value, cmp_sem_t *out)
+{
+    if (len < sizeof(sem_t) || ((uintptr_t)mem % 8) != 0) {
+        return EINVAL;
+    }
+    if (sem_init((sem_t *)mem, 1, (unsigned int)value) != 0) {
+        return errno;
+    }
+    *out = (sem_t *)mem;
+    return 0;
+}
+
 /* An absolute time `seconds` from now on `clock`. */
 static void
 deadline_after(clockid_t clock, double seconds, struct timespec *ts)

@@ -21,6 +21,8 @@ typedef HANDLE cmp_sem_t;
 #  define CMP_SEM_HAVE_TIMEDWAIT 0
 #  define CMP_SEM_BROKEN_GETVALUE 0
 #  define CMP_SEM_VALUE_MAX 0x7fffffff
+/* no semaphore lives in plain shared memory: handles are duplicated */
+#  define CMP_SEM_IN_MEMORY_SIZE 0
 #else
 #  include <semaphore.h>
 #  include <limits.h>
@@ -31,9 +33,13 @@ typedef sem_t *cmp_sem_t;
 /* macOS: sem_timedwait is missing (waits poll) and sem_getvalue fails. */
 #    define CMP_SEM_HAVE_TIMEDWAIT 0
 #    define CMP_SEM_BROKEN_GETVALUE 1
+/* sem_init() fails with ENOSYS: only named semaphores exist. */
+#    define CMP_SEM_IN_MEMORY_SIZE 0
 #  else
 #    define CMP_SEM_HAVE_TIMEDWAIT 1
 #    define CMP_SEM_BROKEN_GETVALUE 0
+/* sem_init(pshared=1) makes a semaphore in any shared mapping. */
+#    define CMP_SEM_IN_MEMORY_SIZE ((int)sizeof(sem_t))
 #  endif
 /* Some systems define SEM_VALUE_MAX as an unsigned value that would be
    negative as an int; cap it at INT_MAX. */
@@ -49,6 +55,14 @@ typedef sem_t *cmp_sem_t;
    platform's "already exists" code (EEXIST) when the name is taken.
    `maxvalue` is the bound where the platform enforces one (Windows). */
 int cmp_sem_create(const char *name, int value, int maxvalue, cmp_sem_t *out);
+
+/* Create a semaphore holding `value` in `mem` (len bytes of memory shared
+   with the processes that will use it, 8-byte aligned): no name, no file,
+   no handle.  ENOSYS where CMP_SEM_IN_MEMORY_SIZE is 0; EINVAL when len is
+   below it.  Such a semaphore is never closed or destroyed (another
+   process may still use it); whoever owns the memory decides when it may
+   be reused. */
+int cmp_sem_create_in(void *mem, size_t len, int value, cmp_sem_t *out);
 
 /* A semaphore for a child process: reopen it by `name` when there is one,
    otherwise use the handle the parent passed down (`inherited`). */

@@ -21,6 +21,16 @@ cmp_sem_create(const char *name, int value, int maxvalue, cmp_sem_t *out)
 }
 
 int
+cmp_sem_create_in(void *mem, size_t len, int value, cmp_sem_t *out)
+{
+    (void)mem;
+    (void)len;
+    (void)value;
+    (void)out;
+    return ERROR_NOT_SUPPORTED; /* kernel objects only */
+}
+
+int
 cmp_sem_reopen(const char *name, cmp_sem_t inherited, cmp_sem_t *out)
 {
     (void)name;
