@@ -50,9 +50,11 @@ import sys
 import threading
 import time
 import traceback
-import types
 import warnings
 
+from _cmultiprocessing import ApplyResult
+from _cmultiprocessing import deliver as _deliver
+from _cmultiprocessing import job_counter as _job_counter
 from _cmultiprocessing import map_chunk as _map_chunk
 from _cmultiprocessing import unpack_into as _unpack_into
 
@@ -333,91 +335,16 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
 # Result objects
 # ---------------------------------------------------------------------------
 
-# Jobs are numbered across all pools of the process.
-job_counter = itertools.count()
+# Jobs are numbered across all pools of the process (ApplyResult, in C,
+# draws from the same counter).
+job_counter = _job_counter
 
-
-class _Latch(object):
-    """A one-shot event: cheaper to make than threading.Event (one lock,
-    held until set), since every task result has one."""
-    __slots__ = ('_lock', '_open')
-
-    def __init__(self):
-        self._open = False
-        self._lock = threading.Lock()
-        self._lock.acquire()
-
-    def is_set(self):
-        return self._open
-
-    def set(self):
-        if not self._open:
-            self._open = True
-            self._lock.release()
-
-    def wait(self, timeout=None):
-        if self._open:
-            return True
-        if timeout is None:
-            got = self._lock.acquire()
-        elif timeout > 0:
-            got = self._lock.acquire(timeout=timeout)
-        else:
-            got = self._lock.acquire(blocking=False)
-        if got:
-            # let the next waiter through too
-            self._lock.release()
-        return self._open
-
-
-class ApplyResult(object):
-    """The pending result of one task (returned by `apply_async`)."""
-
-    def __init__(self, pool, callback, error_callback):
-        self._pool = pool
-        self._callback = callback
-        self._error_callback = error_callback
-        self._event = _Latch()
-        self._cache = pool._cache
-        self._job = next(job_counter)
-        self._cache[self._job] = self
-
-    __class_getitem__ = classmethod(types.GenericAlias)
-
-    def ready(self):
-        return self._event.is_set()
-
-    def successful(self):
-        if not self._event.is_set():
-            raise ValueError(f"{self!r} not ready")
-        return self._success
-
-    def wait(self, timeout=None):
-        self._event.wait(timeout)
-
-    def get(self, timeout=None):
-        if not self._event.wait(timeout):
-            raise TimeoutError
-        if not self._success:
-            raise self._value
-        return self._value
-
-    def _finish(self):
-        """Run the callback that fits, then wake the waiters."""
-        hook = self._callback if self._success else self._error_callback
-        try:
-            if hook is not None:
-                hook(self._value)
-        finally:
-            self._event.set()
-            self._cache.pop(self._job, None)
-            self._pool = None
-
-    def _set(self, i, obj):
-        self._success, self._value = obj
-        self._finish()
-
-
+# ApplyResult is the C type of pool_result.c: ready(), successful(),
+# wait(), get(), and the protocol the engine drives it by, _set(i, (ok,
+# value)) -> _finish() (the callback, then the waiters woken, the cache
+# left).  A waiter's lock is only made when someone waits for a result not
+# yet in; the collector completes a whole batch of results in one call
+# (`_deliver`).
 AsyncResult = ApplyResult
 
 
@@ -434,7 +361,7 @@ class MapResult(ApplyResult):
             self._number_left = -(-length // chunksize)
         else:
             self._number_left = 0
-            self._event.set()
+            self._open()
             self._cache.pop(self._job, None)
 
     def _set(self, i, success_result):
@@ -1193,25 +1120,19 @@ class _ResultHandler(object):
         self.cache = engine.cache
 
     def deliver(self, job, index, outcome):
-        try:
-            target = self.cache[job]
-        except KeyError:
-            return
-        try:
-            target._set(index, outcome)
-        except Exception:
-            # a user callback failed: report it, keep the pool alive
-            sys.excepthook(*sys.exc_info())
+        """cache[job]._set(index, outcome) if the job is still there; a
+        user callback that fails is reported (sys.excepthook), and the
+        pool goes on."""
+        ok, value = outcome
+        _deliver(self.cache, ((job, index, ok, value),))
 
     def absorb(self, slot, message):
         if type(message) is tuple:
             if message and message[0] == 'init-failed':
                 slot.init_error = message[1]
             return
-        deliver = self.deliver
-        for job, index, ok, value in message:
-            deliver(job, index, (ok, value))
-        ok = value = None
+        # every result of the message, its callback run, in one C call
+        _deliver(self.cache, message)
         slot.done += len(message)
         now = time.monotonic()
         engine = self.engine
