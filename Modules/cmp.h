@@ -55,7 +55,9 @@
     X(TornMessageError)                                                       \
     X(QueueFull)                                                              \
     X(PickleDumps)                                                            \
-    /* pool_result.c */                                                       \
+    /* pool.c, pool_result.c */                                               \
+    X(str_popleft)                                                            \
+    X(str_appendleft)                                                         \
     X(ApplyResult_type)                                                       \
     X(job_counter)                                                            \
     X(str__cache)                                                             \

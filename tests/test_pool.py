@@ -5,6 +5,7 @@ worker killed while it runs a task makes that task's result raise
 WorkerLostError (naming the worker) instead of hanging, and the pool goes on
 serving; a failing initializer fails the tasks instead of looping forever.
 """
+import collections
 import gc
 import itertools
 import os
@@ -763,7 +764,7 @@ def test_a_map_in_paired_batches_survives_bad_tasks_and_lost_workers():
         p.join()
 
 
-# -- the C result type (pool_result.c) ---------------------------------------
+# -- the C result type (pool_result.c) and the dispatcher's take_tasks -----
 
 class _FakePool(object):
     def __init__(self):
@@ -811,7 +812,7 @@ def test_apply_result_protocol_without_a_pool():
 
 
 def test_apply_result_and_deliver_reject_bad_input():
-    from _cmultiprocessing import deliver
+    from _cmultiprocessing import deliver, take_tasks
     fake = _FakePool()
     with pytest.raises(TypeError):
         mpool.ApplyResult(fake)
@@ -834,10 +835,27 @@ def test_apply_result_and_deliver_reject_bad_input():
         deliver({}, 5)
     with pytest.raises(TypeError, match='tuple'):
         deliver({}, [(1, 2, 3)])
+    with pytest.raises(TypeError, match='must be a list'):
+        take_tasks(collections.deque(), (), 5)
     res._set(0, (True, 3))
     with pytest.raises(ValueError, match='NaN'):
         res.get(float('nan'))                          # even when ready
     assert res.get() == 3
+
+
+def test_take_tasks_moves_tuples_up_to_a_limit():
+    from _cmultiprocessing import take_tasks
+    marker = object()
+    q = collections.deque([(1,), (2,), (3,), marker, (4,)])
+    batch = [(0,)]
+    assert take_tasks(q, batch, 3) == 2
+    assert batch == [(0,), (1,), (2,)] and list(q) == [(3,), marker, (4,)]
+    assert take_tasks(q, batch, 10) == 1
+    assert list(q) == [marker, (4,)]          # stops at what is no task
+    assert take_tasks(q, batch, 10) == 0 and q[0] is marker
+    q.popleft()
+    assert take_tasks(q, batch, 10) == 1 and not q
+    assert take_tasks(q, batch, 10) == 0
 
 
 def test_a_failing_callback_in_a_batch_spares_the_others(capsys):

@@ -9,6 +9,7 @@ it in site-packages is not found by type checkers.  tests/test_stub.py
 compares the names here, module level and class members, with dir() of the
 built module, so the two cannot drift apart.
 """
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import CodeType, GenericAlias
 from typing import Any
@@ -282,6 +283,7 @@ def spin_info() -> dict[str, Any]: ...
 # pool
 def map_chunk(func: Callable[..., Any], items: Iterable[Any],
               star: bool = False) -> bytes | list[Any]: ...
+def take_tasks(queue: deque[Any], batch: list[Any], limit: int) -> int: ...
 
 # pool results (pool_result.c); cmultiprocessing.pool.ApplyResult itself
 job_counter: Iterator[int]

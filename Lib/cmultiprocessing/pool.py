@@ -56,6 +56,7 @@ from _cmultiprocessing import ApplyResult
 from _cmultiprocessing import deliver as _deliver
 from _cmultiprocessing import job_counter as _job_counter
 from _cmultiprocessing import map_chunk as _map_chunk
+from _cmultiprocessing import take_tasks as _take_tasks
 from _cmultiprocessing import unpack_into as _unpack_into
 
 from . import util
@@ -523,6 +524,10 @@ _CLOSE = object()   # pending-queue marker: no more submissions
 _STOP = object()    # pending-queue marker: terminate now
 _NUDGE = object()   # pending-queue marker: look at the retry queue
 
+# A submitter lets the dispatcher run after this many queued tasks (+1).
+_YIELD_EVERY = 255
+_yield_gil = time.sleep
+
 # A worker may hold a second batch behind the one it runs when tasks are
 # shorter than this (so it never waits for the parent between batches).
 _PREFETCH_BELOW = 0.05
@@ -840,24 +845,39 @@ class _TaskHandler(object):
         self.engine = engine
         self.lock, self.cv, self.slots = engine.lock, engine.cv, engine.slots
         self.maxtasks = maxtasks
-        self.pending = queue.SimpleQueue()
+        # what is submitted, in order: tasks (tuples), task sources and
+        # markers; only this thread takes from it
+        self.pending = collections.deque()
+        self.bell = queue.SimpleQueue()     # rung while this thread sleeps
+        self.asleep = False
         self.retry = collections.deque()  # tasks a dead worker never began
         self.source = None
         self.saw_close = False
 
     def submit(self, tasks):
-        self.pending.put(tasks)
+        """Queue one task (a tuple), a source of tasks, or a marker."""
+        pending = self.pending
+        pending.append(tasks)
+        # the dispatcher says it sleeps before it looks at the queue a last
+        # time, so either it sees this item or it is told here
+        if self.asleep:
+            self.bell.put(None)
+        elif not len(pending) & _YIELD_EVERY:
+            # A thread submitting in a loop keeps the GIL for a whole
+            # switch interval (5 ms), while the dispatcher waits for it and
+            # the workers for work: let it in now and then.
+            _yield_gil(0)
 
     def close(self):
-        self.pending.put(_CLOSE)
+        self.submit(_CLOSE)
 
     def stop(self):
-        self.pending.put(_STOP)
+        self.submit(_STOP)
 
     def requeue(self, tasks):
         """Tasks a dead worker never began go first (lock held)."""
         self.retry.extendleft(reversed(tasks))
-        self.pending.put(_NUDGE)
+        self.submit(_NUDGE)
 
     def _outstanding(self):
         # called with the lock held
@@ -894,11 +914,8 @@ class _TaskHandler(object):
                 self.source = None
             if self.saw_close:
                 return self._after_close() if block else None
-            try:
-                item = self.pending.get(block)
-            except queue.Empty:
-                return None
-            if item is _STOP:
+            item = self._next(block)
+            if item is None or item is _STOP:
                 return None
             if type(item) is tuple:
                 return item         # one task (apply_async)
@@ -907,6 +924,21 @@ class _TaskHandler(object):
             elif item is not _NUDGE:
                 self.source = item
         return None
+
+    def _next(self, block):
+        """The next submission; None when there is none (block=False)."""
+        pending = self.pending
+        if pending or not block:
+            return pending.popleft() if pending else None
+        while True:
+            self.asleep = True
+            if pending:
+                self.asleep = False
+                return pending.popleft()
+            self.bell.get()
+            self.asleep = False
+            if pending:
+                return pending.popleft()
 
     def _depth(self, estimate):
         """How many batches a worker may hold, for tasks this long."""
@@ -936,7 +968,7 @@ class _TaskHandler(object):
             limit = min(limit, share)
         elif source is None:
             # leave queued work for the other workers
-            share = -(-(self.pending.qsize() + 1) // max(1, len(self.slots)))
+            share = -(-(len(self.pending) + 1) // max(1, len(self.slots)))
             limit = min(limit, share)
         if self.maxtasks is not None:
             limit = min(limit, self.maxtasks - slot.sent)
@@ -1021,7 +1053,14 @@ class _TaskHandler(object):
             return True
 
     def _fill(self, batch, limit):
+        pending = self.pending
         while len(batch) < limit:
+            if self.source is None and pending and not self.retry:
+                # apply_async()'s tasks, straight off the queue in C, up to
+                # the first submission that is no task
+                _take_tasks(pending, batch, limit)
+                if len(batch) >= limit or not pending:
+                    break
             task = self._pull(block=False)
             if task is None:
                 break
@@ -1549,6 +1588,7 @@ class Pool(_PoolFacade):
             self._cache, self._pool)
         engine.start()
         self._engine = engine
+        self._submit = engine.tasks.submit
         self._terminate = util.Finalize(self, engine.halt, exitpriority=15)
         self._state = RUN
 
@@ -1575,9 +1615,10 @@ class Pool(_PoolFacade):
     def apply_async(self, func, args=(), kwds={}, callback=None,  # noqa: B006
                     error_callback=None):
         """Like apply(), returning an AsyncResult."""
-        self._check_running()
+        if self._state != RUN:
+            raise ValueError("Pool not running")
         result = ApplyResult(self, callback, error_callback)
-        self._engine.submit((result._job, 0, func, args, kwds))
+        self._submit((result._job, 0, func, args, kwds))
         return result
 
     # how a map() / starmap() chunk runs in a worker
