@@ -55,6 +55,13 @@
     X(TornMessageError)                                                       \
     X(QueueFull)                                                              \
     X(PickleDumps)                                                            \
+    /* pool.c, pool_result.c */                                               \
+    X(str_popleft)                                                            \
+    X(str_appendleft)                                                         \
+    X(ApplyResult_type)                                                       \
+    X(job_counter)                                                            \
+    X(str__cache)                                                             \
+    X(str__set)                                                               \
     /* end */
 
 typedef struct {
@@ -168,6 +175,7 @@ int cmp_shmem_exec(PyObject *module);
 int cmp_heap_exec(PyObject *module);
 int cmp_queue_exec(PyObject *module);
 int cmp_pool_exec(PyObject *module);
+int cmp_pool_result_exec(PyObject *module);
 int cmp_winpipe_exec(PyObject *module);
 int cmp_spin_exec(PyObject *module);
 

@@ -135,8 +135,8 @@ cmp_exec(PyObject *module)
         cmp_process_exec(module) < 0 || cmp_spawn_exec(module) < 0 ||
         cmp_forkserver_exec(module) < 0 || cmp_shmem_exec(module) < 0 ||
         cmp_heap_exec(module) < 0 || cmp_queue_exec(module) < 0 ||
-        cmp_pool_exec(module) < 0 || cmp_winpipe_exec(module) < 0 ||
-        cmp_spin_exec(module) < 0) {
+        cmp_pool_exec(module) < 0 || cmp_pool_result_exec(module) < 0 ||
+        cmp_winpipe_exec(module) < 0 || cmp_spin_exec(module) < 0) {
         return -1;
     }
     return 0;

@@ -10,6 +10,13 @@
  *   unpack_into(data, target, start)
  *       Store the values packed in `data` into the list `target`, at
  *       target[start], target[start + 1], ...
+ *   take_tasks(queue, batch, limit) -> int
+ *       Move the tasks (tuples) at the left of the deque `queue` to the
+ *       end of the list `batch`, until batch holds `limit` items, the
+ *       queue is empty or its next item is no tuple (a submission of
+ *       another kind, left where it is); returns how many moved.  The
+ *       dispatcher's loop over apply_async()'s tasks, which cost it about
+ *       0.3 us a task in Python on the test VM.
  *
  * A packed chunk costs a memcpy to pickle and to unpickle, where a list of
  * n ints costs n pickle opcodes each way; pool workers always run on the
@@ -292,6 +299,61 @@ done:
     return result;
 }
 
+static PyObject *
+take_tasks_func(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    static const char *const names[] = {"queue", "batch", "limit"};
+    static const cmp_argspec spec = CMP_ARGSPEC("take_tasks", names, 3);
+    PyObject *a[3];
+    Py_ssize_t limit, moved = 0;
+    cmp_state *st = cmp_get_state(module);
+
+    if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0 ||
+        cmp_arg_ssize(a[2], &limit) < 0) {
+        return NULL;
+    }
+    PyObject *queue = a[0], *batch = a[1];
+    if (!PyList_Check(batch)) {
+        PyErr_Format(PyExc_TypeError,
+                     "take_tasks: batch must be a list, not %.200s",
+                     Py_TYPE(batch)->tp_name);
+        return NULL;
+    }
+    while (PyList_GET_SIZE(batch) < limit) {
+        Py_ssize_t left = PyObject_Length(queue);
+        if (left < 0) {
+            return NULL;
+        }
+        if (left == 0) {
+            break;
+        }
+        PyObject *item = PyObject_CallMethodNoArgs(queue, st->str_popleft);
+        if (item == NULL) {
+            return NULL;
+        }
+        if (!PyTuple_CheckExact(item)) {
+            /* not a task: back where it was (only the caller takes from
+               the left) */
+            PyObject *out = PyObject_CallMethodOneArg(
+                queue, st->str_appendleft, item);
+            Py_DECREF(item);
+            if (out == NULL) {
+                return NULL;
+            }
+            Py_DECREF(out);
+            break;
+        }
+        int rc = PyList_Append(batch, item);
+        Py_DECREF(item);
+        if (rc < 0) {
+            return NULL;
+        }
+        moved++;
+    }
+    return PyLong_FromSsize_t(moved);
+}
+
 static PyMethodDef pool_functions[] = {
     {"map_chunk", (PyCFunction)(void (*)(void))map_chunk_func,
      METH_FASTCALL | METH_KEYWORDS,
@@ -303,11 +365,22 @@ static PyMethodDef pool_functions[] = {
      "unpack_into(data, target, start)\n\n"
      "Store the values packed by map_chunk() into the list target from "
      "index start on."},
+    {"take_tasks", (PyCFunction)(void (*)(void))take_tasks_func,
+     METH_FASTCALL | METH_KEYWORDS,
+     "take_tasks(queue, batch, limit) -> int\n\n"
+     "Move the tuples at the left of the deque queue to the list batch, "
+     "until it holds limit items or the next item is no tuple."},
     {NULL, NULL, 0, NULL},
 };
 
 int
 cmp_pool_exec(PyObject *module)
 {
+    cmp_state *st = cmp_get_state(module);
+    st->str_popleft = PyUnicode_InternFromString("popleft");
+    st->str_appendleft = PyUnicode_InternFromString("appendleft");
+    if (st->str_popleft == NULL || st->str_appendleft == NULL) {
+        return -1;
+    }
     return PyModule_AddFunctions(module, pool_functions);
 }

@@ -5,6 +5,7 @@ worker killed while it runs a task makes that task's result raise
 WorkerLostError (naming the worker) instead of hanging, and the pool goes on
 serving; a failing initializer fails the tasks instead of looping forever.
 """
+import collections
 import gc
 import itertools
 import os
@@ -761,3 +762,208 @@ def test_a_map_in_paired_batches_survives_bad_tasks_and_lost_workers():
     finally:
         p.terminate()
         p.join()
+
+
+# -- the C result type (pool_result.c) and the dispatcher's take_tasks -----
+
+class _FakePool(object):
+    def __init__(self):
+        self._cache = {}
+
+
+def test_apply_result_protocol_without_a_pool():
+    from _cmultiprocessing import deliver
+    fake = _FakePool()
+    seen = []
+    res = mpool.ApplyResult(fake, seen.append, None)
+    assert fake._cache == {res._job: res} and res._pool is fake
+    assert not res.ready()
+    with pytest.raises(ValueError, match='not ready'):
+        res.successful()
+    with pytest.raises(mpool.TimeoutError):
+        res.get(0)
+    assert res.wait(0) is None
+    # every attribute dir() lists reads (managers.public_methods reads them)
+    assert res._value is None and res._success is None
+    assert all(hasattr(res, name) for name in dir(res))
+    # a result whose job is gone from the cache is skipped
+    deliver(fake._cache, [(res._job + 10 ** 9, 0, True, 'nobody'),
+                          (res._job, 0, True, 'done')])
+    assert seen == ['done'] and res.ready() and res.successful()
+    assert res.get() == 'done' and res.get(timeout=None) == 'done'
+    assert fake._cache == {} and res._pool is None
+    # the failure path, through _set as the engine calls it
+    errors = []
+    bad = mpool.ApplyResult(fake, seen.append, errors.append)
+    exc = KeyError('x')
+    bad._set(0, (False, exc))
+    assert errors == [exc] and seen == ['done'] and not bad.successful()
+    with pytest.raises(KeyError):
+        bad.get()
+    # a value that is no exception raises TypeError as `raise` would
+    odd = mpool.ApplyResult(fake, None, None)
+    odd._set(0, (False, 'no exception'))
+    with pytest.raises(TypeError, match='BaseException'):
+        odd.get()
+    # the generic alias, attributes of its own (as a Python class has)
+    assert mpool.ApplyResult[int].__origin__ is mpool.ApplyResult
+    odd.note = 1
+    assert odd.note == 1
+
+
+def test_apply_result_and_deliver_reject_bad_input():
+    from _cmultiprocessing import deliver, take_tasks
+    fake = _FakePool()
+    with pytest.raises(TypeError):
+        mpool.ApplyResult(fake)
+    with pytest.raises(AttributeError):
+        mpool.ApplyResult(object(), None, None)        # no _cache
+    res = mpool.ApplyResult(fake, None, None)
+    with pytest.raises(TypeError):
+        res._set(0)
+    with pytest.raises(ValueError, match='pair'):
+        res._set(0, (True, 1, 2))
+    with pytest.raises(TypeError):
+        res._set(0, 5)
+    assert not res.ready()
+    for bad in (float('nan'), -1j, 'x'):
+        with pytest.raises((TypeError, ValueError)):
+            res.get(bad)
+    with pytest.raises(TypeError, match='must be a dict'):
+        deliver([], [])
+    with pytest.raises(TypeError, match='sequence'):
+        deliver({}, 5)
+    with pytest.raises(TypeError, match='tuple'):
+        deliver({}, [(1, 2, 3)])
+    with pytest.raises(TypeError, match='must be a list'):
+        take_tasks(collections.deque(), (), 5)
+    res._set(0, (True, 3))
+    with pytest.raises(ValueError, match='NaN'):
+        res.get(float('nan'))                          # even when ready
+    assert res.get() == 3
+
+
+def test_take_tasks_moves_tuples_up_to_a_limit():
+    from _cmultiprocessing import take_tasks
+    marker = object()
+    q = collections.deque([(1,), (2,), (3,), marker, (4,)])
+    batch = [(0,)]
+    assert take_tasks(q, batch, 3) == 2
+    assert batch == [(0,), (1,), (2,)] and list(q) == [(3,), marker, (4,)]
+    assert take_tasks(q, batch, 10) == 1
+    assert list(q) == [marker, (4,)]          # stops at what is no task
+    assert take_tasks(q, batch, 10) == 0 and q[0] is marker
+    q.popleft()
+    assert take_tasks(q, batch, 10) == 1 and not q
+    assert take_tasks(q, batch, 10) == 0
+
+
+def test_a_failing_callback_in_a_batch_spares_the_others(capsys):
+    from _cmultiprocessing import deliver
+    fake = _FakePool()
+    seen = []
+
+    def picky(value):
+        if value == 1:
+            raise RuntimeError('callback failed on purpose')
+        seen.append(value)
+
+    results = [mpool.ApplyResult(fake, picky, None) for _ in range(3)]
+    deliver(fake._cache, [(r._job, 0, True, i) for i, r in enumerate(results)])
+    assert seen == [0, 2]
+    assert all(r.ready() for r in results) and fake._cache == {}
+    assert [r.get() for r in results] == [0, 1, 2]
+    assert 'callback failed on purpose' in capsys.readouterr().err
+    # what is no Exception stops the delivery, as it would stop the thread
+    stop = mpool.ApplyResult(fake, lambda v: sys_exit(), None)
+    later = mpool.ApplyResult(fake, None, None)
+    with pytest.raises(SystemExit):
+        deliver(fake._cache, [(stop._job, 0, True, 1),
+                              (later._job, 0, True, 2)])
+    assert stop.ready() and not later.ready()
+
+
+def sys_exit():
+    raise SystemExit(3)
+
+
+def test_results_are_released_after_get(pool):
+    import weakref
+
+    class Payload(object):
+        pass
+
+    res = pool.apply_async(square, (7,))
+    assert res.get(timeout=LONG) == 49
+    ref = weakref.ref(res)
+    assert pool._cache == {}
+    del res
+    gc.collect()
+    assert ref() is None
+    # a value is released with its result
+    fake = _FakePool()
+    r = mpool.ApplyResult(fake, None, None)
+    payload = Payload()
+    r._set(0, (True, payload))
+    ref = weakref.ref(payload)
+    del payload, r
+    assert ref() is None
+
+
+def test_a_pending_result_is_collected_with_its_cycle():
+    import weakref
+    fake = _FakePool()
+
+    class Holder(object):
+        def done(self, value):
+            pass
+
+    holder = Holder()
+    holder.result = mpool.ApplyResult(fake, holder.done, None)
+    holder.result.wait(0)                      # makes its waiter's lock
+    ref = weakref.ref(holder.result)
+    del holder, fake                           # pool -> cache -> result -> ...
+    gc.collect()
+    assert ref() is None
+
+
+def test_get_waits_in_another_thread_and_wakes_every_waiter():
+    fake = _FakePool()
+    res = mpool.ApplyResult(fake, None, None)
+    got = []
+    started = threading.Barrier(4)
+
+    def wait_for_it():
+        started.wait(LONG)
+        got.append(res.get(timeout=LONG))
+
+    threads = [threading.Thread(target=wait_for_it) for _ in range(3)]
+    for t in threads:
+        t.start()
+    started.wait(LONG)
+    res._set(0, (True, 'x'))
+    for t in threads:
+        t.join(LONG)
+    assert got == ['x'] * 3
+
+
+def test_callbacks_run_in_the_collector_thread_in_order(pool):
+    threads, values = [], []
+
+    def note(value):
+        threads.append(threading.current_thread().name)
+        values.append(value)
+
+    results = [pool.apply_async(square, (i,), callback=note)
+               for i in range(200)]
+    assert [r.get(timeout=LONG) for r in results] == \
+        [i * i for i in range(200)]
+    assert sorted(values) == [i * i for i in range(200)]
+    assert set(threads) == {'PoolCollector'}
+
+
+def test_a_map_of_no_items_is_ready_at_once(pool):
+    seen = []
+    res = pool.map_async(square, [], callback=seen.append)
+    assert res.ready() and res.get(timeout=LONG) == []
+    assert res._job not in pool._cache

@@ -50,10 +50,13 @@ import sys
 import threading
 import time
 import traceback
-import types
 import warnings
 
+from _cmultiprocessing import ApplyResult
+from _cmultiprocessing import deliver as _deliver
+from _cmultiprocessing import job_counter as _job_counter
 from _cmultiprocessing import map_chunk as _map_chunk
+from _cmultiprocessing import take_tasks as _take_tasks
 from _cmultiprocessing import unpack_into as _unpack_into
 
 from . import util
@@ -307,6 +310,9 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
             flushed = clock()
             batch_number += 1
             stamp = batch_number << 32
+            # in a long batch of short tasks, look at the clock after every
+            # 8th task only (a clock read is ~10% of such a task's cost)
+            every = 7 if len(batch) >= 64 else 0
             for position, (job, index, func, args, kwds) in enumerate(batch):
                 if marks is not None:
                     marks[mark] = stamp | position
@@ -319,7 +325,7 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
                     out.append((job, index, False, exc))
                 func = args = kwds = None
                 completed += 1
-                if clock() - flushed > _FLUSH_SECONDS:
+                if not position & every and clock() - flushed > _FLUSH_SECONDS:
                     _ship(send, out)
                     out = []
                     flushed = clock()
@@ -333,91 +339,16 @@ def worker(tasks, results, initializer=None, initargs=(), maxtasks=None,
 # Result objects
 # ---------------------------------------------------------------------------
 
-# Jobs are numbered across all pools of the process.
-job_counter = itertools.count()
+# Jobs are numbered across all pools of the process (ApplyResult, in C,
+# draws from the same counter).
+job_counter = _job_counter
 
-
-class _Latch(object):
-    """A one-shot event: cheaper to make than threading.Event (one lock,
-    held until set), since every task result has one."""
-    __slots__ = ('_lock', '_open')
-
-    def __init__(self):
-        self._open = False
-        self._lock = threading.Lock()
-        self._lock.acquire()
-
-    def is_set(self):
-        return self._open
-
-    def set(self):
-        if not self._open:
-            self._open = True
-            self._lock.release()
-
-    def wait(self, timeout=None):
-        if self._open:
-            return True
-        if timeout is None:
-            got = self._lock.acquire()
-        elif timeout > 0:
-            got = self._lock.acquire(timeout=timeout)
-        else:
-            got = self._lock.acquire(blocking=False)
-        if got:
-            # let the next waiter through too
-            self._lock.release()
-        return self._open
-
-
-class ApplyResult(object):
-    """The pending result of one task (returned by `apply_async`)."""
-
-    def __init__(self, pool, callback, error_callback):
-        self._pool = pool
-        self._callback = callback
-        self._error_callback = error_callback
-        self._event = _Latch()
-        self._cache = pool._cache
-        self._job = next(job_counter)
-        self._cache[self._job] = self
-
-    __class_getitem__ = classmethod(types.GenericAlias)
-
-    def ready(self):
-        return self._event.is_set()
-
-    def successful(self):
-        if not self._event.is_set():
-            raise ValueError(f"{self!r} not ready")
-        return self._success
-
-    def wait(self, timeout=None):
-        self._event.wait(timeout)
-
-    def get(self, timeout=None):
-        if not self._event.wait(timeout):
-            raise TimeoutError
-        if not self._success:
-            raise self._value
-        return self._value
-
-    def _finish(self):
-        """Run the callback that fits, then wake the waiters."""
-        hook = self._callback if self._success else self._error_callback
-        try:
-            if hook is not None:
-                hook(self._value)
-        finally:
-            self._event.set()
-            self._cache.pop(self._job, None)
-            self._pool = None
-
-    def _set(self, i, obj):
-        self._success, self._value = obj
-        self._finish()
-
-
+# ApplyResult is the C type of pool_result.c: ready(), successful(),
+# wait(), get(), and the protocol the engine drives it by, _set(i, (ok,
+# value)) -> _finish() (the callback, then the waiters woken, the cache
+# left).  A waiter's lock is only made when someone waits for a result not
+# yet in; the collector completes a whole batch of results in one call
+# (`_deliver`).
 AsyncResult = ApplyResult
 
 
@@ -434,7 +365,7 @@ class MapResult(ApplyResult):
             self._number_left = -(-length // chunksize)
         else:
             self._number_left = 0
-            self._event.set()
+            self._open()
             self._cache.pop(self._job, None)
 
     def _set(self, i, success_result):
@@ -595,6 +526,10 @@ class _Counted(object):
 _CLOSE = object()   # pending-queue marker: no more submissions
 _STOP = object()    # pending-queue marker: terminate now
 _NUDGE = object()   # pending-queue marker: look at the retry queue
+
+# A submitter lets the dispatcher run after this many queued tasks (+1).
+_YIELD_EVERY = 255
+_yield_gil = time.sleep
 
 # A worker may hold a second batch behind the one it runs when tasks are
 # shorter than this (so it never waits for the parent between batches).
@@ -913,24 +848,39 @@ class _TaskHandler(object):
         self.engine = engine
         self.lock, self.cv, self.slots = engine.lock, engine.cv, engine.slots
         self.maxtasks = maxtasks
-        self.pending = queue.SimpleQueue()
+        # what is submitted, in order: tasks (tuples), task sources and
+        # markers; only this thread takes from it
+        self.pending = collections.deque()
+        self.bell = queue.SimpleQueue()     # rung while this thread sleeps
+        self.asleep = False
         self.retry = collections.deque()  # tasks a dead worker never began
         self.source = None
         self.saw_close = False
 
     def submit(self, tasks):
-        self.pending.put(tasks)
+        """Queue one task (a tuple), a source of tasks, or a marker."""
+        pending = self.pending
+        pending.append(tasks)
+        # the dispatcher says it sleeps before it looks at the queue a last
+        # time, so either it sees this item or it is told here
+        if self.asleep:
+            self.bell.put(None)
+        elif not len(pending) & _YIELD_EVERY:
+            # A thread submitting in a loop keeps the GIL for a whole
+            # switch interval (5 ms), while the dispatcher waits for it and
+            # the workers for work: let it in now and then.
+            _yield_gil(0)
 
     def close(self):
-        self.pending.put(_CLOSE)
+        self.submit(_CLOSE)
 
     def stop(self):
-        self.pending.put(_STOP)
+        self.submit(_STOP)
 
     def requeue(self, tasks):
         """Tasks a dead worker never began go first (lock held)."""
         self.retry.extendleft(reversed(tasks))
-        self.pending.put(_NUDGE)
+        self.submit(_NUDGE)
 
     def _outstanding(self):
         # called with the lock held
@@ -967,11 +917,8 @@ class _TaskHandler(object):
                 self.source = None
             if self.saw_close:
                 return self._after_close() if block else None
-            try:
-                item = self.pending.get(block)
-            except queue.Empty:
-                return None
-            if item is _STOP:
+            item = self._next(block)
+            if item is None or item is _STOP:
                 return None
             if type(item) is tuple:
                 return item         # one task (apply_async)
@@ -980,6 +927,21 @@ class _TaskHandler(object):
             elif item is not _NUDGE:
                 self.source = item
         return None
+
+    def _next(self, block):
+        """The next submission; None when there is none (block=False)."""
+        pending = self.pending
+        if pending or not block:
+            return pending.popleft() if pending else None
+        while True:
+            self.asleep = True
+            if pending:
+                self.asleep = False
+                return pending.popleft()
+            self.bell.get()
+            self.asleep = False
+            if pending:
+                return pending.popleft()
 
     def _depth(self, estimate):
         """How many batches a worker may hold, for tasks this long."""
@@ -1009,7 +971,7 @@ class _TaskHandler(object):
             limit = min(limit, share)
         elif source is None:
             # leave queued work for the other workers
-            share = -(-(self.pending.qsize() + 1) // max(1, len(self.slots)))
+            share = -(-(len(self.pending) + 1) // max(1, len(self.slots)))
             limit = min(limit, share)
         if self.maxtasks is not None:
             limit = min(limit, self.maxtasks - slot.sent)
@@ -1094,7 +1056,14 @@ class _TaskHandler(object):
             return True
 
     def _fill(self, batch, limit):
+        pending = self.pending
         while len(batch) < limit:
+            if self.source is None and pending and not self.retry:
+                # apply_async()'s tasks, straight off the queue in C, up to
+                # the first submission that is no task
+                _take_tasks(pending, batch, limit)
+                if len(batch) >= limit or not pending:
+                    break
             task = self._pull(block=False)
             if task is None:
                 break
@@ -1193,25 +1162,19 @@ class _ResultHandler(object):
         self.cache = engine.cache
 
     def deliver(self, job, index, outcome):
-        try:
-            target = self.cache[job]
-        except KeyError:
-            return
-        try:
-            target._set(index, outcome)
-        except Exception:
-            # a user callback failed: report it, keep the pool alive
-            sys.excepthook(*sys.exc_info())
+        """cache[job]._set(index, outcome) if the job is still there; a
+        user callback that fails is reported (sys.excepthook), and the
+        pool goes on."""
+        ok, value = outcome
+        _deliver(self.cache, ((job, index, ok, value),))
 
     def absorb(self, slot, message):
         if type(message) is tuple:
             if message and message[0] == 'init-failed':
                 slot.init_error = message[1]
             return
-        deliver = self.deliver
-        for job, index, ok, value in message:
-            deliver(job, index, (ok, value))
-        ok = value = None
+        # every result of the message, its callback run, in one C call
+        _deliver(self.cache, message)
         slot.done += len(message)
         now = time.monotonic()
         engine = self.engine
@@ -1628,6 +1591,7 @@ class Pool(_PoolFacade):
             self._cache, self._pool)
         engine.start()
         self._engine = engine
+        self._submit = engine.tasks.submit
         self._terminate = util.Finalize(self, engine.halt, exitpriority=15)
         self._state = RUN
 
@@ -1654,9 +1618,10 @@ class Pool(_PoolFacade):
     def apply_async(self, func, args=(), kwds={}, callback=None,  # noqa: B006
                     error_callback=None):
         """Like apply(), returning an AsyncResult."""
-        self._check_running()
+        if self._state != RUN:
+            raise ValueError("Pool not running")
         result = ApplyResult(self, callback, error_callback)
-        self._engine.submit((result._job, 0, func, args, kwds))
+        self._submit((result._job, 0, func, args, kwds))
         return result
 
     # how a map() / starmap() chunk runs in a worker
