@@ -194,20 +194,24 @@ def test_both_workers_take_part(dask_client):
 @needs_dask
 def test_a_map_is_chunked_not_one_task_an_item(dask_client):
     with cluster.Pool(client=dask_client) as p:
-        keys = []
-        real = p._engine.client.map
+        engine = p._engine
+        chunks, batches = [], []
+        real_submit, real_call = engine.submit, engine._call
 
-        def spy(func, payloads, **kwds):
-            keys.extend(kwds["key"])
-            return real(func, payloads, **kwds)
-        p._engine.client.map = spy
-        try:
-            data = range(100000)
-            assert p.map(square, data) == [x * x for x in data]
-        finally:
-            del p._engine.client.map
-    # one chunk per worker thread (cluster._CHUNKS_PER_THREAD)
-    assert len(keys) == 2 * cluster._CHUNKS_PER_THREAD
+        def submit(result, tasks):
+            chunks.extend(tasks)
+            return real_submit(result, tasks)
+
+        async def call(slot, batch):
+            batches.append(len(batch))
+            return await real_call(slot, batch)
+        engine.submit, engine._call = submit, call
+        data = range(100000)
+        assert p.map(square, data) == [x * x for x in data]
+    # one chunk per worker thread (cluster._CHUNKS_PER_THREAD), each sent
+    # to a worker's runner in one call of its own: 2 calls, not 100,000
+    assert len(chunks) == 2 * cluster._CHUNKS_PER_THREAD
+    assert len(batches) == 2 and sum(batches) == len(chunks)
 
 
 @needs_dask
@@ -367,12 +371,15 @@ def test_a_cluster_that_goes_away_fails_the_pending_results(tmp_path):
 
 @needs_dask
 def test_a_map_of_100k_tiny_tasks_close_to_a_local_pool():
-    # Chunking works: one scheduler task an item would take minutes.  The
-    # issue asks for 3x of a local Pool(2); on this 2-core shared machine
-    # the best of 7 is 2.8-4.0x (22-34 ms against 7-9 ms: Dask's own round
-    # trips for a map are ~20 ms, the local pool's whole map 8 ms), so the
-    # bound held here is 5x, and bench_cluster.py reports the ratio.
-    def best(pool):
+    # The issue's acceptance line: a map of 100k tiny tasks on a 2-worker
+    # LocalCluster within 3x of a local Pool(2) (one scheduler task an item
+    # would take minutes).  The bound is about a map, not about starting a
+    # cluster: each pool is made first (the cluster Pool starts its
+    # runners then) and does one untimed map (imports, first connections),
+    # the same for both; then the median of 7 maps is compared.  Here (2
+    # cores shared with other jobs) the cluster's map is 1.0-1.5x the local
+    # pool's (bench_cluster.py reports the ratio).
+    def median(pool):
         data = range(100000)
         assert pool.map(square, data) == [x * x for x in data]
         times = []
@@ -380,11 +387,11 @@ def test_a_map_of_100k_tiny_tasks_close_to_a_local_pool():
             t0 = time.perf_counter()
             pool.map(square, data)
             times.append(time.perf_counter() - t0)
-        return min(times)
+        return sorted(times)[len(times) // 2]
     with cmp.get_context("fork").Pool(2) as local:
-        local_time = best(local)
+        local_time = median(local)
     local.join()
     with cluster.Pool(2) as remote:
-        cluster_time = best(remote)
+        cluster_time = median(remote)
     remote.join()
-    assert cluster_time < 5 * local_time, (cluster_time, local_time)
+    assert cluster_time < 3 * local_time, (cluster_time, local_time)
