@@ -6,16 +6,24 @@ Pool (ray.util.multiprocessing, 2 processes) where Ray is installed.
     python3 benchmarks/bench_cluster.py [--items 100000] [--reps 5]
 
 Rows: map() of ITEMS tiny tasks (x + 1) with the default chunksize; the
-same through imap(chunksize=1000); 1,000 apply_async() calls.  Each pool is
-made once and warmed by one map before timing; each row is the median of
-REPS runs (min in brackets).  "vs local" is the row's time / the local
-Pool(2)'s: the issue's acceptance is a 100k map within 3x.  Pool start-up
-is timed apart.  Needs cmultiprocessing[dask].
+same through imap(chunksize=1000); 1,000 apply_async() calls; the map
+again, each run after IDLE seconds without work.  Each pool is
+made once and warmed by one map before timing (the same for every pool;
+that first map is shown on its own, "cold", one run); each other row is the
+median of REPS runs (min in brackets).  "vs local" is the row's time / the
+local Pool(2)'s: the issue's acceptance is a 100k map within 3x.  Pool
+start-up (for the cluster Pool: the LocalCluster, and the pool's runner on
+each worker) is timed apart.  Needs cmultiprocessing[dask].
 """
 import argparse
 import statistics
 import sys
 import time
+
+
+# The last row's pause: a cluster Pool idle this long asks the scheduler for
+# its workers before its next map (cluster._REFRESH_SECONDS).
+IDLE = 1.5
 
 
 def _tiny(x):
@@ -25,18 +33,25 @@ def _tiny(x):
 def _rows(pool, items, reps):
     data = range(items)
     expect = [x + 1 for x in data]
-    assert pool.map(_tiny, data) == expect          # warm-up and check
+    t0 = time.perf_counter()
+    first = pool.map(_tiny, data)                   # warm-up and check
+    cold = time.perf_counter() - t0
+    assert first == expect
+    out = {"first map %d (cold)" % items: (cold, cold)}
     cases = {
         "map %d" % items: lambda: pool.map(_tiny, data),
         "imap %d (chunks of 1000)" % items:
             lambda: sum(1 for _ in pool.imap(_tiny, data, 1000)),
         "1000 apply_async": lambda: [r.get() for r in [
             pool.apply_async(_tiny, (i,)) for i in range(1000)]],
+        "map %d after %.1f s idle" % (items, IDLE): lambda: pool.map(
+            _tiny, data),
     }
-    out = {}
     for name, run in cases.items():
         times = []
         for _ in range(reps):
+            if "idle" in name:
+                time.sleep(IDLE)
             t0 = time.perf_counter()
             run()
             times.append(time.perf_counter() - t0)

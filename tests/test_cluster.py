@@ -194,20 +194,24 @@ def test_both_workers_take_part(dask_client):
 @needs_dask
 def test_a_map_is_chunked_not_one_task_an_item(dask_client):
     with cluster.Pool(client=dask_client) as p:
-        keys = []
-        real = p._engine.client.map
+        engine = p._engine
+        chunks, batches = [], []
+        real_submit, real_call = engine.submit, engine._call
 
-        def spy(func, payloads, **kwds):
-            keys.extend(kwds["key"])
-            return real(func, payloads, **kwds)
-        p._engine.client.map = spy
-        try:
-            data = range(100000)
-            assert p.map(square, data) == [x * x for x in data]
-        finally:
-            del p._engine.client.map
-    # one chunk per worker thread (cluster._CHUNKS_PER_THREAD)
-    assert len(keys) == 2 * cluster._CHUNKS_PER_THREAD
+        def submit(result, tasks):
+            chunks.extend(tasks)
+            return real_submit(result, tasks)
+
+        async def call(slot, batch):
+            batches.append(len(batch))
+            return await real_call(slot, batch)
+        engine.submit, engine._call = submit, call
+        data = range(100000)
+        assert p.map(square, data) == [x * x for x in data]
+    # one chunk per worker thread (cluster._CHUNKS_PER_THREAD), each sent
+    # to a worker's runner in one call of its own: 2 calls, not 100,000
+    assert len(chunks) == 2 * cluster._CHUNKS_PER_THREAD
+    assert len(batches) == 2 and sum(batches) == len(chunks)
 
 
 @needs_dask
@@ -278,6 +282,99 @@ def test_a_task_that_kills_its_workers_fails_with_worker_lost(own_cluster):
 
 
 @needs_dask
+@pytest.mark.parametrize("own_cluster", [
+    {"distributed.scheduler.allowed-failures": 1}], indirect=True)
+def test_a_killer_batched_with_other_tasks_fails_alone(own_cluster):
+    # apply_async() calls that come together travel to a worker in one
+    # batch; when the worker dies, each of the batch's tasks runs again
+    # alone, so that only the task that kills its worker is given up on
+    with cluster.Pool(client=own_cluster) as p:
+        engine = p._engine
+        batches = []
+        real_call = engine._call
+
+        async def call(slot, batch):
+            batches.append([(task.result, task.deaths) for task in batch])
+            return await real_call(slot, batch)
+        engine._call = call
+        # both workers busy a while, so that what follows is queued
+        busy = [p.apply_async(time.sleep, (0.3,)) for _ in range(2)]
+        before = [p.apply_async(square, (i,)) for i in range(20)]
+        killer = p.apply_async(die, (7,))
+        after = [p.apply_async(square, (i,)) for i in range(20, 40)]
+        t0 = time.monotonic()
+        with pytest.raises(cluster.ClusterWorkerLostError):
+            killer.get(LONG)
+        assert [r.get(LONG) for r in before + after] == \
+            [i * i for i in range(40)]
+        assert time.monotonic() - t0 < LONG
+        assert all(r.get(LONG) is None for r in busy)
+        # the killer travelled with others until its worker died (a batch
+        # may come back before reaching it: _BATCH_SECONDS), then alone
+        sent = [(len(b), deaths) for b in batches
+                for result, deaths in b if result is killer]
+        assert all(n > 1 for n, deaths in sent if deaths == 0), sent
+        assert [(n, deaths) for n, deaths in sent if deaths] == [(1, 1)]
+        # and each task of the batch it killed went alone after it
+        killed = [b for b in batches if (killer, 0) in b][-1]
+        for result, _ in killed:
+            assert sum(len(b) == 1 for b in batches
+                       if (result, 1) in b) == 1
+        assert p.map(square, range(20), 1) == [x * x for x in range(20)]
+
+
+@needs_dask
+def test_work_waits_for_workers_that_join_later(tmp_path):
+    # a pool on a scheduler without workers: its tasks wait in its queue,
+    # and run when a worker joins (Dask's own tasks wait the same way)
+    sched_file, procs = _start_scheduler(tmp_path, worker=False)
+    try:
+        p = cluster.Pool(client=_address(sched_file))
+        try:
+            assert not p.client.nthreads()
+            res = p.map_async(square, range(10), 3)
+            single = p.apply_async(square, (7,))
+            time.sleep(0.5)
+            assert not res.ready() and not single.ready()
+            procs.append(_start_worker(sched_file))
+            assert res.get(LONG) == [x * x for x in range(10)]
+            assert single.get(LONG) == 49
+        finally:
+            p.terminate()
+            p.join()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+@needs_dask
+def test_the_pool_leaves_no_runner_behind(dask_client):
+    # the pool's actors (one a worker) are released when it ends, on a
+    # cluster it did not start: the scheduler and the workers forget them
+    def runners(dask_scheduler):
+        return [str(k) for k in dask_scheduler.tasks
+                if str(k).startswith("cmp-runner-")]
+
+    def actors(dask_worker):
+        return [str(k) for k in dask_worker.state.actors]
+    for end in ("terminate", "join"):
+        p = cluster.Pool(client=dask_client)
+        assert len(dask_client.run_on_scheduler(runners)) == 2
+        assert p.map(square, range(10)) == [x * x for x in range(10)]
+        if end == "join":
+            p.close()
+        else:
+            p.terminate()
+        p.join()
+        deadline = time.monotonic() + LONG
+        while dask_client.run_on_scheduler(runners) or any(
+                dask_client.run(actors).values()):
+            assert time.monotonic() < deadline, "runners left behind"
+            time.sleep(0.05)
+
+
+@needs_dask
 def test_a_worker_killed_mid_map_gives_the_result(own_cluster):
     with cluster.Pool(client=own_cluster) as p:
         data = list(range(60))
@@ -311,36 +408,44 @@ def test_terminate_with_work_outstanding():
         p.apply_async(square, (1,))
 
 
-def _start_scheduler(tmp_path):
+def _start_scheduler(tmp_path, worker=True):
     """A scheduler process of its own (so that it can be killed) and one
-    worker, on loopback; returns (address, [processes])."""
+    worker, on loopback; returns (scheduler file, [processes])."""
     sched_file = tmp_path / "scheduler.json"
     procs = [subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler",
          "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
          "--scheduler-file", str(sched_file)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    procs.append(subprocess.Popen(
+    if worker:
+        procs.append(_start_worker(sched_file))
+    return sched_file, procs
+
+
+def _start_worker(sched_file):
+    return subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_worker",
          "--scheduler-file", str(sched_file), "--nthreads", "1",
          "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1",
          "--no-nanny", "--death-timeout", "5"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))))
-    return sched_file, procs
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+
+
+def _address(sched_file):
+    import json
+    deadline = time.monotonic() + LONG
+    while not sched_file.exists():
+        assert time.monotonic() < deadline, "no scheduler"
+        time.sleep(0.1)
+    return json.loads(sched_file.read_text())["address"]
 
 
 @needs_dask
 def test_a_cluster_that_goes_away_fails_the_pending_results(tmp_path):
-    import json
     sched_file, procs = _start_scheduler(tmp_path)
     try:
-        deadline = time.monotonic() + LONG
-        while not sched_file.exists():
-            assert time.monotonic() < deadline, "no scheduler"
-            time.sleep(0.1)
-        address = json.loads(sched_file.read_text())["address"]
-        p = cluster.Pool(client=address)
+        p = cluster.Pool(client=_address(sched_file))
         try:
             p.client.wait_for_workers(1, timeout=LONG)
             assert p.apply(square, (6,)) == 36
@@ -367,12 +472,15 @@ def test_a_cluster_that_goes_away_fails_the_pending_results(tmp_path):
 
 @needs_dask
 def test_a_map_of_100k_tiny_tasks_close_to_a_local_pool():
-    # Chunking works: one scheduler task an item would take minutes.  The
-    # issue asks for 3x of a local Pool(2); on this 2-core shared machine
-    # the best of 7 is 2.8-4.0x (22-34 ms against 7-9 ms: Dask's own round
-    # trips for a map are ~20 ms, the local pool's whole map 8 ms), so the
-    # bound held here is 5x, and bench_cluster.py reports the ratio.
-    def best(pool):
+    # The issue's acceptance line: a map of 100k tiny tasks on a 2-worker
+    # LocalCluster within 3x of a local Pool(2) (one scheduler task an item
+    # would take minutes).  The bound is about a map, not about starting a
+    # cluster: each pool is made first (the cluster Pool starts its
+    # runners then) and does one untimed map (imports, first connections),
+    # the same for both; then the median of 7 maps is compared.  Here (2
+    # cores shared with other jobs) the cluster's map is 1.0-1.5x the local
+    # pool's (bench_cluster.py reports the ratio).
+    def median(pool):
         data = range(100000)
         assert pool.map(square, data) == [x * x for x in data]
         times = []
@@ -380,11 +488,11 @@ def test_a_map_of_100k_tiny_tasks_close_to_a_local_pool():
             t0 = time.perf_counter()
             pool.map(square, data)
             times.append(time.perf_counter() - t0)
-        return min(times)
+        return sorted(times)[len(times) // 2]
     with cmp.get_context("fork").Pool(2) as local:
-        local_time = best(local)
+        local_time = median(local)
     local.join()
     with cluster.Pool(2) as remote:
-        cluster_time = best(remote)
+        cluster_time = median(remote)
     remote.join()
-    assert cluster_time < 5 * local_time, (cluster_time, local_time)
+    assert cluster_time < 3 * local_time, (cluster_time, local_time)

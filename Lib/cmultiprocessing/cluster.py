@@ -18,28 +18,44 @@ Importing this module imports nothing of Dask; the pool imports it when it
 is made (Dask imports the stdlib's multiprocessing and concurrent.futures,
 which the rest of the package never does).
 
-How the Pool's work becomes Dask tasks:
+How the Pool's work reaches the workers:
 
+* When the pool starts, it makes one Dask actor of its own (a `_Runner`)
+  on each worker, pinned there: the only work that goes through the
+  scheduler.  After that the pool calls the runners directly, client to
+  worker, as Dask's actors are called: a task costs no scheduler round
+  trip, no graph update and no gather (the scheduler's path costs 10-25 ms
+  a map here: its stream to a worker flushes every 5 ms, the worker's to
+  it and its own to the client every 2 ms, and a gather asks the
+  scheduler where the data is before fetching it).  The pool asks the
+  scheduler for its workers every _REFRESH_SECONDS while it has work, and
+  starts runners on the new ones.
+* Tasks wait in the pool's queue, and each free worker thread gets one
+  call: a batch of the queued tasks, the queue shared evenly among the
+  free threads.  A batch returns after the task that ends _BATCH_SECONDS
+  after it began (the rest go back to the queue), so tiny apply_async()
+  calls travel by the hundred and slow ones one at a time, their results
+  coming back as they finish.  The runner runs the batch on one of the
+  worker's own task threads (so get_worker() works in a task; the worker's
+  scheduler does not see these tasks, nor the dashboard).
 * A map() is cut into chunks, one per worker thread of the cluster by
-  default (the stdlib cuts 4 per process; a Dask task costs more, see
-  _CHUNKS_PER_THREAD), and each chunk is ONE Dask task, submitted together
-  in one graph: 100,000 tiny items on two workers make 2 scheduler tasks,
-  not 100,000.  A chunk runs in the C loop of the local pool
+  default (the stdlib cuts 4 per process; see _CHUNKS_PER_THREAD): 100,000
+  tiny items on two workers make 2 chunks, each sent to a worker in one
+  call.  A chunk runs in the C loop of the local pool
   (`_cmultiprocessing.map_chunk`), and its results travel back pickled as
   one bytes object (all-int or all-float chunks packed, as locally).
 * The task's function and arguments are pickled here (cloudpickle: a
-  function of `__main__` travels by value) before submission, so a task
-  that cannot be pickled fails alone, with the pickling error, and the
-  result is pickled by the worker, so a result that cannot be pickled
+  function of `__main__` travels by value) when it is submitted, so a
+  task that cannot be pickled fails alone, with the pickling error, and
+  the result is pickled by the worker, so a result that cannot be pickled
   fails as `MaybeEncodingError`, as in a local pool.  An exception raised
   by a task comes back with the worker's traceback text as its
   `__cause__` (`RemoteTraceback`).
-* Results are collected by one thread of the pool: Dask's done callbacks
-  queue the finished futures, and the thread fetches each batch of them
-  with one `gather`.  imap() reads its input in a thread of its own,
-  submitting chunks as it reads them; its iterator hands results out in
-  input order as they arrive (`IMapIterator`), imap_unordered() as they
-  come.
+* Results are unpickled, and the callbacks run, in one thread of the pool
+  (the collector), never on Dask's event loop.  imap() reads its input in
+  a thread of its own, submitting chunks as it reads them; its iterator
+  hands results out in input order as they arrive (`IMapIterator`),
+  imap_unordered() as they come.
 * `initializer(*initargs)` runs once per pool in every worker process
   before its first task of the pool (on workers that join later, or are
   restarted, too).  When it raises, that worker's tasks of the pool fail
@@ -52,20 +68,25 @@ How the Pool's work becomes Dask tasks:
 
 What fails how:
 
-* A worker process that dies while running a task: the scheduler runs the
-  task again on another worker; after `distributed.scheduler.allowed-
-  failures` deaths (3 by default) the task fails with `WorkerLostError`
-  (a `ClusterWorkerLostError`, which says so).  Never a hang.
-* The scheduler going away (or the client closing): every pending result
-  fails with `ClusterLostError`, and the pool refuses new work.
-* `terminate()` cancels the pool's pending tasks and, for a cluster the
-  pool started, stops its workers.  On a cluster it did not start, a task
-  already running keeps running to its end (Dask cannot stop a running
-  task); its result is dropped.
+* A worker that dies (or that the scheduler loses) while a batch is on it:
+  the batch's tasks go back to the queue, each counting the death, and
+  run again on other workers (one at a time, so that a task that kills
+  its worker is told from those batched with it); a task that has seen
+  more deaths than the scheduler's `distributed.scheduler.allowed-
+  failures` (3 by default) fails with `ClusterWorkerLostError` (a
+  `WorkerLostError`).  Never a hang.
+* The scheduler going away (the client cancels its futures, the pool's
+  runners among them), or the client closing: every pending result fails
+  with `ClusterLostError`, and the pool refuses new work.
+* `terminate()` drops the pool's pending tasks, releases its runners and,
+  for a cluster the pool started, stops its workers.  On a cluster it did
+  not start, a batch already running keeps running to its end (Dask
+  cannot stop a running task, nor can the pool); its results are dropped.
 """
 
 __all__ = ['Pool', 'ClusterLostError', 'ClusterWorkerLostError']
 
+import collections
 import itertools
 import os
 import pickle
@@ -82,20 +103,38 @@ from .pool import (CLOSE, INIT, RUN, TERMINATE, ApplyResult, IMapIterator,
                    WorkerLostError, ExceptionWithTraceback, _PoolFacade,
                    _check_pool_args, rebuild_exc)
 
-# How often the collector looks at the client when no result arrives.
+# How often the collector looks at the client (is the cluster lost?).
 _WATCH_SECONDS = 0.5
+# How often the pool asks the scheduler for new (and lost) workers: every
+# half of this while it has work, a tenth while it has no worker to run it
+# on, and before the first work that comes after this long (a round trip
+# to the scheduler, 2-5 ms here, for a map after an idle second).
+_REFRESH_SECONDS = 1.0
+# How long that first work waits for the runners of new workers to start.
+_FIRST_SECONDS = 1.0
+# How long a runner may take to start on a worker before the pool gives up
+# on that worker.
+_START_SECONDS = 30.0
+# How long terminate() waits for the event loop to drop the calls.
+_ON_LOOP_SECONDS = 5.0
 # imap() submits the chunks it has read when it has this many, or when its
-# input makes it wait: fewer round trips to the scheduler for long inputs.
+# input makes it wait: fewer wake-ups of the dispatcher for long inputs.
 _IMAP_GROUP = 64
 # A map() without a chunksize is cut into this many chunks per worker
-# thread of the cluster (the stdlib cuts 4 per process): a Dask task costs
-# 2-5 ms of scheduling and a worker thread gets its next task only after a
-# round trip to the scheduler.  Map of 100k tiny items on 2 workers, here:
-# 4 chunks a thread 40 ms, 2 a thread 34 ms, 1 a thread 24-27 ms (a local
-# Pool(2): 9.5 ms).  Uneven tasks want smaller chunks: pass chunksize.
+# thread of the cluster (the stdlib cuts 4 per process): a worker thread
+# gets its next batch only after a round trip to the client.  Map of 100k
+# tiny items on 2 workers, here (median of 9, two rounds): 1 a thread
+# 15-17 ms, 2 a thread 20 ms, 4 a thread 21-22 ms (a local Pool(2): 14 ms
+# in that run).  Uneven tasks want smaller chunks: pass chunksize.
 _CHUNKS_PER_THREAD = 1
-# How long the number of the cluster's worker threads is taken as known.
-_NTHREADS_SECONDS = 2.0
+# A batch (one call to a worker's runner) holds at most this many tasks and
+# about this many bytes of them, and returns after the task that ends this
+# many seconds after the batch began (the rest go back to the queue): tiny
+# tasks travel by the hundred, slow ones one at a time, so that results of
+# slow tasks come back as they finish.
+_BATCH_TASKS = 1000
+_BATCH_BYTES = 4 << 20
+_BATCH_SECONDS = 0.05
 
 
 class ClusterLostError(ProcessError):
@@ -155,9 +194,9 @@ class _InitFailed(Exception):
 
 
 def _run(payload, init_blob):
-    """A Dask task: one apply() call or one map() chunk.  Returns the
-    pickled (ok, value), value being the result, the chunk's results
-    (a list, or packed bytes) or the exception."""
+    """One apply() call or one map() chunk.  Returns the pickled
+    (ok, value), value being the result, the chunk's results (a list, or
+    packed bytes) or the exception."""
     from _cmultiprocessing import map_chunk
     kind = func = args = None
     try:
@@ -170,7 +209,7 @@ def _run(payload, init_blob):
             outcome = (True, map_chunk(func, args, kind == _STARMAP))
     except _InitFailed as failed:
         outcome = (False, failed.args[0])
-    except Exception as exc:
+    except BaseException as exc:        # SystemExit too: the task's failure
         outcome = (False, ExceptionWithTraceback(exc, exc.__traceback__))
     func = args = payload = None
     try:
@@ -181,17 +220,79 @@ def _run(payload, init_blob):
     return blob
 
 
+def _run_batch(payloads, init_blob, budget):
+    """Run the tasks of a batch in order, until they are done or budget
+    seconds have gone by: [result blob] for the first len() of them."""
+    blobs = []
+    start = time.monotonic()
+    for payload in payloads:
+        blobs.append(_run(payload, init_blob))
+        if time.monotonic() - start >= budget:
+            break
+    return blobs
+
+
+class _Runner(object):
+    """The pool's agent on one Dask worker: a Dask actor, made by the pool
+    on each worker (pinned there), that the pool calls directly, without
+    the scheduler.  A call runs a batch of tasks on one of the worker's
+    own task threads (its executor), so the tasks see get_worker()."""
+
+    def __init__(self, init_blob):
+        self.init_blob = init_blob
+
+    async def run(self, payloads, budget):
+        import asyncio
+        import contextvars
+        from distributed import get_worker
+        executor = get_worker().executor
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, contextvars.copy_context().run, _run_batch, payloads,
+            self.init_blob, budget)
+
+
 # ---------------------------------------------------------------------------
-# The engine: submission and collection (runs in the user's process)
+# The engine: dispatch and collection (runs in the user's process)
 # ---------------------------------------------------------------------------
 
 _STOP = object()
 
 
+class _Task(object):
+    """One apply() call or map() chunk: where its outcome goes, its pickled
+    (kind, func, args), and how many workers died running it."""
+    __slots__ = ('result', 'index', 'payload', 'deaths')
+
+    def __init__(self, result, index, payload):
+        self.result, self.index, self.payload = result, index, payload
+        self.deaths = 0
+
+
+class _Slot(object):
+    """A worker as the pool sees it: its address and threads, the future of
+    the pool's runner there, and the batches in flight to it."""
+    __slots__ = ('address', 'nthreads', 'future', 'key', 'starter',
+                 'ready', 'calls')
+
+    def __init__(self, address, nthreads, future):
+        self.address, self.nthreads, self.future = address, nthreads, future
+        self.key = future.key
+        self.starter = None         # the asyncio task awaiting the runner
+        self.ready = False
+        self.calls = {}             # asyncio task -> [_Task]
+
+
 class _Engine(object):
-    """Owns the Dask client (and the cluster the pool started), the futures
-    in flight and the collector thread; the Pool facade delegates to it, so
-    that nothing here keeps the facade alive."""
+    """Owns the Dask client (and the cluster the pool started), the
+    pool's runners on the workers, the tasks queued and in flight, and the
+    collector thread; the Pool facade delegates to it, so that nothing here
+    keeps the facade alive.
+
+    Threads: the user's threads queue tasks (submit) and wake the client's
+    event loop, which owns the slots and the calls (_pump, _call, _watch);
+    the collector thread unpickles the results and runs the callbacks, so
+    that a slow callback never stalls Dask's loop.  self.lock guards the
+    queue, the pending set and the slots dict."""
 
     def __init__(self, client, own_client, cluster, token, init_blob,
                  cache):
@@ -201,35 +302,133 @@ class _Engine(object):
         self.address = getattr(client.scheduler, 'address', None) \
             or str(client)
         self.lock = threading.Lock()
-        self.pending = {}           # future key -> (future, result, index)
-        self.done = queue.SimpleQueue()
+        self.queue = collections.deque()    # _Task waiting for a worker
+        self.pending = set()                # _Task not yet delivered
+        self.woken = False                  # a _pump is on its way
+        self.slots = {}                     # worker address -> _Slot
+        self.loop_thread = None             # the event loop's thread id
+        self.refused = {}                   # address -> why no runner
+        self.watcher = None                 # the _watch task, while busy
+        self.refreshing = None              # a _refresh_first task
+        self.refreshed = -_REFRESH_SECONDS  # when workers were last asked
+        self.done = queue.SimpleQueue()     # ([_Task], [blob or outcome])
         self.halted = False
-        self.lost = None            # the ClusterLostError, once lost
+        self.lost = None                    # the ClusterLostError, once
         self.counter = itertools.count()
-        self.known_nthreads, self.nthreads_at = 1, -_NTHREADS_SECONDS
+        self.known_nthreads = 1
+        self.allowed_failures = _allowed_failures(client)
         self.collector = threading.Thread(
             target=self._collect, name='cmultiprocessing-cluster-collector',
             daemon=True)
         self.collector.start()
+        try:
+            client.sync(self._start)
+        except BaseException:
+            self.halt()
+            raise
 
-    # -- submitting --------------------------------------------------------
+    # -- the workers --------------------------------------------------------
 
-    def nthreads(self):
-        """The cluster's worker threads, asked of the scheduler at most
-        every _NTHREADS_SECONDS (a round trip: 2 ms a map() here)."""
-        now = time.monotonic()
-        if now - self.nthreads_at > _NTHREADS_SECONDS:
-            try:
-                self.known_nthreads = max(
-                    1, sum(self.client.nthreads().values()))
-            except Exception:
-                pass
-            self.nthreads_at = now
-        return self.known_nthreads
+    async def _start(self):
+        """Start a runner on every worker there is, and wait for them (a
+        pool made before its workers finds them when work arrives)."""
+        self.loop_thread = threading.get_ident()
+        await self._refresh()
+        starters = [s.starter for s in list(self.slots.values())
+                    if s.starter is not None]
+        if starters:
+            import asyncio
+            await asyncio.wait(starters)
+        if not self.slots and self.refused:
+            raise next(iter(self.refused.values()))
 
-    def _key(self, kind, job):
-        return 'cmp-%s-%s-%d-%d' % (kind, self.token, job,
-                                    next(self.counter))
+    async def _refresh(self):
+        """Ask the scheduler for its workers: runners for the new ones,
+        and the batches of those gone (a worker the scheduler lost
+        without closing our connection) go to the others."""
+        self.refreshed = time.monotonic()
+        try:
+            nthreads = await self.client.nthreads(asynchronous=True)
+        except Exception:
+            return          # the collector's _watch judges the client
+        if self.halted or self.lost is not None:
+            return
+        for address in [a for a in self.slots if a not in nthreads]:
+            self._drop(self.slots[address], 'the scheduler lost it')
+        for address, n in nthreads.items():
+            if address not in self.slots and address not in self.refused:
+                self._start_runner(address, n)
+        self.known_nthreads = max(1, sum(nthreads.values()))
+
+    def _start_runner(self, address, nthreads):
+        import asyncio
+        key = 'cmp-runner-%s-%d' % (self.token, next(self.counter))
+        future = self.client.submit(
+            _Runner, self.init_blob, key=key, workers=[address],
+            allow_other_workers=False, actor=True, pure=False)
+        slot = _Slot(address, max(1, nthreads), future)
+        with self.lock:
+            self.slots[address] = slot
+        slot.starter = asyncio.ensure_future(self._await_runner(slot))
+
+    async def _await_runner(self, slot):
+        import asyncio
+        try:
+            await asyncio.wait_for(
+                self.client.gather([slot.future], asynchronous=True),
+                _START_SECONDS)
+        except Exception as exc:
+            slot.starter = None
+            if self.slots.get(slot.address) is slot:
+                if not isinstance(exc, asyncio.TimeoutError):
+                    self.refused[slot.address] = exc    # not tried again
+                self._drop(slot, None)  # (a busy worker: the next refresh)
+            return
+        slot.starter = None
+        slot.ready = True
+        self._pump()
+
+    def _drop(self, slot, why):
+        """Forget a worker; its batches go back to the queue, each task
+        counting a death when why says the worker died (not None)."""
+        with self.lock:
+            if self.slots.get(slot.address) is slot:
+                del self.slots[slot.address]
+        if slot.starter is not None:
+            slot.starter.cancel()
+        calls, slot.calls = slot.calls, {}
+        slot.future = None          # releases the runner on the scheduler
+        import asyncio
+        current = asyncio.current_task()
+        for call, batch in calls.items():
+            if call is not current:
+                call.cancel()
+            self._requeue(batch, why)
+        self._pump()
+
+    def _requeue(self, batch, why):
+        """Back to the queue, first in line; a task that was running when
+        a worker died counts it, and after allowed-failures + 1 deaths (as
+        the scheduler counts) fails with ClusterWorkerLostError."""
+        back, failed = [], []
+        with self.lock:
+            for task in batch:
+                if task not in self.pending:
+                    continue
+                if why is not None:
+                    task.deaths += 1
+                if task.deaths > self.allowed_failures:
+                    failed.append(task)
+                else:
+                    back.append(task)
+            self.queue.extendleft(reversed(back))
+        for task in failed:
+            self.done.put(([task], [(False, ClusterWorkerLostError(
+                'Dask workers kept dying while running this task (%d '
+                'died; the last: %s): the pool gave up on it'
+                % (task.deaths, why)))]))
+
+    # -- dispatching ----------------------------------------------------------
 
     def payload(self, kind, func, args):
         """(bytes, None) or (None, the pickling error)."""
@@ -240,160 +439,262 @@ class _Engine(object):
             return None, exc
 
     def submit(self, result, tasks):
-        """Submit [(index, payload)] as tasks whose outcomes go to
-        result._set(index, ...); one graph update for all of them."""
+        """Queue [(index, payload)] as tasks whose outcomes go to
+        result._set(index, ...), and wake the dispatcher."""
         if not tasks:
             return
-        job = result._job
-        keys = [self._key('map' if len(tasks) > 1 else 'task', job)
-                for _ in tasks]
-        futures = self.client.map(_run, [p for _, p in tasks],
-                                  init_blob=self.init_blob, key=keys,
-                                  pure=False)
+        items = [_Task(result, index, payload) for index, payload in tasks]
         with self.lock:
-            for (index, _), future in zip(tasks, futures):
-                self.pending[future.key] = (future, result, index)
             lost = self.lost
+            if lost is None and not self.halted:
+                self.pending.update(items)
+                self.queue.extend(items)
+                wake, self.woken = not self.woken, True
+            else:
+                wake = False
         if lost is not None:
-            self.fail_all(lost)
-            return
-        self.client.loop.add_callback(self._follow, futures)
+            for task in items:
+                self.done.put(([task], [(False, lost)]))
+        elif wake:
+            try:
+                self.client.loop.add_callback(self._pump)
+            except Exception as exc:
+                self.fail_all(self._lost_error(str(exc)))
 
-    async def _follow(self, futures):
-        """On the client's event loop: wait for the futures, fetch those
-        that finish together with one gather, and hand them to the
-        collector thread (which unpickles and runs the callbacks, so that a
-        slow callback never stalls Dask's loop).  Waiting here rather than
-        in done callbacks saves two thread switches a batch (no faster
-        here, where Dask's own round trips dominate, 35-40 ms both ways
-        for 8 chunks; but one thread less)."""
+    def _pump(self):
+        """On the event loop: hand the queued tasks to the free worker
+        threads, one batch each, the queue shared evenly among them (a task
+        that has seen a worker die goes alone, so that only it is blamed if
+        it kills the next one too).  Work that comes to a pool that has not
+        asked for its workers for _REFRESH_SECONDS (an idle pool: a busy
+        one asks every half of that) waits for the answer first, so that it
+        is shared among the workers that joined meanwhile."""
         import asyncio
-        waits = {asyncio.ensure_future(f._state.wait()): f for f in futures}
-        while waits:
-            done, _ = await asyncio.wait(
-                list(waits), return_when=asyncio.FIRST_COMPLETED)
-            batch = [waits.pop(d) for d in done]
-            finished = [f for f in batch if f.status == 'finished']
-            blobs = None
-            if finished:
-                try:
-                    blobs = await self.client.gather(finished,
-                                                     asynchronous=True)
-                except Exception:
-                    blobs = None        # one was lost meanwhile
-            self.done.put((batch, finished, blobs))
+        with self.lock:
+            self.woken = False
+            if self.halted or self.lost is not None or \
+                    self.refreshing is not None:
+                return
+            if self.queue and \
+                    time.monotonic() - self.refreshed > _REFRESH_SECONDS:
+                self.refreshing = asyncio.ensure_future(
+                    self._refresh_first())
+                return
+            free = [slot for slot in self.slots.values() if slot.ready
+                    for _ in range(slot.nthreads - len(slot.calls))]
+            queued = self.queue
+            while free and queued:
+                share = min(-(-len(queued) // len(free)), _BATCH_TASKS)
+                batch, size = [], 0
+                while queued and len(batch) < share and size < _BATCH_BYTES:
+                    if queued[0].deaths and batch:
+                        break
+                    task = queued.popleft()
+                    batch.append(task)
+                    size += len(task.payload)
+                    if task.deaths:
+                        break
+                slot = free.pop()
+                slot.calls[asyncio.ensure_future(self._call(slot, batch))] \
+                    = batch
+            stranded = []
+            if queued and self.refused and not any(
+                    s.ready or s.starter for s in self.slots.values()):
+                stranded = list(queued)     # no worker can run them
+                queued.clear()
+            watch = bool(self.pending) and self.watcher is None
+        if stranded:
+            why = next(iter(self.refused.values()))
+            self.done.put((stranded, [(False, why)] * len(stranded)))
+        if watch:
+            self.watcher = asyncio.ensure_future(self._watch())
 
-    # -- collecting ---------------------------------------------------------
+    async def _refresh_first(self):
+        """_pump() once the scheduler has said which workers there are,
+        and the new workers' runners have started (or _FIRST_SECONDS have
+        gone by: a slow one joins the work when it is ready)."""
+        import asyncio
+        try:
+            await self._refresh()
+            starters = [s.starter for s in self.slots.values()
+                        if s.starter is not None]
+            if starters:
+                await asyncio.wait(starters, timeout=_FIRST_SECONDS)
+        finally:
+            self.refreshing = None
+        self._pump()
+
+    async def _call(self, slot, batch):
+        """One batch to one worker's runner, directly (no scheduler)."""
+        import asyncio
+        from distributed.protocol import to_serialize
+        try:
+            reply = await self.client.rpc(slot.address).actor_execute(
+                actor=slot.key, function='run',
+                args=[to_serialize([task.payload for task in batch]),
+                      _BATCH_SECONDS], kwargs={})
+            if reply.get('status') != 'OK':
+                raise reply.get('exception') or RuntimeError(str(reply))
+        except asyncio.CancelledError:
+            raise                       # dropped or halted: handled there
+        except Exception as exc:
+            # the connection broke (the worker died), or the runner is
+            # gone (the worker is closing): the batch goes elsewhere
+            self._drop(slot, '%s: %s' % (type(exc).__name__, exc))
+            return
+        if slot.calls.pop(asyncio.current_task(), None) is None:
+            return                      # dropped meanwhile: requeued
+        blobs = reply['result']
+        if len(blobs) < len(batch):     # the runner's time was up
+            self._requeue(batch[len(blobs):], None)
+            del batch[len(blobs):]
+        self.done.put((batch, blobs))
+        self._pump()
+
+    async def _watch(self):
+        """While the pool has work: look for new workers (and workers the
+        scheduler lost) every _REFRESH_SECONDS, more often while there is
+        none to run on."""
+        import asyncio
+        try:
+            while not self.halted and self.lost is None:
+                ready = any(s.ready for s in self.slots.values())
+                await asyncio.sleep(_REFRESH_SECONDS / (2 if ready else 10))
+                with self.lock:
+                    if not self.pending:
+                        break
+                await self._refresh()
+                self._pump()
+        finally:
+            self.watcher = None
+
+    # -- collecting -----------------------------------------------------------
 
     def _collect(self):
         done = self.done
+        watched = time.monotonic()
         while True:
             try:
-                first = done.get(timeout=_WATCH_SECONDS)
+                item = done.get(timeout=_WATCH_SECONDS)
             except queue.Empty:
-                self._watch()
+                item = None
+            now = time.monotonic()
+            if item is None or now - watched > _WATCH_SECONDS:
+                watched = now
+                self._watch_client()
+            if item is None:
                 continue
-            if first is _STOP:
+            if item is _STOP:
                 return
-            try:
-                self._absorb(*first)
-            except Exception:
-                traceback.print_exc()
-
-    def _absorb(self, futures, finished, blobs):
-        others = [f for f in futures if f not in finished]
-        if finished:
-            if blobs is None:
-                for future in finished:
+            for task, blob in zip(*item):
+                if type(blob) is bytes:
                     try:
-                        blob = future.result(timeout=5)
+                        blob = pickle.loads(blob)
                     except Exception as exc:
-                        self._deliver(future, self._failure(future, exc))
-                    else:
-                        self._deliver(future, pickle.loads(blob))
-            else:
-                for future, blob in zip(finished, blobs):
-                    self._deliver(future, pickle.loads(blob))
-        for future in others:
-            try:
-                exc = future.exception(timeout=10)
-            except Exception as error:
-                exc = error
-            self._deliver(future, self._failure(future, exc))
+                        blob = (False, exc)
+                self._deliver(task, blob)
 
-    def _failure(self, future, exc):
-        """(False, the error a user sees) for a future Dask failed."""
-        name = type(exc).__name__
-        if name == 'KilledWorker':
-            return False, ClusterWorkerLostError(
-                'Dask workers kept dying while running this task (%s): '
-                'the scheduler gave up on it' % exc)
-        if future.status == 'cancelled' or name in (
-                'CancelledError', 'FutureCancelledError'):
-            if self.halted:
-                return None
-            error = self._lost_error(str(exc))
-            self.fail_all(error)
-            return False, error
-        return False, exc
+    def _deliver(self, task, outcome):
+        with self.lock:
+            if task not in self.pending:
+                return                  # failed or halted meanwhile
+            self.pending.discard(task)
+        ok, value = outcome
+        if not ok and isinstance(value, ExceptionWithTraceback):
+            value = rebuild_exc(value.exc, value.tb)   # not pickled (threads)
+        try:
+            task.result._set(task.index, (ok, value))
+        except Exception:
+            traceback.print_exc()           # a failing callback
+
+    def _watch_client(self):
+        """Fail the pending results when the cluster is lost: the client
+        cancels its futures (our runners') when it loses the scheduler, and
+        a client closed under us says nothing else."""
+        if self.halted or self.lost is not None:
+            return
+        status = self.client.status
+        if status in ('closing', 'closed', 'failed'):
+            self.fail_all(self._lost_error('client %s' % status))
+            return
+        with self.lock:
+            futures = [s.future for s in self.slots.values()
+                       if s.future is not None]
+        if any(f.status == 'cancelled' for f in futures):
+            self.fail_all(self._lost_error('scheduler connection lost'))
 
     def _lost_error(self, why):
         return ClusterLostError(
             'the Dask cluster at %s went away before this task\'s result '
             'came back (%s)' % (self.address, why or 'client closed'))
 
-    def _deliver(self, future, outcome):
-        with self.lock:
-            entry = self.pending.pop(future.key, None)
-        if entry is None or outcome is None:
-            return
-        _, result, index = entry
-        ok, value = outcome
-        if not ok and isinstance(value, ExceptionWithTraceback):
-            value = rebuild_exc(value.exc, value.tb)   # not pickled (threads)
-        try:
-            result._set(index, (ok, value))
-        except Exception:
-            traceback.print_exc()           # a failing callback
-
-    def _watch(self):
-        """Fail the pending results when the client can no longer get
-        them (its futures are cancelled when the scheduler is lost, but a
-        client closed under us says nothing)."""
-        if self.halted or self.lost is not None:
-            return
-        status = self.client.status
-        if status in ('closing', 'closed', 'failed'):
-            self.fail_all(self._lost_error('client %s' % status))
-
     def fail_all(self, error):
         with self.lock:
             self.lost = error
-            entries = list(self.pending.values())
+            tasks = list(self.pending)
             self.pending.clear()
-        for _, result, index in entries:
+            self.queue.clear()
+        self._on_loop(self._forget, 0)
+        for task in tasks:
             try:
-                result._set(index, (False, error))
+                task.result._set(task.index, (False, error))
             except Exception:
                 traceback.print_exc()
 
+    def nthreads(self):
+        """The cluster's worker threads, as the pool last saw them."""
+        with self.lock:
+            n = sum(s.nthreads for s in self.slots.values())
+        return max(1, n or self.known_nthreads)
+
     # -- ending -------------------------------------------------------------
 
+    def _forget(self):
+        """On the event loop: cancel the calls in flight and release the
+        runners (a task already running on a worker runs to its end)."""
+        with self.lock:
+            slots = list(self.slots.values())
+            self.slots.clear()
+        for slot in slots:
+            if slot.starter is not None:
+                slot.starter.cancel()
+            for call in slot.calls:
+                call.cancel()
+            slot.calls.clear()
+            slot.future = None
+        for task in (self.watcher, self.refreshing):
+            if task is not None:
+                task.cancel()
+
+    def _on_loop(self, func, wait=_ON_LOOP_SECONDS):
+        """Run func on the client's event loop, and wait for it a while
+        (not at all from the loop itself or when the loop is gone)."""
+        loop = self.client.loop
+        done = threading.Event()
+
+        def call():
+            try:
+                func()
+            finally:
+                done.set()
+        try:
+            loop.add_callback(call)
+        except Exception:
+            return
+        if threading.get_ident() != self.loop_thread:
+            done.wait(wait)
+
     def halt(self):
-        """terminate(): cancel what is pending, stop collecting, and close
+        """terminate(): drop what is pending, stop collecting, and close
         the client and cluster the pool made."""
         if self.halted:
             return
         self.halted = True
         with self.lock:
-            futures = [entry[0] for entry in self.pending.values()]
             self.pending.clear()
-        if futures and self.client.status == 'running':
-            try:
-                self.client.cancel(futures, force=True)
-            except Exception:
-                pass
-        del futures
+            self.queue.clear()
+        if self.client.status == 'running':
+            self._on_loop(self._forget)
         self.done.put(_STOP)
         if self.collector is not threading.current_thread():
             self.collector.join()
@@ -420,6 +721,22 @@ class _Engine(object):
                 self.cluster.close()
             except Exception:
                 pass
+
+
+def _allowed_failures(client):
+    """The scheduler's distributed.scheduler.allowed-failures: how many
+    workers may die running a task before it fails (its own setting, which
+    may not be this process's)."""
+    try:
+        return int(client.run_on_scheduler(_scheduler_allowed_failures))
+    except Exception:
+        import dask
+        return int(dask.config.get('distributed.scheduler.allowed-failures',
+                                   3))
+
+
+def _scheduler_allowed_failures(dask_scheduler):
+    return dask_scheduler.allowed_failures
 
 
 def _connect(client, processes):
