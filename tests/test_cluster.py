@@ -192,6 +192,24 @@ def test_both_workers_take_part(dask_client):
 
 
 @needs_dask
+def test_callbacks_run_in_the_collector_thread(dask_client):
+    import threading
+    threads, values = [], []
+
+    def note(value):
+        threads.append(threading.current_thread().name)
+        values.append(value)
+
+    with cluster.Pool(client=dask_client) as p:
+        results = [p.apply_async(square, (i,), callback=note)
+                   for i in range(200)]
+        assert [r.get(timeout=60) for r in results] == \
+            [i * i for i in range(200)]
+    assert sorted(values) == [i * i for i in range(200)]
+    assert set(threads) == {'cmultiprocessing-cluster-collector'}
+
+
+@needs_dask
 def test_a_map_is_chunked_not_one_task_an_item(dask_client):
     with cluster.Pool(client=dask_client) as p:
         engine = p._engine

@@ -36,6 +36,8 @@ from test_pool import (  # noqa: E402,F401  (collected again, here)
     test_map_results_keep_their_types,
     test_unpicklable_result_and_exception,
     test_unpicklable_task_fails_alone,
+    test_results_are_released_after_get,
+    test_a_map_of_no_items_is_ready_at_once,
 )
 
 from cmultiprocessing import cluster  # noqa: E402
@@ -81,6 +83,21 @@ NOT_FOR_THE_CLUSTER = {
     "test_cluster.py checks both workers of the cluster take part",
     "test_a_map_in_paired_batches_survives_bad_tasks_and_lost_workers":
     "local batch pairs",
+    "test_callbacks_run_in_the_collector_thread_in_order": "the local "
+    "collector thread's name; the cluster Pool's callbacks run in its "
+    "collector thread (test_cluster.py)",
+    "test_apply_result_protocol_without_a_pool": "the C result type, "
+    "not a pool",
+    "test_apply_result_and_deliver_reject_bad_input": "the C result type, "
+    "not a pool",
+    "test_take_tasks_moves_tuples_up_to_a_limit": "the C function, not a "
+    "pool",
+    "test_a_failing_callback_in_a_batch_spares_the_others": "the C "
+    "deliver(), not a pool",
+    "test_a_pending_result_is_collected_with_its_cycle": "the C result "
+    "type, not a pool",
+    "test_get_waits_in_another_thread_and_wakes_every_waiter": "the C "
+    "result type, not a pool",
 }
 
 

@@ -593,6 +593,9 @@ class _Engine(object):
                     except Exception as exc:
                         blob = (False, exc)
                 self._deliver(task, blob)
+            # (not kept alive while waiting for the next: a result and its
+            # value go once the caller drops them, as with a local pool)
+            item = task = blob = None
 
     def _deliver(self, task, outcome):
         with self.lock:
