@@ -32,6 +32,11 @@ cmp_atomic_swap64(uint64_t *p, uint64_t expected, uint64_t v)
                (volatile __int64 *)p, (__int64)v, (__int64)expected) ==
            expected;
 }
+static inline void
+cmp_atomic_add64(uint64_t *p, int64_t v)
+{
+    (void)_InterlockedExchangeAdd64((volatile __int64 *)p, (__int64)v);
+}
 static inline uint32_t
 cmp_atomic_load32(const uint32_t *p)
 {
@@ -68,6 +73,11 @@ cmp_atomic_swap64(uint64_t *p, uint64_t expected, uint64_t v)
 {
     return __atomic_compare_exchange_n(p, &expected, v, 0, __ATOMIC_ACQ_REL,
                                        __ATOMIC_ACQUIRE);
+}
+static inline void
+cmp_atomic_add64(uint64_t *p, int64_t v)
+{
+    (void)__atomic_fetch_add(p, (uint64_t)v, __ATOMIC_SEQ_CST);
 }
 static inline uint32_t
 cmp_atomic_load32(const uint32_t *p)

@@ -151,6 +151,27 @@ closed_error(QueueObject *q)
     return NULL;
 }
 
+/* n messages left the queue (taken, or dropped after put() counted
+   them): their units back to the size semaphore, or counted out.  Keeps
+   a pending exception; 0 or -1 (with keep_error, always 0). */
+static int
+give_room(QueueObject *q, Py_ssize_t n, int keep_error)
+{
+    if (q->counted) {
+        cmp_ring_count_gets(&q->shm.ring, n);
+        return 0;
+    }
+    for (Py_ssize_t i = 0; q->sem_release != NULL && i < n; i++) {
+        if (keep_error) {
+            queue_release_keeping_error(q->sem_release);
+        }
+        else if (queue_call_release(q->sem_release) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Hand a failure to send `obj` to the Python side (Queue._report_send_
    error: it gives back the size-semaphore unit and calls the feeder-error
    hook, as the stdlib's feeder does).  Consumes the pending exception;
@@ -159,9 +180,7 @@ static PyObject *
 report_send_error(QueueObject *q, PyObject *obj)
 {
     if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-        if (q->sem_release != NULL) {
-            queue_release_keeping_error(q->sem_release);
-        }
+        (void)give_room(q, 1, 1);
         return NULL;
     }
     PyObject *exc = cmp_exc_take();
@@ -256,6 +275,7 @@ wait_for_room(QueueObject *q, cmp_wire *w, cmp_iobuf *pieces, int np,
               size_t total, size_t *done)
 {
     int first = 0, err = 0;
+    const double wait = queue_put_wait();
     cmp_iobuf_advance(pieces, np, &first, *done);
     while (*done < total) {
         uint64_t before = cmp_ring_used(w->ring);
@@ -267,7 +287,7 @@ wait_for_room(QueueObject *q, cmp_wire *w, cmp_iobuf *pieces, int np,
             caught = ready;
         }
         if (!ready) {
-            (void)cmp_ring_wait(w->ring, 1, QUEUE_PUT_WAIT, &ready);
+            (void)cmp_ring_wait(w->ring, 1, wait, &ready);
         }
         Py_END_ALLOW_THREADS
         if (budget > 0.0) {
@@ -317,7 +337,7 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
                    feeder thread, which grows its buffer and hands the GIL
                    over for each batch (2+2 producers and consumers made
                    about the same rate either way, 1.8-2.0M msgs/s). */
-                locked = queue_take_briefly(fd->wl_acquire, QUEUE_PUT_WAIT);
+                locked = queue_take_briefly(fd->wl_acquire, queue_put_wait());
             }
             if (locked < 0) {
                 goto fail_release_sem;
@@ -420,9 +440,7 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
 
 fail_release_sem:
     qframe_clear(f);
-    if (q->sem_release != NULL) {
-        queue_release_keeping_error(q->sem_release);
-    }
+    (void)give_room(q, 1, 1);
     return NULL;
 }
 
@@ -439,7 +457,7 @@ put_acquired(QueueObject *q, PyObject *obj)
 
 /* The checks of put() before anything is written: the queue is open and
    a unit of the size semaphore is taken (queue.Full when none came in
-   time).  0 or -1. */
+   time), or the message counted.  0 or -1. */
 static int
 reserve_room(QueueObject *q, PyObject *block_obj, PyObject *timeout)
 {
@@ -449,6 +467,10 @@ reserve_room(QueueObject *q, PyObject *block_obj, PyObject *timeout)
     }
     if (queue_ready(q) < 0) {
         return -1;
+    }
+    if (q->counted) {
+        cmp_ring_count_puts(&q->shm.ring, 1);
+        return 0;
     }
     if (q->sem_acquire == NULL) {
         return 0;
@@ -656,8 +678,7 @@ queue_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         queue_release_keeping_error(q->rl_release);
         return NULL;
     }
-    if (queue_call_release(q->rl_release) < 0 ||
-        (q->sem_release != NULL && queue_call_release(q->sem_release) < 0)) {
+    if (queue_call_release(q->rl_release) < 0 || give_room(q, 1, 0) < 0) {
         Py_XDECREF(obj);
         Py_XDECREF(payload);
         return NULL;
@@ -746,11 +767,8 @@ queue_get_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     if (queue_call_release(q->rl_release) < 0) {
         goto fail;
     }
-    for (Py_ssize_t i = 0; q->sem_release != NULL && i < PyList_GET_SIZE(out);
-         i++) {
-        if (queue_call_release(q->sem_release) < 0) {
-            goto fail;
-        }
+    if (give_room(q, PyList_GET_SIZE(out), 0) < 0) {
+        goto fail;
     }
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(pickled); k++) {
         Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(pickled, k));
@@ -773,6 +791,18 @@ fail:
    put.  Takes room for every object (queue.Full when it does not come in
    time, and then none is put), encodes them all, and sends the frames as
    one write under one hold of the writer lock. */
+/* How many of the first n frames were kept (not dropped as unpicklable):
+   the room put_many took for them. */
+static Py_ssize_t
+frames_kept(const qframe *frames, Py_ssize_t n)
+{
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        kept += frames[i].ndata >= 0;
+    }
+    return kept;
+}
+
 static PyObject *
 queue_put_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                PyObject *kwnames)
@@ -803,11 +833,7 @@ queue_put_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
        nothing: when room for one does not come, none is put */
     for (; done < n; done++) {
         if (reserve_room(q, block_obj, timeout) < 0) {
-            for (Py_ssize_t i = 0; q->sem_release != NULL && i < done; i++) {
-                if (frames[i].ndata >= 0) {
-                    queue_release_keeping_error(q->sem_release);
-                }
-            }
+            (void)give_room(q, frames_kept(frames, done), 1);
             goto out;
         }
         if (qframe_encode(q->st, q->kept, q->dumps,
@@ -817,12 +843,7 @@ queue_put_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
             PyObject *r = report_send_error(
                 q, PySequence_Fast_GET_ITEM(seq, done));
             if (r == NULL) {
-                for (Py_ssize_t i = 0; q->sem_release != NULL && i < done;
-                     i++) {
-                    if (frames[i].ndata >= 0) {
-                        queue_release_keeping_error(q->sem_release);
-                    }
-                }
+                (void)give_room(q, frames_kept(frames, done), 1);
                 goto out;
             }
             Py_DECREF(r);
@@ -864,10 +885,8 @@ queue_put_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     /* the size semaphore's units are the caller's now: send_frame gives
        back one on failure, put_many the others */
     res = send_frame(q, seq, &batch);
-    if (res == NULL && q->sem_release != NULL) {
-        for (Py_ssize_t i = 1; i < encoded; i++) {
-            queue_release_keeping_error(q->sem_release);
-        }
+    if (res == NULL && encoded > 1) {
+        (void)give_room(q, encoded - 1, 1);
     }
 out:
     if (frames != NULL) {
@@ -920,6 +939,29 @@ queue_ring_leave(PyObject *op, PyObject *Py_UNUSED(ignored))
         cmp_ring_leave(&q->shm.ring);
     }
     return PyLong_FromUnsignedLongLong(cmp_ring_used(&q->shm.ring));
+}
+
+/* _give_room(): see give_room(). */
+static PyObject *
+queue_give_room(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    QueueObject *q = (QueueObject *)op;
+    if (give_room(q, 1, 0) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _count(): qsize() of a counted queue (ring.h's cmp_ring_counted). */
+static PyObject *
+queue_count(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    QueueObject *q = (QueueObject *)op;
+    if (!q->counted) {
+        Py_RETURN_NONE;
+    }
+    int64_t n = cmp_ring_counted(&q->shm.ring);
+    return PyLong_FromLongLong(n > 0 ? (long long)n : 0);
 }
 
 #define RING_MOVE_CHUNK ((size_t)64 << 10)
@@ -1089,13 +1131,25 @@ static PyObject *
 queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
            PyObject *kwnames)
 {
-    static const char *const names[] = {"reader", "writer",  "rlock",
-                                        "wlock",  "sem",     "dumps",
-                                        "loads",  "pickler", "ring"};
+    static const char *const names[] = {"reader", "writer", "rlock", "wlock",
+                                        "sem",    "dumps",  "loads", "pickler",
+                                        "ring",   "counted"};
     static const cmp_argspec spec = CMP_ARGSPEC("_bind", names, 7);
-    enum { READER, WRITER, RLOCK, WLOCK, SEM, DUMPS, LOADS, PICKLER, RING };
+    enum {
+        READER,
+        WRITER,
+        RLOCK,
+        WLOCK,
+        SEM,
+        DUMPS,
+        LOADS,
+        PICKLER,
+        RING,
+        COUNTED
+    };
     QueueObject *q = (QueueObject *)op;
-    PyObject *a[9];
+    PyObject *a[10];
+    int counted = 0;
     if (cmp_parse_args(&spec, args, nargs, kwnames, a) < 0) {
         return NULL;
     }
@@ -1105,6 +1159,16 @@ queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     }
     if (a[RLOCK] == Py_None) {
         PyErr_SetString(PyExc_TypeError, "_bind(): a reader lock is needed");
+        return NULL;
+    }
+    if (cmp_arg_bool(a[COUNTED], 0, &counted) < 0) {
+        return NULL;
+    }
+    if (counted &&
+        (a[SEM] != Py_None || a[RING] == NULL || a[RING] == Py_None)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "_bind(): a counted queue has a ring and no "
+                        "size semaphore");
         return NULL;
     }
     PyObject *pickler_cls = a[PICKLER] != NULL ? a[PICKLER] : Py_None;
@@ -1150,6 +1214,7 @@ queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     Py_XSETREF(q->rl_release, rl_r);
     Py_XSETREF(q->sem_acquire, sem_a);
     Py_XSETREF(q->sem_release, sem_r);
+    q->counted = fd->counted = counted && q->shm.attached;
     Py_XSETREF(q->dumps, Py_NewRef(a[DUMPS]));
     Py_XSETREF(q->loads, Py_NewRef(a[LOADS]));
     Py_XSETREF(q->kept, kept);
@@ -1242,6 +1307,12 @@ static PyMethodDef queue_methods[] = {
     {"_ring_leave", queue_ring_leave, METH_NOARGS,
      "_ring_leave($self, /)\n--\n\n"
      "Leave the shared-memory ring for the pipe; the bytes left in it."},
+    {"_give_room", queue_give_room, METH_NOARGS,
+     "_give_room($self, /)\n--\n\n"
+     "A message put() counted was dropped: give its room back."},
+    {"_count", queue_count, METH_NOARGS,
+     "_count($self, /)\n--\n\n"
+     "Messages put and not yet taken, for a counted queue; else None."},
     {"_ring_move", queue_ring_move, METH_NOARGS,
      "_ring_move($self, /)\n--\n\n"
      "With the reader lock held: move the ring's bytes into the pipe, as "
@@ -1251,10 +1322,11 @@ static PyMethodDef queue_methods[] = {
     {"_bind", (PyCFunction)(void (*)(void))queue_bind,
      METH_FASTCALL | METH_KEYWORDS,
      "_bind(reader, writer, rlock, wlock, sem, dumps, loads, pickler=None, "
-     "ring=None)\n--\n\n(Re)connect to the pipe ends, locks and pickler.  "
-     "pickler: a class whose instances may be kept and reused in place of "
-     "dumps() (ForkingPickler), or None; ring: a block of shared memory "
-     "holding the queue's ring (ring.h), or None."},
+     "ring=None, counted=False)\n--\n\n(Re)connect to the pipe ends, locks "
+     "and pickler.  pickler: a class whose instances may be kept and reused "
+     "in place of dumps() (ForkingPickler), or None; ring: a block of shared "
+     "memory holding the queue's ring (ring.h), or None; counted: no size "
+     "semaphore (sem None), the messages counted in the ring."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -21,6 +21,7 @@
 #include "cmp.h"
 #include "frame.h"
 #include "robust.h"
+#include "spin.h"
 
 /* A queue's ring (ring.h) as a process holds it: the mapping stays
    valid while `view` is held (the heap block's buffer). */
@@ -75,6 +76,18 @@ qring_get(qring *r)
    takes nothing, before it hands the frame to the feeder thread (queue.c's
    wait_for_room). */
 #define QUEUE_PUT_WAIT 0.002
+/* ... and while the machine is oversubscribed (spin.h's
+   cmp_spin_crowded), where a reader or a lock holder that does not move
+   is most often one the scheduler has not run yet: a time slice or two. */
+#define QUEUE_PUT_WAIT_CROWDED 0.02
+
+/* How long put() waits for room or for the writer lock before it hands
+   the frame to the feeder thread (see above). */
+static inline double
+queue_put_wait(void)
+{
+    return cmp_spin_crowded() ? QUEUE_PUT_WAIT_CROWDED : QUEUE_PUT_WAIT;
+}
 /* The feeder re-checks its state at least this often (microseconds). */
 #define FEED_IDLE_US 500000
 
@@ -142,6 +155,7 @@ typedef struct {
     int sleeping, wake_posted, stop, started, writing;
     int used; /* put() was called with this feed */
     qring shm; /* the queue's shared-memory ring, for the feeder */
+    int counted; /* the queue counts its messages in the ring */
 } FeedObject;
 
 /* Call a bound acquire(block[, timeout]); 1 acquired, 0 not, -1 error. */
@@ -177,6 +191,8 @@ typedef struct {
     PyObject *dumps, *loads;
     PyObject *kept; /* the kept ForkingPickler (pickler.c), or NULL */
     int closed, ignore_epipe;
+    int counted; /* no size semaphore: messages counted in the ring
+                    (ring.h's cmp_ring_count_puts) */
     int pipe_grown; /* this process asked for the larger pipe buffer */
     size_t pipe_growth; /* what it counts against pipe_growth_held */
     cmp_spin spin; /* before sleeping for the next message (spin.h) */

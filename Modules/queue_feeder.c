@@ -504,7 +504,22 @@ feed_get_stopped(PyObject *op, void *Py_UNUSED(closure))
     return PyBool_FromLong(((FeedObject *)op)->stop);
 }
 
+/* _count_out(): a frame of a counted queue (ring.h's cmp_ring_count_puts)
+   was dropped: count it out, as the size semaphore's unit would be given
+   back (the feeder thread holds the feed, not the queue). */
+static PyObject *
+feed_count_out(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    FeedObject *fd = (FeedObject *)op;
+    if (fd->counted) {
+        cmp_ring_count_gets(&fd->shm.ring, 1);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef feed_methods[] = {
+    {"_count_out", feed_count_out, METH_NOARGS,
+     "A dropped frame of a counted queue: count it out of the queue."},
     {"_run", feed_run, METH_NOARGS,
      "Write pending frames until stopped and drained (True); raises on a "
      "failure after dropping the frame concerned."},

@@ -278,3 +278,61 @@ def test_get_timeout_honoured_mid_message_of_a_stopped_writer():
         p.terminate()
         p.join(10)
         q.close()
+
+
+# -- a Queue without a maximum size counts its messages in the ring --------
+
+def _put_range(q, n):
+    for i in range(n):
+        q.put(i)
+    q.close()
+    q.join_thread()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_unbounded_queue_counts_in_the_ring_across_processes(method):
+    ctx = cmultiprocessing.get_context(method)
+    q = ctx.Queue()
+    assert q._count() == 0 and q.qsize() == 0
+    value = q._sem._semlock._get_value()
+    p = ctx.Process(target=_put_range, args=(q, 300))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert q.qsize() == 300
+    assert [q.get(timeout=5) for _ in range(100)] == list(range(100))
+    assert q.qsize() == 200
+    assert len(q.get_many(max_messages_to_get=50)) == 50
+    assert q.qsize() == 150
+    q.put_many(["a", "b"])
+    assert q.qsize() == 152
+    # the size semaphore is not touched: its word is not shared per message
+    assert q._sem._semlock._get_value() == value
+    assert not q.full()
+    q.close()
+    q.join_thread()
+
+
+def test_a_dropped_message_is_counted_out():
+    q = cmultiprocessing.Queue()
+    q._on_queue_feeder_error = lambda e, obj: None
+    q.put(threading.Lock())            # cannot be pickled: dropped
+    assert q.qsize() == 0
+    q.put_many([1, threading.Lock(), 2])
+    assert q.qsize() == 2
+    assert q.get_many(timeout=5, max_messages_to_get=5) == [1, 2]
+    assert q.qsize() == 0
+    q.close()
+
+
+def test_a_bounded_queue_keeps_its_semaphore():
+    q = cmultiprocessing.Queue(2)
+    assert q._count() is None
+    q.put(1)
+    q.put(2)
+    assert q.full() and q.qsize() == 2
+    with pytest.raises(queue.Full):
+        q.put(3, timeout=0.05)
+    assert q.get(timeout=5) == 1 and q.qsize() == 1
+    q.close()
+    q.join_thread()

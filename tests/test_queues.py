@@ -789,7 +789,11 @@ def test_bind_pickler_argument():
         with pytest.raises(TypeError):
             q._bind(*args, "not a class")
         with pytest.raises(TypeError):
-            q._bind(*args, fp, q._ring, "one too many")
+            q._bind(*args, fp, q._ring, False, "one too many")
+        with pytest.raises(ValueError, match="counted queue"):
+            q._bind(*args, fp, q._ring, True)       # and a size semaphore
+        with pytest.raises(ValueError, match="counted queue"):
+            q._bind(*args[:4], None, *args[5:], fp, None, True)  # no ring
         with pytest.raises(TypeError):
             q._bind(*args, fp, "not a buffer")   # the ring's block
         for pickler in (None, pickle.Pickler, fp):  # none kept / no tables / kept

@@ -164,15 +164,17 @@ def _native_lock(lock):
     return getattr(lock, '_semlock', lock)
 
 
-def _connect(queue, sem):
+def _connect(queue, sem, counted=False):
     """Bind queue's native part to its pipe ends, locks and pickler
-    (the native part keeps one ForkingPickler between puts)."""
+    (the native part keeps one ForkingPickler between puts).  counted: no
+    size semaphore; messages are counted in the ring (ring.h)."""
     pickler = context.reduction.ForkingPickler
     queue._bind(queue._pipe_r, queue._pipe_w,
                 rlock=_native_lock(queue._rlock),
-                wlock=_native_lock(queue._wlock), sem=_native_lock(sem),
+                wlock=_native_lock(queue._wlock),
+                sem=None if counted else _native_lock(sem),
                 dumps=pickler.dumps, loads=pickler.loads, pickler=pickler,
-                ring=queue._ring)
+                ring=queue._ring, counted=counted)
 
 
 def _join_feeder(thread_ref):
@@ -256,7 +258,7 @@ def _report_pickling_error(hook, exc, obj):
 
 
 def _feeder_main(feed, close_reader, close_writer, ignore_epipe, onerror,
-                 sem):
+                 give_room):
     """Body of the feeder thread: write the feed until it is stopped."""
     debug('queue feeder thread starts')
     while True:
@@ -268,7 +270,7 @@ def _feeder_main(feed, close_reader, close_writer, ignore_epipe, onerror,
                 return
             # The message will never arrive: give its room back, as if it
             # had been taken off the queue, then tell the owner.
-            sem.release()
+            give_room()
             onerror(exc, dropped)
         else:
             break
@@ -325,7 +327,13 @@ class Queue(_RingQueue):
         self._jointhread = None
         self._close = None
         self._joincancelled = False
-        _connect(self, self._sem)
+        # Without a maximum size, a Queue with a ring counts its messages
+        # there instead of in its semaphore (which stays, untouched, for
+        # the state's sake): the semaphore's word went back and forth
+        # between producer and consumer on every message.  Every process
+        # decides the same from the same state.
+        _connect(self, self._sem, counted=self._ring is not None and
+                 self._maxsize >= _largest_size())
 
     # -- the queue API (put and get are native) ----------------------------
 
@@ -342,6 +350,9 @@ class Queue(_RingQueue):
         return not self._poll()
 
     def qsize(self):
+        counted = self._count()
+        if counted is not None:
+            return counted
         # NotImplementedError where sem_getvalue() does not work (macOS).
         taken = self._maxsize - self._sem._semlock._get_value()
         return taken
@@ -396,7 +407,8 @@ class Queue(_RingQueue):
             target=_feeder_main, name='QueueFeederThread', daemon=True,
             args=(feed, self._pipe_r.close, self._pipe_w.close,
                   self._ignore_epipe, self._on_queue_feeder_error,
-                  self._sem))
+                  self._feed._count_out if self._count() is not None
+                  else self._sem.release))
         # gh-109047: starting a thread can fail while Python shuts down;
         # the exception propagates to put() and no thread is recorded.
         thread.start()
@@ -414,7 +426,7 @@ class Queue(_RingQueue):
         # and drops the message; the same happens here, in put's thread.
         if _feeder_gives_up(exc, self._ignore_epipe):
             return
-        self._sem.release()
+        self._give_room()
         hook = self._on_queue_feeder_error
         if exc.__traceback__ is None:
             # raised by native code alone (a write, the pickler itself)
