@@ -210,12 +210,14 @@ robust_step(void *ctx, double slice, int *err)
     return rc == CMP_BUSY ? holder_gone_claimed(w) : 0;
 }
 
-/* A spinning wait's check on a lock with an owner record. */
+/* A spinning wait's check on a lock with an owner record: a look first,
+   the compare-and-swap only when the lock looks free (a failing swap
+   would take the word's cache line from the holder at every check). */
 static int
 robust_check_take(void *arg, int *ready)
 {
     robust_wait *w = (robust_wait *)arg;
-    *ready = cmp_owner_try(w->rec, w->me);
+    *ready = cmp_owner_load(w->rec) == 0 && cmp_owner_try(w->rec, w->me);
     return 0;
 }
 

@@ -595,7 +595,8 @@ ASAN_DESELECT = {
 REFLEAK_PYTHON = "python3.14-dbg"
 REFLEAK_TESTS = ("test_connection.py", "test_queues.py", "test_synchronize.py",
                  "test_robust_locks.py", "test_heap.py", "test_queue_ring.py",
-                 "test_shared_memory.py", "test_sharedctypes.py")
+                 "test_shared_memory.py", "test_sharedctypes.py",
+                 "test_pool.py")
 REFLEAK_RUNS = "3:3"
 # Tests of those files the refleak run leaves out, and why.
 REFLEAK_DESELECT = {}
