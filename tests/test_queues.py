@@ -472,8 +472,11 @@ def test_fork_does_not_resend_parent_buffer():
         got = [q.get(timeout=LONG) for _ in range(21)]
         p.join(LONG)
         assert got[0] == big
-        assert got[1:11] == list(range(10))
-        assert sorted(got[11:]) == list(range(10, 20))
+        # each producer's messages once and in its order; between the two
+        # the order is the writer lock's (the child may win it as soon as
+        # the big message is through, as with the stdlib's feeders)
+        assert [x for x in got[1:] if x < 10] == list(range(10))
+        assert [x for x in got[1:] if x >= 10] == list(range(10, 20))
         with pytest.raises(pyqueue.Empty):
             q.get(timeout=SHORT)
 
