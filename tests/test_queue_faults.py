@@ -230,6 +230,18 @@ def numbered_consumer(q, out):
     out.put((seen, torn))
 
 
+def end_all(processes, q):
+    """Kill what still runs of processes, then close q (and wait for a
+    Queue's feeder)."""
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    q.close()
+    if hasattr(q, "join_thread"):
+        q.join_thread()
+
+
 @pytest.mark.parametrize("kind", ["Queue", "SimpleQueue"])
 def test_producers_killed_at_random_lose_and_reorder_nothing(kind):
     """Producers SIGKILLed at random points (mid-message among them) while
@@ -269,13 +281,7 @@ def test_producers_killed_at_random_lose_and_reorder_nothing(kind):
             c.join(30)
             assert c.exitcode == 0
     finally:
-        for p in live + consumers:
-            if p.is_alive():
-                p.kill()
-                p.join()
-        if kind == "Queue":
-            q.close()
-            q.join_thread()
+        end_all(live + consumers, q)
         out.close()
     got = {}
     for seen, _torn in results:
@@ -343,13 +349,7 @@ def test_consumers_killed_at_random_cost_one_message_each(kind):
             assert c.exitcode == 0
         reports_so_far(out, reports)
     finally:
-        for p in live + [producer]:
-            if p.is_alive():
-                p.kill()
-                p.join()
-        if kind == "Queue":
-            q.close()
-            q.join_thread()
+        end_all(live + [producer], q)
     assert [r for r in reports if r[0] != "got"] == []
     seqs = [seq for _, seq in reports]
     assert len(set(seqs)) == len(seqs), "a message came twice"
