@@ -421,10 +421,10 @@ ring_header_marked(cmp_wire *w, uint64_t *size, int *r)
     return 1;
 }
 
-/* A spinning wait's check: more than *(uint64_t *)arg[1] bytes in the
-   ring, or the ring left? */
+/* A spinning wait's check: more than `have` bytes in the ring, or the
+   ring left (the ring's own wait, for no time)? */
 typedef struct {
-    const cmp_ring *ring;
+    cmp_ring *ring;
     uint64_t have;
 } ring_more;
 
@@ -432,8 +432,7 @@ static int
 ring_more_check(void *arg, int *ready)
 {
     const ring_more *m = (const ring_more *)arg;
-    *ready = cmp_ring_used(m->ring) > m->have || !cmp_ring_on(m->ring);
-    return 0;
+    return cmp_ring_wait_more(m->ring, m->have, 0.0, ready);
 }
 
 /* Wait, as a message's start is waited for (spinning first, then in

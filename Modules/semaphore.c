@@ -274,6 +274,18 @@ semlock_taken(SemLockObject *self)
     return 1;
 }
 
+/* How long an acquire spins before it sleeps: the object's budget
+   (spin.h), never past a timeout. */
+static double
+spin_budget(SemLockObject *self, int has_timeout, double seconds)
+{
+    double budget = cmp_spin_budget(&self->spin);
+    if (has_timeout && budget > seconds) {
+        budget = seconds > 0.0 ? seconds : 0.0;
+    }
+    return budget;
+}
+
 /* acquire() of a lock with an owner record (robust.h): the record is the
    lock.  1 taken, 0 not, -1 error. */
 static int
@@ -283,15 +295,17 @@ robust_acquire(SemLockObject *self, int blocking, int has_timeout,
     robust_wait w = {self->handle, self->rec, cmp_proc_self_tag(), 0, 0};
     int got = cmp_owner_try(w.rec, w.me);
     if (!got && blocking) {
-        double budget = cmp_spin_budget(&self->spin);
-        if (has_timeout && budget > seconds) {
-            budget = seconds > 0.0 ? seconds : 0.0;
-        }
+        double budget = spin_budget(self, has_timeout, seconds);
         if (budget > 0.0) {
-            Py_BEGIN_ALLOW_THREADS(void)
-            cmp_spin_until(budget, robust_check_take, &w, &got);
+            int rc;
+            Py_BEGIN_ALLOW_THREADS
+            rc = cmp_spin_until(budget, robust_check_take, &w, &got);
             Py_END_ALLOW_THREADS
             cmp_spin_result(&self->spin, budget, got);
+            if (rc != 0) {
+                cmp_raise_oserror(rc);
+                return -1;
+            }
             if (has_timeout) {
                 seconds -= budget;
             }
@@ -331,10 +345,7 @@ cmp_semlock_take(SemLockObject *self, int blocking, int has_timeout,
         return got < 0 ? -1 : semlock_taken(self);
     }
     if (blocking) {
-        double budget = cmp_spin_budget(&self->spin);
-        if (has_timeout && budget > seconds) {
-            budget = seconds > 0.0 ? seconds : 0.0;
-        }
+        double budget = spin_budget(self, has_timeout, seconds);
         if (budget > 0.0) {
             got = sem_take_spinning(self->handle, &self->spin, budget);
             if (has_timeout) {
