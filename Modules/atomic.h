@@ -3,9 +3,10 @@
  * them: the owner records' 64-bit words (robust.h) and the queue ring's
  * positions and futex words (ring.c).  Loads acquire and stores release
  * (64-bit), the 32-bit ones and read-modify-writes are sequentially
- * consistent; cmp_atomic_fence() is a full fence, for the "announce, then
- * look" pairs of the ring's sleep protocol.  MSVC's interlocked calls
- * where there is no GCC/Clang builtin.
+ * consistent (exchange, or and compare-and-swap return the old value or
+ * whether it matched); cmp_atomic_fence() is a full fence, for the
+ * "announce, then look" pairs of the ring's sleep protocol.  MSVC's
+ * interlocked calls where there is no GCC/Clang builtin.
  */
 #ifndef CMP_ATOMIC_H
 #define CMP_ATOMIC_H
@@ -52,6 +53,22 @@ cmp_atomic_add32(uint32_t *p, int32_t v)
 {
     (void)_InterlockedExchangeAdd((volatile long *)p, (long)v);
 }
+static inline uint32_t
+cmp_atomic_xchg32(uint32_t *p, uint32_t v)
+{
+    return (uint32_t)_InterlockedExchange((volatile long *)p, (long)v);
+}
+static inline uint32_t
+cmp_atomic_or32(uint32_t *p, uint32_t v)
+{
+    return (uint32_t)_InterlockedOr((volatile long *)p, (long)v);
+}
+static inline int
+cmp_atomic_swap32(uint32_t *p, uint32_t expected, uint32_t v)
+{
+    return (uint32_t)_InterlockedCompareExchange((volatile long *)p, (long)v,
+                                                 (long)expected) == expected;
+}
 static inline void
 cmp_atomic_fence(void)
 {
@@ -93,6 +110,22 @@ static inline void
 cmp_atomic_add32(uint32_t *p, int32_t v)
 {
     (void)__atomic_fetch_add(p, (uint32_t)v, __ATOMIC_SEQ_CST);
+}
+static inline uint32_t
+cmp_atomic_xchg32(uint32_t *p, uint32_t v)
+{
+    return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);
+}
+static inline uint32_t
+cmp_atomic_or32(uint32_t *p, uint32_t v)
+{
+    return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST);
+}
+static inline int
+cmp_atomic_swap32(uint32_t *p, uint32_t expected, uint32_t v)
+{
+    return __atomic_compare_exchange_n(p, &expected, v, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST);
 }
 static inline void
 cmp_atomic_fence(void)

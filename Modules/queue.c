@@ -373,10 +373,11 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
                    or waits: a part would leave the rest to the feeder */
                 int whole = w.ring != NULL && cmp_ring_on(w.ring) &&
                             (uint64_t)qframe_total(f) <= w.ring->cap / 2;
-                int err =
-                    whole && cmp_ring_room(w.ring) < (uint64_t)qframe_total(f)
-                        ? CMP_BUSY
-                        : cmp_wire_shared_writev(&w, pieces, np, 1, &done);
+                int err = whole && !cmp_ring_has_room(
+                                       w.ring, (uint64_t)qframe_total(f))
+                              ? CMP_BUSY
+                              : cmp_wire_shared_writev(&w, pieces, np, 1,
+                                                       &done);
                 if ((err == CMP_BUSY ||
                      (err == 0 && done < (size_t)qframe_total(f))) &&
                     w.ring != NULL && cmp_ring_on(w.ring)) {

@@ -2,19 +2,24 @@
  * ring.c -- a queue's shared-memory ring (see ring.h).
  *
  * The sleep protocol, for a reader (a writer waiting for room is the
- * mirror image, on head/room_seq/wsleep):
+ * mirror image, on head/room_seq):
  *
- *   reader: seq = data_seq; rsleep += 1; if tail != head: don't sleep;
- *           else futex_wait(&data_seq, seq); rsleep -= 1
- *   writer: tail = new (release); full fence; if rsleep: data_seq += 1,
+ *   reader: v = (data_seq |= 1) (an atomic or: a full barrier);
+ *           if tail != head: don't sleep; else futex_wait(&data_seq, v)
+ *   writer: tail = new (release); full fence; w = data_seq;
+ *           if w & 1 and data_seq goes w -> (w & ~1) + 2 (one swap):
  *           futex_wake(&data_seq)
  *
- * Either the writer sees rsleep (and bumps data_seq, so that a reader that
- * read seq before the bump does not sleep), or the reader sees the new
- * tail: the two full fences order "announce, then look" on both sides.  A
- * writer pays one load of rsleep per write when nobody sleeps; no system
- * call.  A process killed while it sleeps leaves rsleep counted, which
- * costs the writers a needless wake-up per write, nothing worse.
+ * Either the writer sees the bit (and moves data_seq on, so that a reader
+ * that has not slept yet does not), or the reader sees the new tail: the
+ * two full barriers order "announce, then look" on both sides.  The bit
+ * is the epoch's: the first write after readers announced clears it and
+ * wakes them all, and the writes after it, until a reader sleeps again,
+ * make no system call.  (With a count of sleepers in its place, every
+ * write woke again until the woken reader ran and counted itself out.)
+ * A writer pays one load of data_seq per write when nobody sleeps.  A
+ * reader whose wait timed out, or that was killed asleep, leaves the bit
+ * set: one needless wake-up, nothing worse.
  */
 #include "ring.h"
 #include "atomic.h"
@@ -22,7 +27,7 @@
 
 #include <string.h>
 
-#define RING_MAGIC 0x31676e6972706d63ull /* "cmpring1" */
+#define RING_MAGIC 0x32676e6972706d63ull /* "cmpring2" */
 
 int
 cmp_ring_attach(cmp_ring *r, void *buf, size_t len)
@@ -50,7 +55,41 @@ cmp_ring_attach(cmp_ring *r, void *buf, size_t len)
     r->h = h;
     r->data = (unsigned char *)buf + sizeof(cmp_ring_hdr);
     r->cap = cap;
+    r->seen_head = r->seen_tail = 0; /* (no more than the real ones) */
     return 0;
+}
+
+/* The room for a writer at `tail` (writers own the tail) by the head it
+   saw last, read again when that shows less than `want` (or an old value
+   is older than a ring's worth of bytes). */
+static uint64_t
+room_at(cmp_ring *r, uint64_t tail, uint64_t want)
+{
+    uint64_t used = tail - r->seen_head;
+    if (used > r->cap || r->cap - used < want) {
+        r->seen_head = cmp_atomic_load64(&r->h->head);
+        used = tail - r->seen_head;
+    }
+    return r->cap - used;
+}
+
+/* The bytes there for a reader at `head` (readers own the head) by the
+   tail it saw last, read again when that shows fewer than `want`. */
+static uint64_t
+avail_at(cmp_ring *r, uint64_t head, uint64_t want)
+{
+    uint64_t avail = r->seen_tail - head;
+    if (avail > r->cap || avail < want) {
+        r->seen_tail = cmp_atomic_load64(&r->h->tail);
+        avail = r->seen_tail - head;
+    }
+    return avail;
+}
+
+int
+cmp_ring_has_room(cmp_ring *r, uint64_t n)
+{
+    return room_at(r, cmp_atomic_load64(&r->h->tail), n) >= n;
 }
 
 uint64_t
@@ -65,12 +104,14 @@ cmp_ring_on(const cmp_ring *r)
     return cmp_atomic_load32(&r->h->mode) == CMP_RING_ON;
 }
 
+/* The waking side of the protocol at the top of this file, after the
+   position moved and a full fence, with w the futex word read then: move
+   the epoch on and wake its sleepers, if any were announced.  (A failed
+   swap: another waker moved it on and woke them.) */
 static void
-wake(uint32_t *seq, const uint32_t *sleepers)
+wake_epoch(uint32_t *seq, uint32_t w)
 {
-    cmp_atomic_fence();
-    if (cmp_atomic_load32(sleepers) != 0) {
-        cmp_atomic_add32(seq, 1);
+    if ((w & 1u) != 0 && cmp_atomic_swap32(seq, w, (w & ~1u) + 2u)) {
         cmp_addr_wake(seq);
     }
 }
@@ -90,9 +131,9 @@ static void
 wake_writers(cmp_ring *r)
 {
     cmp_atomic_fence();
-    if (cmp_atomic_load32(&r->h->wsleep) != 0 && room_for_writer(r)) {
-        cmp_atomic_add32(&r->h->room_seq, 1);
-        cmp_addr_wake(&r->h->room_seq);
+    uint32_t w = cmp_atomic_load32(&r->h->room_seq);
+    if ((w & 1u) != 0 && room_for_writer(r)) {
+        wake_epoch(&r->h->room_seq, w);
     }
 }
 
@@ -101,12 +142,12 @@ cmp_ring_writev(cmp_ring *r, const cmp_iobuf *pieces, int count, size_t *sent)
 {
     cmp_ring_hdr *h = r->h;
     const uint64_t tail = h->tail; /* ours: writers hold the writer lock */
-    const uint64_t room = r->cap - (tail - cmp_atomic_load64(&h->head));
     size_t total = 0;
     *sent = 0;
     for (int i = 0; i < count; i++) {
         total += pieces[i].len;
     }
+    const uint64_t room = room_at(r, tail, total);
     if (room == 0 || (total <= CMP_RING_ATOMIC && room < total)) {
         return CMP_BUSY;
     }
@@ -131,7 +172,8 @@ cmp_ring_writev(cmp_ring *r, const cmp_iobuf *pieces, int count, size_t *sent)
     }
     cmp_atomic_store64(&h->tail, pos);
     *sent = (size_t)(pos - tail);
-    wake(&h->data_seq, &h->rsleep);
+    cmp_atomic_fence();
+    wake_epoch(&h->data_seq, cmp_atomic_load32(&h->data_seq));
     return 0;
 }
 
@@ -140,7 +182,11 @@ cmp_ring_readv(cmp_ring *r, const cmp_iobuf *slots, int count, size_t *got)
 {
     cmp_ring_hdr *h = r->h;
     const uint64_t head = h->head; /* ours: readers hold the reader lock */
-    const uint64_t avail = cmp_atomic_load64(&h->tail) - head;
+    size_t want = 0;
+    for (int i = 0; i < count; i++) {
+        want += slots[i].len;
+    }
+    const uint64_t avail = avail_at(r, head, want);
     *got = 0;
     if (avail == 0) {
         return CMP_BUSY;
@@ -188,22 +234,18 @@ ring_sleep(cmp_ring *r, int for_write, uint64_t have, double seconds,
 {
     cmp_ring_hdr *h = r->h;
     uint32_t *seq = for_write ? &h->room_seq : &h->data_seq;
-    uint32_t *sleepers = for_write ? &h->wsleep : &h->rsleep;
     int err = 0;
     *ready = ring_ready(r, for_write, have);
     if (*ready || seconds == 0.0) {
         return 0;
     }
-    uint32_t before = cmp_atomic_load32(seq);
-    cmp_atomic_add32(sleepers, 1);
-    cmp_atomic_fence(); /* announce, then look */
+    uint32_t v = cmp_atomic_or32(seq, 1u) | 1u; /* announce, then look */
     if (!ring_ready(r, for_write, have)) {
-        err = cmp_addr_wait(seq, before, seconds);
+        err = cmp_addr_wait(seq, v, seconds);
         if (err == CMP_BUSY) {
             err = 0;
         }
     }
-    cmp_atomic_add32(sleepers, -1);
     *ready = ring_ready(r, for_write, have);
     return err;
 }
@@ -225,17 +267,17 @@ cmp_ring_leave(cmp_ring *r)
 {
     cmp_ring_hdr *h = r->h;
     cmp_atomic_store32(&h->mode, CMP_RING_PIPE);
-    cmp_atomic_add32(&h->data_seq, 1);
+    cmp_atomic_add32(&h->data_seq, 2);
     cmp_addr_wake(&h->data_seq);
-    cmp_atomic_add32(&h->room_seq, 1);
+    cmp_atomic_add32(&h->room_seq, 2);
     cmp_addr_wake(&h->room_seq);
 }
 
 size_t
-cmp_ring_peek(const cmp_ring *r, void *buf, size_t len)
+cmp_ring_peek(cmp_ring *r, void *buf, size_t len)
 {
     const uint64_t head = r->h->head;
-    uint64_t avail = cmp_atomic_load64(&r->h->tail) - head;
+    uint64_t avail = avail_at(r, head, len);
     size_t n = avail < len ? (size_t)avail : len;
     size_t at = (size_t)(head & (r->cap - 1));
     size_t run = (size_t)r->cap - at < n ? (size_t)r->cap - at : n;
@@ -252,7 +294,7 @@ cmp_ring_consume(cmp_ring *r, size_t n)
 }
 
 int
-cmp_ring_frame_whole(const cmp_ring *r)
+cmp_ring_frame_whole(cmp_ring *r)
 {
     unsigned char hdr[CMP_FRAME_HEADER_MAX];
     uint64_t used = cmp_ring_used(r), size = 0;

@@ -58,21 +58,31 @@ typedef struct {
     uint32_t mode;  /* CMP_RING_ON or CMP_RING_PIPE */
     uint32_t pad0[11];
     uint64_t tail;     /* bytes ever written (writers) */
-    uint32_t data_seq; /* futex word: bumped when readers may sleep */
-    uint32_t rsleep;   /* readers about to sleep or sleeping */
+    uint32_t data_seq; /* futex word: readers' epoch; bit 0: they sleep */
+    uint32_t pad_r;
     uint64_t puts;     /* messages ever put (see cmp_ring_count_puts) */
     uint32_t pad1[10];
     uint64_t head;     /* bytes ever read (readers) */
-    uint32_t room_seq; /* futex word: bumped when writers may sleep */
-    uint32_t wsleep;   /* writers about to sleep or sleeping */
+    uint32_t room_seq; /* futex word: writers' epoch; bit 0: they sleep */
+    uint32_t pad_w;
     uint64_t gets;     /* messages ever taken */
     uint32_t pad2[10];
 } cmp_ring_hdr;
 
+/* A process's hold on a ring.  seen_head and seen_tail are the other
+   side's position as this process last read it: positions only grow, so
+   an old reading never shows more room (or more bytes) than there is,
+   and a side looks at the other's cache line again only when what it
+   saw is not enough.  Else every put read the readers' line and every
+   get the writers', which the other side wrote meanwhile: a cache miss
+   each way per message (the classic single-producer ring's cached
+   indices).  Touched only by a holder of the side's lock. */
 typedef struct {
     cmp_ring_hdr *h;
     unsigned char *data;
     uint64_t cap;
+    uint64_t seen_head; /* writers' */
+    uint64_t seen_tail; /* readers' */
 } cmp_ring;
 
 /* Attach to the ring in buf (len bytes, 8-aligned), making it when the
@@ -85,12 +95,9 @@ int cmp_ring_attach(cmp_ring *r, void *buf, size_t len);
 uint64_t cmp_ring_used(const cmp_ring *r);
 int cmp_ring_on(const cmp_ring *r);
 
-/* Bytes the ring has room for now. */
-static inline uint64_t
-cmp_ring_room(const cmp_ring *r)
-{
-    return r->cap - cmp_ring_used(r);
-}
+/* Whether the ring has room for n bytes now (a writer, holding the
+   writer lock). */
+int cmp_ring_has_room(cmp_ring *r, uint64_t n);
 
 /* Copy as much of the pieces as fits: 0 with *sent > 0, or CMP_BUSY when
    nothing went in (a write of at most CMP_RING_ATOMIC bytes goes whole or
@@ -115,7 +122,7 @@ int cmp_ring_wait_more(cmp_ring *r, uint64_t have, double seconds, int *ready);
 /* Whether the frame at the ring's front is all there: 1, 0 (not yet), or
    1 as well when it can never be (longer than the ring: it streams).  The
    caller holds the reader lock, at a message boundary. */
-int cmp_ring_frame_whole(const cmp_ring *r);
+int cmp_ring_frame_whole(cmp_ring *r);
 
 /* Leave ring mode for good and wake every sleeper, so that it looks
    again (any process, any time: see "Pipe mode" above). */
@@ -124,7 +131,7 @@ void cmp_ring_leave(cmp_ring *r);
 /* Readers (holding the reader lock) moving the ring into the pipe: copy
    up to len bytes from the ring's front without taking them; then take
    n of them. */
-size_t cmp_ring_peek(const cmp_ring *r, void *buf, size_t len);
+size_t cmp_ring_peek(cmp_ring *r, void *buf, size_t len);
 void cmp_ring_consume(cmp_ring *r, size_t n);
 
 /* A Queue without a maximum size counts its messages here rather than in

@@ -31,7 +31,8 @@ cmp_owner_give(cmp_owner_rec *r, cmp_sem_t wake)
 {
     cmp_atomic_store64(&r->owner, 0);
     cmp_atomic_fence();
-    if (cmp_atomic_load32(&r->waiters) == 0) {
+    if (cmp_atomic_load32(&r->waiters) == 0 ||
+        cmp_atomic_xchg32(&r->woken, 1) != 0) {
         return 0;
     }
     int rc = cmp_sem_post(wake, 1);

@@ -197,6 +197,9 @@ robust_step(void *ctx, double slice, int *err)
         return 1;
     }
     int rc = cmp_sem_wait_for(w->sem, slice);
+    if (rc == CMP_OK || rc == CMP_BUSY) {
+        cmp_owner_woke(w->rec);
+    }
     cmp_owner_wait_end(w->rec);
     if (rc != CMP_OK && rc != CMP_BUSY && rc != CMP_INTR) {
         *err = rc;
