@@ -273,6 +273,36 @@ def test_native_semlock_takes_a_record_only_where_one_fits():
     assert bare._owner() is None
 
 
+def _record_line(lock):
+    import ctypes
+    from cmultiprocessing import synchronize
+    view = synchronize._owner_view(lock._owner_block)
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) // 128, view
+
+
+def test_each_owner_record_has_a_cache_line_of_its_own():
+    # A queue's reader and writer locks are made one after the other: their
+    # records once shared a line, and every get missed the cache on it.
+    ctx = cmultiprocessing.get_context("fork")
+    q = ctx.Queue()
+    locks = [q._rlock, q._wlock]
+    locks += [ctx.Lock(robust=True) for _ in range(50)]
+    locks += [ctx.RLock(robust=True) for _ in range(50)]
+    lines = [_record_line(lock) for lock in locks]
+    assert len({line for line, _ in lines}) == len(locks)
+    for _, view in lines:
+        assert view.nbytes == 24
+    # the record is where the lock keeps its owner: taking the lock writes it
+    lock = locks[2]
+    _, view = _record_line(lock)
+    assert bytes(view[:8]) == bytes(8)
+    with lock:
+        assert bytes(view[:8]) != bytes(8)
+    assert bytes(view[:8]) == bytes(8)
+    q.close()
+    q.join_thread()
+
+
 # A second interpreter of its own: the holder dies while the parent is
 # already blocked in an untimed acquire (the stdlib hangs here for ever).
 _BLOCKED_THEN_KILLED = r"""
