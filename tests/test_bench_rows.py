@@ -91,9 +91,31 @@ def test_scaling_rows_follow_workers(bench):
     assert "Queue, 16 B msgs, 2+2 procs" in two and "Pool(4).map, tiny tasks" not in two
 
 
-def test_efficiency_is_ideal_over_measured(bench):
-    row = bench.Bench("x", None, 1, 1, kind="efficiency")
-    assert bench.fmt_value(row, {"status": "ok", "median": 0.004, "ideal": 0.001}) == "25%"
+def test_efficiency_is_each_sample_against_its_own_ideal(bench):
+    # (seconds, ideal) per sample: stdlib 25%, 100%, 60%; ours 50%, 90%, 70%
+    runs = {"stdlib": iter([(0.004, 0.001), (0.002, 0.002), (0.010, 0.006)]),
+            "cmultiprocessing": iter([(0.002, 0.001), (0.010, 0.009),
+                                      (0.010, 0.007)])}
+
+    class Impl:
+        def __init__(self, label):
+            self.label = label
+
+        def cleanup(self):
+            pass
+
+    def fn(impl, n):
+        sec, ideal = next(runs[impl.label])
+        return sec, {"ideal": ideal}
+
+    row = bench.Bench("x", fn, 1, 1, kind="efficiency")
+    res = bench.run_bench(row, [Impl("stdlib"), Impl("cmultiprocessing")], 3,
+                          False, 60)
+    # the median of the samples' efficiencies, not median ideal / median
+    # time (which would say 50% for the stdlib)
+    assert bench.fmt_value(row, res["stdlib"]) == "60%"
+    assert bench.fmt_value(row, res["cmultiprocessing"]) == "70%"
+    assert abs(bench.ratio(res) - 70 / 60) < 1e-9
 
 
 def test_sibling_sees_a_patched_attribute(monkeypatch):
