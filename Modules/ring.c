@@ -105,14 +105,24 @@ cmp_ring_on(const cmp_ring *r)
 }
 
 /* The waking side of the protocol at the top of this file, after the
-   position moved and a full fence, with w the futex word read then: move
-   the epoch on and wake its sleepers, if any were announced.  (A failed
-   swap: another waker moved it on and woke them.) */
+   position moved and a full fence, with w the futex word read then and
+   its bit set: move the epoch on and wake its sleepers.  (A failed swap:
+   another waker moved it on and woke them.) */
 static void
 wake_epoch(uint32_t *seq, uint32_t w)
 {
-    if ((w & 1u) != 0 && cmp_atomic_swap32(seq, w, (w & ~1u) + 2u)) {
+    if (cmp_atomic_swap32(seq, w, (w & ~1u) + 2u)) {
         cmp_addr_wake(seq);
+    }
+}
+
+static void
+wake_readers(cmp_ring *r)
+{
+    cmp_atomic_fence();
+    uint32_t w = cmp_atomic_load32(&r->h->data_seq);
+    if ((w & 1u) != 0) {
+        wake_epoch(&r->h->data_seq, w);
     }
 }
 
@@ -172,8 +182,7 @@ cmp_ring_writev(cmp_ring *r, const cmp_iobuf *pieces, int count, size_t *sent)
     }
     cmp_atomic_store64(&h->tail, pos);
     *sent = (size_t)(pos - tail);
-    cmp_atomic_fence();
-    wake_epoch(&h->data_seq, cmp_atomic_load32(&h->data_seq));
+    wake_readers(r);
     return 0;
 }
 
