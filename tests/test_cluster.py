@@ -367,6 +367,40 @@ def test_work_waits_for_workers_that_join_later(tmp_path):
 
 
 @needs_dask
+def test_wait_for_workers_waits_for_the_pool_s_runners(tmp_path):
+    # a pool made while the scheduler knew one worker: wait_for_workers(2)
+    # returns once the second has the pool's runner, and the next map is
+    # shared by both at once (client.wait_for_workers() only says that
+    # the scheduler knows the worker: the pool may not have asked yet)
+    sched_file, procs = _start_scheduler(tmp_path)
+    try:
+        p = cluster.Pool(client=_address(sched_file))
+        try:
+            p.wait_for_workers(1, timeout=LONG)
+            with pytest.raises(TimeoutError, match="only 1 of the 2"):
+                p.wait_for_workers(2, timeout=0.3)
+            with pytest.raises(ValueError):
+                p.wait_for_workers(0)
+            with pytest.raises(ValueError):
+                p.wait_for_workers(1, timeout=-1)
+            procs.append(_start_worker(sched_file))
+            p.wait_for_workers(2, timeout=LONG)
+            assert sum(s.ready for s in p._engine.slots.values()) == 2
+            # two slow tasks, one a worker: both at once, on both
+            pids = p.map(slow_pid, [1.0, 1.0], 1)
+            assert len(set(pids)) == 2
+        finally:
+            p.terminate()
+            p.join()
+        with pytest.raises(ValueError):
+            p.wait_for_workers(1)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+@needs_dask
 def test_the_pool_leaves_no_runner_behind(dask_client):
     # the pool's actors (one a worker) are released when it ends, on a
     # cluster it did not start: the scheduler and the workers forget them

@@ -40,7 +40,7 @@ CLIENT = textwrap.dedent("""
 
     if __name__ == "__main__":
         with Pool(client=sys.argv[1]) as pool:
-            pool.client.wait_for_workers(2, timeout=60)
+            pool.wait_for_workers(2, timeout=60)
             out = pool.map(where, range(2000), 50)
             lazy = list(pool.imap(where, range(40), 4))
         print(json.dumps({"squares": [v for v, _ in out + lazy],

@@ -29,7 +29,9 @@ How the Pool's work reaches the workers:
   it and its own to the client every 2 ms, and a gather asks the
   scheduler where the data is before fetching it).  The pool asks the
   scheduler for its workers every _REFRESH_SECONDS while it has work, and
-  starts runners on the new ones.
+  starts runners on the new ones; `pool.wait_for_workers(n)` waits until
+  n workers have the pool's runner started (a short map right after
+  `client.wait_for_workers(n)` may all go to the workers the pool knew).
 * Tasks wait in the pool's queue, and each free worker thread gets one
   call: a batch of the queued tasks, the queue shared evenly among the
   free threads.  A batch returns after the task that ends _BATCH_SECONDS
@@ -110,6 +112,8 @@ _WATCH_SECONDS = 0.5
 # on, and before the first work that comes after this long (a round trip
 # to the scheduler, 2-5 ms here, for a map after an idle second).
 _REFRESH_SECONDS = 1.0
+# How often Pool.wait_for_workers() asks the scheduler.
+_WAIT_SECONDS = 0.1
 # How long that first work waits for the runners of new workers to start.
 _FIRST_SECONDS = 1.0
 # How long a runner may take to start on a worker before the pool gives up
@@ -359,6 +363,40 @@ class _Engine(object):
             if address not in self.slots and address not in self.refused:
                 self._start_runner(address, n)
         self.known_nthreads = max(1, sum(nthreads.values()))
+
+    async def _wait_for_workers(self, n_workers, timeout):
+        """Until n_workers workers have the pool's runner started (asking
+        the scheduler every _WAIT_SECONDS), or TimeoutError after timeout
+        seconds; then the queued work is shared among them."""
+        import asyncio
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.lost is not None:
+                raise self.lost
+            if self.halted:
+                raise ValueError("Pool not running")
+            await self._refresh()
+            starters = [s.starter for s in list(self.slots.values())
+                        if s.starter is not None]
+            left = None if deadline is None else \
+                max(0.0, deadline - time.monotonic())
+            if starters and left != 0.0:
+                await asyncio.wait(starters, timeout=left)
+            ready = sum(1 for s in self.slots.values() if s.ready)
+            if ready >= n_workers:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                refused = ''
+                if self.refused:
+                    address, why = next(iter(self.refused.items()))
+                    refused = '; %d refused the runner (%s: %s: %s)' % (
+                        len(self.refused), address, type(why).__name__, why)
+                raise TimeoutError(
+                    'only %d of the %d workers asked for were running the '
+                    'pool\'s runner after %s s%s' % (ready, n_workers,
+                                                     timeout, refused))
+            await asyncio.sleep(_WAIT_SECONDS)
+        self._pump()
 
     def _start_runner(self, address, nthreads):
         import asyncio
@@ -813,6 +851,25 @@ class Pool(_PoolFacade):
         address = self._engine.address if self._engine else None
         return (f'<{kind.__module__}.{kind.__qualname__} '
                 f'state={self._state} scheduler={address}>')
+
+    def wait_for_workers(self, n_workers, timeout=None):
+        """Wait until n_workers of the cluster's workers are ready to run
+        the pool's tasks (each has the pool's runner started), or raise
+        TimeoutError after timeout seconds.  `client.wait_for_workers()`
+        says the scheduler knows them; the pool learns of a worker when it
+        next asks the scheduler (before work that comes after an idle
+        second, and every half second while it has work), so a short map
+        right after it may all go to the workers the pool knew."""
+        self._check_running()
+        if isinstance(n_workers, bool) or not isinstance(n_workers, int) \
+                or n_workers < 1:
+            raise ValueError('n_workers must be a positive integer, not %r'
+                             % (n_workers,))
+        if timeout is not None and not timeout >= 0:
+            raise ValueError('timeout must be None or >= 0, not %r'
+                             % (timeout,))
+        self._engine.client.sync(self._engine._wait_for_workers, n_workers,
+                                 timeout)
 
     def _check_running(self):
         super()._check_running()
