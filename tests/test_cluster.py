@@ -401,6 +401,33 @@ def test_wait_for_workers_waits_for_the_pool_s_runners(tmp_path):
 
 
 @needs_dask
+def test_the_first_work_goes_to_the_workers_the_client_waited_for(
+        tmp_path, monkeypatch):
+    # a pool made on one worker, a second worker, client.wait_for_workers(2)
+    # and at once a map: the pool asks the scheduler before its first work
+    # (with the once-a-second asking turned off here, so that only that
+    # rule can find the second worker before the map goes out)
+    monkeypatch.setattr(cluster, "_REFRESH_SECONDS", 1e9)
+    sched_file, procs = _start_scheduler(tmp_path)
+    try:
+        p = cluster.Pool(client=_address(sched_file))
+        try:
+            p.client.wait_for_workers(1, timeout=LONG)
+            assert len(p._engine.slots) <= 1
+            procs.append(_start_worker(sched_file))
+            p.client.wait_for_workers(2, timeout=LONG)
+            pids = p.map_async(slow_pid, [1.0, 1.0], 1).get(LONG)
+            assert len(set(pids)) == 2
+        finally:
+            p.terminate()
+            p.join()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+@needs_dask
 def test_the_pool_leaves_no_runner_behind(dask_client):
     # the pool's actors (one a worker) are released when it ends, on a
     # cluster it did not start: the scheduler and the workers forget them

@@ -28,10 +28,10 @@ How the Pool's work reaches the workers:
   a map here: its stream to a worker flushes every 5 ms, the worker's to
   it and its own to the client every 2 ms, and a gather asks the
   scheduler where the data is before fetching it).  The pool asks the
-  scheduler for its workers every _REFRESH_SECONDS while it has work, and
-  starts runners on the new ones; `pool.wait_for_workers(n)` waits until
-  n workers have the pool's runner started (a short map right after
-  `client.wait_for_workers(n)` may all go to the workers the pool knew).
+  scheduler for its workers (and starts runners on the new ones) every
+  _REFRESH_SECONDS while it has work, before its first work, and before
+  work that follows an idle second; `pool.wait_for_workers(n)` waits
+  until n workers have the pool's runner started.
 * Tasks wait in the pool's queue, and each free worker thread gets one
   call: a batch of the queued tasks, the queue shared evenly among the
   free threads.  A batch returns after the task that ends _BATCH_SECONDS
@@ -315,6 +315,7 @@ class _Engine(object):
         self.watcher = None                 # the _watch task, while busy
         self.refreshing = None              # a _refresh_first task
         self.refreshed = -_REFRESH_SECONDS  # when workers were last asked
+        self.worked = False                 # work has come (see _pump)
         self.done = queue.SimpleQueue()     # ([_Task], [blob or outcome])
         self.halted = False
         self.lost = None                    # the ClusterLostError, once
@@ -505,16 +506,20 @@ class _Engine(object):
         that has seen a worker die goes alone, so that only it is blamed if
         it kills the next one too).  Work that comes to a pool that has not
         asked for its workers for _REFRESH_SECONDS (an idle pool: a busy
-        one asks every half of that) waits for the answer first, so that it
-        is shared among the workers that joined meanwhile."""
+        one asks every half of that), and the pool's first work, wait for
+        the answer first, so that it is shared among the workers that
+        joined meanwhile (a pool made, then client.wait_for_workers(n),
+        then a map: the map goes to the n)."""
         import asyncio
         with self.lock:
             self.woken = False
             if self.halted or self.lost is not None or \
                     self.refreshing is not None:
                 return
-            if self.queue and \
-                    time.monotonic() - self.refreshed > _REFRESH_SECONDS:
+            if self.queue and (
+                    not self.worked or
+                    time.monotonic() - self.refreshed > _REFRESH_SECONDS):
+                self.worked = True
                 self.refreshing = asyncio.ensure_future(
                     self._refresh_first())
                 return
@@ -857,9 +862,10 @@ class Pool(_PoolFacade):
         the pool's tasks (each has the pool's runner started), or raise
         TimeoutError after timeout seconds.  `client.wait_for_workers()`
         says the scheduler knows them; the pool learns of a worker when it
-        next asks the scheduler (before work that comes after an idle
-        second, and every half second while it has work), so a short map
-        right after it may all go to the workers the pool knew."""
+        next asks the scheduler (before its first work, before work that
+        comes after an idle second, and every half second while it has
+        work), so work that comes sooner after a worker joined may all go
+        to the workers the pool knew."""
         self._check_running()
         if isinstance(n_workers, bool) or not isinstance(n_workers, int) \
                 or n_workers < 1:
