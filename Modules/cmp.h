@@ -154,6 +154,13 @@ PyObject *cmp_list_of(Py_ssize_t n,
                       PyObject *(*item)(const void *ctx, Py_ssize_t i),
                       const void *ctx);
 
+/* ---- connection.c: shared with the queue ------------------------------ */
+
+/* When `method` is a Connection's own bound fileno(): its handle, without
+   the call (1), or OSError "handle is closed" as fileno() raises (-1);
+   0 for any other callable. */
+int cmp_conn_bound_handle(PyObject *method, cmp_handle_t *out);
+
 /* ---- shmem.c: shared with heap.c ------------------------------------- */
 
 /* The buffer protocol over the whole of a mapping (a shared-memory

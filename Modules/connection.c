@@ -528,6 +528,25 @@ Conn_fileno(ConnObject *self, PyObject *Py_UNUSED(ignored))
     return cmp_handle_to_int(self->fd);
 }
 
+/* See cmp.h. */
+int
+cmp_conn_bound_handle(PyObject *method, cmp_handle_t *out)
+{
+    if (!PyCFunction_Check(method) ||
+        PyCFunction_GetFunction(method) !=
+            (PyCFunction)(void (*)(void))Conn_fileno) {
+        return 0;
+    }
+    /* (a method of Connection's table is bound to its instances only) */
+    ConnObject *self = (ConnObject *)PyCFunction_GetSelf(method);
+    if (CONN_CLOSED(self)) {
+        PyErr_SetString(PyExc_OSError, "handle is closed");
+        return -1;
+    }
+    *out = self->fd;
+    return 1;
+}
+
 static PyObject *
 Conn_close(ConnObject *self, PyObject *Py_UNUSED(ignored))
 {

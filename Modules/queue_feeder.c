@@ -95,6 +95,10 @@ queue_release_keeping_error(PyObject *release)
 int
 queue_conn_handle(PyObject *fileno, cmp_handle_t *out)
 {
+    int native = cmp_conn_bound_handle(fileno, out);
+    if (native != 0) {
+        return native < 0 ? -1 : 0;
+    }
     PyObject *r = PyObject_CallNoArgs(fileno);
     if (r == NULL) {
         return -1;

@@ -213,6 +213,27 @@ def test_broken_pipe_is_reported_or_ignored():
         assert RecordingQueue.reported == []
 
 
+def test_a_closed_pipe_end_fails_as_its_fileno_does():
+    # the queue reads its pipe's handle straight from its own Connection
+    # (no fileno() call): a closed end still fails with fileno()'s
+    # OSError, on the reading side at every form of get(), and on the
+    # writing side through the feeder-error hook
+    q = recording_queue()
+    with closing(q):
+        q.put(1)
+        q._reader.close()
+        for get in (lambda: q.get(), lambda: q.get(timeout=SHORT),
+                    lambda: q.get(False), lambda: q.get_many(
+                        max_messages_to_get=2)):
+            with pytest.raises(OSError, match="handle is closed"):
+                get()
+    q = recording_queue()
+    with closing(q):
+        q._writer.close()
+        q.put("x")
+    assert [(t, o) for t, o in RecordingQueue.reported] == [(OSError, "x")]
+
+
 # --------------------------------------------------------------------------
 # sizes, timeouts, close
 
