@@ -156,10 +156,13 @@ PyObject *cmp_list_of(Py_ssize_t n,
 
 /* ---- connection.c: shared with the queue ------------------------------ */
 
-/* When `method` is a Connection's own bound fileno(): its handle, without
-   the call (1), or OSError "handle is closed" as fileno() raises (-1);
-   0 for any other callable. */
-int cmp_conn_bound_handle(PyObject *method, cmp_handle_t *out);
+/* The Connection `method` is bound to when it is a Connection's own
+   fileno() (borrowed: the method keeps it alive), else NULL. */
+PyObject *cmp_conn_of_fileno(PyObject *method);
+
+/* That Connection's handle, without a call (0), or OSError "handle is
+   closed" as fileno() raises (-1). */
+int cmp_conn_handle(PyObject *conn, cmp_handle_t *out);
 
 /* ---- shmem.c: shared with heap.c ------------------------------------- */
 

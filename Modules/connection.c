@@ -529,22 +529,29 @@ Conn_fileno(ConnObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 /* See cmp.h. */
-int
-cmp_conn_bound_handle(PyObject *method, cmp_handle_t *out)
+PyObject *
+cmp_conn_of_fileno(PyObject *method)
 {
     if (!PyCFunction_Check(method) ||
         PyCFunction_GetFunction(method) !=
             (PyCFunction)(void (*)(void))Conn_fileno) {
-        return 0;
+        return NULL;
     }
     /* (a method of Connection's table is bound to its instances only) */
-    ConnObject *self = (ConnObject *)PyCFunction_GetSelf(method);
+    return PyCFunction_GetSelf(method);
+}
+
+/* See cmp.h. */
+int
+cmp_conn_handle(PyObject *conn, cmp_handle_t *out)
+{
+    ConnObject *self = (ConnObject *)conn;
     if (CONN_CLOSED(self)) {
         PyErr_SetString(PyExc_OSError, "handle is closed");
         return -1;
     }
     *out = self->fd;
-    return 1;
+    return 0;
 }
 
 static PyObject *

@@ -86,11 +86,11 @@ queue_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(q->feed);
     Py_VISIT(q->reader);
-    Py_VISIT(q->r_fileno);
-    Py_VISIT(q->rl_acquire);
-    Py_VISIT(q->rl_release);
-    Py_VISIT(q->sem_acquire);
-    Py_VISIT(q->sem_release);
+    Py_VISIT(q->r.fileno);
+    Py_VISIT(q->rl.acquire);
+    Py_VISIT(q->rl.release);
+    Py_VISIT(q->sem.acquire);
+    Py_VISIT(q->sem.release);
     Py_VISIT(q->dumps);
     Py_VISIT(q->loads);
     Py_VISIT(q->kept);
@@ -103,11 +103,10 @@ queue_clear(PyObject *op)
     QueueObject *q = (QueueObject *)op;
     Py_CLEAR(q->feed);
     Py_CLEAR(q->reader);
-    Py_CLEAR(q->r_fileno);
-    Py_CLEAR(q->rl_acquire);
-    Py_CLEAR(q->rl_release);
-    Py_CLEAR(q->sem_acquire);
-    Py_CLEAR(q->sem_release);
+    q->r.native = NULL;
+    Py_CLEAR(q->r.fileno);
+    qlock_clear(&q->rl);
+    qlock_clear(&q->sem);
     Py_CLEAR(q->dumps);
     Py_CLEAR(q->loads);
     Py_CLEAR(q->kept);
@@ -161,11 +160,11 @@ give_room(QueueObject *q, Py_ssize_t n, int keep_error)
         cmp_ring_count_gets(&q->shm.ring, n);
         return 0;
     }
-    for (Py_ssize_t i = 0; q->sem_release != NULL && i < n; i++) {
+    for (Py_ssize_t i = 0; q->sem.release != NULL && i < n; i++) {
         if (keep_error) {
-            queue_release_keeping_error(q->sem_release);
+            qlock_give_keeping_error(&q->sem);
         }
-        else if (queue_call_release(q->sem_release) < 0) {
+        else if (qlock_give(&q->sem) < 0) {
             return -1;
         }
     }
@@ -228,7 +227,7 @@ grow_pipe_for(QueueObject *q, const qframe *f)
     }
     q->pipe_grown = 1;
     cmp_handle_t h;
-    if (queue_conn_handle(fd->w_fileno, &h) < 0) {
+    if (qconn_handle(&fd->w, &h) < 0) {
         /* a closed writer: the write that follows reports it */
         PyErr_Clear();
         return;
@@ -329,15 +328,15 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
     grow_pipe_for(q, f);
     if (fd->count == 0) {
         int locked = 1;
-        if (fd->wl_acquire != NULL) {
-            locked = queue_call_acquire(fd->wl_acquire, 0, NULL);
+        if (fd->wl.acquire != NULL) {
+            locked = qlock_take(&fd->wl, 0, NULL);
             if (locked == 0 && q->shm.attached && cmp_ring_on(&q->shm.ring)) {
                 /* Another producer writes into the ring: for a copy, as a
                    rule.  Wait for it a little rather than go through the
                    feeder thread, which grows its buffer and hands the GIL
                    over for each batch (2+2 producers and consumers made
                    about the same rate either way, 1.8-2.0M msgs/s). */
-                locked = queue_take_briefly(fd->wl_acquire, queue_put_wait());
+                locked = qlock_take_briefly(&fd->wl, queue_put_wait());
             }
             if (locked < 0) {
                 goto fail_release_sem;
@@ -348,8 +347,7 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
              (fd->wrec != NULL && cmp_atomic_load64(&fd->wrec->state) != 0))) {
             /* another thread queued frames while we took the lock, or the
                stream waits to be settled (the feeder waits for that) */
-            if (fd->wl_release != NULL &&
-                queue_call_release(fd->wl_release) < 0) {
+            if (fd->wl.release != NULL && qlock_give(&fd->wl) < 0) {
                 goto fail_release_sem;
             }
             locked = 0;
@@ -360,7 +358,7 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
             cmp_iobuf pieces[3];
             unsigned char scratch[29];
             int rc = 0;
-            if (queue_conn_handle(fd->w_fileno, &h) < 0) {
+            if (qconn_handle(&fd->w, &h) < 0) {
                 rc = -1;
             }
             else {
@@ -400,11 +398,11 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
                 }
             }
             if (rc < 0 || done == 0 || (Py_ssize_t)done == qframe_total(f)) {
-                if (fd->wl_release != NULL) {
+                if (fd->wl.release != NULL) {
                     if (rc < 0) {
-                        queue_release_keeping_error(fd->wl_release);
+                        qlock_give_keeping_error(&fd->wl);
                     }
-                    else if (queue_call_release(fd->wl_release) < 0) {
+                    else if (qlock_give(&fd->wl) < 0) {
                         goto fail_release_sem;
                     }
                 }
@@ -421,7 +419,7 @@ send_frame(QueueObject *q, PyObject *obj, qframe *f)
                 /* part of a long frame went in: the feeder finishes it
                    and releases the writer lock */
                 f->done = (Py_ssize_t)done;
-                f->holds_wlock = fd->wl_acquire != NULL;
+                f->holds_wlock = fd->wl.acquire != NULL;
             }
         }
     }
@@ -473,14 +471,14 @@ reserve_room(QueueObject *q, PyObject *block_obj, PyObject *timeout)
         cmp_ring_count_puts(&q->shm.ring, 1);
         return 0;
     }
-    if (q->sem_acquire == NULL) {
+    if (q->sem.acquire == NULL) {
         return 0;
     }
     int block = 1;
     if (cmp_arg_bool(block_obj, 1, &block) < 0) {
         return -1;
     }
-    int got = queue_call_acquire(q->sem_acquire, block, timeout);
+    int got = qlock_take(&q->sem, block, timeout);
     if (got == 0) {
         raise_queue_exception(q->st, 1);
     }
@@ -541,7 +539,7 @@ reader_wire(QueueObject *q, cmp_wire *w)
     w->stalled = q->wrec != NULL ? qrobust_stalled : NULL;
     w->stalled_ctx = q;
     w->ring = qring_get(&q->shm);
-    return queue_conn_handle(q->r_fileno, &w->fd);
+    return qconn_handle(&q->r, &w->fd);
 }
 
 /* Read one message while holding the reader lock: 0 with *obj, or with
@@ -632,13 +630,13 @@ get_begin(QueueObject *q, PyObject *block_obj, PyObject *timeout)
         timeout = Py_None;
     }
     if (block && timeout == Py_None) {
-        return queue_call_acquire(q->rl_acquire, 1, NULL) < 0 ? -1 : 0;
+        return qlock_take(&q->rl, 1, NULL) < 0 ? -1 : 0;
     }
     cmp_deadline deadline = cmp_deadline_in(1, 0.0);
     if (block && cmp_deadline_parse(timeout, &deadline) < 0) {
         return -1;
     }
-    int got = queue_call_acquire(q->rl_acquire, block, block ? timeout : NULL);
+    int got = qlock_take(&q->rl, block, block ? timeout : NULL);
     if (got <= 0) {
         if (got == 0) {
             raise_queue_exception(q->st, 0);
@@ -656,7 +654,7 @@ get_begin(QueueObject *q, PyObject *block_obj, PyObject *timeout)
         if (ready == 0) {
             raise_queue_exception(q->st, 0);
         }
-        queue_release_keeping_error(q->rl_release);
+        qlock_give_keeping_error(&q->rl);
         return -1;
     }
     return 0;
@@ -676,10 +674,10 @@ queue_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     }
     PyObject *obj, *payload;
     if (receive_locked(q, &obj, &payload) < 0) {
-        queue_release_keeping_error(q->rl_release);
+        qlock_give_keeping_error(&q->rl);
         return NULL;
     }
-    if (queue_call_release(q->rl_release) < 0 || give_room(q, 1, 0) < 0) {
+    if (qlock_give(&q->rl) < 0 || give_room(q, 1, 0) < 0) {
         Py_XDECREF(obj);
         Py_XDECREF(payload);
         return NULL;
@@ -762,10 +760,10 @@ queue_get_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         rc = 0;
     }
     if (rc < 0) {
-        queue_release_keeping_error(q->rl_release);
+        qlock_give_keeping_error(&q->rl);
         goto fail;
     }
-    if (queue_call_release(q->rl_release) < 0) {
+    if (qlock_give(&q->rl) < 0) {
         goto fail;
     }
     if (give_room(q, PyList_GET_SIZE(out), 0) < 0) {
@@ -979,7 +977,7 @@ queue_ring_move(PyObject *op, PyObject *Py_UNUSED(ignored))
         return q->shm.attached ? NULL : PyLong_FromLong(0);
     }
     cmp_handle_t h;
-    if (queue_conn_handle(q->feed->w_fileno, &h) < 0) {
+    if (qconn_handle(&q->feed->w, &h) < 0) {
         return NULL;
     }
     cmp_ring *r = &q->shm.ring;
@@ -1042,15 +1040,14 @@ simple_put(PyObject *op, PyObject *obj)
         return NULL;
     }
     grow_pipe_for(q, &f);
-    if (fd->wl_acquire != NULL &&
-        queue_call_acquire(fd->wl_acquire, 1, NULL) < 0) {
+    if (fd->wl.acquire != NULL && qlock_take(&fd->wl, 1, NULL) < 0) {
         qframe_clear(&f);
         return NULL;
     }
     cmp_handle_t h;
     int rc = qrobust_write_settle(fd->wrec);
     if (rc == 0) {
-        rc = queue_conn_handle(fd->w_fileno, &h);
+        rc = qconn_handle(&fd->w, &h);
     }
     if (rc == 0) {
         if (qframe_total(&f) > QUEUE_ATOMIC_WRITE) {
@@ -1062,11 +1059,11 @@ simple_put(PyObject *op, PyObject *obj)
         }
     }
     qframe_clear(&f);
-    if (fd->wl_release != NULL) {
+    if (fd->wl.release != NULL) {
         if (rc < 0) {
-            queue_release_keeping_error(fd->wl_release);
+            qlock_give_keeping_error(&fd->wl);
         }
-        else if (queue_call_release(fd->wl_release) < 0) {
+        else if (qlock_give(&fd->wl) < 0) {
             return NULL;
         }
     }
@@ -1083,15 +1080,15 @@ simple_get(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (queue_ready(q) < 0) {
         return NULL;
     }
-    if (queue_call_acquire(q->rl_acquire, 1, NULL) < 0) {
+    if (qlock_take(&q->rl, 1, NULL) < 0) {
         return NULL;
     }
     PyObject *obj, *payload;
     if (receive_locked(q, &obj, &payload) < 0) {
-        queue_release_keeping_error(q->rl_release);
+        qlock_give_keeping_error(&q->rl);
         return NULL;
     }
-    if (queue_call_release(q->rl_release) < 0) {
+    if (qlock_give(&q->rl) < 0) {
         Py_XDECREF(obj);
         Py_XDECREF(payload);
         return NULL;
@@ -1100,25 +1097,6 @@ simple_get(PyObject *op, PyObject *Py_UNUSED(ignored))
 }
 
 /* ---- set-up ---- */
-
-static int
-bound_pair(PyObject *lock, PyObject **acquire, PyObject **release)
-{
-    *acquire = *release = NULL;
-    if (lock == Py_None) {
-        return 0;
-    }
-    *acquire = PyObject_GetAttrString(lock, "acquire");
-    if (*acquire == NULL) {
-        return -1;
-    }
-    *release = PyObject_GetAttrString(lock, "release");
-    if (*release == NULL) {
-        Py_CLEAR(*acquire);
-        return -1;
-    }
-    return 0;
-}
 
 /* _bind(reader, writer, rlock, wlock, sem, dumps, loads, pickler=None):
    (re)connect the native part to the queue's pipe, locks and pickler.
@@ -1178,22 +1156,20 @@ queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                         "_bind(): the pickler must be a class or None");
         return NULL;
     }
-    PyObject *rl_a = NULL, *rl_r = NULL, *sem_a = NULL, *sem_r = NULL;
-    PyObject *r_fileno = NULL, *kept = NULL;
+    qlock rl = {0}, sem = {0};
+    qconn r = {0};
+    PyObject *kept = NULL;
     FeedObject *fd = (FeedObject *)PyObject_CallNoArgs(q->st->QueueFeed_type);
     if (fd == NULL) {
         return NULL;
     }
-    if (bound_pair(a[RLOCK], &rl_a, &rl_r) < 0 ||
-        bound_pair(a[SEM], &sem_a, &sem_r) < 0 ||
-        bound_pair(a[WLOCK], &fd->wl_acquire, &fd->wl_release) < 0) {
+    if (qlock_bind(&rl, a[RLOCK]) < 0 || qlock_bind(&sem, a[SEM]) < 0 ||
+        qlock_bind(&fd->wl, a[WLOCK]) < 0) {
         goto error;
     }
     fd->writer = Py_NewRef(a[WRITER]);
-    fd->w_fileno = PyObject_GetAttrString(a[WRITER], "fileno");
-    r_fileno = PyObject_GetAttrString(a[READER], "fileno");
     PyObject *ring = a[RING] != NULL ? a[RING] : Py_None;
-    if (fd->w_fileno == NULL || r_fileno == NULL ||
+    if (qconn_bind(&fd->w, a[WRITER]) < 0 || qconn_bind(&r, a[READER]) < 0 ||
         cmp_pickler_make(q->st, pickler_cls, &kept) < 0 ||
         qring_attach(&fd->shm, ring) < 0 || qring_attach(&q->shm, ring) < 0) {
         goto error;
@@ -1210,11 +1186,16 @@ queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
                                : CMP_SEM_NONE;
     Py_XSETREF(q->feed, fd);
     Py_XSETREF(q->reader, Py_NewRef(a[READER]));
-    Py_XSETREF(q->r_fileno, r_fileno);
-    Py_XSETREF(q->rl_acquire, rl_a);
-    Py_XSETREF(q->rl_release, rl_r);
-    Py_XSETREF(q->sem_acquire, sem_a);
-    Py_XSETREF(q->sem_release, sem_r);
+    /* (the new ones in place before the old ones go: releasing those
+       may run code that uses the queue) */
+    qconn old_r = q->r;
+    qlock old_rl = q->rl, old_sem = q->sem;
+    q->r = r;
+    q->rl = rl;
+    q->sem = sem;
+    Py_XDECREF(old_r.fileno);
+    qlock_clear(&old_rl);
+    qlock_clear(&old_sem);
     q->counted = fd->counted = counted && q->shm.attached;
     Py_XSETREF(q->dumps, Py_NewRef(a[DUMPS]));
     Py_XSETREF(q->loads, Py_NewRef(a[LOADS]));
@@ -1222,11 +1203,9 @@ queue_bind(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     Py_RETURN_NONE;
 
 error:
-    Py_XDECREF(rl_a);
-    Py_XDECREF(rl_r);
-    Py_XDECREF(sem_a);
-    Py_XDECREF(sem_r);
-    Py_XDECREF(r_fileno);
+    qlock_clear(&rl);
+    qlock_clear(&sem);
+    Py_XDECREF(r.fileno);
     Py_XDECREF(kept);
     Py_DECREF(fd);
     return NULL;

@@ -21,6 +21,7 @@
 #include "cmp.h"
 #include "frame.h"
 #include "robust.h"
+#include "semlock.h"
 #include "spin.h"
 
 /* A queue's ring (ring.h) as a process holds it: the mapping stays
@@ -130,15 +131,32 @@ int qcodec_read(cmp_wire *w, PyObject **obj, PyObject **payload);
 
 /* ---- queue_feeder.c ---- */
 
+/* One of the queue's locks as the queue calls it: the lock's bound
+   acquire and release, and, where they are the package's own SemLock's
+   methods, that SemLock (borrowed from the method), called without the
+   methods -- resolved once, by qlock_bind(), rather than at every call. */
+typedef struct {
+    PyObject *acquire, *release; /* NULL: no such lock */
+    SemLockObject *take, *give;  /* their native SemLock, or NULL */
+} qlock;
+
+/* A pipe end as the queue reads its handle: its bound fileno(), and the
+   Connection itself (borrowed from the method) where that is the
+   package's own Connection.fileno. */
+typedef struct {
+    PyObject *fileno;
+    PyObject *native;
+} qconn;
+
 typedef struct {
     PyObject_HEAD
     qframe *ring; /* circular, `cap` slots, `count` used from `first` */
     Py_ssize_t cap, first, count;
     PyObject *writer; /* Connection */
-    PyObject *w_fileno; /* its bound fileno */
-    PyObject *wl_acquire, *wl_release; /* NULL: no writer lock */
+    qconn w;  /* its handle */
+    qlock wl; /* the writer lock; wl.acquire NULL: none */
     cmp_owner_rec *wrec; /* the writer lock's owner record, or NULL
-                            (queue_robust.c; alive with wl_acquire) */
+                            (queue_robust.c; alive with wl.acquire) */
     PyObject *failed_obj; /* object of the frame the last error dropped */
     PyThread_type_lock wake;
     /* Hand-over of the GIL from a thread that puts to the feeder: the
@@ -158,15 +176,23 @@ typedef struct {
     int counted; /* the queue counts its messages in the ring */
 } FeedObject;
 
-/* Call a bound acquire(block[, timeout]); 1 acquired, 0 not, -1 error. */
-int queue_call_acquire(PyObject *acquire, int block, PyObject *timeout);
-int queue_call_release(PyObject *release);
+/* *l from a lock object's acquire and release (None: no lock; *l is
+   left empty).  0, or -1 with an exception set (*l left empty). */
+int qlock_bind(qlock *l, PyObject *lock);
+void qlock_clear(qlock *l);
+/* acquire(block[, timeout]); 1 acquired, 0 not, -1 error. */
+int qlock_take(const qlock *l, int block, PyObject *timeout);
 /* Acquire, waiting at most `seconds`: 1, 0 or -1. */
-int queue_take_briefly(PyObject *acquire, double seconds);
-/* Release with an exception pending: keep the first exception. */
-void queue_release_keeping_error(PyObject *release);
-/* The handle behind a Connection, from its bound fileno(). */
-int queue_conn_handle(PyObject *fileno, cmp_handle_t *out);
+int qlock_take_briefly(const qlock *l, double seconds);
+/* release(): 0 or -1. */
+int qlock_give(const qlock *l);
+/* release() with an exception pending: keep the first exception. */
+void qlock_give_keeping_error(const qlock *l);
+/* *c from a Connection (or anything with fileno()): 0 or -1. */
+int qconn_bind(qconn *c, PyObject *conn);
+/* The handle behind it now (a closed Connection raises, as the stdlib's
+   does): 0 or -1. */
+int qconn_handle(const qconn *c, cmp_handle_t *out);
 
 int feed_push(FeedObject *fd, qframe *f);
 void feed_hand_over(FeedObject *fd);
@@ -179,15 +205,15 @@ typedef struct {
     cmp_state *st;
     FeedObject *feed;
     PyObject *reader; /* Connection */
-    PyObject *r_fileno; /* its bound fileno */
-    PyObject *rl_acquire, *rl_release;
+    qconn r;  /* its handle */
+    qlock rl; /* the reader lock */
     /* The locks' owner records, or NULL (queue_robust.c): the reader's
        (bytes of a message left to read) and the writers' (whether the
        stream may be cut), with the writer lock's semaphore; alive with
-       rl_acquire and feed->wl_acquire. */
+       rl.acquire and feed->wl.acquire. */
     cmp_owner_rec *rrec, *wrec;
     cmp_sem_t wsem;
-    PyObject *sem_acquire, *sem_release; /* NULL: no size semaphore */
+    qlock sem; /* the size semaphore; sem.acquire NULL: none */
     PyObject *dumps, *loads;
     PyObject *kept; /* the kept ForkingPickler (pickler.c), or NULL */
     int closed, ignore_epipe;
