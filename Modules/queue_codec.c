@@ -220,7 +220,17 @@ int
 qframe_encode(cmp_state *st, PyObject *kept, PyObject *dumps, PyObject *obj,
               qframe *f)
 {
-    memset(f, 0, sizeof(*f));
+    /* every field but the bytes of pre/post and the view, which are set
+       before they are used (has_view says when the view is): a memset of
+       the whole frame, 150 bytes, cost about 5 ns a put */
+    f->npre = f->npost = 0;
+    f->data = NULL;
+    f->ndata = 0;
+    f->owner = NULL;
+    f->has_view = 0;
+    f->holds_wlock = 0;
+    f->obj = NULL;
+    f->done = 0;
     if (encode_direct(obj, f)) {
         return 0;
     }
