@@ -107,6 +107,13 @@ int cmp_wire_read(cmp_wire *w, cmp_iobuf *slots, int count, int flags);
    header. */
 int cmp_wire_read_header(cmp_wire *w, int ext_flags, uint64_t *size);
 
+/* A whole message of at most `cap` bytes that is in a shared wire's ring
+   (in ring mode) now: its header and body taken at once, the body copied
+   into buf, its length into *len: 1.  0 when it is not there whole, or
+   longer, or the wire has no ring (nothing taken: read it with the two
+   calls above).  No wait, no error; the reader lock held. */
+int cmp_wire_take_whole(cmp_wire *w, void *buf, size_t cap, size_t *len);
+
 /* Write every byte of the pieces (the caller keeps them alive; the array
    is consumed): the first try keeps the GIL, the rest waits with the GIL
    released.  0, or -1 with an exception set. */

@@ -428,8 +428,19 @@ int
 qcodec_read(cmp_wire *w, PyObject **obj, PyObject **payload)
 {
     *obj = *payload = NULL;
+    unsigned char small[256];
+    size_t whole;
+    int r;
+    if (cmp_wire_take_whole(w, small, sizeof(small), &whole)) {
+        r = decode_direct(small, (Py_ssize_t)whole, obj);
+        if (r != 0) {
+            return r > 0 ? 0 : -1;
+        }
+        *payload = PyBytes_FromStringAndSize((char *)small, (Py_ssize_t)whole);
+        return *payload == NULL ? -1 : 0;
+    }
     uint64_t n;
-    int r = cmp_wire_read_header(w, CMP_WIRE_STARTED, &n);
+    r = cmp_wire_read_header(w, CMP_WIRE_STARTED, &n);
     if (r < 0) {
         return -1;
     }
@@ -445,7 +456,6 @@ qcodec_read(cmp_wire *w, PyObject **obj, PyObject **payload)
     Py_ssize_t len = (Py_ssize_t)n;
     /* (cmp_wire_read_header marked the message in w->left, for
        queue_robust.c: what a reader taking over would drop) */
-    unsigned char small[256];
     if (len <= (Py_ssize_t)sizeof(small)) {
         cmp_iobuf slot = {small, (size_t)len};
         if (cmp_wire_read(w, &slot, 1, CMP_WIRE_STARTED) < 0) {

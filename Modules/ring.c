@@ -303,6 +303,22 @@ cmp_ring_consume(cmp_ring *r, size_t n)
 }
 
 int
+cmp_ring_take(cmp_ring *r, size_t skip, void *buf, size_t n)
+{
+    const uint64_t head = r->h->head; /* ours: readers hold the lock */
+    if (avail_at(r, head, skip + n) < skip + n) {
+        return 0;
+    }
+    size_t at = (size_t)((head + skip) & (r->cap - 1));
+    size_t run = (size_t)r->cap - at < n ? (size_t)r->cap - at : n;
+    memcpy(buf, r->data + at, run);
+    memcpy((unsigned char *)buf + run, r->data, n - run);
+    cmp_atomic_store64(&r->h->head, head + skip + n);
+    wake_writers(r);
+    return 1;
+}
+
+int
 cmp_ring_frame_whole(cmp_ring *r)
 {
     unsigned char hdr[CMP_FRAME_HEADER_MAX];

@@ -134,6 +134,11 @@ void cmp_ring_leave(cmp_ring *r);
 size_t cmp_ring_peek(cmp_ring *r, void *buf, size_t len);
 void cmp_ring_consume(cmp_ring *r, size_t n);
 
+/* A reader (holding the reader lock) taking `skip` bytes and the n after
+   them, those copied into buf, in one move of the head, when the ring
+   holds them all: 1; else 0, nothing taken.  Wakes sleeping writers. */
+int cmp_ring_take(cmp_ring *r, size_t skip, void *buf, size_t n);
+
 /* A Queue without a maximum size counts its messages here rather than in
    a semaphore (queue.c): put() counts one in, get() one out, each on the
    cache line its side writes anyway, where a semaphore's word went back

@@ -61,6 +61,28 @@ def test_messages_through_the_ring_in_order(kind, method):
     q.close()
 
 
+@pytest.mark.parametrize("kind", ["Queue", "SimpleQueue"])
+def test_small_messages_cut_by_the_ring_s_end_at_every_place(kind):
+    # A small message that is whole in the ring is taken header and body
+    # at once (Modules/frame.c, cmp_wire_take_whole); here such frames
+    # straddle the ring's end at every offset.  Bytes of 6 and 8 take
+    # 15- and 17-byte frames (4 of header, 5 of pickle around the data),
+    # and the ring's 2**18 bytes are 4 more than a multiple of either, so
+    # each lap moves the cut 4 bytes on: 15 (17) laps cut a frame at each
+    # of its offsets, the header's among them.
+    cap = 1 << (RING.bit_length() - 1)
+    q = getattr(cmultiprocessing.get_context("fork"), kind)()
+    for length in (6, 8):
+        frame = 4 + 5 + length
+        for i in range(cap + 2 * frame):     # cap frames: `frame` laps
+            item = bytes([i % 251]) * length
+            q.put(item)
+            got = q.get()
+            if got != item:
+                pytest.fail("message %d: %r for %r" % (i, got, item))
+    q.close()
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_reader_handed_out_moves_the_ring_into_the_pipe(kind):
     q = getattr(cmultiprocessing, kind)()
