@@ -136,3 +136,20 @@ def test_sibling_follows_a_module_replaced_in_sys_modules(monkeypatch):
     monkeypatch.undo()
     assert context._sibling("sharedctypes", "RawValue") is \
         sys.modules[name].RawValue
+
+
+@pytest.mark.timeout(120)
+def test_queue_ops_script_times_both_and_checks_the_order():
+    # benchmarks/bench_queue_ops.py, tiny: both rows printed with their
+    # figures; its sample raises on a message out of order
+    import re
+    import subprocess
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_queue_ops.py"),
+         "--runs", "1", "--batch", "50", "--batches", "2"],
+        capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stderr
+    rows = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r"^(stdlib|cmultiprocessing)\s+([\d.]+) ns", out.stdout, re.M)}
+    assert set(rows) == {"stdlib", "cmultiprocessing"}, out.stdout
+    assert all(v > 0 for v in rows.values())
