@@ -521,11 +521,11 @@ Conn_poll(ConnObject *self, PyObject *const *args, Py_ssize_t nargs,
 static PyObject *
 Conn_fileno(ConnObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (CONN_CLOSED(self)) {
-        PyErr_SetString(PyExc_OSError, "handle is closed");
+    cmp_handle_t h;
+    if (cmp_conn_handle((PyObject *)self, &h) < 0) {
         return NULL;
     }
-    return cmp_handle_to_int(self->fd);
+    return cmp_handle_to_int(h);
 }
 
 /* See cmp.h. */

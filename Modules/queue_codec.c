@@ -424,23 +424,31 @@ read_long_body(cmp_wire *w, Py_ssize_t len, PyObject **obj, PyObject **payload)
     return whole == NULL ? -1 : 0;
 }
 
+/* A message of at most 256 bytes read into buf: decoded directly, or
+   kept as a pickle for the caller (qcodec_read's results). */
+static int
+small_message(const unsigned char *buf, Py_ssize_t len, PyObject **obj,
+              PyObject **payload)
+{
+    int r = decode_direct(buf, len, obj);
+    if (r != 0) {
+        return r > 0 ? 0 : -1;
+    }
+    *payload = PyBytes_FromStringAndSize((const char *)buf, len);
+    return *payload == NULL ? -1 : 0;
+}
+
 int
 qcodec_read(cmp_wire *w, PyObject **obj, PyObject **payload)
 {
     *obj = *payload = NULL;
     unsigned char small[256];
     size_t whole;
-    int r;
     if (cmp_wire_take_whole(w, small, sizeof(small), &whole)) {
-        r = decode_direct(small, (Py_ssize_t)whole, obj);
-        if (r != 0) {
-            return r > 0 ? 0 : -1;
-        }
-        *payload = PyBytes_FromStringAndSize((char *)small, (Py_ssize_t)whole);
-        return *payload == NULL ? -1 : 0;
+        return small_message(small, (Py_ssize_t)whole, obj, payload);
     }
     uint64_t n;
-    r = cmp_wire_read_header(w, CMP_WIRE_STARTED, &n);
+    int r = cmp_wire_read_header(w, CMP_WIRE_STARTED, &n);
     if (r < 0) {
         return -1;
     }
@@ -461,12 +469,7 @@ qcodec_read(cmp_wire *w, PyObject **obj, PyObject **payload)
         if (cmp_wire_read(w, &slot, 1, CMP_WIRE_STARTED) < 0) {
             return -1;
         }
-        r = decode_direct(small, len, obj);
-        if (r != 0) {
-            return r > 0 ? 0 : -1;
-        }
-        *payload = PyBytes_FromStringAndSize((char *)small, len);
-        return *payload == NULL ? -1 : 0;
+        return small_message(small, len, obj, payload);
     }
     if (len >= QUEUE_DIRECT_READ) {
         return read_long_body(w, len, obj, payload);

@@ -282,16 +282,23 @@ cmp_ring_leave(cmp_ring *r)
     cmp_addr_wake(&h->room_seq);
 }
 
+/* Copy n bytes from position pos out (the ring's end cut where it may). */
+static void
+copy_out(const cmp_ring *r, uint64_t pos, void *buf, size_t n)
+{
+    size_t at = (size_t)(pos & (r->cap - 1));
+    size_t run = (size_t)r->cap - at < n ? (size_t)r->cap - at : n;
+    memcpy(buf, r->data + at, run);
+    memcpy((unsigned char *)buf + run, r->data, n - run);
+}
+
 size_t
 cmp_ring_peek(cmp_ring *r, void *buf, size_t len)
 {
     const uint64_t head = r->h->head;
     uint64_t avail = avail_at(r, head, len);
     size_t n = avail < len ? (size_t)avail : len;
-    size_t at = (size_t)(head & (r->cap - 1));
-    size_t run = (size_t)r->cap - at < n ? (size_t)r->cap - at : n;
-    memcpy(buf, r->data + at, run);
-    memcpy((unsigned char *)buf + run, r->data, n - run);
+    copy_out(r, head, buf, n);
     return n;
 }
 
@@ -309,10 +316,7 @@ cmp_ring_take(cmp_ring *r, size_t skip, void *buf, size_t n)
     if (avail_at(r, head, skip + n) < skip + n) {
         return 0;
     }
-    size_t at = (size_t)((head + skip) & (r->cap - 1));
-    size_t run = (size_t)r->cap - at < n ? (size_t)r->cap - at : n;
-    memcpy(buf, r->data + at, run);
-    memcpy((unsigned char *)buf + run, r->data, n - run);
+    copy_out(r, head + skip, buf, n);
     cmp_atomic_store64(&r->h->head, head + skip + n);
     wake_writers(r);
     return 1;
