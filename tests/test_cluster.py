@@ -7,6 +7,7 @@ leak check of conftest.py sees no process left behind; each has a time
 limit.  Without dask.distributed they skip, saying so; importing the module
 without Dask is checked everywhere.
 """
+import contextlib
 import os
 import signal
 import subprocess
@@ -345,25 +346,16 @@ def test_a_killer_batched_with_other_tasks_fails_alone(own_cluster):
 def test_work_waits_for_workers_that_join_later(tmp_path):
     # a pool on a scheduler without workers: its tasks wait in its queue,
     # and run when a worker joins (Dask's own tasks wait the same way)
-    sched_file, procs = _start_scheduler(tmp_path, worker=False)
-    try:
-        p = cluster.Pool(client=_address(sched_file))
-        try:
-            assert not p.client.nthreads()
-            res = p.map_async(square, range(10), 3)
-            single = p.apply_async(square, (7,))
-            time.sleep(0.5)
-            assert not res.ready() and not single.ready()
-            procs.append(_start_worker(sched_file))
-            assert res.get(LONG) == [x * x for x in range(10)]
-            assert single.get(LONG) == 49
-        finally:
-            p.terminate()
-            p.join()
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+    with _pool_on_own_scheduler(tmp_path, worker=False) as (
+            p, sched_file, procs):
+        assert not p.client.nthreads()
+        res = p.map_async(square, range(10), 3)
+        single = p.apply_async(square, (7,))
+        time.sleep(0.5)
+        assert not res.ready() and not single.ready()
+        procs.append(_start_worker(sched_file))
+        assert res.get(LONG) == [x * x for x in range(10)]
+        assert single.get(LONG) == 49
 
 
 @needs_dask
@@ -372,32 +364,22 @@ def test_wait_for_workers_waits_for_the_pool_s_runners(tmp_path):
     # returns once the second has the pool's runner, and the next map is
     # shared by both at once (client.wait_for_workers() only says that
     # the scheduler knows the worker: the pool may not have asked yet)
-    sched_file, procs = _start_scheduler(tmp_path)
-    try:
-        p = cluster.Pool(client=_address(sched_file))
-        try:
-            p.wait_for_workers(1, timeout=LONG)
-            with pytest.raises(TimeoutError, match="only 1 of the 2"):
-                p.wait_for_workers(2, timeout=0.3)
-            with pytest.raises(ValueError):
-                p.wait_for_workers(0)
-            with pytest.raises(ValueError):
-                p.wait_for_workers(1, timeout=-1)
-            procs.append(_start_worker(sched_file))
-            p.wait_for_workers(2, timeout=LONG)
-            assert sum(s.ready for s in p._engine.slots.values()) == 2
-            # two slow tasks, one a worker: both at once, on both
-            pids = p.map(slow_pid, [1.0, 1.0], 1)
-            assert len(set(pids)) == 2
-        finally:
-            p.terminate()
-            p.join()
+    with _pool_on_own_scheduler(tmp_path) as (p, sched_file, procs):
+        p.wait_for_workers(1, timeout=LONG)
+        with pytest.raises(TimeoutError, match="only 1 of the 2"):
+            p.wait_for_workers(2, timeout=0.3)
         with pytest.raises(ValueError):
-            p.wait_for_workers(1)
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+            p.wait_for_workers(0)
+        with pytest.raises(ValueError):
+            p.wait_for_workers(1, timeout=-1)
+        procs.append(_start_worker(sched_file))
+        p.wait_for_workers(2, timeout=LONG)
+        assert sum(s.ready for s in p._engine.slots.values()) == 2
+        # two slow tasks, one a worker: both at once, on both
+        pids = p.map(slow_pid, [1.0, 1.0], 1)
+        assert len(set(pids)) == 2
+    with pytest.raises(ValueError):
+        p.wait_for_workers(1)
 
 
 @needs_dask
@@ -408,23 +390,13 @@ def test_the_first_work_goes_to_the_workers_the_client_waited_for(
     # (with the once-a-second asking turned off here, so that only that
     # rule can find the second worker before the map goes out)
     monkeypatch.setattr(cluster, "_REFRESH_SECONDS", 1e9)
-    sched_file, procs = _start_scheduler(tmp_path)
-    try:
-        p = cluster.Pool(client=_address(sched_file))
-        try:
-            p.client.wait_for_workers(1, timeout=LONG)
-            assert len(p._engine.slots) <= 1
-            procs.append(_start_worker(sched_file))
-            p.client.wait_for_workers(2, timeout=LONG)
-            pids = p.map_async(slow_pid, [1.0, 1.0], 1).get(LONG)
-            assert len(set(pids)) == 2
-        finally:
-            p.terminate()
-            p.join()
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+    with _pool_on_own_scheduler(tmp_path) as (p, sched_file, procs):
+        p.client.wait_for_workers(1, timeout=LONG)
+        assert len(p._engine.slots) <= 1
+        procs.append(_start_worker(sched_file))
+        p.client.wait_for_workers(2, timeout=LONG)
+        pids = p.map_async(slow_pid, [1.0, 1.0], 1).get(LONG)
+        assert len(set(pids)) == 2
 
 
 @needs_dask
@@ -501,6 +473,25 @@ def _start_scheduler(tmp_path, worker=True):
     return sched_file, procs
 
 
+@contextlib.contextmanager
+def _pool_on_own_scheduler(tmp_path, worker=True):
+    """A cluster Pool on a scheduler of its own (_start_scheduler): yields
+    (pool, scheduler file, [processes]); at the end the pool is terminated
+    and joined, then the processes are killed."""
+    sched_file, procs = _start_scheduler(tmp_path, worker)
+    try:
+        p = cluster.Pool(client=_address(sched_file))
+        try:
+            yield p, sched_file, procs
+        finally:
+            p.terminate()
+            p.join()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def _start_worker(sched_file):
     return subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_worker",
@@ -522,31 +513,21 @@ def _address(sched_file):
 
 @needs_dask
 def test_a_cluster_that_goes_away_fails_the_pending_results(tmp_path):
-    sched_file, procs = _start_scheduler(tmp_path)
-    try:
-        p = cluster.Pool(client=_address(sched_file))
-        try:
-            p.client.wait_for_workers(1, timeout=LONG)
-            assert p.apply(square, (6,)) == 36
-            pending = [p.apply_async(time.sleep, (LONG,)) for _ in range(3)]
-            mapped = p.map_async(time.sleep, [LONG] * 4, 1)
-            time.sleep(0.3)
-            procs[0].kill()                         # the scheduler
-            t0 = time.monotonic()
-            for res in pending + [mapped]:
-                with pytest.raises(cluster.ClusterLostError,
-                                   match='went away'):
-                    res.get(LONG)
-            assert time.monotonic() - t0 < 30
-            with pytest.raises(cluster.ClusterLostError):
-                p.apply_async(square, (1,))
-        finally:
-            p.terminate()
-            p.join()
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+    with _pool_on_own_scheduler(tmp_path) as (p, sched_file, procs):
+        p.client.wait_for_workers(1, timeout=LONG)
+        assert p.apply(square, (6,)) == 36
+        pending = [p.apply_async(time.sleep, (LONG,)) for _ in range(3)]
+        mapped = p.map_async(time.sleep, [LONG] * 4, 1)
+        time.sleep(0.3)
+        procs[0].kill()                         # the scheduler
+        t0 = time.monotonic()
+        for res in pending + [mapped]:
+            with pytest.raises(cluster.ClusterLostError,
+                               match='went away'):
+                res.get(LONG)
+        assert time.monotonic() - t0 < 30
+        with pytest.raises(cluster.ClusterLostError):
+            p.apply_async(square, (1,))
 
 
 @needs_dask

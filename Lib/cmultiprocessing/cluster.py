@@ -338,14 +338,19 @@ class _Engine(object):
         """Start a runner on every worker there is, and wait for them (a
         pool made before its workers finds them when work arrives)."""
         self.loop_thread = threading.get_ident()
+        await self._refresh_and_start(None)
+        if not self.slots and self.refused:
+            raise next(iter(self.refused.values()))
+
+    async def _refresh_and_start(self, timeout):
+        """_refresh(), then wait for the runners starting on new workers
+        (at most timeout seconds; None: until they have)."""
+        import asyncio
         await self._refresh()
         starters = [s.starter for s in list(self.slots.values())
                     if s.starter is not None]
-        if starters:
-            import asyncio
-            await asyncio.wait(starters)
-        if not self.slots and self.refused:
-            raise next(iter(self.refused.values()))
+        if starters and timeout != 0.0:
+            await asyncio.wait(starters, timeout=timeout)
 
     async def _refresh(self):
         """Ask the scheduler for its workers: runners for the new ones,
@@ -376,13 +381,9 @@ class _Engine(object):
                 raise self.lost
             if self.halted:
                 raise ValueError("Pool not running")
-            await self._refresh()
-            starters = [s.starter for s in list(self.slots.values())
-                        if s.starter is not None]
-            left = None if deadline is None else \
-                max(0.0, deadline - time.monotonic())
-            if starters and left != 0.0:
-                await asyncio.wait(starters, timeout=left)
+            await self._refresh_and_start(
+                None if deadline is None else
+                max(0.0, deadline - time.monotonic()))
             ready = sum(1 for s in self.slots.values() if s.ready)
             if ready >= n_workers:
                 break
@@ -556,13 +557,8 @@ class _Engine(object):
         """_pump() once the scheduler has said which workers there are,
         and the new workers' runners have started (or _FIRST_SECONDS have
         gone by: a slow one joins the work when it is ready)."""
-        import asyncio
         try:
-            await self._refresh()
-            starters = [s.starter for s in self.slots.values()
-                        if s.starter is not None]
-            if starters:
-                await asyncio.wait(starters, timeout=_FIRST_SECONDS)
+            await self._refresh_and_start(_FIRST_SECONDS)
         finally:
             self.refreshing = None
         self._pump()
